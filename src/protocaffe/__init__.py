@@ -1,0 +1,27 @@
+"""protocaffe: compile a Caffe net (deploy.prototxt + .caffemodel) into a readable PyTorch module."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from protocaffe.api import Conversion
+
+
+def convert(*args: Any, **kwargs: Any) -> Conversion:
+    """See `protocaffe.api.convert`."""
+    from protocaffe.api import convert as _convert
+
+    return _convert(*args, **kwargs)
+
+
+def load(*args: Any, **kwargs: Any) -> Any:
+    """See `protocaffe.api.load`."""
+    from protocaffe.api import load as _load
+
+    return _load(*args, **kwargs)
+
+
+__all__ = ["__version__", "convert", "load"]

@@ -1,0 +1,179 @@
+"""Turn a graph into the pieces of model.py: names, `__init__` lines and `forward` lines.
+
+All Python expressions are built here (by each layer's emitter); the template only lays them
+out. Every Caffe string reaches the output in one of three forms: an identifier from the
+`Namespace` allocator, a `repr()`'d literal, or text made safe for a comment or docstring.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from protocaffe import __version__
+from protocaffe.backend.helpers import helper_source
+from protocaffe.ir.graph import Graph, Node, Value
+from protocaffe.ir.names import RULE, Namespace, sanitize
+from protocaffe.layers import lookup
+from protocaffe.layers.base import EmitContext, fmt_shape
+
+
+def comment_text(text: str) -> str:
+    """`text` as a quoted literal that cannot end a comment line (repr escapes line breaks)."""
+    return repr(text)
+
+
+def doc_text(text: str) -> str:
+    """`text` quoted for a docstring: repr() escapes line breaks and backslashes, and every
+    double quote is escaped so that no triple quote can close the docstring early."""
+    return repr(text).replace('"', '\\"')
+
+
+# Where black wraps lines in the generated file; a trace comment that would not fit after its
+# code goes on its own line above it instead, so that black never splits the code around it.
+LINE_LENGTH = 88
+BODY_INDENT = 8
+
+
+@dataclass(frozen=True)
+class Line:
+    code: str
+    comment: str = ""
+
+    @property
+    def comment_above(self) -> bool:
+        width = BODY_INDENT + len(self.code) + len("  # ") + len(self.comment)
+        return bool(self.comment) and width > LINE_LENGTH
+
+
+@dataclass(frozen=True)
+class ModuleParts:
+    """What the template lays out."""
+
+    docstring: list[str]
+    imports: list[str]
+    helpers: list[str]
+    class_name: str
+    class_doc: str
+    init: list[Line]
+    signature: str
+    forward: list[Line]
+    result: str
+    return_type: str
+
+
+@dataclass(frozen=True)
+class Emitted:
+    parts: ModuleParts
+    # The module attribute that holds each node's parameters (node name -> attribute).
+    attrs: dict[str, str]
+    # The local variable that holds each value in forward().
+    locals: dict[Value, str]
+
+
+def class_name_for(net_name: str) -> str:
+    ident = sanitize(net_name) if net_name else "Net"
+    ident = ident.strip("_") or "Net"
+    if ident[0].isdigit():
+        ident = "Net" + ident
+    ident = ident[0].upper() + ident[1:]
+    return ident if ident not in {"Scale", "Bias"} else ident + "Net"
+
+
+def shown_source(path: str) -> str:
+    """How the header names the prototxt: relative paths as given, absolute ones by file name."""
+    return os.path.basename(path) if os.path.isabs(path) else path.replace(os.sep, "/")
+
+
+def _value_name(value: Value, node: Node | None) -> str:
+    # The first version of a blob is named after the blob; later (in-place) versions after the
+    # layer that wrote them, so `relu1` reads as the output of layer relu1.
+    if value.version == 0 or node is None:
+        return value.blob
+    return node.name
+
+
+def emit_module(graph: Graph) -> Emitted:
+    attrs_ns = Namespace()
+    locals_ns = Namespace()
+    local: dict[Value, str] = {}
+    for value in graph.inputs:
+        local[value] = locals_ns.name(value, value.blob)
+
+    init: list[Line] = []
+    forward: list[Line] = []
+    helpers: list[str] = []
+    node_attrs: dict[str, str] = {}
+    for node in graph.nodes:
+        kind = lookup(node.op)
+        assert kind is not None, node.op
+        attr = attrs_ns.name(("node", node.name), node.name)
+        ctx = EmitContext(
+            attr=attr,
+            inputs=tuple(local[v] for v in node.inputs),
+            in_shapes=tuple(v.shape for v in node.inputs),
+            out_shapes=tuple(v.shape for v in node.outputs),
+        )
+        emission = kind.emit(node.attrs, ctx)
+        for helper in emission.helpers:
+            if helper not in helpers:
+                helpers.append(helper)
+        trace = f"{comment_text(node.name)} {node.op}"
+        if emission.init is not None:
+            node_attrs[node.name] = attr
+            init.append(Line(f"self.{attr} = {emission.init}", trace if attr != node.name else ""))
+        for value in node.outputs:
+            local[value] = locals_ns.name(value, _value_name(value, node))
+        targets = ", ".join(local[v] for v in node.outputs)
+        comment = trace
+        shapes = [v.shape for v in node.outputs]
+        if not node.inputs or shapes != [node.inputs[0].shape] * len(shapes):
+            comment += " -> " + ", ".join(fmt_shape(s) for s in shapes)
+        if emission.note:
+            comment += f": {emission.note}"
+        forward.append(Line(f"{targets} = {emission.forward}", comment))
+
+    results = [local[v] for v in graph.outputs]
+    result = results[0] if len(results) == 1 else ", ".join(results)
+    return_type = (
+        "torch.Tensor"
+        if len(results) == 1
+        else "tuple[" + ", ".join(["torch.Tensor"] * len(results)) + "]"
+    )
+    signature = ", ".join(["self"] + [f"{local[v]}: torch.Tensor" for v in graph.inputs])
+
+    helper_texts = [helper_source(name) for name in helpers]
+    code = "\n".join(line.code for line in init + forward) + "\n".join(helper_texts)
+    imports = ["import torch", "from torch import nn"]
+    if re.search(r"\bF\.", code):
+        imports.append("import torch.nn.functional as F")
+    if "Optional[" in code:
+        imports.insert(0, "from typing import Optional")
+        imports.insert(1, "")
+
+    inputs_doc = ", ".join(f"{doc_text(v.blob)} {fmt_shape(v.shape)}" for v in graph.inputs)
+    outputs_doc = ", ".join(doc_text(v.blob) for v in graph.outputs)
+    name = graph.name or "net"
+    docstring = [
+        f"{doc_text(name)}, generated by protocaffe {__version__} from"
+        f" {doc_text(shown_source(graph.source))}. Do not edit; regenerate.",
+        "",
+        RULE,
+    ]
+    class_doc = (
+        f"Caffe net {doc_text(name)}: inputs {inputs_doc}; outputs {outputs_doc} (Caffe's order)."
+    )
+    parts = ModuleParts(
+        docstring=docstring,
+        imports=imports,
+        helpers=helper_texts,
+        class_name=class_name_for(graph.name),
+        class_doc=class_doc,
+        init=init,
+        signature=signature,
+        forward=forward,
+        result=result,
+        return_type=return_type,
+    )
+    return Emitted(parts, node_attrs, local)

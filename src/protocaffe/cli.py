@@ -1,0 +1,119 @@
+"""The `protocaffe` command line.
+
+Bad input ends in one line per diagnostic on stderr (`file:line: layer "name" (Type): message`)
+and exit status 2, with no traceback and no output file left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from protocaffe import __version__
+from protocaffe.errors import ProtocaffeError, Reporter, Severity
+
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
+
+
+def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"expected NAME=D1,D2,... with positive dims, got {text!r}")
+    return name, shape
+
+
+def _add_input_shape(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input-shape",
+        type=_input_shape,
+        action="append",
+        default=[],
+        metavar="NAME=N,C,H,W",
+        help="override the declared shape of an input (repeatable)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="protocaffe", description="Compile Caffe nets into readable PyTorch modules."
+    )
+    parser.add_argument("--version", action="version", version=f"protocaffe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    convert = sub.add_parser("convert", help="write model.py (and the weights) for a Caffe net")
+    convert.add_argument("prototxt")
+    convert.add_argument("caffemodel", nargs="?")
+    convert.add_argument("-o", "--output", required=True, help="output folder")
+    convert.add_argument("--format", choices=("safetensors", "pt"), default="safetensors")
+    convert.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    _add_input_shape(convert)
+
+    rand = sub.add_parser("random-weights", help="write a caffemodel with seeded random weights")
+    rand.add_argument("prototxt")
+    rand.add_argument("-o", "--output", required=True, help="the .caffemodel to write")
+    rand.add_argument("--seed", type=int, default=0)
+    rand.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    _add_input_shape(rand)
+    return parser
+
+
+def _report(reporter: Reporter, quiet: bool) -> None:
+    for diagnostic in reporter.diagnostics:
+        if quiet and diagnostic.severity is not Severity.ERROR:
+            continue
+        print(diagnostic, file=sys.stderr)
+
+
+def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
+    from protocaffe.api import convert
+    from protocaffe.backend.weights import write_state, write_text
+
+    conversion = convert(
+        args.prototxt, args.caffemodel, input_shapes=dict(args.input_shape), reporter=reporter
+    )
+    out = Path(args.output)
+    if conversion.arrays is not None:
+        suffix = "safetensors" if args.format == "safetensors" else "pt"
+        write_state(out / f"model.{suffix}", conversion.arrays, args.format)
+    write_text(out / "model.py", conversion.source)
+    return EXIT_OK
+
+
+def _random_weights(args: argparse.Namespace, reporter: Reporter) -> int:
+    from protocaffe.random_weights import random_weights
+
+    random_weights(
+        args.prototxt,
+        args.output,
+        seed=args.seed,
+        input_shapes=dict(args.input_shape),
+        reporter=reporter,
+    )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    reporter = Reporter()
+    commands = {"convert": _convert, "random-weights": _random_weights}
+    try:
+        status = commands[args.command](args, reporter)
+    except ProtocaffeError as exc:
+        _report(reporter, args.quiet)
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    _report(reporter, args.quiet)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Read a deploy prototxt (V2, legacy V1 or V0) into a `NetDef`: inputs and layers in V2 form.
+
+What happens here is what Caffe's `ReadNetParamsFromTextFile` + `UpgradeNetAsNeeded` +
+`FilterNet` do: old formats are upgraded to `layer {}` messages, the phase rules select the
+TEST net (a deploy file is run in TEST), and the input declarations (`input` + `input_dim`,
+`input` + `input_shape`, or `Input` layers) become `InputDef`s.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
+from protocaffe.frontend.schema import message_class
+from protocaffe.frontend.textformat import Locations, parse_text
+
+Shape = tuple[int, ...]
+
+TEST_PHASE = 1
+
+
+@dataclass(frozen=True)
+class InputDef:
+    name: str
+    shape: Shape
+    loc: SourceLoc
+
+
+@dataclass(frozen=True)
+class LayerDef:
+    """One Caffe layer in V2 form. `param` is the LayerParameter message (schema defaults apply)."""
+
+    name: str
+    type: str
+    bottoms: tuple[str, ...]
+    tops: tuple[str, ...]
+    param: Any
+    loc: SourceLoc
+    locations: Locations
+
+    def field_loc(self, sub: Message, name: str) -> SourceLoc:
+        """Where a field of this layer (or of one of its parameter messages) was written."""
+        return self.locations.of_field(sub, name) or self.loc
+
+
+@dataclass(frozen=True)
+class NetDef:
+    name: str
+    path: str
+    inputs: tuple[InputDef, ...]
+    layers: tuple[LayerDef, ...]
+
+
+# V1 `layers { type: ENUM }` names, as V2 type strings (Caffe's UpgradeV1LayerType).
+V1_TYPES = {
+    "ABSVAL": "AbsVal",
+    "ACCURACY": "Accuracy",
+    "ARGMAX": "ArgMax",
+    "BNLL": "BNLL",
+    "CONCAT": "Concat",
+    "CONTRASTIVE_LOSS": "ContrastiveLoss",
+    "CONVOLUTION": "Convolution",
+    "DATA": "Data",
+    "DECONVOLUTION": "Deconvolution",
+    "DROPOUT": "Dropout",
+    "DUMMY_DATA": "DummyData",
+    "EUCLIDEAN_LOSS": "EuclideanLoss",
+    "ELTWISE": "Eltwise",
+    "EXP": "Exp",
+    "FLATTEN": "Flatten",
+    "HDF5_DATA": "HDF5Data",
+    "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss",
+    "IM2COL": "Im2col",
+    "IMAGE_DATA": "ImageData",
+    "INFOGAIN_LOSS": "InfogainLoss",
+    "INNER_PRODUCT": "InnerProduct",
+    "LRN": "LRN",
+    "MEMORY_DATA": "MemoryData",
+    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN",
+    "POOLING": "Pooling",
+    "POWER": "Power",
+    "RELU": "ReLU",
+    "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
+    "SILENCE": "Silence",
+    "SOFTMAX": "Softmax",
+    "SOFTMAX_LOSS": "SoftmaxWithLoss",
+    "SPLIT": "Split",
+    "SLICE": "Slice",
+    "TANH": "TanH",
+    "WINDOW_DATA": "WindowData",
+    "THRESHOLD": "Threshold",
+}
+
+# V0 `layer { type: "..." }` strings, as V2 type strings (Caffe's UpgradeV0LayerType).
+V0_TYPES = {
+    "accuracy": "Accuracy",
+    "bnll": "BNLL",
+    "concat": "Concat",
+    "conv": "Convolution",
+    "data": "Data",
+    "dropout": "Dropout",
+    "euclidean_loss": "EuclideanLoss",
+    "flatten": "Flatten",
+    "hdf5_data": "HDF5Data",
+    "hdf5_output": "HDF5Output",
+    "im2col": "Im2col",
+    "images": "ImageData",
+    "infogain_loss": "InfogainLoss",
+    "innerproduct": "InnerProduct",
+    "lrn": "LRN",
+    "multinomial_logistic_loss": "MultinomialLogisticLoss",
+    "pool": "Pooling",
+    "relu": "ReLU",
+    "sigmoid": "Sigmoid",
+    "softmax": "Softmax",
+    "softmax_loss": "SoftmaxWithLoss",
+    "split": "Split",
+    "tanh": "TanH",
+    "window_data": "WindowData",
+}
+
+
+def _copy_common_params(src: Any, dst: Any) -> None:
+    """Copy every `*_param` submessage that V1 and V2 layers share by name."""
+    dst_fields = dst.DESCRIPTOR.fields_by_name
+    for fd, value in src.ListFields():
+        if fd.name.endswith("_param") and fd.name in dst_fields:
+            getattr(dst, fd.name).CopyFrom(value)
+
+
+def _upgrade_v0(v0: Any, layer: Any) -> None:
+    """Move the flat V0 fields into the V2 parameter messages (Caffe's UpgradeV0LayerParameter)."""
+    kind = layer.type
+    if kind == "Convolution":
+        conv = layer.convolution_param
+        if v0.HasField("num_output"):
+            conv.num_output = v0.num_output
+        conv.bias_term = v0.biasterm
+        if v0.HasField("pad"):
+            conv.pad.append(v0.pad)
+        if v0.HasField("kernelsize"):
+            conv.kernel_size.append(v0.kernelsize)
+        if v0.HasField("group"):
+            conv.group = v0.group
+        if v0.HasField("stride"):
+            conv.stride.append(v0.stride)
+    elif kind == "InnerProduct":
+        ip = layer.inner_product_param
+        if v0.HasField("num_output"):
+            ip.num_output = v0.num_output
+        ip.bias_term = v0.biasterm
+    elif kind == "Pooling":
+        pool = layer.pooling_param
+        pool.pool = v0.pool
+        if v0.HasField("pad"):
+            pool.pad = v0.pad
+        if v0.HasField("kernelsize"):
+            pool.kernel_size = v0.kernelsize
+        if v0.HasField("stride"):
+            pool.stride = v0.stride
+    elif kind == "Dropout":
+        layer.dropout_param.dropout_ratio = v0.dropout_ratio
+    elif kind == "LRN":
+        lrn = layer.lrn_param
+        lrn.local_size = v0.local_size
+        lrn.alpha = v0.alpha
+        lrn.beta = v0.beta
+        lrn.k = v0.k
+    elif kind == "Concat":
+        layer.concat_param.concat_dim = v0.concat_dim
+    if kind == "Dropout" or kind == "ReLU":
+        layer.SetInParent()
+
+
+def _phase_ok(layer: Any) -> bool:
+    """Caffe's StateMeetsRule for a TEST-phase net with no level or stages set."""
+
+    def meets(rule: Any) -> bool:
+        if rule.HasField("phase") and rule.phase != TEST_PHASE:
+            return False
+        if rule.HasField("min_level") and rule.min_level > 0:
+            return False
+        if rule.HasField("max_level") and rule.max_level < 0:
+            return False
+        return not rule.stage
+
+    if layer.include:
+        return any(meets(rule) for rule in layer.include)
+    return not any(meets(rule) for rule in layer.exclude)
+
+
+def _v1_layers(net: Any, locations: Locations, path: str) -> list[tuple[Any, SourceLoc]]:
+    v1_enum = message_class("V1LayerParameter").DESCRIPTOR.enum_types_by_name["LayerType"]
+    upgraded: list[tuple[Any, SourceLoc]] = []
+    layer_cls = message_class("LayerParameter")
+    for old in net.layers:
+        loc = locations.of(old) or SourceLoc(path)
+        new = layer_cls()
+        new.bottom.extend(old.bottom)
+        new.top.extend(old.top)
+        new.include.extend(old.include)
+        new.exclude.extend(old.exclude)
+        if old.HasField("layer"):  # V0: the layer's own fields live in a nested message
+            v0 = old.layer
+            new.name = v0.name
+            new.type = V0_TYPES.get(v0.type, v0.type)
+            _upgrade_v0(v0, new)
+        else:
+            new.name = old.name
+            enum_name = v1_enum.values_by_number[old.type].name if old.HasField("type") else ""
+            new.type = V1_TYPES.get(enum_name, enum_name)
+            _copy_common_params(old, new)
+        locations.record(new, loc)
+        upgraded.append((new, loc))
+    return upgraded
+
+
+def _declared_inputs(net: Any, locations: Locations, path: str) -> list[InputDef]:
+    """`input` + `input_dim` / `input_shape` at the top of the file."""
+    names = list(net.input)
+    if not names:
+        if net.input_dim or net.input_shape:
+            loc = locations.of_field(net, "input_dim") or locations.of_field(net, "input_shape")
+            raise ProtocaffeError.at(loc or SourceLoc(path), "input_dim/input_shape without input")
+        return []
+    loc = locations.of_field(net, "input") or SourceLoc(path)
+    if net.input_shape:
+        if len(net.input_shape) != len(names):
+            raise ProtocaffeError.at(
+                loc, f"{len(names)} inputs but {len(net.input_shape)} input_shape entries"
+            )
+        shapes = [tuple(int(d) for d in s.dim) for s in net.input_shape]
+    elif net.input_dim:
+        dims = [int(d) for d in net.input_dim]
+        if len(dims) != 4 * len(names):
+            raise ProtocaffeError.at(
+                loc, f"{len(names)} inputs need {4 * len(names)} input_dim values, got {len(dims)}"
+            )
+        shapes = [tuple(dims[4 * i : 4 * i + 4]) for i in range(len(names))]
+    else:
+        raise ProtocaffeError.at(loc, "input without input_dim or input_shape")
+    return [InputDef(n, s, loc) for n, s in zip(names, shapes, strict=True)]
+
+
+def read_prototxt_text(text: str, path: str, reporter: Reporter) -> NetDef:
+    """Parse prototxt text. `path` is only used in diagnostics."""
+    locations = Locations()
+    net = message_class("NetParameter")()
+    parse_text(text, path, net, reporter, locations)
+    if net.layer and net.layers:
+        raise ProtocaffeError.at(SourceLoc(path, 1), "file mixes 'layer' (V2) and 'layers' (V1)")
+    if net.layers:
+        raw = _v1_layers(net, locations, path)
+    else:
+        raw = [(layer, locations.of(layer) or SourceLoc(path)) for layer in net.layer]
+
+    inputs = _declared_inputs(net, locations, path)
+    layers: list[LayerDef] = []
+    for msg, loc in raw:
+        if not _phase_ok(msg):
+            reporter.note(loc, "not in the TEST phase; left out", msg.name, msg.type)
+            continue
+        layers.append(
+            LayerDef(
+                name=msg.name,
+                type=msg.type,
+                bottoms=tuple(msg.bottom),
+                tops=tuple(msg.top),
+                param=msg,
+                loc=loc,
+                locations=locations,
+            )
+        )
+    for shape_def in inputs:
+        _check_shape(shape_def.shape, shape_def.loc, shape_def.name)
+    return NetDef(name=net.name, path=path, inputs=tuple(inputs), layers=tuple(layers))
+
+
+def _check_shape(shape: Shape, loc: SourceLoc, name: str) -> None:
+    if not shape or any(d <= 0 for d in shape):
+        raise ProtocaffeError.at(loc, f'input "{name}" has a non-positive dimension: {shape}')
+
+
+def read_prototxt(path: str | os.PathLike[str], reporter: Reporter) -> NetDef:
+    """Read a prototxt file. Diagnostics name the path as given (relative paths stay relative)."""
+    shown = os.fspath(path)
+    try:
+        data = open(path, "rb").read()
+    except OSError as exc:
+        raise ProtocaffeError.at(SourceLoc(shown), f"cannot read file: {exc.strerror}") from None
+    if not data.strip():
+        raise ProtocaffeError.at(SourceLoc(shown), "empty file: no layers")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        hint = " (is this a binary .caffemodel?)" if b"\x00" in data[:4096] else ""
+        raise ProtocaffeError.at(
+            SourceLoc(shown, line), f"not UTF-8 text at byte {exc.start}{hint}"
+        ) from None
+    return read_prototxt_text(text, shown, reporter)

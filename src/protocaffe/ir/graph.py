@@ -1,0 +1,74 @@
+"""The typed graph IR: SSA values, nodes with ordered inputs, and the graph that holds them.
+
+A `Value` is one immutable tensor. Caffe's in-place layers (top == bottom) update a blob; here
+each update defines a new Value with the same `blob` name and a higher `version`, so a reader
+sees exactly the version that existed when it ran. Node inputs are a tuple: their order is
+data (Concat's bottoms stay in prototxt order). Nodes hold no back-pointers: `users()` derives
+them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from protocaffe.errors import SourceLoc
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Value:
+    """One SSA tensor: version `version` of Caffe blob `blob`, with its inferred shape."""
+
+    blob: str
+    version: int
+    shape: Shape
+
+    def __str__(self) -> str:
+        return f"%{self.blob}.{self.version}"
+
+
+@dataclass(frozen=True)
+class Attrs:
+    """Base class of the typed attributes of each layer family."""
+
+
+@dataclass(frozen=True)
+class NoAttrs(Attrs):
+    pass
+
+
+@dataclass(frozen=True)
+class Node:
+    """One Caffe layer: `op` is the Caffe type (V2 spelling), `name` the layer name verbatim."""
+
+    op: str
+    name: str
+    inputs: tuple[Value, ...]
+    outputs: tuple[Value, ...]
+    attrs: Attrs
+    loc: SourceLoc
+    # Names of the weight blobs this node owns, in Caffe blob order (e.g. ("weight", "bias")).
+    params: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Graph:
+    name: str
+    source: str
+    inputs: tuple[Value, ...]
+    nodes: tuple[Node, ...]
+    outputs: tuple[Value, ...]
+    # Values that a pass replaced by another (e.g. Dropout's output by its input), kept so that
+    # tools can still map every Caffe blob to the value that now holds it.
+    aliases: tuple[tuple[Value, Value], ...] = field(default=())
+
+    def users(self, value: Value) -> Iterator[Node]:
+        return (n for n in self.nodes if value in n.inputs)
+
+    def producer(self, value: Value) -> Node | None:
+        for node in self.nodes:
+            if value in node.outputs:
+                return node
+        return None

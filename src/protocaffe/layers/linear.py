@@ -1,0 +1,288 @@
+"""InnerProduct, Scale, Bias and Eltwise: the layers that are (multi-)linear in their inputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from protocaffe.frontend.prototxt import LayerDef
+from protocaffe.ir.graph import Attrs, Shape
+from protocaffe.layers.base import (
+    BlobSpec,
+    EmitContext,
+    Emission,
+    Init,
+    Layer,
+    call,
+    canonical_axis,
+    fail,
+    register,
+    tuple_expr,
+)
+
+
+@dataclass(frozen=True)
+class InnerProductAttrs(Attrs):
+    num_output: int
+    bias: bool
+    axis: int
+    transpose: bool
+
+
+@register
+class InnerProduct(Layer):
+    types = ("InnerProduct",)
+
+    def parse(self, layer: LayerDef) -> InnerProductAttrs:
+        p = layer.param.inner_product_param
+        if not p.HasField("num_output"):
+            raise fail(layer, "inner_product_param.num_output is required")
+        return InnerProductAttrs(int(p.num_output), bool(p.bias_term), int(p.axis), bool(p.transpose))
+
+    def _fan_in(self, attrs: InnerProductAttrs, shape: Shape) -> tuple[int, int]:
+        axis = attrs.axis % len(shape)
+        return axis, math.prod(shape[axis:])
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        assert isinstance(attrs, InnerProductAttrs)
+        shape = in_shapes[0]
+        axis = canonical_axis(attrs.axis, len(shape), layer)
+        return [shape[:axis] + (attrs.num_output,)]
+
+    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        assert isinstance(attrs, InnerProductAttrs)
+        _, k = self._fan_in(attrs, in_shapes[0])
+        n = attrs.num_output
+        specs = [BlobSpec((k, n) if attrs.transpose else (n, k), Init.FAN_IN, k)]
+        if attrs.bias:
+            specs.append(BlobSpec((n,), Init.SMALL))
+        return specs
+
+    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        assert isinstance(attrs, InnerProductAttrs)
+        return ("weight", "bias") if attrs.bias else ("weight",)
+
+    def state(
+        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        assert isinstance(attrs, InnerProductAttrs)
+        weight = np.ascontiguousarray(blobs[0].T) if attrs.transpose else blobs[0]
+        return dict(zip(self.param_names(attrs, in_shapes), [weight, *blobs[1:]], strict=True))
+
+    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+        assert isinstance(attrs, InnerProductAttrs)
+        shape = ctx.in_shapes[0]
+        axis, k = self._fan_in(attrs, shape)
+        init = call(
+            "nn.Linear", repr(k), repr(attrs.num_output), bias=False if not attrs.bias else None
+        )
+        x = ctx.x if axis == len(shape) - 1 else f"torch.flatten({ctx.x}, {axis})"
+        note = "weight stored transposed in Caffe" if attrs.transpose else ""
+        return Emission(forward=f"self.{ctx.attr}({x})", init=init, note=note)
+
+
+@dataclass(frozen=True)
+class BroadcastAttrs(Attrs):
+    """Scale/Bias: the operand spans `num_axes` axes of the input from `axis` on."""
+
+    axis: int
+    num_axes: int
+    bias: bool  # Scale only: bias_term
+
+
+def _operand_shape(attrs: BroadcastAttrs, in_shapes: Sequence[Shape]) -> Shape:
+    """The shape of the learned (or second-bottom) operand, checked as Caffe checks it.
+    Raises ValueError when the shapes do not fit."""
+    shape = in_shapes[0]
+    if len(in_shapes) == 2:
+        operand = in_shapes[1]
+        axis = attrs.axis if attrs.axis >= 0 else attrs.axis + len(shape)
+        if len(operand) == 0:
+            return operand
+        if not 0 <= axis <= len(shape) - len(operand) or (
+            shape[axis : axis + len(operand)] != operand
+        ):
+            raise ValueError(
+                f"bottom 1 shape {operand} does not match bottom 0 shape {shape} from axis "
+                f"{attrs.axis}",
+            )
+        return operand
+    if shape and not -len(shape) <= attrs.axis < len(shape):
+        raise ValueError(f"axis {attrs.axis} is out of range for a {len(shape)}-D input")
+    axis = attrs.axis % len(shape) if shape else 0
+    if attrs.num_axes == -1:
+        return shape[axis:]
+    if attrs.num_axes < -1 or axis + attrs.num_axes > len(shape):
+        raise ValueError(f"num_axes {attrs.num_axes} from axis {axis} exceeds the input rank")
+    return shape[axis : axis + attrs.num_axes]
+
+
+def _trailing(attrs: BroadcastAttrs, in_shapes: Sequence[Shape], operand: Shape) -> int:
+    """How many trailing singleton axes the operand needs to broadcast against the input."""
+    rank = len(in_shapes[0])
+    if not operand:
+        return 0
+    axis = attrs.axis % rank if rank else 0
+    return rank - axis - len(operand)
+
+
+def _broadcast(operand: str, trailing: int) -> str:
+    if trailing == 0:
+        return operand
+    return f"{operand}[{', '.join(['...'] + ['None'] * trailing)}]"
+
+
+class _Broadcast(Layer):
+    bottoms = (1, 2)
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        assert isinstance(attrs, BroadcastAttrs)
+        try:
+            _operand_shape(attrs, in_shapes)
+        except ValueError as exc:
+            raise fail(layer, str(exc)) from None
+        return [in_shapes[0]]
+
+
+@register
+class Scale(_Broadcast):
+    """x * scale (+ bias), the scale learned or given as a second bottom."""
+
+    types = ("Scale",)
+
+    def parse(self, layer: LayerDef) -> BroadcastAttrs:
+        p = layer.param.scale_param
+        return BroadcastAttrs(int(p.axis), int(p.num_axes), bool(p.bias_term))
+
+    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        assert isinstance(attrs, BroadcastAttrs)
+        operand = _operand_shape(attrs, in_shapes)
+        specs = [] if len(in_shapes) == 2 else [BlobSpec(operand, Init.ONE)]
+        if attrs.bias:
+            specs.append(BlobSpec(operand, Init.SMALL))
+        return specs
+
+    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        assert isinstance(attrs, BroadcastAttrs)
+        names = () if len(in_shapes) == 2 else ("weight",)
+        return names + (("bias",) if attrs.bias else ())
+
+    def state(
+        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        return dict(zip(self.param_names(attrs, in_shapes), blobs, strict=True))
+
+    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+        assert isinstance(attrs, BroadcastAttrs)
+        operand = _operand_shape(attrs, ctx.in_shapes)
+        trailing = _trailing(attrs, ctx.in_shapes, operand)
+        if len(ctx.inputs) == 2:
+            expr = f"{ctx.x} * {_broadcast(ctx.inputs[1], trailing)}"
+            if attrs.bias:
+                return Emission(
+                    forward=f"self.{ctx.attr}({expr})",
+                    init=call("Bias", tuple_expr(operand), trailing=trailing),
+                    helpers=("Bias",),
+                )
+            return Emission(forward=expr)
+        init = call(
+            "Scale", tuple_expr(operand), trailing=trailing, bias=True if attrs.bias else None
+        )
+        return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init, helpers=("Scale",))
+
+
+@register
+class Bias(_Broadcast):
+    """x + bias, the bias learned or given as a second bottom."""
+
+    types = ("Bias",)
+
+    def parse(self, layer: LayerDef) -> BroadcastAttrs:
+        p = layer.param.bias_param
+        return BroadcastAttrs(int(p.axis), int(p.num_axes), False)
+
+    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        assert isinstance(attrs, BroadcastAttrs)
+        if len(in_shapes) == 2:
+            return []
+        return [BlobSpec(_operand_shape(attrs, in_shapes), Init.SMALL)]
+
+    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        return () if len(in_shapes) == 2 else ("bias",)
+
+    def state(
+        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        return dict(zip(self.param_names(attrs, in_shapes), blobs, strict=True))
+
+    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+        assert isinstance(attrs, BroadcastAttrs)
+        operand = _operand_shape(attrs, ctx.in_shapes)
+        trailing = _trailing(attrs, ctx.in_shapes, operand)
+        if len(ctx.inputs) == 2:
+            return Emission(forward=f"{ctx.x} + {_broadcast(ctx.inputs[1], trailing)}")
+        init = call("Bias", tuple_expr(operand), trailing=trailing)
+        return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init, helpers=("Bias",))
+
+
+@dataclass(frozen=True)
+class EltwiseAttrs(Attrs):
+    operation: int
+    coeffs: tuple[float, ...]
+
+
+PROD, SUM, MAX = 0, 1, 2
+
+
+@register
+class Eltwise(Layer):
+    types = ("Eltwise",)
+    bottoms = (2, None)
+
+    def parse(self, layer: LayerDef) -> EltwiseAttrs:
+        p = layer.param.eltwise_param
+        coeffs = tuple(float(c) for c in p.coeff)
+        if coeffs and p.operation != SUM:
+            raise fail(layer, "coeff is only allowed with operation SUM")
+        if coeffs and len(coeffs) != len(layer.bottoms):
+            raise fail(
+                layer, f"{len(coeffs)} coeff values for {len(layer.bottoms)} bottoms (need one each)"
+            )
+        return EltwiseAttrs(int(p.operation), coeffs)
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        for i, shape in enumerate(in_shapes[1:], start=1):
+            if shape != in_shapes[0]:
+                raise fail(
+                    layer,
+                    f"bottom {i} '{layer.bottoms[i]}' has shape {shape}, bottom 0 has "
+                    f"{in_shapes[0]}: Eltwise needs equal shapes",
+                )
+        return [in_shapes[0]]
+
+    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+        assert isinstance(attrs, EltwiseAttrs)
+        if attrs.operation == PROD:
+            return Emission(forward=" * ".join(ctx.inputs))
+        if attrs.operation == MAX:
+            expr = ctx.inputs[0]
+            for other in ctx.inputs[1:]:
+                expr = f"torch.maximum({expr}, {other})"
+            return Emission(forward=expr)
+        coeffs = attrs.coeffs or (1.0,) * len(ctx.inputs)
+        terms = []
+        for i, (name, coeff) in enumerate(zip(ctx.inputs, coeffs, strict=True)):
+            if coeff == 1:
+                terms.append(("+", name))
+            elif coeff == -1 and i > 0:
+                terms.append(("-", name))
+            else:
+                terms.append(("+", f"{name} * {coeff!r}"))
+        expr = terms[0][1]
+        for sign, term in terms[1:]:
+            expr += f" {sign} {term}"
+        return Emission(forward=expr, note=f"coeff {list(coeffs)}" if attrs.coeffs else "")
+

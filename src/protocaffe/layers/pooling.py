@@ -1,0 +1,159 @@
+"""Pooling (MAX, AVE, global) with Caffe's exact output sizes and AVE divisor.
+
+Caffe's rounding rule lives in `caffe_pool_size` and nowhere else. PyTorch's pooling agrees with
+Caffe whenever both give the same output size and torch accepts the padding (pad <= kernel / 2);
+the AVE divisor then agrees too, because torch also clips the window at H + pad. Where they do
+not agree, the generated code calls the `caffe_pool2d` helper, which pads explicitly and divides
+by Caffe's own window count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from protocaffe.frontend.prototxt import LayerDef
+from protocaffe.ir.graph import Attrs, Shape
+from protocaffe.layers.base import (
+    EmitContext,
+    Emission,
+    Layer,
+    call,
+    fail,
+    opt,
+    register,
+    spatial,
+    tuple_expr,
+)
+
+MAX, AVE, STOCHASTIC = 0, 1, 2
+CEIL = 0
+
+
+@dataclass(frozen=True)
+class PoolAttrs(Attrs):
+    method: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+    global_pooling: bool
+    ceil: bool
+
+
+def caffe_pool_size(size: int, k: int, s: int, p: int, ceil: bool) -> int:
+    """Caffe's pooled size: ceil (or floor), then, only when pad > 0, drop a last window that
+    would start in the padding (PoolingLayer::Reshape)."""
+    span = size + 2 * p - k
+    out = (math.ceil(span / s) if ceil else span // s) + 1
+    if p > 0 and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def torch_pool_size(size: int, k: int, s: int, p: int, ceil: bool) -> int:
+    """What torch's max_pool2d/avg_pool2d give for the same geometry."""
+    span = size + 2 * p - k
+    out = (math.ceil(span / s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _ceil_from(layer: LayerDef) -> bool:
+    p = layer.param.pooling_param
+    if p.HasField("ceil_mode"):
+        return bool(p.ceil_mode)
+    return bool(p.round_mode == CEIL)
+
+
+@register
+class Pooling(Layer):
+    types = ("Pooling",)
+    tops = (1, 2)  # a second top is the argmax mask (SegNet); it needs the Upsample family
+
+    def parse(self, layer: LayerDef) -> PoolAttrs:
+        p = layer.param.pooling_param
+        if p.pool == STOCHASTIC:
+            raise fail(layer, "STOCHASTIC pooling is not supported (it is random at TEST time)")
+        if len(layer.tops) > 1:
+            raise fail(layer, "a Pooling mask top is not supported")
+        if p.HasField("ceil_mode") and p.HasField("round_mode"):
+            raise fail(layer, "both ceil_mode and round_mode are set; use one")
+        global_pooling = bool(p.global_pooling)
+        kernel = spatial([], opt(p, "kernel_size"), opt(p, "kernel_h"), opt(p, "kernel_w"), 0)
+        stride = spatial([], opt(p, "stride"), opt(p, "stride_h"), opt(p, "stride_w"), 1)
+        pad = spatial([], opt(p, "pad"), opt(p, "pad_h"), opt(p, "pad_w"), 0)
+        if not global_pooling and min(kernel) <= 0:
+            raise fail(layer, "pooling needs kernel_size (or kernel_h and kernel_w)")
+        if min(stride) <= 0:
+            raise fail(layer, f"stride must be positive, got {stride}")
+        if not global_pooling and (pad[0] >= kernel[0] or pad[1] >= kernel[1]):
+            raise fail(layer, f"pad {pad} must be smaller than the kernel {kernel}")
+        return PoolAttrs(p.pool, kernel, stride, pad, global_pooling, _ceil_from(layer))
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        assert isinstance(attrs, PoolAttrs)
+        shape = in_shapes[0]
+        if len(shape) != 4:
+            raise fail(layer, f"expects a 4-D input, got {shape}")
+        n, c, h, w = shape
+        if attrs.global_pooling:
+            return [(n, c, 1, 1)]
+        out = [
+            caffe_pool_size(dim, k, s, p, attrs.ceil)
+            for dim, k, s, p in zip((h, w), attrs.kernel, attrs.stride, attrs.pad, strict=True)
+        ]
+        # Caffe accepts a kernel larger than the input as long as one window remains.
+        if min(out) <= 0:
+            raise fail(
+                layer,
+                f"kernel {attrs.kernel} is larger than the padded input "
+                f"{h + 2 * attrs.pad[0]}x{w + 2 * attrs.pad[1]}",
+            )
+        return [(n, c, out[0], out[1])]
+
+    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+        assert isinstance(attrs, PoolAttrs)
+        is_max = attrs.method == MAX
+        x = ctx.x
+        if attrs.global_pooling:
+            fn = "torch.amax" if is_max else "torch.mean"
+            return Emission(forward=f"{fn}({x}, dim=(2, 3), keepdim=True)", note="global")
+        geometry = list(zip(attrs.kernel, attrs.stride, attrs.pad, strict=True))
+        # torch agrees with Caffe for every input size when it accepts the padding and, in ceil
+        # mode, when pad > 0 or kernel >= stride (then both drop the same last window).
+        if all(2 * p <= k and (not attrs.ceil or p > 0 or k >= s) for k, s, p in geometry):
+            pad = _pair(attrs.pad)
+            init = call(
+                "nn.MaxPool2d" if is_max else "nn.AvgPool2d",
+                kernel_size=_pair(attrs.kernel),
+                stride=_pair(attrs.stride),
+                padding=pad if pad != 0 else None,
+                ceil_mode=True if attrs.ceil else None,
+            )
+            h, w = ctx.in_shapes[0][2:]
+            rounds_up = attrs.ceil and any(
+                caffe_pool_size(d, k, s, p, True) != caffe_pool_size(d, k, s, p, False)
+                for d, (k, s, p) in zip((h, w), geometry, strict=True)
+            )
+            note = "Caffe rounds up" if rounds_up else ""
+            return Emission(forward=f"self.{ctx.attr}({x})", init=init, note=note)
+        forward = call(
+            "caffe_pool2d",
+            x,
+            tuple_expr(attrs.kernel),
+            tuple_expr(attrs.stride),
+            tuple_expr(attrs.pad),
+            ceil=attrs.ceil,
+            average=not is_max,
+        )
+        return Emission(
+            forward=forward,
+            note="Caffe's window rule differs from torch's here",
+            helpers=("caffe_pool2d",),
+        )
+
+
+def _pair(values: tuple[int, int]) -> int | tuple[int, int]:
+    return values[0] if values[0] == values[1] else values

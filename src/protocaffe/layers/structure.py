@@ -1,0 +1,355 @@
+"""Layers that move data without arithmetic: Input, Concat, Slice, Split, Silence, Flatten,
+Reshape, Crop, Tile."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from protocaffe.frontend.prototxt import LayerDef
+from protocaffe.ir.graph import Attrs, Shape
+from protocaffe.layers.base import (
+    EmitContext,
+    Emission,
+    Layer,
+    canonical_axis,
+    fail,
+    register,
+)
+
+
+@dataclass(frozen=True)
+class InputAttrs(Attrs):
+    shapes: tuple[Shape, ...]
+
+
+@register
+class Input(Layer):
+    """Declares the net's inputs; the graph builder turns its tops into forward() arguments."""
+
+    types = ("Input",)
+    bottoms = (0, 0)
+    tops = (1, None)
+
+    def parse(self, layer: LayerDef) -> InputAttrs:
+        shapes = [tuple(int(d) for d in s.dim) for s in layer.param.input_param.shape]
+        if len(shapes) == 1 and len(layer.tops) > 1:
+            shapes = shapes * len(layer.tops)
+        if len(shapes) != len(layer.tops):
+            raise fail(layer, f"{len(layer.tops)} tops but {len(shapes)} input_param shapes")
+        return InputAttrs(tuple(shapes))
+
+
+@dataclass(frozen=True)
+class AxisAttrs(Attrs):
+    axis: int
+
+
+@register
+class Concat(Layer):
+    types = ("Concat",)
+    bottoms = (1, None)
+
+    def parse(self, layer: LayerDef) -> AxisAttrs:
+        p = layer.param.concat_param
+        return AxisAttrs(int(p.concat_dim) if p.HasField("concat_dim") else int(p.axis))
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        assert isinstance(attrs, AxisAttrs)
+        first = in_shapes[0]
+        axis = canonical_axis(attrs.axis, len(first), layer)
+        for i, shape in enumerate(in_shapes[1:], start=1):
+            if len(shape) != len(first) or any(
+                a != b for d, (a, b) in enumerate(zip(shape, first, strict=True)) if d != axis
+            ):
+                raise fail(
+                    layer,
+                    f"bottom {i} '{layer.bottoms[i]}' has shape {shape}, which does not match "
+                    f"bottom 0 {first} outside axis {axis}",
+                )
+        total = sum(s[axis] for s in in_shapes)
+        return [first[:axis] + (total,) + first[axis + 1 :]]
+
+    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+        assert isinstance(attrs, AxisAttrs)
+        if len(ctx.inputs) == 1:
+            return Emission(forward=ctx.x)
+        axis = attrs.axis % len(ctx.in_shapes[0])
+        return Emission(
+            forward=f"torch.cat([{', '.join(ctx.inputs)}], dim={axis})",
+            note="bottoms in prototxt order",
+        )
+
+
+@dataclass(frozen=True)
+class SliceAttrs(Attrs):
+    axis: int
+    points: tuple[int, ...]
+
+
+@register
+class Slice(Layer):
+    types = ("Slice",)
+    tops = (1, None)
+
+    def parse(self, layer: LayerDef) -> SliceAttrs:
+        p = layer.param.slice_param
+        axis = int(p.slice_dim) if p.HasField("slice_dim") else int(p.axis)
+        points = tuple(int(v) for v in p.slice_point)
+        if points and len(points) != len(layer.tops) - 1:
+            raise fail(
+                layer, f"{len(points)} slice points need {len(points) + 1} tops, got {len(layer.tops)}"
+            )
+        return SliceAttrs(axis, points)
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        assert isinstance(attrs, SliceAttrs)
+        shape = in_shapes[0]
+        axis = canonical_axis(attrs.axis, len(shape), layer)
+        size = shape[axis]
+        if attrs.points:
+            bounds = (0, *attrs.points, size)
+            if any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)):
+                raise fail(
+                    layer,
+                    f"slice points {list(attrs.points)} must increase strictly inside (0, {size}) "
+                    f"on axis {axis}",
+                )
+            widths = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+        else:
+            n = len(layer.tops)
+            if size % n:
+                raise fail(layer, f"axis {axis} of size {size} does not split into {n} equal parts")
+            widths = [size // n] * n
+        return [shape[:axis] + (w,) + shape[axis + 1 :] for w in widths]
+
+    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+        assert isinstance(attrs, SliceAttrs)
+        axis = attrs.axis % len(ctx.in_shapes[0])
+        if len(ctx.out_shapes) == 1:
+            return Emission(forward=ctx.x)
+        if attrs.points:
+            points = ", ".join(str(p) for p in attrs.points)
+            return Emission(forward=f"torch.tensor_split({ctx.x}, [{points}], dim={axis})")
+        return Emission(forward=f"torch.chunk({ctx.x}, {len(ctx.out_shapes)}, dim={axis})")
+
+
+@register
+class Split(Layer):
+    """Copies its bottom to every top: removed by a pass (the tops alias the bottom)."""
+
+    types = ("Split",)
+    tops = (1, None)
+    identity = True
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        return [in_shapes[0]] * len(layer.tops)
+
+
+@register
+class Silence(Layer):
+    """Consumes blobs so that Caffe does not report them as outputs: removed by a pass."""
+
+    types = ("Silence",)
+    bottoms = (1, None)
+    tops = (0, 0)
+    identity = True
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        return []
+
+
+@dataclass(frozen=True)
+class FlattenAttrs(Attrs):
+    axis: int
+    end_axis: int
+
+
+@register
+class Flatten(Layer):
+    types = ("Flatten",)
+
+    def parse(self, layer: LayerDef) -> FlattenAttrs:
+        p = layer.param.flatten_param
+        return FlattenAttrs(int(p.axis), int(p.end_axis))
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        assert isinstance(attrs, FlattenAttrs)
+        shape = in_shapes[0]
+        start = canonical_axis(attrs.axis, len(shape), layer)
+        end = canonical_axis(attrs.end_axis, len(shape), layer)
+        if end < start:
+            raise fail(layer, f"end_axis {attrs.end_axis} comes before axis {attrs.axis}")
+        return [shape[:start] + (math.prod(shape[start : end + 1]),) + shape[end + 1 :]]
+
+    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+        assert isinstance(attrs, FlattenAttrs)
+        rank = len(ctx.in_shapes[0])
+        start, end = attrs.axis % rank, attrs.end_axis % rank
+        args = f"{start}" if end == rank - 1 else f"{start}, {end}"
+        return Emission(forward=f"torch.flatten({ctx.x}, {args})")
+
+
+@dataclass(frozen=True)
+class ReshapeAttrs(Attrs):
+    dims: tuple[int, ...]
+    axis: int
+    num_axes: int
+
+
+def reshape_plan(attrs: ReshapeAttrs, shape: Shape) -> list[int | str]:
+    """Caffe's Reshape rule as a list of output dims: an int is a literal, "copy:i" copies input
+    dim i, "infer" is the one -1 dimension. Raises ValueError when the rule cannot apply."""
+    rank = len(shape)
+    start = attrs.axis if attrs.axis >= 0 else rank + attrs.axis + 1
+    if not 0 <= start <= rank:
+        raise ValueError(f"axis {attrs.axis} is out of range for a {rank}-D input")
+    end = rank if attrs.num_axes == -1 else start + attrs.num_axes
+    if attrs.num_axes < -1 or end > rank:
+        raise ValueError(f"num_axes {attrs.num_axes} is out of range for a {rank}-D input")
+    if sum(1 for d in attrs.dims if d == -1) > 1:
+        raise ValueError("at most one dimension can be -1")
+    plan: list[int | str] = [f"copy:{i}" for i in range(start)]
+    for i, d in enumerate(attrs.dims):
+        if d == 0:
+            if start + i >= rank:
+                raise ValueError(f"dim {i} is 0 (copy) but the input has no axis {start + i}")
+            plan.append(f"copy:{start + i}")
+        elif d == -1:
+            plan.append("infer")
+        elif d < -1:
+            raise ValueError(f"dim {d} is not allowed (use -1 to infer or 0 to copy)")
+        else:
+            plan.append(d)
+    plan.extend(f"copy:{i}" for i in range(end, rank))
+    return plan
+
+
+@register
+class Reshape(Layer):
+    types = ("Reshape",)
+
+    def parse(self, layer: LayerDef) -> ReshapeAttrs:
+        p = layer.param.reshape_param
+        return ReshapeAttrs(tuple(int(d) for d in p.shape.dim), int(p.axis), int(p.num_axes))
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        assert isinstance(attrs, ReshapeAttrs)
+        shape = in_shapes[0]
+        try:
+            plan = reshape_plan(attrs, shape)
+        except ValueError as exc:
+            raise fail(layer, str(exc)) from None
+        known = [shape[int(d[5:])] if isinstance(d, str) and d != "infer" else d for d in plan]
+        fixed = math.prod(d for d in known if isinstance(d, int))
+        total = math.prod(shape)
+        if "infer" in known:
+            if fixed == 0 or total % fixed:
+                raise fail(layer, f"cannot reshape {shape} ({total} elements) to {plan}")
+            known = [total // fixed if d == "infer" else d for d in known]
+        out = tuple(int(d) for d in known)
+        if math.prod(out) != total:
+            raise fail(layer, f"cannot reshape {shape} ({total} elements) to {out}")
+        return [out]
+
+    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+        assert isinstance(attrs, ReshapeAttrs)
+        plan = reshape_plan(attrs, ctx.in_shapes[0])
+        dims = [
+            "-1" if d == "infer" else f"{ctx.x}.shape[{d[5:]}]" if isinstance(d, str) else str(d)
+            for d in plan
+        ]
+        return Emission(forward=f"{ctx.x}.reshape({', '.join(dims)})")
+
+
+@dataclass(frozen=True)
+class CropAttrs(Attrs):
+    axis: int
+    offsets: tuple[int, ...]
+
+
+@register
+class Crop(Layer):
+    """Crops bottom 0 to the shape of bottom 1 from `axis` on, at the given offsets."""
+
+    types = ("Crop",)
+    bottoms = (2, 2)
+
+    def parse(self, layer: LayerDef) -> CropAttrs:
+        p = layer.param.crop_param
+        return CropAttrs(int(p.axis), tuple(int(o) for o in p.offset))
+
+    @staticmethod
+    def _offsets(attrs: CropAttrs, rank: int) -> tuple[int, list[int]]:
+        """The first cropped axis and one offset per cropped axis (validated by `infer`)."""
+        axis = attrs.axis % rank
+        count = rank - axis
+        if len(attrs.offsets) > 1:
+            return axis, list(attrs.offsets)
+        offsets = [attrs.offsets[0] if attrs.offsets else 0] * count
+        return axis, offsets
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        assert isinstance(attrs, CropAttrs)
+        shape, ref = in_shapes
+        if len(shape) != len(ref):
+            raise fail(layer, f"bottoms have different ranks: {shape} and {ref}")
+        canonical_axis(attrs.axis, len(shape), layer)
+        count = len(shape) - attrs.axis % len(shape)
+        if len(attrs.offsets) > 1 and len(attrs.offsets) != count:
+            raise fail(layer, f"{len(attrs.offsets)} offsets for {count} cropped axes")
+        axis, offsets = self._offsets(attrs, len(shape))
+        out = list(shape)
+        for i, offset in enumerate(offsets):
+            d = axis + i
+            if offset + ref[d] > shape[d]:
+                raise fail(
+                    layer,
+                    f"crop of axis {d} at offset {offset} to size {ref[d]} exceeds the input "
+                    f"size {shape[d]}",
+                )
+            out[d] = ref[d]
+        return [tuple(out)]
+
+    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+        assert isinstance(attrs, CropAttrs)
+        x, ref = ctx.inputs
+        axis, offsets = self._offsets(attrs, len(ctx.in_shapes[0]))
+        index = [":"] * axis
+        for i, offset in enumerate(offsets):
+            start = str(offset) if offset else ""
+            stop = f"{offset} + {ref}.shape[{axis + i}]" if offset else f"{ref}.shape[{axis + i}]"
+            index.append(f"{start}:{stop}")
+        return Emission(forward=f"{x}[{', '.join(index)}]")
+
+
+@dataclass(frozen=True)
+class TileAttrs(Attrs):
+    axis: int
+    tiles: int
+
+
+@register
+class Tile(Layer):
+    types = ("Tile",)
+
+    def parse(self, layer: LayerDef) -> TileAttrs:
+        p = layer.param.tile_param
+        if not p.HasField("tiles") or p.tiles <= 0:
+            raise fail(layer, "tile_param.tiles must be a positive number")
+        return TileAttrs(int(p.axis), int(p.tiles))
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        assert isinstance(attrs, TileAttrs)
+        shape = in_shapes[0]
+        axis = canonical_axis(attrs.axis, len(shape), layer)
+        return [shape[:axis] + (shape[axis] * attrs.tiles,) + shape[axis + 1 :]]
+
+    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+        assert isinstance(attrs, TileAttrs)
+        rank = len(ctx.in_shapes[0])
+        reps = ["1"] * rank
+        reps[attrs.axis % rank] = str(attrs.tiles)
+        return Emission(forward=f"{ctx.x}.repeat({', '.join(reps)})")
+

@@ -1,0 +1,5 @@
+"""Graph -> Graph passes and the pipeline that runs them."""
+
+from protocaffe.passes.pipeline import DEFAULT_PIPELINE, Pass, run_pipeline
+
+__all__ = ["DEFAULT_PIPELINE", "Pass", "run_pipeline"]

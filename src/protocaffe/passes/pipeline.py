@@ -1,0 +1,28 @@
+"""The pass pipeline: a tuple of Graph -> Graph functions, run in order, verified after each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from protocaffe.ir.graph import Graph
+from protocaffe.passes.identity import remove_identities
+from protocaffe.passes.verify import verify_graph
+
+Pass = Callable[[Graph], Graph]
+
+DEFAULT_PIPELINE: tuple[Pass, ...] = (remove_identities,)
+
+
+def run_pipeline(
+    graph: Graph,
+    passes: Sequence[Pass] = DEFAULT_PIPELINE,
+    dump: Callable[[str, Graph], None] | None = None,
+) -> Graph:
+    """Run `passes` in order; `dump(pass_name, graph)` sees the IR after each one."""
+    verify_graph(graph)
+    for one_pass in passes:
+        graph = one_pass(graph)
+        verify_graph(graph)
+        if dump is not None:
+            dump(one_pass.__name__, graph)
+    return graph
