@@ -6,6 +6,8 @@ The pipeline, in order: read the prototxt (frontend) -> lower to the graph IR ->
 
 from __future__ import annotations
 
+import hashlib
+import linecache
 import os
 import types
 from collections.abc import Mapping, Sequence
@@ -55,8 +57,11 @@ def convert(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
     reporter: Reporter | None = None,
+    command: str | None = None,
 ) -> Conversion:
     """Compile `prototxt` (and map the weights of `caffemodel`, if given).
+
+    `command`, when given, is the command line that the generated header says regenerates it.
 
     Raises `protocaffe.errors.ProtocaffeError` for bad input.
     """
@@ -64,7 +69,7 @@ def convert(
     net = read_prototxt(prototxt, reporter)
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     graph = run_pipeline(build_graph(net, reporter, shapes), passes)
-    emitted = emit_module(graph)
+    emitted = emit_module(graph, regenerate=command)
     source = render_module(emitted.parts)
     arrays = None
     if caffemodel is not None:
@@ -83,7 +88,12 @@ def convert(
 def module_from_source(source: str, class_name: str, module_name: str = "protocaffe_model") -> Any:
     """Execute generated source in a fresh module and return an instance of its class."""
     module = types.ModuleType(module_name)
-    exec(compile(source, f"<{module_name}>", "exec"), module.__dict__)
+    # Register the source with linecache so that `inspect.getsource` (which torch.jit.script
+    # needs) finds it although no file exists.
+    filename = f"<protocaffe:{module_name}:{hashlib.sha256(source.encode()).hexdigest()[:16]}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    module.__file__ = filename
+    exec(compile(source, filename, "exec"), module.__dict__)
     return getattr(module, class_name)()
 
 

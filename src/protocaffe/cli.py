@@ -7,6 +7,8 @@ and exit status 2, with no traceback and no output file left behind.
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,7 +54,30 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output", required=True, help="output folder")
     convert.add_argument("--format", choices=("safetensors", "pt"), default="safetensors")
     convert.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    convert.add_argument(
+        "--optimize",
+        action="store_true",
+        help="fold BatchNorm/Scale into the layer before them and drop pass-through layers",
+    )
+    convert.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 with a diff if the files on disk differ from the output",
+    )
     _add_input_shape(convert)
+
+    inspect = sub.add_parser("inspect", help="one row per layer: shapes, parameters, mult-adds")
+    inspect.add_argument("prototxt")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    inspect.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    _add_input_shape(inspect)
+
+    graph = sub.add_parser("graph", help="draw the net with Graphviz (.svg, .png, .pdf or .dot)")
+    graph.add_argument("prototxt")
+    graph.add_argument("-o", "--output", required=True, help="net.svg, net.png, net.pdf or net.dot")
+    graph.add_argument("--optimize", action="store_true", help="draw the --optimize graph")
+    graph.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    _add_input_shape(graph)
 
     rand = sub.add_parser("random-weights", help="write a caffemodel with seeded random weights")
     rand.add_argument("prototxt")
@@ -70,18 +95,69 @@ def _report(reporter: Reporter, quiet: bool) -> None:
         print(diagnostic, file=sys.stderr)
 
 
+def _shown_path(path: str) -> str:
+    """A path as the header's command line shows it: relative to the working directory."""
+    return os.path.relpath(path).replace(os.sep, "/")
+
+
+def regenerate_command(args: argparse.Namespace) -> str:
+    """The `protocaffe convert` command line that reproduces this output (relative paths, no
+    --check or --quiet), for the generated file's header."""
+    words = ["protocaffe", "convert", _shown_path(args.prototxt)]
+    if args.caffemodel is not None:
+        words.append(_shown_path(args.caffemodel))
+    words += ["-o", _shown_path(args.output)]
+    if args.format != "safetensors":
+        words += ["--format", args.format]
+    if args.optimize:
+        words.append("--optimize")
+    for name, shape in args.input_shape:
+        words += ["--input-shape", f"{name}={','.join(str(d) for d in shape)}"]
+    return shlex.join(words)
+
+
 def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.api import convert
-    from protocaffe.backend.weights import write_state, write_text
+    from protocaffe.backend.outputs import conversion_files, diff_files, write_files
+    from protocaffe.passes import DEFAULT_PIPELINE, OPTIMIZE_PIPELINE
 
     conversion = convert(
-        args.prototxt, args.caffemodel, input_shapes=dict(args.input_shape), reporter=reporter
+        args.prototxt,
+        args.caffemodel,
+        input_shapes=dict(args.input_shape),
+        passes=OPTIMIZE_PIPELINE if args.optimize else DEFAULT_PIPELINE,
+        reporter=reporter,
+        command=regenerate_command(args),
     )
     out = Path(args.output)
-    if conversion.arrays is not None:
-        suffix = "safetensors" if args.format == "safetensors" else "pt"
-        write_state(out / f"model.{suffix}", conversion.arrays, args.format)
-    write_text(out / "model.py", conversion.source)
+    files = conversion_files(conversion.source, conversion.arrays, args.format)
+    if args.check:
+        diff = diff_files(out, files)
+        if diff:
+            sys.stdout.write(diff)
+            print(
+                f"{out.as_posix()}: out of date; regenerate with the command in model.py's "
+                "header",
+                file=sys.stderr,
+            )
+            return EXIT_MISMATCH
+        return EXIT_OK
+    write_files(out, files)
+    return EXIT_OK
+
+
+def _inspect(args: argparse.Namespace, reporter: Reporter) -> int:
+    from protocaffe.views.table import layer_table, table_json, table_text
+
+    table = layer_table(args.prototxt, dict(args.input_shape), reporter)
+    sys.stdout.write(table_json(table) if args.json else table_text(table))
+    return EXIT_OK
+
+
+def _graph(args: argparse.Namespace, reporter: Reporter) -> int:
+    from protocaffe.views.dot import write_picture
+
+    write_picture(args.prototxt, Path(args.output), dict(args.input_shape), args.optimize, reporter)
     return EXIT_OK
 
 
@@ -101,7 +177,12 @@ def _random_weights(args: argparse.Namespace, reporter: Reporter) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     reporter = Reporter()
-    commands = {"convert": _convert, "random-weights": _random_weights}
+    commands = {
+        "convert": _convert,
+        "random-weights": _random_weights,
+        "inspect": _inspect,
+        "graph": _graph,
+    }
     try:
         status = commands[args.command](args, reporter)
     except ProtocaffeError as exc:

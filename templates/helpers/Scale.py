@@ -1,12 +1,15 @@
 class Scale(nn.Module):
     """Caffe's Scale layer: x * weight (+ bias), broadcast over `trailing` axes after them."""
 
-    bias: Optional[torch.Tensor]
-
     def __init__(self, shape: tuple[int, ...], trailing: int, bias: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(shape))
-        self.bias = nn.Parameter(torch.zeros(shape)) if bias else None
+        # A registered None (as nn.Conv2d does) rather than an Optional annotation: TorchScript
+        # then specialises `self.bias is None` per instance.
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(shape))
+        else:
+            self.register_parameter("bias", None)
         self.trailing = trailing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

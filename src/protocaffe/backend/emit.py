@@ -94,7 +94,15 @@ def _value_name(value: Value, node: Node | None) -> str:
     return node.name
 
 
-def emit_module(graph: Graph) -> Emitted:
+def trace_text(node: Node) -> str:
+    """The trace comment naming the Caffe layer(s) a node computes: `'name' Type`, followed by
+    ` + 'name' Type` for each layer a pass folded into it."""
+    originals = node.fused or (node,)
+    return " + ".join(f"{comment_text(n.name)} {n.op}" for n in originals)
+
+
+def emit_module(graph: Graph, regenerate: str | None = None) -> Emitted:
+    """The pieces of model.py for `graph`; `regenerate` is the command line the header shows."""
     attrs_ns = Namespace()
     locals_ns = Namespace()
     local: dict[Value, str] = {}
@@ -119,7 +127,7 @@ def emit_module(graph: Graph) -> Emitted:
         for helper in emission.helpers:
             if helper not in helpers:
                 helpers.append(helper)
-        trace = f"{comment_text(node.name)} {node.op}"
+        trace = trace_text(node)
         if emission.init is not None:
             node_attrs[node.name] = attr
             init.append(Line(f"self.{attr} = {emission.init}", trace if attr != node.name else ""))
@@ -161,6 +169,8 @@ def emit_module(graph: Graph) -> Emitted:
         "",
         RULE,
     ]
+    if regenerate is not None:
+        docstring[1:1] = ["", f"Regenerate with: {doc_text(regenerate)}"]
     class_doc = (
         f"Caffe net {doc_text(name)}: inputs {inputs_doc}; outputs {outputs_doc} (Caffe's order)."
     )

@@ -12,8 +12,9 @@ import numpy as np
 
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
 from protocaffe.frontend.caffemodel import CaffeModel, LayerBlobs
-from protocaffe.ir.graph import Graph, Shape
+from protocaffe.ir.graph import Graph, Node, Shape
 from protocaffe.layers import lookup
+from protocaffe.passes.fold import folded_state
 
 
 def _fits(actual: Shape, expected: Shape) -> bool:
@@ -36,37 +37,14 @@ def state_arrays(
     used: set[str] = set()
     state: dict[str, np.ndarray] = {}
     for node in graph.nodes:
-        kind = lookup(node.op)
-        assert kind is not None
-        in_shapes = [v.shape for v in node.inputs]
-        specs = kind.blobs(node.attrs, in_shapes)
-        if not specs:
-            continue
-        source = by_name.get(node.name)
-        if source is None:
-            raise ProtocaffeError.at(
-                node.loc, f"the caffemodel {model.path} has no weights for this layer", node.name, node.op
-            )
-        used.add(node.name)
-        if len(source.blobs) != len(specs):
-            raise ProtocaffeError.at(
-                node.loc,
-                f"the caffemodel has {len(source.blobs)} blobs for this layer, expected {len(specs)}",
-                node.name,
-                node.op,
-            )
-        blobs: list[np.ndarray] = []
-        for index, (blob, spec) in enumerate(zip(source.blobs, specs, strict=True)):
-            if not _fits(tuple(blob.shape), spec.shape):
-                raise ProtocaffeError.at(
-                    SourceLoc(model.path, offset=source.offset),
-                    f"blob {index} has shape {tuple(blob.shape)} in the caffemodel, but the "
-                    f"prototxt needs {spec.shape}",
-                    node.name,
-                    node.op,
-                )
-            blobs.append(np.asarray(blob, dtype=np.float32).reshape(spec.shape))
-        for key, array in kind.state(node.attrs, in_shapes, blobs).items():
+        if node.fused:
+            # A node that passes folded together (passes/fold.py): its weights are those of
+            # its original nodes, folded the same way.
+            states = [_node_state(original, by_name, model, used) for original in node.fused]
+            node_state = folded_state(node, states)
+        else:
+            node_state = _node_state(node, by_name, model, used)
+        for key, array in node_state.items():
             state[f"{attrs[node.name]}.{key}"] = array
     for layer in model.layers:
         if layer.name not in used and layer.blobs:
@@ -77,6 +55,46 @@ def state_arrays(
                 layer.type,
             )
     return state
+
+
+def _node_state(
+    node: Node, by_name: Mapping[str, LayerBlobs], model: CaffeModel, used: set[str]
+) -> dict[str, np.ndarray]:
+    """The state_dict entries (relative to the node's attribute) of one Caffe layer."""
+    kind = lookup(node.op)
+    assert kind is not None
+    in_shapes = [v.shape for v in node.inputs]
+    specs = kind.blobs(node.attrs, in_shapes)
+    if not specs:
+        return {}
+    source = by_name.get(node.name)
+    if source is None:
+        raise ProtocaffeError.at(
+            node.loc,
+            f"the caffemodel {model.path} has no weights for this layer",
+            node.name,
+            node.op,
+        )
+    used.add(node.name)
+    if len(source.blobs) != len(specs):
+        raise ProtocaffeError.at(
+            node.loc,
+            f"the caffemodel has {len(source.blobs)} blobs for this layer, expected {len(specs)}",
+            node.name,
+            node.op,
+        )
+    blobs: list[np.ndarray] = []
+    for index, (blob, spec) in enumerate(zip(source.blobs, specs, strict=True)):
+        if not _fits(tuple(blob.shape), spec.shape):
+            raise ProtocaffeError.at(
+                SourceLoc(model.path, offset=source.offset),
+                f"blob {index} has shape {tuple(blob.shape)} in the caffemodel, but the "
+                f"prototxt needs {spec.shape}",
+                node.name,
+                node.op,
+            )
+        blobs.append(np.asarray(blob, dtype=np.float32).reshape(spec.shape))
+    return kind.state(node.attrs, in_shapes, blobs)
 
 
 @contextmanager

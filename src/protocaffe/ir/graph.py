@@ -51,6 +51,10 @@ class Node:
     loc: SourceLoc
     # Names of the weight blobs this node owns, in Caffe blob order (e.g. ("weight", "bias")).
     params: tuple[str, ...] = ()
+    # Set by fusion passes: the original nodes this one stands for, the layer whose module it
+    # keeps first, then the layers folded into it in dataflow order. Their Caffe weights make
+    # its state (see passes/fold.py); empty for a node that is one Caffe layer.
+    fused: tuple[Node, ...] = ()
 
 
 @dataclass(frozen=True)

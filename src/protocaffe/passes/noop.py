@@ -1,0 +1,40 @@
+"""Remove layers that pass one input through unchanged in this net (--optimize).
+
+Unlike Dropout or Split, these are only identities for some parameters: a Concat of one
+bottom, a Slice with one top, and Power with power 1, scale 1 and shift 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from protocaffe.ir.graph import Graph, Node, Value
+from protocaffe.layers.elementwise import ScalarAttrs
+
+
+def _passes_through(node: Node) -> bool:
+    if len(node.inputs) != 1 or len(node.outputs) != 1:
+        return False
+    if node.inputs[0].shape != node.outputs[0].shape:
+        return False
+    if node.op in ("Concat", "Slice"):
+        return True
+    if node.op == "Power" and isinstance(node.attrs, ScalarAttrs):
+        return (node.attrs["power"], node.attrs["scale"], node.attrs["shift"]) == (1, 1, 0)
+    return False
+
+
+def remove_noops(graph: Graph) -> Graph:
+    """Drop pass-through layers; their outputs become aliases of their input."""
+    substitute: dict[Value, Value] = {}
+    aliases = list(graph.aliases)
+    nodes: list[Node] = []
+    for node in graph.nodes:
+        inputs = tuple(substitute.get(v, v) for v in node.inputs)
+        if _passes_through(node):
+            substitute[node.outputs[0]] = inputs[0]
+            aliases.append((node.outputs[0], inputs[0]))
+            continue
+        nodes.append(replace(node, inputs=inputs) if inputs != node.inputs else node)
+    outputs = tuple(substitute.get(v, v) for v in graph.outputs)
+    return replace(graph, nodes=tuple(nodes), outputs=outputs, aliases=tuple(aliases))
