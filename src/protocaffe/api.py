@@ -58,10 +58,13 @@ def convert(
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
     reporter: Reporter | None = None,
     command: str | None = None,
+    source_name: str | None = None,
 ) -> Conversion:
     """Compile `prototxt` (and map the weights of `caffemodel`, if given).
 
-    `command`, when given, is the command line that the generated header says regenerates it.
+    `command`, when given, is the command line that the generated header says regenerates it;
+    `source_name` how the header names the prototxt (default: its path, or its file name when
+    the path is absolute).
 
     Raises `protocaffe.errors.ProtocaffeError` for bad input.
     """
@@ -69,7 +72,7 @@ def convert(
     net = read_prototxt(prototxt, reporter)
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     graph = run_pipeline(build_graph(net, reporter, shapes), passes)
-    emitted = emit_module(graph, regenerate=command)
+    emitted = emit_module(graph, regenerate=command, source_name=source_name)
     source = render_module(emitted.parts)
     arrays = None
     if caffemodel is not None:

@@ -128,6 +128,7 @@ def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
         passes=OPTIMIZE_PIPELINE if args.optimize else DEFAULT_PIPELINE,
         reporter=reporter,
         command=regenerate_command(args),
+        source_name=_shown_path(args.prototxt),
     )
     out = Path(args.output)
     files = conversion_files(conversion.source, conversion.arrays, args.format)

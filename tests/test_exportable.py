@@ -1,0 +1,263 @@
+"""Generated modules are good PyTorch citizens: TorchScript, torch.export, torch.compile
+(fullgraph), ONNX, any device and dtype, any batch size, and clean under black and ruff.
+
+The fast profile checks a few nets that cover the emitters and helpers (pooling helper, Scale
+with and without bias, Eltwise, Concat, Reshape/Flatten, folded layers). The whole corpus runs
+with PROTOCAFFE_SLOW=1 (marked slow; `python tests/test_exportable.py [--optimize]` prints a
+table of every net instead).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+from review_support import CORPUS, FIXTURES, REPO
+
+from protocaffe.api import Conversion, convert
+from protocaffe.errors import ProtocaffeError
+from protocaffe.passes import DEFAULT_PIPELINE, OPTIMIZE_PIPELINE
+from protocaffe.random_weights import random_weights
+
+TINYNET = REPO / "examples" / "tinynet" / "deploy.prototxt"
+FOLD = FIXTURES / "fold.prototxt"
+BIN = Path(sys.executable).parent
+
+# (label, prototxt, input shape overrides, optimize)
+FAST_NETS: list[tuple[str, Path, dict[str, tuple[int, ...]], bool]] = [
+    ("tinynet", TINYNET, {}, False),
+    ("fold", FOLD, {}, False),
+    ("fold-optimized", FOLD, {}, True),
+    ("lenet-mnist", CORPUS / "lenet-mnist" / "deploy.prototxt", {}, False),
+    ("squeezenet-v1.1", CORPUS / "squeezenet-v1.1" / "deploy.prototxt", {}, False),
+    ("mobilenet-v2-optimized", CORPUS / "mobilenet-v2" / "deploy.prototxt", {}, True),
+]
+
+
+def _generate(
+    prototxt: Path, shapes: dict[str, tuple[int, ...]], optimize: bool, folder: Path
+) -> Conversion:
+    """The conversion, with fan-in scaled random weights so that values stay of order 1."""
+    if not prototxt.is_file():
+        pytest.skip(f"shared corpus not found ({prototxt})")
+    weights = folder / "random.caffemodel"
+    random_weights(prototxt, weights, seed=0, input_shapes=shapes)
+    passes = OPTIMIZE_PIPELINE if optimize else DEFAULT_PIPELINE
+    return convert(prototxt, weights, input_shapes=shapes, passes=passes)
+
+
+def _import(conversion: Conversion, folder: Path) -> tuple[torch.nn.Module, Path]:
+    """The module as a user gets it: model.py on disk, imported (TorchScript reads its source)."""
+    path = folder / "model.py"
+    path.write_text(conversion.source)
+    name = f"generated_{abs(hash(str(path)))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    net: torch.nn.Module = getattr(module, conversion.class_name)()
+    assert conversion.state_dict is not None
+    net.load_state_dict(conversion.state_dict, strict=True)
+    return net.eval(), path
+
+
+def _inputs(conversion: Conversion, batch: int | None = None) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(1)
+    shapes = [v.shape for v in conversion.graph.inputs]
+    if batch is not None:
+        shapes = [(batch, *s[1:]) for s in shapes]
+    return tuple(torch.randn(*s, generator=gen) for s in shapes)
+
+
+def _outputs(result: Any) -> list[torch.Tensor]:
+    return list(result) if isinstance(result, (tuple, list)) else [result]
+
+
+def _close(a: Any, b: Any, rtol: float = 1e-4) -> None:
+    for x, y in zip(_outputs(a), _outputs(b), strict=True):
+        scale = float(y.abs().max()) or 1.0
+        torch.testing.assert_close(x.double(), y.double(), rtol=rtol, atol=rtol * scale)
+
+
+def check_script(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
+    scripted = torch.jit.script(net)
+    x = _inputs(c)
+    with torch.no_grad():
+        _close(scripted(*x), net(*x))
+    buffer = io.BytesIO()
+    torch.jit.save(scripted, buffer)
+
+
+def check_export(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
+    x = _inputs(c)
+    program = torch.export.export(net, x)
+    with torch.no_grad():
+        _close(program.module()(*x), net(*x))
+
+
+def check_compile(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
+    # fullgraph=True fails on any graph break; the eager backend keeps the check fast (the
+    # benchmark compiles with inductor).
+    torch._dynamo.reset()
+    compiled = torch.compile(net, fullgraph=True, backend="eager")
+    x = _inputs(c)
+    with torch.no_grad():
+        _close(compiled(*x), net(*x))
+
+
+def check_onnx(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
+    import onnx
+
+    path = folder / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(net, _inputs(c), dynamo=True, verbose=False)
+    assert program is not None
+    program.save(str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    graph = onnx.load(str(path)).graph
+    assert len(graph.input) == len(c.graph.inputs)
+    assert len(graph.output) == len(c.graph.outputs)
+
+
+def check_double(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
+    x = _inputs(c)
+    with torch.no_grad():
+        single = net(*x)
+        net.double()
+        double = net(*(t.double() for t in x))
+        net.float()
+    assert all(t.dtype == torch.float64 for t in _outputs(double))
+    _close(single, double)
+
+
+def check_device(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
+    # The meta device has no data: any tensor the module makes without following its input's
+    # device (or keeps outside its buffers) fails here as it would on a GPU.
+    meta = copy.deepcopy(net).to("meta")
+    with torch.no_grad():
+        out = meta(*(t.to("meta") for t in _inputs(c)))
+    assert all(t.device.type == "meta" for t in _outputs(out))
+    expected = [v.shape for v in c.graph.outputs]
+    assert [tuple(t.shape) for t in _outputs(out)] == expected
+
+
+def check_batch(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
+    declared = c.graph.inputs[0].shape[0]
+    batch = declared + 2
+    x = _inputs(c, batch)
+    with torch.no_grad():
+        whole = _outputs(net(*x))
+        for i in (0, batch - 1):
+            one = _outputs(net(*(t[i : i + 1] for t in x)))
+            for w, o in zip(whole, one, strict=True):
+                _close(w[i : i + 1], o)
+
+
+def check_style(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
+    path = folder / "model.py"
+    for command in (
+        [str(BIN / "black"), "--check", "--quiet", str(path)],
+        [str(BIN / "ruff"), "check", "--isolated", "--quiet", str(path)],
+    ):
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+CHECKS: dict[str, Callable[[torch.nn.Module, Conversion, Path], None]] = {
+    "script": check_script,
+    "export": check_export,
+    "compile": check_compile,
+    "onnx": check_onnx,
+    "double": check_double,
+    "device": check_device,
+    "batch": check_batch,
+    "style": check_style,
+}
+
+
+_GENERATED: dict[str, tuple[torch.nn.Module, Conversion, Path]] = {}
+
+
+def _fast_net(
+    label: str, factory: pytest.TempPathFactory
+) -> tuple[torch.nn.Module, Conversion, Path]:
+    """Each fast net is converted and imported once for all its checks."""
+    if label not in _GENERATED:
+        _, prototxt, shapes, optimize = next(n for n in FAST_NETS if n[0] == label)
+        folder = factory.mktemp(label)
+        conversion = _generate(prototxt, shapes, optimize, folder)
+        net, _ = _import(conversion, folder)
+        _GENERATED[label] = (net, conversion, folder)
+    return _GENERATED[label]
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("label", [n[0] for n in FAST_NETS])
+def test_exportable(check: str, label: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    net, conversion, folder = _fast_net(label, tmp_path_factory)
+    CHECKS[check](net, conversion, folder)
+
+
+def _corpus_nets() -> list[Path]:
+    return sorted(CORPUS.glob("*/deploy.prototxt")) if CORPUS.is_dir() else []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("PROTOCAFFE_SLOW"), reason="whole-corpus sweep: set PROTOCAFFE_SLOW=1"
+)
+@pytest.mark.parametrize("prototxt", _corpus_nets(), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("optimize", [False, True], ids=["plain", "optimized"])
+def test_every_corpus_net_is_exportable(prototxt: Path, optimize: bool, tmp_path: Path) -> None:
+    try:
+        conversion = _generate(prototxt, {}, optimize, tmp_path)
+    except ProtocaffeError:
+        pytest.skip("does not convert (yet)")
+    net, _ = _import(conversion, tmp_path)
+    for name, check in CHECKS.items():
+        try:
+            check(net, conversion, tmp_path)
+        except Exception as exc:  # name the failing check
+            raise AssertionError(f"{name}: {exc}") from exc
+
+
+def main() -> int:
+    """Print one row per corpus net: which checks pass (a script view of the slow test)."""
+    import tempfile
+
+    failures = 0
+    for prototxt in _corpus_nets():
+        results = []
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                conversion = _generate(prototxt, {}, "--optimize" in sys.argv, Path(folder))
+            except ProtocaffeError:
+                print(f"{prototxt.parent.name:32} does not convert")
+                continue
+            net, _ = _import(conversion, Path(folder))
+            for name, check in CHECKS.items():
+                try:
+                    check(net, conversion, Path(folder))
+                    results.append(name)
+                except Exception as exc:
+                    failures += 1
+                    results.append(f"{name}:FAIL({str(exc).splitlines()[0][:80]})")
+        print(f"{prototxt.parent.name:32} {' '.join(results)}", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
