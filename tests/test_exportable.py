@@ -101,10 +101,14 @@ def check_script(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
 
 
 def check_export(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
+    # The batch axis is left free (Dim.AUTO): the program must then run at another batch size.
     x = _inputs(c)
-    program = torch.export.export(net, x)
+    dynamic = tuple({0: torch.export.Dim.AUTO} for _ in x)
+    program = torch.export.export(net, x, dynamic_shapes=dynamic)
+    other = _inputs(c, c.graph.inputs[0].shape[0] + 1)
     with torch.no_grad():
         _close(program.module()(*x), net(*x))
+        _close(program.module()(*other), net(*other))
 
 
 def check_compile(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
