@@ -24,7 +24,9 @@ def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     except ValueError:
         shape = ()
     if not sep or not name or not shape or any(d <= 0 for d in shape):
-        raise argparse.ArgumentTypeError(f"expected NAME=D1,D2,... with positive dims, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=D1,D2,... with positive dims, got {text!r}"
+        )
     return name, shape
 
 
@@ -60,7 +62,61 @@ def _parser() -> argparse.ArgumentParser:
     rand.add_argument("--seed", type=int, default=0)
     rand.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     _add_input_shape(rand)
+    _add_verify(sub)
     return parser
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    try:
+        size = (int(width), int(height))
+    except ValueError:
+        size = (0, 0)
+    if not sep or min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}")
+    return size
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}"
+        ) from None
+
+
+def _named_file(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE.npy, got {text!r}")
+    return name, path
+
+
+def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = sub.add_parser(
+        "verify", help="prove the PyTorch module equals the Caffe net, blob by blob"
+    )
+    check.add_argument("prototxt")
+    check.add_argument("caffemodel", nargs="?", help="without it: seeded random weights")
+    check.add_argument("--module", help="a model.py to verify (default: generate one)")
+    check.add_argument("--weights", help="the module's state_dict (.safetensors or .pt)")
+    check.add_argument(
+        "--input", type=_named_file, action="append", default=[], metavar="NAME=FILE.npy"
+    )
+    check.add_argument("--image", help="feed an image, as cv2.dnn.blobFromImage prepares it")
+    check.add_argument("--scale", type=float, default=1.0, help="blobFromImage scalefactor")
+    check.add_argument("--size", type=_size, metavar="WxH", help="blobFromImage size")
+    check.add_argument("--mean", type=_floats, default=(0.0, 0.0, 0.0), metavar="B,G,R")
+    check.add_argument("--swap-rb", action="store_true")
+    check.add_argument("--crop", action="store_true")
+    check.add_argument("--reference", choices=("opencv", "caffe"), default="opencv")
+    check.add_argument("--rtol", type=float, default=None, help="relative to the blob's max")
+    check.add_argument("--atol", type=float, default=None)
+    check.add_argument("--seed", type=int, default=0, help="for random inputs and weights")
+    check.add_argument("--json", help="write the whole report here")
+    check.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
+    _add_input_shape(check)
 
 
 def _report(reporter: Reporter, quiet: bool) -> None:
@@ -98,10 +154,16 @@ def _random_weights(args: argparse.Namespace, reporter: Reporter) -> int:
     return EXIT_OK
 
 
+def _verify(args: argparse.Namespace, reporter: Reporter) -> int:
+    from protocaffe.verify.cli import run_verify
+
+    return run_verify(args, reporter)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     reporter = Reporter()
-    commands = {"convert": _convert, "random-weights": _random_weights}
+    commands = {"convert": _convert, "random-weights": _random_weights, "verify": _verify}
     try:
         status = commands[args.command](args, reporter)
     except ProtocaffeError as exc:
