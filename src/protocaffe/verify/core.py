@@ -116,10 +116,7 @@ def _inputs(prototxt: str | os.PathLike[str], opts: VerifyOptions) -> dict[str, 
     net = read_prototxt(prototxt, Reporter())
     overrides = {name: tuple(int(d) for d in shape) for name, shape in opts.input_shapes.items()}
     graph = build_graph(net, Reporter(), overrides)
-    declared = {v.blob: v.shape for v in graph.inputs}
-    for name in overrides:
-        if name not in declared:
-            raise InputError(f"--input-shape {name!r} matches no net input ({', '.join(declared)})")
+    declared = {v.blob: v.shape for v in graph.inputs}  # an unknown override raised already
     given: dict[str, np.ndarray] = {}
     for name, value in opts.inputs.items():
         check_inputs({name: np.zeros(declared.get(name, ()), np.float32)}, declared)

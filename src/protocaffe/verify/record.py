@@ -32,7 +32,7 @@ from typing import Any
 RECORD_FN = "__protocaffe_record__"
 
 # A trace comment starts with the layer name as a Python string literal, then the layer type.
-_TRACE = re.compile(r"""^\s*('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\s+(\S+)""")
+_TRACE = re.compile(r"""^\s*('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\s+([\w.\-]+)""")
 
 
 @dataclass(frozen=True)
