@@ -83,7 +83,6 @@ def build_graph(
     env: dict[str, Value] = {}
     producer: dict[str, LayerDef] = {}
     consumed: set[Value] = set()
-    silenced: set[Value] = set()  # read by Silence layers only
     inputs: list[Value] = []
     nodes: list[Node] = []
     dropped: dict[str, LayerDef] = {}
@@ -147,11 +146,7 @@ def build_graph(
             version = env[top].version + 1 if top in env else 0
             value = Value(top, version, tuple(shape))
             outputs.append(value)
-        if layer.type == "Silence":
-            silenced.update(b for b in bottoms if b not in consumed)
-        else:
-            silenced.difference_update(bottoms)
-            consumed.update(bottoms)
+        consumed.update(bottoms)
         for value in outputs:
             env[value.blob] = value
             producer[value.blob] = layer
@@ -170,17 +165,7 @@ def build_graph(
         raise ProtocaffeError.at(SourceLoc(net.path), "the net declares no input")
     # Caffe's outputs: blobs whose last version no layer reads, in name order (Net::Init keeps
     # them in a std::set).
-    outputs = sorted(
-        (v for v in env.values() if v not in consumed and v not in silenced), key=lambda v: v.blob
-    )
-    if not outputs and silenced:
-        # Caffe runs such a net for its side effects and callers read the silenced blobs
-        # (the colorization demo reads `class8_ab`); a module must return something.
-        outputs = sorted((v for v in env.values() if v in silenced), key=lambda v: v.blob)
-        reporter.note(
-            SourceLoc(net.path),
-            "every output is consumed by a Silence layer; the silenced blobs are returned",
-        )
+    outputs = sorted((v for v in env.values() if v not in consumed), key=lambda v: v.blob)
     if not outputs:
         raise ProtocaffeError.at(SourceLoc(net.path), "the net has no output")
     return Graph(net.name, net.path, tuple(inputs), tuple(nodes), tuple(outputs))
