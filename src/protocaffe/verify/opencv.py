@@ -20,6 +20,15 @@ import numpy as np
 INSTALL_HINT = "pip install 'protocaffe[verify]'"
 
 
+# Layer types where OpenCV itself departs from Caffe, with what it does instead. A mismatch at
+# such a layer is reported with this note rather than blamed on the module.
+KNOWN_DEVIATIONS = {
+    # SENet's axpy_layer.hpp: F = a * X + Y with X = bottom[1], Y = bottom[2]. OpenCV's
+    # importer wires Scale(bottom[2], bottom[0]) + bottom[1], i.e. a * Y + X.
+    "Axpy": "OpenCV computes a * bottom[2] + bottom[1]; Caffe's Axpy is a * bottom[1] + bottom[2]",
+}
+
+
 class ReferenceUnavailable(Exception):
     """The reference cannot run this net (missing backend, unsupported layer, ...)."""
 
@@ -82,7 +91,24 @@ def run_opencv(
         outputs = net.forward([opencv_name for _, opencv_name in wanted]) if wanted else []
     except cv2.error as exc:
         raise ReferenceUnavailable(f"OpenCV cannot run the net: {_one_line(exc)}") from exc
-    return {
-        (caffe_name, 0): np.asarray(out, dtype=np.float32)
-        for (caffe_name, _), out in zip(wanted, outputs, strict=True)
-    }
+    types = {layer.name: layer.type for layer in layers}
+    batch = next(iter(inputs.values())).shape[0] if inputs else 1
+    found: dict[tuple[str, int], np.ndarray] = {}
+    for (caffe_name, _), out in zip(wanted, outputs, strict=True):
+        array = np.asarray(out, dtype=np.float32)
+        if types[caffe_name] == "DetectionOutput":
+            array = caffe_detections(array, batch)
+        found[(caffe_name, 0)] = array
+    return found
+
+
+def caffe_detections(out: np.ndarray, batch: int) -> np.ndarray:
+    """OpenCV's DetectionOutput in Caffe's layout. OpenCV pads its (1, 1, rows, 7) output with
+    all-zero rows (keep_top_k of them when nothing is detected); Caffe returns only the kept
+    detections, or one row [image, -1, -1, -1, -1, -1, -1] per image when there are none."""
+    rows = out.reshape(-1, 7)
+    kept = rows[np.any(rows != 0, axis=1)]
+    if len(kept) == 0:
+        kept = np.full((batch, 7), -1.0, dtype=np.float32)
+        kept[:, 0] = np.arange(batch)
+    return kept.reshape(1, 1, -1, 7)
