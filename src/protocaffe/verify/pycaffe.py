@@ -78,8 +78,7 @@ def _via_oracle(
             command += ["--input", f"{name}={path}"]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            lines = [line for line in done.stderr.splitlines() if line.strip()]
-            message = lines[-1] if lines else f"exit status {done.returncode}"
+            message = _caffe_failure(done.stderr) or f"exit status {done.returncode}"
             raise ReferenceUnavailable(f"Caffe cannot run the net: {message}")
         manifest = json.loads((work / "out" / "manifest.json").read_text())
         found: dict[tuple[str, int], np.ndarray] = {}
@@ -92,6 +91,17 @@ def _via_oracle(
         return found
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _caffe_failure(stderr: str) -> str:
+    """The line that says why Caffe stopped: glog's fatal 'F...] Check failed' line, else the
+    last line that is not part of a stack trace."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    fatal = [line for line in lines if line.startswith("F") and "]" in line]
+    if fatal:
+        return fatal[0].split("] ", 1)[-1]
+    plain = [line for line in lines if not line.startswith(("***", "@", "Traceback", "File"))]
+    return plain[-1] if plain else ""
 
 
 def run_caffe(
