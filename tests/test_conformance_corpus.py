@@ -8,6 +8,7 @@ standalone runner, `python -m protocaffe.verify.conformance`, always runs everyt
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,18 @@ from protocaffe.verify.conformance import (
 FULL = os.environ.get("PROTOCAFFE_FULL_CORPUS") == "1"
 
 
+def _shared() -> Path:
+    """../shared next to the repository (or next to the folder holding a git worktree)."""
+    if os.environ.get("PROTOCAFFE_SHARED"):
+        return Path(os.environ["PROTOCAFFE_SHARED"])
+    here = Path(__file__).resolve()
+    candidates = [here.parents[2] / "shared", here.parents[3] / "shared"]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED = _shared()
+
+
 def _param(case: CorpusCase) -> object:
     marks = []
     if parameter_count(case) > FAST_PARAMETERS:
@@ -36,7 +49,7 @@ def _param(case: CorpusCase) -> object:
     return pytest.param(case, id=case.name.replace(" (real weights)", "[real]"), marks=marks)
 
 
-CASES = [_param(case) for case in corpus_cases()]
+CASES = [_param(case) for case in corpus_cases(SHARED / "corpus")]
 
 
 @pytest.mark.skipif(not CASES, reason="../shared/corpus is absent")
@@ -54,7 +67,7 @@ def test_corpus_model_matches_opencv(case: CorpusCase) -> None:
     assert result.blobs > 0
 
 
-CAFFE_CASES = caffe_output_cases()
+CAFFE_CASES = caffe_output_cases(SHARED / "opencv-caffe-cases")
 
 
 @pytest.mark.skipif(not CAFFE_CASES, reason="../shared/opencv-caffe-cases is absent")
