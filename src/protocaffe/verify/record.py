@@ -13,6 +13,10 @@ Why this and not the alternatives:
 - the AST rewrite sees exactly the statements the user wrote, in execution order, with their
   line numbers, so each recorded value can be tied to the trace comment on its line.
 
+Only forward()'s own statements are recorded (nested blocks included): a hand-edited file that
+moves lines into another method leaves those blobs "not computed", which is reported, and
+blamed only if a blob computed from them diverges.
+
 Each assignment is tied to a Caffe layer by its trace comment (`# 'conv1' Convolution ...`,
 trailing or on the line above, as the backend writes it), which survives renaming a variable;
 assignments without one are matched later by variable name.
