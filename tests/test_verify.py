@@ -177,3 +177,20 @@ def test_weights_file_must_fit_the_module(
     save_file({"conv1.weight": np.zeros((1,), np.float32)}, str(tmp_path / "w.safetensors"))
     status, _, err = _cli(capsys, str(NET), "--weights", str(tmp_path / "w.safetensors"))
     assert status == 2 and "the weights do not fit the module" in err
+
+
+def test_convert_then_verify_the_written_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("cv2")
+    from protocaffe.random_weights import random_weights
+
+    weights = tmp_path / "w.caffemodel"
+    random_weights(NET, weights, seed=5)
+    assert main(["convert", str(NET), str(weights), "-o", str(tmp_path / "out"), "-q"]) == 0
+    for fmt, suffix in (("safetensors", "safetensors"), ("pt", "pt")):
+        out = tmp_path / fmt
+        assert main(["convert", str(NET), str(weights), "-o", str(out), "--format", fmt]) == 0
+        args = ["--module", str(out / "model.py"), "--weights", str(out / f"model.{suffix}")]
+        status, stdout, err = _cli(capsys, str(NET), str(weights), *args, "-q")
+        assert status == 0, err + stdout
