@@ -12,19 +12,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from protocaffe.backend.emit import Emitted, emit_module
 from protocaffe.backend.render import render_module
-from protocaffe.backend.weights import state_arrays
 from protocaffe.errors import Diagnostic, Reporter
-from protocaffe.frontend.caffemodel import read_caffemodel
 from protocaffe.frontend.prototxt import read_prototxt
 from protocaffe.ir.build import build_graph
 from protocaffe.ir.graph import Graph, Shape
 from protocaffe.passes import DEFAULT_PIPELINE, Pass, run_pipeline
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and torch only when weights are asked for: model.py alone needs neither
+    import numpy as np
     import torch
 
 
@@ -36,13 +33,16 @@ class Conversion:
     class_name: str
     graph: Graph  # the IR after the passes
     emitted: Emitted
-    arrays: dict[str, np.ndarray] | None  # the state_dict as numpy arrays; None without weights
+    # The state_dict as numpy arrays, made one layer at a time on access (float32 weights are
+    # read-only views of the caffemodel's memory map); None without weights.
+    arrays: Mapping[str, np.ndarray] | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
     @property
     def state_dict(self) -> dict[str, torch.Tensor] | None:
         if self.arrays is None:
             return None
+        import numpy as np
         import torch
 
         return {k: torch.from_numpy(np.array(v)) for k, v in self.arrays.items()}
@@ -68,6 +68,9 @@ def convert(
     source = render_module(emitted.parts)
     arrays = None
     if caffemodel is not None:
+        from protocaffe.backend.weights import state_arrays
+        from protocaffe.frontend.caffemodel import read_caffemodel
+
         model = read_caffemodel(caffemodel)
         arrays = state_arrays(graph, model, emitted.attrs, reporter)
     return Conversion(

@@ -80,7 +80,16 @@ def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
     out = Path(args.output)
     if conversion.arrays is not None:
         suffix = "safetensors" if args.format == "safetensors" else "pt"
-        write_state(out / f"model.{suffix}", conversion.arrays, args.format)
+        bar = None
+        if not args.quiet and sys.stderr.isatty():
+            from protocaffe.backend.progress import ProgressBar
+
+            bar = ProgressBar(f"writing model.{suffix}", sys.stderr)
+        try:
+            write_state(out / f"model.{suffix}", conversion.arrays, args.format, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
     write_text(out / "model.py", conversion.source)
     return EXIT_OK
 
