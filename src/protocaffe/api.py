@@ -17,7 +17,7 @@ from protocaffe.backend.render import render_module
 from protocaffe.errors import Diagnostic, Reporter
 from protocaffe.frontend.prototxt import read_prototxt
 from protocaffe.ir.build import build_graph
-from protocaffe.ir.graph import Graph, Shape
+from protocaffe.ir.graph import Graph
 from protocaffe.passes import DEFAULT_PIPELINE, Pass, run_pipeline
 
 if TYPE_CHECKING:  # numpy and torch only when weights are asked for: model.py alone needs neither
