@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from protocaffe.backend import safetensors_writer
 from protocaffe.backend.progress import ProgressBar
 from protocaffe.backend.safetensors_writer import write_safetensors
 from protocaffe.cli import main
-from protocaffe.frontend.caffemodel import write_caffemodel
+from protocaffe.backend.weights import write_state
+from protocaffe.frontend.caffemodel import file_region, read_caffemodel, write_caffemodel
 from protocaffe.frontend.schema import message_class
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,3 +239,43 @@ def test_convert_without_weights_imports_neither_torch_nor_numpy(tmp_path: Path)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["0", "False", "False"], result.stderr
     assert (tmp_path / "model.py").exists()
+
+
+def test_writer_replaces_a_longer_file_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"x" * 100_000)
+    arrays = {"a": np.arange(3, dtype=np.float32)}
+    write_safetensors(path, arrays)
+    assert_loads_back(path, arrays)
+    write_safetensors(tmp_path / "fresh", arrays)
+    assert path.read_bytes() == (tmp_path / "fresh").read_bytes()
+
+
+@pytest.mark.skipif(not TINYNET_WEIGHTS.exists(), reason="no bundled tinynet weights")
+def test_kernel_copy_and_memory_writes_give_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversion = protocaffe.convert(TINYNET, TINYNET_WEIGHTS)
+    assert conversion.arrays is not None
+    regions = [file_region(a) for a in conversion.arrays.values()]
+    assert sum(r is not None for r in regions) >= 10  # float32 blobs are located in the file
+    data = TINYNET_WEIGHTS.read_bytes()
+    for array, region in zip(conversion.arrays.values(), regions, strict=True):
+        if region is not None:
+            assert data[region.offset : region.offset + array.nbytes] == array.tobytes()
+    copied, written = tmp_path / "copied", tmp_path / "written"
+    write_state(copied, conversion.arrays, "safetensors")
+    monkeypatch.delattr(os, "copy_file_range", raising=False)
+    write_state(written, conversion.arrays, "safetensors")
+    assert copied.read_bytes() == written.read_bytes()
+    assert_loads_back(copied, dict(conversion.arrays))
+
+
+def test_a_replaced_source_file_is_not_copied_from(tmp_path: Path) -> None:
+    source = tmp_path / "m.caffemodel"
+    write_caffemodel(source, "n", [("a", "Convolution", [np.arange(4, dtype=np.float32)])])
+    array = read_caffemodel(source).layers[0].blobs[0]
+    write_caffemodel(source, "n", [("a", "Convolution", [np.full(4, 9, dtype=np.float32)])])
+    out = tmp_path / "w.safetensors"
+    write_safetensors(out, {"a": array}, locate=file_region)
+    assert_loads_back(out, {"a": np.arange(4, dtype=np.float32)})

@@ -193,8 +193,13 @@ def write_state(
 def _write_safetensors(
     path: Path, state: Mapping[str, np.ndarray], progress: ProgressCallback | None
 ) -> None:
+    from protocaffe.frontend.caffemodel import file_region
+
     # "format": "pt" tells loaders such as transformers that these are PyTorch weights.
-    write_safetensors(path, state, metadata={"format": "pt"}, progress=progress)
+    # file_region: float32 weights are copied from the caffemodel file by the kernel.
+    write_safetensors(
+        path, state, metadata={"format": "pt"}, progress=progress, locate=file_region
+    )
 
 
 def _write_pt(path: Path, state: Mapping[str, np.ndarray], progress: ProgressCallback | None) -> None:
