@@ -75,7 +75,9 @@ def legacy_dims(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
 
 def blob_head(shape: tuple[int, ...]) -> tuple[bytes, int]:
     """A V1 BlobProto's bytes before its floats (legacy dims, packed data tag) and its length."""
-    dims = b"".join(varint(((i + 1) << 3) | 0) + varint(d) for i, d in enumerate(legacy_dims(shape)))
+    dims = b"".join(
+        varint(((i + 1) << 3) | 0) + varint(d) for i, d in enumerate(legacy_dims(shape))
+    )
     nbytes = 4 * int(np.prod(shape))
     head = dims + field(5, nbytes)
     return head, len(head) + nbytes
@@ -172,7 +174,9 @@ def main() -> None:
         ).read_bytes()
 
         median = {name: statistics.median(t) for name, t in times.items()}
-        print(f"\ncores: {os.cpu_count()}   repeats: {args.repeat}   caffemodel: {size / 1e6:.1f} MB")
+        print(
+            f"\ncores: {os.cpu_count()}   repeats: {args.repeat}   caffemodel: {size / 1e6:.1f} MB"
+        )
         print(f"{'':22}{'median s':>10}{'best s':>10}{'peak RSS MB':>13}{'RSS/size':>10}")
         for name in runs:
             print(

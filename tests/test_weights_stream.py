@@ -23,10 +23,11 @@ import protocaffe
 from protocaffe.backend import safetensors_writer
 from protocaffe.backend.progress import ProgressBar
 from protocaffe.backend.safetensors_writer import write_safetensors
-from protocaffe.cli import main
 from protocaffe.backend.weights import write_state
+from protocaffe.cli import main
 from protocaffe.frontend.caffemodel import file_region, read_caffemodel, write_caffemodel
 from protocaffe.frontend.schema import message_class
+from protocaffe.layers.base import f32
 
 ROOT = Path(__file__).resolve().parents[1]
 TINYNET = ROOT / "examples" / "tinynet" / "deploy.prototxt"
@@ -236,7 +237,9 @@ def test_convert_without_weights_imports_neither_torch_nor_numpy(tmp_path: Path)
         f"status = main(['convert', {str(TINYNET)!r}, '-o', {str(tmp_path)!r}])\n"
         "print(status, 'torch' in sys.modules, 'numpy' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["0", "False", "False"], result.stderr
     assert (tmp_path / "model.py").exists()
 
@@ -279,3 +282,22 @@ def test_a_replaced_source_file_is_not_copied_from(tmp_path: Path) -> None:
     out = tmp_path / "w.safetensors"
     write_safetensors(out, {"a": array}, locate=file_region)
     assert_loads_back(out, {"a": np.arange(4, dtype=np.float32)})
+
+
+def numpy_f32(value: float) -> float:
+    """What f32 computed with numpy before it stopped importing it."""
+    with np.errstate(over="ignore"):
+        text = repr(np.float32(value))
+    return float(text.removeprefix("np.float32(").removesuffix(")"))
+
+
+def test_f32_without_numpy_prints_what_numpy_prints() -> None:
+    rng = np.random.default_rng(5)
+    singles = rng.integers(0, 2**32, 4000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    values = [float(v) for v in singles if np.isfinite(v)]
+    powers = [np.float32(2.0**e) for e in range(-149, 128)]
+    values += [float(p) for p in powers]  # lopsided rounding intervals
+    values += [float(np.nextafter(p, np.float32(0))) for p in powers]
+    values += [0.001, 1e-5, 0.1, 1 / 3, -0.0, 3.4028235e38, 3.4028236e38, 1e39, -1e39, 1e-46]
+    for value in values:
+        assert repr(f32(value)) == repr(numpy_f32(value)), value

@@ -39,8 +39,11 @@ ProgressCallback = Callable[[int, int], None]
 class Region(Protocol):
     """Where an array's bytes lie in a file (frontend.caffemodel.FileRegion is one)."""
 
-    path: str
-    offset: int
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def offset(self) -> int: ...
 
     def same_file(self, info: os.stat_result) -> bool: ...
 
@@ -89,7 +92,11 @@ def safetensors_header(
         header["__metadata__"] = dict(metadata)
     offset = 0
     for key, dtype, shape, nbytes in entries:
-        header[key] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        header[key] = {
+            "dtype": dtype,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     text += b" " * (-len(text) % 8)

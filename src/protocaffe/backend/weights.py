@@ -197,12 +197,12 @@ def _write_safetensors(
 
     # "format": "pt" tells loaders such as transformers that these are PyTorch weights.
     # file_region: float32 weights are copied from the caffemodel file by the kernel.
-    write_safetensors(
-        path, state, metadata={"format": "pt"}, progress=progress, locate=file_region
-    )
+    write_safetensors(path, state, metadata={"format": "pt"}, progress=progress, locate=file_region)
 
 
-def _write_pt(path: Path, state: Mapping[str, np.ndarray], progress: ProgressCallback | None) -> None:
+def _write_pt(
+    path: Path, state: Mapping[str, np.ndarray], progress: ProgressCallback | None
+) -> None:
     import numpy as np
     import torch
 
