@@ -301,3 +301,26 @@ def test_f32_without_numpy_prints_what_numpy_prints() -> None:
     values += [0.001, 1e-5, 0.1, 1 / 3, -0.0, 3.4028235e38, 3.4028236e38, 1e39, -1e39, 1e-46]
     for value in values:
         assert repr(f32(value)) == repr(numpy_f32(value)), value
+
+
+@pytest.mark.skipif(not TINYNET_WEIGHTS.exists(), reason="no bundled tinynet weights")
+def test_a_failure_while_rendering_leaves_no_weights_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from protocaffe import api
+
+    def broken(parts: object) -> str:
+        raise RuntimeError("black failed")
+
+    monkeypatch.setattr(api, "render_module", broken)
+    with pytest.raises(RuntimeError, match="black failed"):
+        api.write_conversion(TINYNET, TINYNET_WEIGHTS, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []  # not even a temporary file
+
+
+def test_a_bad_caffemodel_writes_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.caffemodel"
+    bad.write_bytes(b"\x0a\x05ab")  # a net name that runs past the end of the file
+    out = tmp_path / "out"
+    assert main(["convert", str(TINYNET), str(bad), "-o", str(out), "-q"]) == 2
+    assert not out.exists() or list(out.iterdir()) == []

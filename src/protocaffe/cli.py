@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from protocaffe import __version__
 from protocaffe.errors import ProtocaffeError, Reporter, Severity
@@ -73,26 +72,27 @@ def _report(reporter: Reporter, quiet: bool) -> None:
 
 
 def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
-    from protocaffe.api import convert
-    from protocaffe.backend.weights import write_state, write_text
+    from protocaffe.api import write_conversion
 
-    conversion = convert(
-        args.prototxt, args.caffemodel, input_shapes=dict(args.input_shape), reporter=reporter
-    )
-    out = Path(args.output)
-    if conversion.arrays is not None:
+    bar = None
+    if args.caffemodel is not None and not args.quiet and sys.stderr.isatty():
+        from protocaffe.backend.progress import ProgressBar
+
         suffix = "safetensors" if args.format == "safetensors" else "pt"
-        bar = None
-        if not args.quiet and sys.stderr.isatty():
-            from protocaffe.backend.progress import ProgressBar
-
-            bar = ProgressBar(f"writing model.{suffix}", sys.stderr)
-        try:
-            write_state(out / f"model.{suffix}", conversion.arrays, args.format, progress=bar)
-        finally:
-            if bar is not None:
-                bar.close()
-    write_text(out / "model.py", conversion.source)
+        bar = ProgressBar(f"writing model.{suffix}", sys.stderr)
+    try:
+        write_conversion(
+            args.prototxt,
+            args.caffemodel,
+            args.output,
+            fmt=args.format,
+            input_shapes=dict(args.input_shape),
+            reporter=reporter,
+            progress=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     return EXIT_OK
 
 

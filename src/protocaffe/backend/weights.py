@@ -179,15 +179,25 @@ def write_state(
     fmt: str,
     progress: ProgressCallback | None = None,
 ) -> None:
-    """Write a state_dict as safetensors (default) or as a torch `.pt` file.
+    """Write a state_dict as safetensors (default) or as a torch `.pt` file, atomically.
 
     safetensors is streamed tensor by tensor (see backend/safetensors_writer.py); `progress` is
     called with (bytes written, total bytes) as it goes.
     """
+    with atomic_write(path) as tmp:
+        write_state_to(tmp, state, fmt, progress)
+
+
+def write_state_to(
+    path: Path,
+    state: Mapping[str, np.ndarray],
+    fmt: str,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """`write_state` straight into `path` (a temporary file of the caller's `atomic_write`)."""
     writers: dict[str, Callable[[Path, Mapping[str, np.ndarray], ProgressCallback | None], None]]
     writers = {"safetensors": _write_safetensors, "pt": _write_pt}
-    with atomic_write(path) as tmp:
-        writers[fmt](tmp, state, progress)
+    writers[fmt](path, state, progress)
 
 
 def _write_safetensors(
