@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import types
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +88,8 @@ def write_conversion(
     model.py: the copy is mostly the kernel's (see backend/safetensors_writer.py), so on two
     cores the two overlap. Both files appear only once both are complete.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from protocaffe.backend.weights import atomic_write, write_state_to, write_text
 
     reporter = reporter if reporter is not None else Reporter()

@@ -7,8 +7,10 @@ and exit status 2, with no traceback and no output file left behind.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from protocaffe import __version__
 from protocaffe.errors import ProtocaffeError, Reporter, Severity
@@ -126,5 +128,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def run() -> NoReturn:
+    """The console entry point: `main`, then an exit that skips tearing down the interpreter.
+
+    Freeing every object black, jinja2 and protobuf made costs about 50 ms of CPU, a fifth of
+    everything protocaffe itself does for a 670-layer net. The outputs are closed and renamed by
+    then and nothing registers exit handlers, so only the standard streams need flushing.
+    """
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
