@@ -206,7 +206,8 @@ def main() -> None:
 
         median = {name: statistics.median(t) for name, t in times.items()}
         print(
-            f"\ncores: {os.cpu_count()}   repeats: {args.repeat}   caffemodel: {size / 1e6:.1f} MB"
+            f"\ncores: {os.cpu_count()}   load average: {os.getloadavg()[0]:.1f}   "
+            f"repeats: {args.repeat}   caffemodel: {size / 1e6:.1f} MB"
         )
         print(f"{'':22}{'median s':>10}{'best s':>10}{'peak RSS MB':>13}{'RSS/size':>10}")
         for name in runs:

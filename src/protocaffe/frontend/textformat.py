@@ -81,6 +81,7 @@ def _tokenize(text: str, path: str) -> Iterator[Token]:
     making a SourceLoc for each of ResNet-152's 15,000 tokens cost more than the parse."""
     source = _Source(text, path)
     match = _TOKEN.match
+    new_token = tuple.__new__  # Token(...) without NamedTuple's Python-level __new__
     pos = 0
     end = len(text)
     while True:
@@ -90,33 +91,43 @@ def _tokenize(text: str, path: str) -> Iterator[Token]:
         if kind is None:  # only whitespace and comments were left
             yield Token("eof", "", end, source)
             return
-        start = found.start(kind)
+        start, pos = found.span(kind)
         if kind == "bad":
             raise ProtocaffeError.at(
                 source.loc(start), f"syntax error: unexpected character {text[start]!r}"
             )
-        yield Token(kind, found.group(kind), start, source)
-        pos = found.end()
+        yield new_token(Token, (kind, text[start:pos], start, source))
 
 
 @dataclass
 class Locations:
-    """Where messages and fields were written: keyed by message identity (`id`)."""
+    """Where messages and fields were written: keyed by message identity (`id`).
 
-    messages: dict[int, SourceLoc] = field(default_factory=dict)
-    fields: dict[tuple[int, str], SourceLoc] = field(default_factory=dict)
+    A place may be stored as the Token written there; it becomes a SourceLoc when first asked
+    for (most are never asked for, and making them all cost a quarter of the parse).
+    """
+
+    messages: dict[int, SourceLoc | Token] = field(default_factory=dict)
+    fields: dict[tuple[int, str], SourceLoc | Token] = field(default_factory=dict)
     # Messages are kept alive here so that their ids stay unique for the parse's lifetime.
     _keep: list[Message] = field(default_factory=list)
 
-    def record(self, msg: Message, loc: SourceLoc) -> None:
+    def record(self, msg: Message, loc: SourceLoc | Token) -> None:
         self.messages[id(msg)] = loc
         self._keep.append(msg)
 
     def of(self, msg: Message) -> SourceLoc | None:
-        return self.messages.get(id(msg))
+        return _resolve(self.messages, id(msg))
 
     def of_field(self, msg: Message, name: str) -> SourceLoc | None:
-        return self.fields.get((id(msg), name))
+        return _resolve(self.fields, (id(msg), name))
+
+
+def _resolve(places: dict[Any, SourceLoc | Token], key: Any) -> SourceLoc | None:
+    place = places.get(key)
+    if isinstance(place, Token):
+        place = places[key] = place.loc
+    return place
 
 
 _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
@@ -199,7 +210,7 @@ class _Parser:
             )
             self._skip_value()
             return
-        self._locations.fields[(id(msg), fd.name)] = name_tok.loc
+        self._locations.fields[(id(msg), fd.name)] = name_tok
         if not _repeated(fd) and msg.HasField(fd.name):
             raise ProtocaffeError.at(
                 name_tok.loc, f"field '{fd.name}' of {descriptor.name} is given more than once"
@@ -227,7 +238,7 @@ class _Parser:
             else:
                 sub = getattr(msg, fd.name)
                 sub.SetInParent()
-            self._locations.record(sub, name_tok.loc)
+            self._locations.record(sub, name_tok)
             self.parse_message(sub, _CLOSE[open_tok.text])
             return
         tok = self._advance()
