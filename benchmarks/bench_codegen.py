@@ -42,15 +42,21 @@ def timed(source, *, mode):
     spent["lines"] += out.count("\n")
     return out
 black.format_str = timed
-from protocaffe.cli import main
-status = main(sys.argv[1:])
-print(json.dumps({
-    "status": status, "black_import": black_import, "black_wall": spent["wall"],
-    "black_cpu": spent["cpu"], "lines": spent["lines"],
-    "torch": "torch" in sys.modules, "numpy": "numpy" in sys.modules,
-}), file=sys.stderr)
-sys.stderr.flush()
-os._exit(status)  # as protocaffe.cli.run, the console entry point, ends
+from protocaffe import cli
+exit_now = os._exit
+def report_and_exit(status):
+    print(json.dumps({
+        "status": status, "black_import": black_import, "black_wall": spent["wall"],
+        "black_cpu": spent["cpu"], "lines": spent["lines"],
+        "torch": "torch" in sys.modules, "numpy": "numpy" in sys.modules,
+    }), file=sys.stderr)
+    sys.stderr.flush()
+    exit_now(status)
+os._exit = report_and_exit
+if os.environ.get("BENCH_DEFAULT_GC"):  # --default-gc: leave the collector as Python sets it
+    import gc
+    gc.set_threshold = lambda *thresholds: None
+cli.run()  # the console entry point: main, with its garbage collector settings and exit
 """
 
 
@@ -111,12 +117,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--prototxt", type=Path, help="default: the corpus ResNet-152")
     parser.add_argument("--profile", action="store_true", help="also print a cProfile")
+    parser.add_argument(
+        "--default-gc", action="store_true", help="without cli.run's garbage collector settings"
+    )
     args = parser.parse_args()
     prototxt = args.prototxt or find_shared() / "corpus" / "resnet-152" / "deploy.prototxt"
 
     with tempfile.TemporaryDirectory(prefix="protocaffe-codegen-") as tmp:
         out = Path(tmp) / "out"
         env = child_env(Path(tmp))
+        if args.default_gc:
+            env["BENCH_DEFAULT_GC"] = "1"
         run_measured(prototxt, out, env)  # warm the page cache and write the .pyc files
         runs = [run_measured(prototxt, out, env) for _ in range(args.repeat)]
         if args.profile:
