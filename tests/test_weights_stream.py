@@ -324,3 +324,13 @@ def test_a_bad_caffemodel_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["convert", str(TINYNET), str(bad), "-o", str(out), "-q"]) == 2
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_outputs_get_the_mode_of_a_new_file(tmp_path: Path) -> None:
+    mask = os.umask(0o027)
+    try:
+        out = tmp_path / "out"
+        assert main(["convert", str(TINYNET), "-o", str(out), "-q"]) == 0
+    finally:
+        os.umask(mask)
+    assert (out / "model.py").stat().st_mode & 0o777 == 0o640
