@@ -334,3 +334,28 @@ def test_outputs_get_the_mode_of_a_new_file(tmp_path: Path) -> None:
     finally:
         os.umask(mask)
     assert (out / "model.py").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.skipif(not hasattr(os, "copy_file_range"), reason="no copy_file_range here")
+def test_a_kernel_copy_failing_midway_falls_back_to_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "m.caffemodel"
+    big = np.arange(100_000, dtype=np.float32)
+    write_caffemodel(source, "n", [("a", "Convolution", [big, np.ones(3, dtype=np.float32)])])
+    blobs = read_caffemodel(source).layers[0].blobs
+    arrays = {"a.weight": blobs[0], "a.bias": blobs[1]}
+    real = os.copy_file_range
+    calls = []
+
+    def flaky(src: int, dst: int, count: int, offset_src: int | None = None) -> int:
+        calls.append(count)
+        if len(calls) > 1:  # as across file systems that do not support it
+            raise OSError(18, "Invalid cross-device link")
+        return real(src, dst, min(count, 1000), offset_src)
+
+    monkeypatch.setattr(os, "copy_file_range", flaky)
+    out = tmp_path / "w.safetensors"
+    write_safetensors(out, arrays, locate=file_region)
+    assert len(calls) == 2
+    assert_loads_back(out, {k: np.array(v) for k, v in arrays.items()})
