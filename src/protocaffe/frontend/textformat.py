@@ -158,6 +158,31 @@ def _unquote(token: str) -> str:
     return _UNESCAPE.sub(replace, token[1:-1])
 
 
+class _Field(NamedTuple):
+    """What the parser needs of a field descriptor, looked up once per field of the schema."""
+
+    fd: Any
+    name: str
+    repeated: bool
+    message: bool  # a message or group: parsed as a nested block
+    text: bool  # a string or bytes: adjacent literals concatenate
+
+
+@functools.cache
+def _field(descriptor: Any, name: str) -> _Field | None:
+    fd = descriptor.fields_by_name.get(name)
+    if fd is None:
+        return None
+    kind = fd.type
+    return _Field(
+        fd,
+        fd.name,
+        _repeated(fd),
+        kind in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP),
+        kind in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES),
+    )
+
+
 class _Parser:
     def __init__(self, text: str, path: str, reporter: Reporter, locations: Locations) -> None:
         self._tokens = _tokenize(text, path)
@@ -199,44 +224,45 @@ class _Parser:
 
     def _parse_field(self, msg: Message, name_tok: Token) -> None:
         descriptor = msg.DESCRIPTOR
-        fd = descriptor.fields_by_name.get(name_tok.text)
-        has_colon = self._tok.kind == "punct" and self._tok.text == ":"
-        if has_colon:
+        known = _field(descriptor, name_tok.text)
+        tok = self._tok
+        if tok.kind == "punct" and tok.text == ":":
             self._advance()
-        if fd is None:
+        if known is None:
             self._reporter.warn(
                 name_tok.loc,
                 f"unknown field '{name_tok.text}' in {descriptor.name}; ignored",
             )
             self._skip_value()
             return
-        self._locations.fields[(id(msg), fd.name)] = name_tok
-        if not _repeated(fd) and msg.HasField(fd.name):
+        self._locations.fields[(id(msg), known.name)] = name_tok
+        if not known.repeated and msg.HasField(known.name):
             raise ProtocaffeError.at(
-                name_tok.loc, f"field '{fd.name}' of {descriptor.name} is given more than once"
+                name_tok.loc, f"field '{known.name}' of {descriptor.name} is given more than once"
             )
         if self._tok.kind == "punct" and self._tok.text == "[":
             self._advance()
             while not (self._tok.kind == "punct" and self._tok.text == "]"):
-                self._parse_value(msg, fd, name_tok)
+                self._parse_value(msg, known, name_tok)
                 if self._tok.kind == "punct" and self._tok.text == ",":
                     self._advance()
             self._advance()
         else:
-            self._parse_value(msg, fd, name_tok)
+            self._parse_value(msg, known, name_tok)
 
-    def _parse_value(self, msg: Message, fd: Any, name_tok: Token) -> None:
-        if fd.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
+    def _parse_value(self, msg: Message, known: _Field, name_tok: Token) -> None:
+        fd = known.fd
+        if known.message:
             open_tok = self._tok
             if open_tok.kind != "punct" or open_tok.text not in _CLOSE:
                 raise ProtocaffeError.at(
-                    open_tok.loc, f"syntax error: expected '{{' after '{fd.name}'"
+                    open_tok.loc, f"syntax error: expected '{{' after '{known.name}'"
                 )
             self._advance()
-            if _repeated(fd):
-                sub = getattr(msg, fd.name).add()
+            if known.repeated:
+                sub = getattr(msg, known.name).add()
             else:
-                sub = getattr(msg, fd.name)
+                sub = getattr(msg, known.name)
                 sub.SetInParent()
             self._locations.record(sub, name_tok)
             self.parse_message(sub, _CLOSE[open_tok.text])
@@ -244,15 +270,15 @@ class _Parser:
         tok = self._advance()
         value = _convert_scalar(fd, tok)
         # Adjacent string literals concatenate, as in C.
-        if fd.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+        if known.text:
             while self._tok.kind == "string":
                 value = str(value) + _unquote(self._advance().text)
             if fd.type == FieldDescriptor.TYPE_BYTES:
                 value = str(value).encode("latin-1", errors="replace")
-        if _repeated(fd):
-            getattr(msg, fd.name).append(value)
+        if known.repeated:
+            getattr(msg, known.name).append(value)
         else:
-            setattr(msg, fd.name, value)
+            setattr(msg, known.name, value)
 
     def _skip_value(self) -> None:
         tok = self._tok
