@@ -58,8 +58,6 @@ def test_corpus_model_matches_opencv(case: CorpusCase) -> None:
     result = run_case(case)
     if result.status == "skip":
         pytest.skip(result.reason)
-    if result.status == "deviation":
-        pytest.xfail(f"{result.first_divergent}: {result.reason}")
     assert result.status == "pass", (
         f"{result.name}: {result.status}; first divergent blob {result.first_divergent!r}: "
         f"{result.reason}"

@@ -194,3 +194,40 @@ def test_convert_then_verify_the_written_files(
         args = ["--module", str(out / "model.py"), "--weights", str(out / f"model.{suffix}")]
         status, stdout, err = _cli(capsys, str(NET), str(weights), *args, "-q")
         assert status == 0, err + stdout
+
+
+AXPY_NET = """
+name: "AxpyNet"  # a comment with a brace {
+input: "scale" input_shape { dim: 1 dim: 2 dim: 1 dim: 1 }
+input: "x" input_shape { dim: 1 dim: 2 dim: 3 dim: 4 }
+input: "y" input_shape { dim: 1 dim: 2 dim: 3 dim: 4 }
+layer { name: "keep" type: "Eltwise" bottom: "x" bottom: "y" top: "keep" }
+layer {
+  name: "axpy"
+  type: "Axpy"
+  bottom: "scale"
+  bottom: "x"  # the 'x' of F = a * x + y
+  bottom: "y"
+  top: "axpy"
+}
+"""
+
+
+def test_opencv_gets_axpy_operands_in_its_own_order(tmp_path: Path) -> None:
+    """SENet's Axpy is F = a * bottom[1] + bottom[2]; OpenCV imports it as a * bottom[2] +
+    bottom[1], so the copy OpenCV reads swaps them (checked here against numpy)."""
+    cv2 = pytest.importorskip("cv2")
+    from protocaffe.verify.opencv import for_opencv
+
+    adapted = for_opencv(AXPY_NET)
+    assert 'bottom: "y"  # the \'x\' of F = a * x + y\n  bottom: "x"' in adapted
+    assert 'bottom: "x" bottom: "y" top: "keep"' in adapted  # other layers untouched
+    path = tmp_path / "axpy.prototxt"
+    path.write_text(adapted)
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((1, 2, 1, 1)).astype(np.float32)
+    x, y = (rng.standard_normal((1, 2, 3, 4)).astype(np.float32) for _ in range(2))
+    net = cv2.dnn.readNetFromCaffe(str(path))
+    for name, value in (("scale", a), ("x", x), ("y", y)):
+        net.setInput(value, name)
+    np.testing.assert_allclose(net.forward("axpy"), a * x + y, rtol=1e-6, atol=1e-6)

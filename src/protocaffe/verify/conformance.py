@@ -26,7 +26,6 @@ import numpy as np
 from protocaffe.errors import ProtocaffeError, Reporter
 from protocaffe.ir.graph import Shape
 from protocaffe.verify.compare import Tolerance, errors, within
-from protocaffe.verify.opencv import KNOWN_DEVIATIONS
 
 # Inputs verified at another size than declared, with why. Caffe reshapes a net to its input
 # at run time, and no layer of these nets depends on the spatial size. OpenPose's deploy files
@@ -210,11 +209,8 @@ def run_case(
         status = "skip" if text.startswith(("OpenCV cannot", "Caffe cannot")) else "error"
         return done(status, layers=layers, reason=text)
     first = report.first_divergent
-    status = "pass" if report.ok else "fail"
-    if first is not None and reference == "opencv" and first.type in KNOWN_DEVIATIONS:
-        status = "deviation"  # the reference is wrong here, not the module
     return done(
-        status,
+        "pass" if report.ok else "fail",
         layers=layers,
         blobs=len(report.compared),
         largest_error=report.largest_error,
@@ -309,15 +305,13 @@ def markdown(
     reference: str = "opencv",
 ) -> str:
     passed = sum(r.status == "pass" for r in results)
-    verified = sum(r.status in ("pass", "fail", "error", "deviation") for r in results)
+    verified = sum(r.status in ("pass", "fail", "error") for r in results)
     lines = [
         "# Conformance: the corpus against "
         + ("OpenCV 4.x dnn" if reference == "opencv" else "real Caffe")
         + ", blob by blob",
         "",
-        f"{passed} of {verified} supported cases match; {len(results) - verified} skipped; "
-        "'deviation' marks a case whose first difference is a known OpenCV departure from Caffe "
-        "(see protocaffe.verify.opencv.KNOWN_DEVIATIONS). "
+        f"{passed} of {verified} supported cases match; {len(results) - verified} skipped. "
         f"A blob matches when max|ours - ref| <= {tolerance.atol:g} + {tolerance.rtol:g} * "
         "max|ref|; errors are relative to each blob's largest magnitude. Random weights are "
         "seeded (protocaffe random-weights, seed 0); inputs are uniform in [-1, 1).",

@@ -39,7 +39,7 @@ from protocaffe.verify.inputs import (
     load_npy,
     random_input,
 )
-from protocaffe.verify.opencv import KNOWN_DEVIATIONS, LayerQuery, ReferenceUnavailable
+from protocaffe.verify.opencv import LayerQuery, ReferenceUnavailable
 from protocaffe.verify.record import InstrumentError, Recording, instrument
 from protocaffe.verify.report import BlobRow, VerifyReport
 
@@ -106,11 +106,6 @@ def verify(
         inputs=shapes,
     )
     report.rows = _compare(graph, ours, refs, inputs, opts.tolerance)
-    first = report.first_divergent
-    if first is not None and opts.reference == "opencv" and first.type in KNOWN_DEVIATIONS:
-        index = report.rows.index(first)
-        note = f"known OpenCV deviation: {KNOWN_DEVIATIONS[first.type]}"
-        report.rows[index] = replace(first, diagnosis=note)
     return report
 
 

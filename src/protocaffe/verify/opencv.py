@@ -5,14 +5,18 @@ layer's first output, so a multi-top layer (Slice) exposes only its first top. I
 renames the producer of a blob that is later updated in place to the blob's name (layer `conv`
 with top `c` followed by an in-place `relu` becomes layer `c`), so a layer is looked up by its
 own name first, then by its first top. Layer fusion is disabled so that every intermediate
-exists, and Winograd convolution too, because it trades accuracy for speed.
+exists, and Winograd convolution too, because it trades accuracy for speed. Where OpenCV's
+importer departs from Caffe, OpenCV reads an adapted copy of the prototxt (`for_opencv`).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -20,13 +24,54 @@ import numpy as np
 INSTALL_HINT = "pip install 'protocaffe[verify]'"
 
 
-# Layer types where OpenCV itself departs from Caffe, with what it does instead. A mismatch at
-# such a layer is reported with this note rather than blamed on the module.
-KNOWN_DEVIATIONS = {
-    # SENet's axpy_layer.hpp: F = a * X + Y with X = bottom[1], Y = bottom[2]. OpenCV's
-    # importer wires Scale(bottom[2], bottom[0]) + bottom[1], i.e. a * Y + X.
-    "Axpy": "OpenCV computes a * bottom[2] + bottom[1]; Caffe's Axpy is a * bottom[1] + bottom[2]",
-}
+# Tokens of the prototxt text format that matter for finding layer blocks: strings and comments
+# (which may hold braces), braces, and bottom fields.
+_TOKENS = re.compile(
+    r"""(?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')|(?P<comment>#[^\n]*)"""
+    r"""|(?P<open>\{)|(?P<close>\})"""
+)
+_BOTTOM = re.compile(r"""\bbottom\s*:\s*("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')""")
+
+
+def _layer_blocks(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each top-level `{...}` block in a prototxt's text."""
+    blocks: list[tuple[int, int]] = []
+    depth, start = 0, 0
+    for match in _TOKENS.finditer(text):
+        if match.group("open"):
+            if depth == 0:
+                start = match.start()
+            depth += 1
+        elif match.group("close") and depth > 0:
+            depth -= 1
+            if depth == 0:
+                blocks.append((start, match.end()))
+    return blocks
+
+
+def for_opencv(text: str) -> str:
+    """The prototxt text OpenCV must read to compute what Caffe computes.
+
+    OpenCV's importer wires Axpy as Scale(bottom[2], bottom[0]) + bottom[1], i.e.
+    a * bottom[2] + bottom[1], while SENet's axpy_layer.hpp defines F = a * X + Y with
+    X = bottom[1] and Y = bottom[2]: the copy given to OpenCV has those two bottoms swapped.
+    """
+    pieces: list[str] = []
+    done = 0
+    for start, end in _layer_blocks(text):
+        block = text[start:end]
+        if not re.search(r"""\btype\s*:\s*["']Axpy["']""", block):
+            continue
+        bottoms = list(_BOTTOM.finditer(block))
+        if len(bottoms) != 3:
+            continue
+        x, y = bottoms[1], bottoms[2]
+        swapped = (
+            block[: x.start(1)] + y.group(1) + block[x.end(1) : y.start(1)] + x.group(1)
+        ) + block[y.end(1) :]
+        pieces += [text[done:start], swapped]
+        done = end
+    return "".join(pieces) + text[done:]
 
 
 class ReferenceUnavailable(Exception):
@@ -69,10 +114,16 @@ def run_opencv(
 ) -> dict[tuple[str, int], np.ndarray]:
     """{(layer name, top index): output} for every layer OpenCV can give (only top 0)."""
     cv2 = require_cv2()
-    try:
-        net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel) if caffemodel else "")
-    except cv2.error as exc:
-        raise ReferenceUnavailable(f"OpenCV cannot import the net: {_one_line(exc)}") from exc
+    text = Path(prototxt).read_text(encoding="utf-8", errors="surrogateescape")
+    adapted = for_opencv(text)
+    with tempfile.TemporaryDirectory(prefix="protocaffe-opencv-") as work:
+        if adapted != text:
+            prototxt = Path(work) / "for_opencv.prototxt"
+            prototxt.write_text(adapted, encoding="utf-8", errors="surrogateescape")
+        try:
+            net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel) if caffemodel else "")
+        except cv2.error as exc:
+            raise ReferenceUnavailable(f"OpenCV cannot import the net: {_one_line(exc)}") from exc
     net.enableFusion(False)
     if hasattr(net, "enableWinograd"):
         net.enableWinograd(False)
