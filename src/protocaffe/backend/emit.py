@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 
 from protocaffe import __version__
-from protocaffe.backend.helpers import helper_source
+from protocaffe.backend.helpers import helper_names, helper_source
 from protocaffe.ir.graph import Graph, Node, Value
-from protocaffe.ir.names import RULE, Namespace, sanitize
+from protocaffe.ir.names import RESERVED, RULE, Namespace, sanitize
 from protocaffe.layers import lookup
 from protocaffe.layers.base import EmitContext, fmt_shape
 
@@ -78,7 +78,8 @@ def class_name_for(net_name: str) -> str:
     if ident[0].isdigit():
         ident = "Net" + ident
     ident = ident[0].upper() + ident[1:]
-    return ident if ident not in {"Scale", "Bias"} else ident + "Net"
+    # Capitalising can make a reserved name ("none" -> None, "f" -> F) or a helper's name.
+    return ident + "Net" if ident in RESERVED or ident in helper_names() else ident
 
 
 def shown_source(path: str) -> str:
@@ -96,7 +97,8 @@ def _value_name(value: Value, node: Node | None) -> str:
 
 def emit_module(graph: Graph) -> Emitted:
     attrs_ns = Namespace()
-    locals_ns = Namespace()
+    # A local named like a helper function would shadow it inside forward().
+    locals_ns = Namespace(RESERVED | helper_names())
     local: dict[Value, str] = {}
     for value in graph.inputs:
         local[value] = locals_ns.name(value, value.blob)
@@ -105,10 +107,11 @@ def emit_module(graph: Graph) -> Emitted:
     forward: list[Line] = []
     helpers: list[str] = []
     node_attrs: dict[str, str] = {}
-    for node in graph.nodes:
+    for index, node in enumerate(graph.nodes):
         kind = lookup(node.op)
         assert kind is not None, node.op
-        attr = attrs_ns.name(("node", node.name), node.name)
+        # Keyed by the node itself: two layers may share a name (Caffe allows it).
+        attr = attrs_ns.name(("node", index), node.name)
         ctx = EmitContext(
             attr=attr,
             inputs=tuple(local[v] for v in node.inputs),
