@@ -90,32 +90,57 @@ class Locations:
         return self.fields.get((id(msg), name))
 
 
-_UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
+_UNESCAPE = re.compile(
+    r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)", re.DOTALL
+)
 _SIMPLE_ESCAPES = {
-    "n": "\n",
-    "t": "\t",
-    "r": "\r",
-    "a": "\a",
-    "b": "\b",
-    "f": "\f",
-    "v": "\v",
-    "\\": "\\",
-    "'": "'",
-    '"': '"',
-    "?": "?",
+    "n": b"\n",
+    "t": b"\t",
+    "r": b"\r",
+    "a": b"\a",
+    "b": b"\b",
+    "f": b"\f",
+    "v": b"\v",
+    "\\": b"\\",
+    "'": b"'",
+    '"': b'"',
+    "?": b"?",
 }
 
 
-def _unquote(token: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        esc = match.group(1)
-        if esc[0] in "xX" and len(esc) > 1:
-            return chr(int(esc[1:], 16))
-        if esc[0].isdigit():
-            return chr(int(esc, 8))
-        return _SIMPLE_ESCAPES.get(esc, esc)
+def _unquote(token: str) -> bytes:
+    r"""The bytes a quoted literal stands for, as protobuf reads them: `\xHH` and octal escapes
+    are bytes, `\uXXXX` and `\UXXXXXXXX` are code points in UTF-8, other text is UTF-8."""
 
-    return _UNESCAPE.sub(replace, token[1:-1])
+    def escape(esc: str) -> bytes:
+        if esc[0] == "x" and len(esc) > 1:
+            return bytes([int(esc[1:], 16)])
+        if esc[0].isdigit():
+            return bytes([int(esc, 8) & 0xFF])  # protobuf keeps the low byte of \400 .. \777
+        if esc[0] in "uU" and len(esc) > 1:
+            return chr(min(int(esc[1:], 16), 0x10FFFF)).encode("utf-8", "surrogatepass")
+        return _SIMPLE_ESCAPES.get(esc, esc.encode("utf-8"))
+
+    body = token[1:-1]
+    out = bytearray()
+    pos = 0
+    for match in _UNESCAPE.finditer(body):
+        out += body[pos : match.start()].encode("utf-8")
+        out += escape(match.group(1))
+        pos = match.end()
+    out += body[pos:].encode("utf-8")
+    return bytes(out)
+
+
+def _text(raw: bytes, tok: Token) -> str:
+    """A string field's value. Caffe strings are UTF-8 (protobuf refuses anything else), so
+    escapes that spell invalid UTF-8 are an error here rather than a mangled name."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocaffeError.at(
+            tok.loc, f"string is not valid UTF-8 after its escapes (byte {exc.start})"
+        ) from None
 
 
 class _Parser:
@@ -203,12 +228,12 @@ class _Parser:
             return
         tok = self._advance()
         value = _convert_scalar(fd, tok)
-        # Adjacent string literals concatenate, as in C.
-        if fd.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+        if isinstance(value, bytes):
+            # Adjacent string literals concatenate, as in C.
             while self._tok.kind == "string":
-                value = str(value) + _unquote(self._advance().text)
-            if fd.type == FieldDescriptor.TYPE_BYTES:
-                value = str(value).encode("latin-1", errors="replace")
+                value += _unquote(self._advance().text)
+            if fd.type == FieldDescriptor.TYPE_STRING:
+                value = _text(value, tok)
         if _repeated(fd):
             getattr(msg, fd.name).append(value)
         else:
