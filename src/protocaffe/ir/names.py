@@ -4,6 +4,7 @@ This is the only way a layer or blob name reaches generated code as code. The ru
 generated docstring repeats: characters outside [A-Za-z0-9_] become "_", a leading digit gets a
 "_" prefix, and a name that is a keyword, a builtin, a name the generated module uses itself, or
 an attribute of nn.Module gets a "_" suffix; a clash with an earlier name gets "_2", "_3", ...
+A name with no letter or digit (empty, or only punctuation) becomes "unnamed".
 """
 
 from __future__ import annotations
@@ -128,6 +129,10 @@ def sanitize(name: str) -> str:
     ident = _INVALID.sub("_", name) or "_"
     if ident[0].isdigit():
         ident = "_" + ident
+    if not ident.strip("_"):
+        # Only underscores: "_" is a soft keyword, and "__", "___2", ... would be name-mangled
+        # inside the class (self.___2 is stored as _Net___2, so its state_dict keys would differ).
+        return "unnamed"
     if ident.startswith("__"):
         # Dunder-style names would be mangled inside a class or look special: keep one "_".
         ident = "_" + ident.lstrip("_")
