@@ -25,9 +25,11 @@ def comment_text(text: str) -> str:
 
 
 def doc_text(text: str) -> str:
-    """`text` quoted for a docstring: repr() escapes line breaks and backslashes, and every
-    double quote is escaped so that no triple quote can close the docstring early."""
-    return repr(text).replace('"', '\\"')
+    """`text` quoted for a docstring, so that the docstring's value holds its repr() and not the
+    raw characters (help() must not print a name's newlines or terminal escapes): repr() escapes
+    them, its backslashes are doubled, and every double quote is escaped so that no triple quote
+    can close the docstring early."""
+    return repr(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
 # Where black wraps lines in the generated file; a trace comment that would not fit after its
