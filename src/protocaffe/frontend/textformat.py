@@ -152,7 +152,8 @@ class _Parser:
 
     def _advance(self) -> Token:
         tok = self._tok
-        self._tok = next(self._tokens)
+        if tok.kind != "eof":  # the end stays the end: a caller that reads on sees "eof" again
+            self._tok = next(self._tokens)
         return tok
 
     def _expect(self, text: str) -> Token:
