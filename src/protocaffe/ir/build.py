@@ -145,6 +145,15 @@ def build_graph(
                 layer.loc, f"top '{repeated[0]}' is listed more than once", layer.name, layer.type
             )
         out_shapes = kind.infer(attrs, [v.shape for v in bottoms], layer)
+        for top, shape in zip(layer.tops, out_shapes, strict=True):
+            if any(d <= 0 for d in shape):
+                raise ProtocaffeError.at(
+                    layer.loc,
+                    f"top '{top}' would have shape {tuple(shape)}: every dimension must be "
+                    "positive",
+                    layer.name,
+                    layer.type,
+                )
         outputs: list[Value] = []
         for top, shape in zip(layer.tops, out_shapes, strict=True):
             if top in env and top not in layer.bottoms:
