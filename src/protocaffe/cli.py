@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from protocaffe import __version__
-from protocaffe.errors import ProtocaffeError, Reporter, Severity
+from protocaffe.errors import ProtocaffeError, Reporter, Severity, SourceLoc
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 
@@ -80,10 +80,14 @@ def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
         args.prototxt, args.caffemodel, input_shapes=dict(args.input_shape), reporter=reporter
     )
     out = Path(args.output)
-    if conversion.arrays is not None:
-        suffix = "safetensors" if args.format == "safetensors" else "pt"
-        write_state(out / f"model.{suffix}", conversion.arrays, args.format)
-    write_text(out / "model.py", conversion.source)
+    try:
+        if conversion.arrays is not None:
+            suffix = "safetensors" if args.format == "safetensors" else "pt"
+            write_state(out / f"model.{suffix}", conversion.arrays, args.format)
+        write_text(out / "model.py", conversion.source)
+    except OSError as exc:
+        where = exc.filename if isinstance(exc.filename, str) else str(out)
+        raise ProtocaffeError.at(SourceLoc(where), f"cannot write: {exc.strerror or exc}") from None
     return EXIT_OK
 
 
@@ -113,6 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug in protocaffe: still one line, never a traceback
+        _report(reporter, args.quiet)
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(
+            f"protocaffe: internal error ({message}); please report it with the input files",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     _report(reporter, args.quiet)
     return status
 
