@@ -74,20 +74,27 @@ def _report(reporter: Reporter, quiet: bool) -> None:
 
 def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.api import convert
-    from protocaffe.backend.weights import write_state, write_text
+    from protocaffe.backend.weights import atomic_write, save_state
 
     conversion = convert(
         args.prototxt, args.caffemodel, input_shapes=dict(args.input_shape), reporter=reporter
     )
     out = Path(args.output)
     try:
-        if conversion.arrays is not None:
-            suffix = "safetensors" if args.format == "safetensors" else "pt"
-            write_state(out / f"model.{suffix}", conversion.arrays, args.format)
-        write_text(out / "model.py", conversion.source)
+        # Both files are written in full before either replaces the previous one, so a run
+        # killed part way leaves the old pair, which still belong together.
+        with atomic_write(out / "model.py") as model_py:
+            if conversion.arrays is not None:
+                suffix = "safetensors" if args.format == "safetensors" else "pt"
+                with atomic_write(out / f"model.{suffix}") as weights:
+                    save_state(weights, conversion.arrays, args.format)
+                    model_py.write_text(conversion.source, encoding="utf-8")
+            else:
+                model_py.write_text(conversion.source, encoding="utf-8")
     except OSError as exc:
-        where = exc.filename if isinstance(exc.filename, str) else str(out)
-        raise ProtocaffeError.at(SourceLoc(where), f"cannot write: {exc.strerror or exc}") from None
+        raise ProtocaffeError.at(
+            SourceLoc(str(out)), f"cannot write: {exc.strerror or exc}"
+        ) from None
     return EXIT_OK
 
 
