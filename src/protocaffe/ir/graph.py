@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from protocaffe.errors import SourceLoc
 
@@ -65,10 +66,26 @@ class Graph:
     aliases: tuple[tuple[Value, Value], ...] = field(default=())
 
     def users(self, value: Value) -> Iterator[Node]:
-        return (n for n in self.nodes if value in n.inputs)
+        """The nodes that read `value`, in graph order (each once)."""
+        return iter(self._users.get(value, ()))
 
     def producer(self, value: Value) -> Node | None:
+        return self._producers.get(value)
+
+    # Indexes built on first use, so that a pass asking about every value costs O(N), not
+    # O(N^2) (a 10,000-layer net). The graph is immutable, so they never go stale.
+    @cached_property
+    def _users(self) -> dict[Value, list[Node]]:
+        found: dict[Value, list[Node]] = {}
         for node in self.nodes:
-            if value in node.outputs:
-                return node
-        return None
+            for value in dict.fromkeys(node.inputs):
+                found.setdefault(value, []).append(node)
+        return found
+
+    @cached_property
+    def _producers(self) -> dict[Value, Node]:
+        found: dict[Value, Node] = {}
+        for node in self.nodes:
+            for value in node.outputs:
+                found.setdefault(value, node)
+        return found
