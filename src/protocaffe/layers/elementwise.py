@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -50,11 +51,14 @@ class ReLU(Layer):
         return Emission(forward=f"F.leaky_relu({ctx.x}, {slope!r})")
 
 
-@dataclass(frozen=True)
 class _Fixed(Layer):
-    """An activation with no parameters: one torch function."""
+    """An activation with no parameters: one torch function.
 
-    function: str = ""
+    `function` is a ClassVar: a dataclass field here would give every registered instance the
+    base class's empty default, and the emitted call would lose its function name.
+    """
+
+    function: ClassVar[str]
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
         return Emission(forward=f"{self.function}({ctx.x})")
@@ -63,19 +67,19 @@ class _Fixed(Layer):
 @register
 class Sigmoid(_Fixed):
     types = ("Sigmoid",)
-    function: str = "torch.sigmoid"
+    function = "torch.sigmoid"
 
 
 @register
 class TanH(_Fixed):
     types = ("TanH",)
-    function: str = "torch.tanh"
+    function = "torch.tanh"
 
 
 @register
 class AbsVal(_Fixed):
     types = ("AbsVal",)
-    function: str = "torch.abs"
+    function = "torch.abs"
 
 
 @register
@@ -83,7 +87,7 @@ class BNLL(_Fixed):
     """log(1 + exp(x)); torch's softplus switches to x above 20, off by under 3e-9."""
 
     types = ("BNLL",)
-    function: str = "F.softplus"
+    function = "F.softplus"
 
 
 @register
