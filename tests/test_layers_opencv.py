@@ -403,6 +403,21 @@ def test_batch_norm_factor_zero(tmp_path, params, eps):
     assert_close(run.ours(inputs)["out"], expected, tol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 2, 3, 2), (1, 3, 2, 2, 3, 2)], ids=["5d", "6d"])
+def test_batch_norm_high_rank_against_caffe_source(tmp_path, shape):
+    """batch_norm_layer.cpp treats every axis after the channel as spatial, whatever the rank
+    (OpenCV does not load these): top = (x - mean / f) / sqrt(var / f + eps)."""
+    blobs = bn_blobs(3, 2.0)
+
+    def expected(values, _):
+        mean, var, factor = (b.astype(np.float64) for b in blobs)
+        view = (1, 3) + (1,) * (len(shape) - 2)
+        centered = values["data"] - (mean / factor).reshape(view)
+        return {"out": centered / np.sqrt((var / factor).reshape(view) + np.float32(1e-5))}
+
+    check_against_numpy(tmp_path, one("BatchNorm", "", shape), expected, blobs={"out": blobs})
+
+
 def test_batch_norm_local_statistics(tmp_path):
     """use_global_stats false: batch_norm_layer.cpp normalises with this batch's mean and biased
     variance over (N, H, W), then divides by sqrt(var + eps). OpenCV fails to load this."""

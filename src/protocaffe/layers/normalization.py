@@ -153,10 +153,15 @@ class BatchNorm(Layer):
                 forward=forward, note="statistics of this batch (use_global_stats false)"
             )
         cls = {2: "nn.BatchNorm1d", 3: "nn.BatchNorm1d", 4: "nn.BatchNorm2d", 5: "nn.BatchNorm3d"}
-        if len(shape) not in cls:
-            raise NotImplementedError(f"BatchNorm on a {len(shape)}-D input")
-        init = call(cls[len(shape)], repr(shape[1]), eps=attrs.eps, affine=False)
-        return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init)
+        init = call(
+            cls.get(len(shape), "nn.BatchNorm1d"), repr(shape[1]), eps=attrs.eps, affine=False
+        )
+        if len(shape) in cls:
+            return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init)
+        # Caffe normalises any rank over the axes after the channel; torch has no 4-D-spatial
+        # module, so those axes are flattened into one.
+        forward = f"self.{ctx.attr}(torch.flatten({ctx.x}, 2)).reshape({ctx.x}.shape)"
+        return Emission(forward=forward, init=init)
 
 
 @dataclass(frozen=True)
