@@ -70,6 +70,18 @@ class Run:
     conversion: Conversion
     module: torch.nn.Module
 
+    @classmethod
+    def load(
+        cls, prototxt: Path, caffemodel: Path, input_shapes: Mapping[str, Shape] | None = None
+    ) -> Run:
+        """Convert existing files and load the module with strict=True."""
+        conversion = convert(prototxt, caffemodel, input_shapes=input_shapes)
+        module = module_from_source(conversion.source, conversion.class_name)
+        state = conversion.state_dict
+        assert state is not None
+        module.load_state_dict(state, strict=True)
+        return cls(prototxt, caffemodel, conversion, module.eval())
+
     @property
     def output_names(self) -> list[str]:
         """Caffe's output blobs, found as Net::Init finds them (not with protocaffe's code):
@@ -143,12 +155,7 @@ def build(
         model = read_caffemodel(caffemodel)
         layers = [(one.name, one.type, blobs.get(one.name, one.blobs)) for one in model.layers]
         write_caffemodel(caffemodel, model.net_name, layers)
-    conversion = convert(prototxt, caffemodel, input_shapes=input_shapes)
-    module = module_from_source(conversion.source, conversion.class_name)
-    state = conversion.state_dict
-    assert state is not None
-    module.load_state_dict(state, strict=True)
-    return Run(prototxt, caffemodel, conversion, module.eval())
+    return Run.load(prototxt, caffemodel, input_shapes)
 
 
 def random_inputs(run: Run, seed: int = 1, shapes: Mapping[str, Shape] | None = None) -> dict:
