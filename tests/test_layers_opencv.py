@@ -819,3 +819,30 @@ def test_concat_of_branches_keeps_bottom_order(tmp_path):
     )
     run, _ = check_against_opencv(tmp_path, text)
     assert "torch.cat([b3, bp, b1], dim=1)" in run.conversion.source
+
+
+@pytest.mark.parametrize(
+    ("shape", "across_channels", "normalize_variance"),
+    [
+        ((3, 4), False, True),
+        ((3, 4), True, True),
+        ((2, 3, 5), False, True),
+        ((2, 3, 5), True, False),
+    ],
+    ids=["2d", "2d_across", "3d", "3d_across_no_variance"],
+)
+def test_mvn_other_ranks_against_caffe_source(tmp_path, shape, across_channels, normalize_variance):
+    """mvn_layer.cpp reads the input as (num, channels, height, width), missing axes being 1,
+    and its top is that 4-D shape: a 2-D input has one value per (sample, channel), which
+    normalises to 0."""
+    params = (
+        f"mvn_param {{ across_channels: {str(across_channels).lower()} "
+        f"normalize_variance: {str(normalize_variance).lower()} }}"
+    )
+    legacy = shape + (1,) * (4 - len(shape))
+
+    def expected(values, _):
+        x = values["data"].reshape(legacy)
+        return {"out": caffe_numpy.mvn(x, across_channels, normalize_variance, 1e-9)}
+
+    check_against_numpy(tmp_path, one("MVN", params, shape), expected, tol=2e-5)

@@ -111,6 +111,8 @@ CASES: dict[str, tuple[str, dict[str, list[np.ndarray]] | None]] = {
     ),
     "mvn_eps": (one("MVN", "mvn_param { eps: 0.1 }"), None),
     "mvn_across_eps": (one("MVN", "mvn_param { eps: 0.1 across_channels: true }"), None),
+    "mvn_2d": (one("MVN", "", (3, 4)), None),
+    "mvn_3d": (one("MVN", "", (2, 3, 5)), None),
     "bn_factor_zero": (
         one("BatchNorm", "batch_norm_param { eps: 0.01 }", (2, 4, 3, 5)),
         {"out": bn_factor(4, 0.0)},
