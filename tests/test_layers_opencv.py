@@ -8,6 +8,8 @@ implementation written from BVLC Caffe's C++ source instead (tests/caffe_numpy.p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,8 @@ from caffe_check import (
     net_text,
     random_inputs,
 )
+
+from protocaffe.layers import lookup
 
 X = {"data": (2, 4, 9, 11)}
 
@@ -846,3 +850,24 @@ def test_mvn_other_ranks_against_caffe_source(tmp_path, shape, across_channels, 
         return {"out": caffe_numpy.mvn(x, across_channels, normalize_variance, 1e-9)}
 
     check_against_numpy(tmp_path, one("MVN", params, shape), expected, tol=2e-5)
+
+
+# The issue's list of standard Caffe layers: each must be registered and appear as a layer type
+# in a numerical test (here, in test_frontend.py or in test_real_caffe.py).
+STANDARD_LAYERS = """
+    Input Convolution Deconvolution Pooling InnerProduct ReLU PReLU Sigmoid TanH ELU AbsVal BNLL
+    Power Exp Log Threshold Softmax LRN BatchNorm Scale Bias Eltwise Concat Slice Split Crop
+    Flatten Reshape Dropout Silence ArgMax Reduction Tile MVN
+""".split()  # noqa: SIM905 - a list of 34 names reads better as text
+
+
+def test_every_standard_layer_is_registered_and_tested():
+    here = Path(__file__).parent
+    texts = "".join(
+        (here / name).read_text()
+        for name in ("test_layers_opencv.py", "test_frontend.py", "test_real_caffe.py")
+    )
+    missing = [t for t in STANDARD_LAYERS if lookup(t) is None]
+    assert not missing, f"not registered: {missing}"
+    untested = [t for t in STANDARD_LAYERS if f'"{t}"' not in texts]
+    assert not untested, f"no numerical test: {untested}"
