@@ -200,6 +200,16 @@ CASES: dict[str, tuple[str, dict[str, list[np.ndarray]] | None]] = {
 }
 
 
+# The golden nets that live in the repository (OpenCV cannot run edge_cases).
+REPO = Path(__file__).resolve().parents[1]
+for golden_net in ("inception_block", "resnet_block", "legacy_v1", "edge_cases"):
+    CASES[f"golden_{golden_net}"] = (
+        (REPO / "tests" / "fixtures" / f"{golden_net}.prototxt").read_text(),
+        None,
+    )
+CASES["golden_tinynet"] = ((REPO / "examples" / "tinynet" / "deploy.prototxt").read_text(), None)
+
+
 @pytest.fixture(scope="module")
 def real_caffe(tmp_path_factory):
     """Build every case, run them all in one pycaffe process, and return each case's run,
@@ -223,13 +233,15 @@ def real_caffe(tmp_path_factory):
         "OPENBLAS_NUM_THREADS": "1",
     }
     folders = [str(runs[name][2]) for name in CASES]
-    subprocess.run(
+    driver = subprocess.run(
         [str(ORACLE / "venv" / "bin" / "python"), str(DRIVER), *folders],
         env=env,
         capture_output=True,
+        text=True,
         timeout=600,
         check=False,
     )
+    (root / "driver.log").write_text(driver.stderr)
     return runs
 
 
@@ -238,7 +250,8 @@ def test_matches_real_caffe(real_caffe, name):
     run, inputs, folder = real_caffe[name]
     if (folder / "error.txt").exists():
         pytest.fail(f"real Caffe refused the net: {(folder / 'error.txt').read_text()}")
-    assert (folder / "outputs.npz").exists(), "real Caffe did not run (it may have aborted)"
+    log = (folder.parent / "driver.log").read_text()[-2000:]
+    assert (folder / "outputs.npz").exists(), f"real Caffe did not run this net:\n{log}"
     theirs = np.load(folder / "outputs.npz")
     ours = run.ours(inputs)
     for blob in run.output_names:

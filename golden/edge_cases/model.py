@@ -75,9 +75,9 @@ class Edge_cases(nn.Module):
         gated = image * gate[..., None, None]  # 'gated' Scale
         # 'halves' Slice -> (1, 4, 15, 15), (1, 4, 15, 15)
         lo, hi = torch.tensor_split(crop, [4], dim=1)
-        before = torch.sigmoid(lo)  # 'before' Sigmoid
         for_ = torch.tanh(lo)  # 'for' TanH
-        mix = torch.maximum(torch.maximum(for_, hi), before)  # 'mix' Eltwise
+        after = torch.sigmoid(for_)  # 'after' Sigmoid
+        mix = torch.maximum(torch.maximum(for_, hi), after)  # 'mix' Eltwise
         # 'argmax' ArgMax -> (1, 1, 9, 9)
         argmax = torch.topk(wide_pool, 1, dim=1).indices.to(wide_pool.dtype)
         return argmax, gated, mix
