@@ -435,3 +435,12 @@ def test_layer_parameter_errors(tmp_path, layer_text, message):
         "-o",
         "out",
     )
+
+
+def test_output_path_that_cannot_be_written(tmp_path):
+    write(tmp_path, "net.prototxt", CONV_FC)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    result = cli(tmp_path, "convert", "net.prototxt", "-o", "taken")
+    assert result.returncode == 2
+    assert result.stderr == "taken: cannot write: File exists\n"
+    assert (tmp_path / "taken").read_text() == "a file, not a folder"
