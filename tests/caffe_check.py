@@ -8,7 +8,7 @@ protocaffe's own random-weights command, written as a real .caffemodel that both
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ from protocaffe.api import Conversion, convert, module_from_source
 from protocaffe.errors import Reporter
 from protocaffe.frontend.caffemodel import read_caffemodel, write_caffemodel
 from protocaffe.frontend.prototxt import read_prototxt
+from protocaffe.ir.graph import Graph
+from protocaffe.passes import DEFAULT_PIPELINE
 from protocaffe.random_weights import random_weights
 
 Shape = tuple[int, ...]
@@ -136,6 +138,47 @@ class Run:
         """Blob name -> (the last layer, in file order, with that top; the top's index)."""
         net = read_prototxt(self.prototxt, Reporter())
         return {top: (one.name, i) for one in net.layers for i, top in enumerate(one.tops)}
+
+
+def _expose_every_value(graph: Graph) -> Graph:
+    """A pass for tests: every value a node defines becomes an output of the module."""
+    return replace(graph, outputs=tuple(v for node in graph.nodes for v in node.outputs))
+
+
+def check_every_layer_against_opencv(
+    run: Run, inputs: Mapping[str, np.ndarray], tol: float = 1e-5
+) -> int:
+    """Compare the output of every layer (each in-place step included) with what OpenCV's
+    forwardAndRetrieve gives for that layer. Returns how many values were compared."""
+    import cv2
+
+    conversion = convert(
+        run.prototxt, run.caffemodel, passes=(*DEFAULT_PIPELINE, _expose_every_value)
+    )
+    module = module_from_source(conversion.source, conversion.class_name)
+    assert conversion.state_dict is not None
+    module.load_state_dict(conversion.state_dict, strict=True)
+    args = [torch.from_numpy(inputs[v.blob]) for v in conversion.graph.inputs]
+    with torch.no_grad():
+        ours = module.eval()(*args)
+    ours = ours if isinstance(ours, tuple) else (ours,)
+    net = cv2.dnn.readNetFromCaffe(str(run.prototxt), str(run.caffemodel))
+    net.enableFusion(False)
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    for name, value in inputs.items():
+        net.setInput(np.ascontiguousarray(value), name)
+    nodes = conversion.graph.nodes
+    theirs = net.forwardAndRetrieve([node.name for node in nodes])
+    ours_by_value = dict(zip(conversion.graph.outputs, ours, strict=True))
+    compared = 0
+    for node, tops in zip(nodes, theirs, strict=True):
+        # OpenCV's MAX pooling may add its argmax mask as an extra top: compare Caffe's tops.
+        assert len(tops) >= len(node.outputs), node.name
+        for value, top in zip(node.outputs, tops, strict=False):
+            what = f"layer {node.name!r} top {value.blob!r}"
+            assert_close(ours_by_value[value].numpy(), np.asarray(top), tol, what=what)
+            compared += 1
+    return compared
 
 
 def build(

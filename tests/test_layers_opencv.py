@@ -21,6 +21,7 @@ from caffe_check import (
     build,
     check_against_numpy,
     check_against_opencv,
+    check_every_layer_against_opencv,
     layer,
     net_text,
     random_inputs,
@@ -792,7 +793,26 @@ def test_in_place_chain(tmp_path):
         + layer("drop", "Dropout", "conv", "conv")
         + pool("pool", "pool: MAX kernel_size: 3 stride: 2", "conv"),
     )
-    check_against_opencv(tmp_path, text, blobs={"bn": bn_blobs(6, 3.0)})
+    run, inputs = check_against_opencv(tmp_path, text, blobs={"bn": bn_blobs(6, 3.0)})
+    assert check_every_layer_against_opencv(run, inputs) == 5  # Dropout is removed
+
+
+@pytest.mark.parametrize(
+    "prototxt",
+    [
+        "examples/tinynet/deploy.prototxt",
+        "tests/fixtures/inception_block.prototxt",
+        "tests/fixtures/resnet_block.prototxt",
+        "tests/fixtures/legacy_v1.prototxt",
+    ],
+    ids=["tinynet", "inception_block", "resnet_block", "legacy_v1"],
+)
+def test_every_layer_of_the_golden_nets(tmp_path, prototxt):
+    """Every intermediate value, not only the outputs: a wrong layer cannot hide behind a
+    global pooling or a softmax."""
+    text = (Path(__file__).resolve().parents[1] / prototxt).read_text()
+    run = build(tmp_path, text)
+    assert check_every_layer_against_opencv(run, random_inputs(run)) >= 9
 
 
 def test_readers_between_in_place_updates(tmp_path):
