@@ -54,11 +54,10 @@ class ReLU(Layer):
 class _Fixed(Layer):
     """An activation with no parameters: one torch function.
 
-    `function` is a ClassVar: a dataclass field here would give every registered instance the
-    base class's empty default, and the emitted call would lose its function name.
-    """
+    `function` is a class attribute: as a dataclass field, the instance that `register` creates
+    got the base class's default "" and every subclass emitted the identity."""
 
-    function: ClassVar[str]
+    function: ClassVar[str] = ""
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
         return Emission(forward=f"{self.function}({ctx.x})")
@@ -67,19 +66,19 @@ class _Fixed(Layer):
 @register
 class Sigmoid(_Fixed):
     types = ("Sigmoid",)
-    function = "torch.sigmoid"
+    function: ClassVar[str] = "torch.sigmoid"
 
 
 @register
 class TanH(_Fixed):
     types = ("TanH",)
-    function = "torch.tanh"
+    function: ClassVar[str] = "torch.tanh"
 
 
 @register
 class AbsVal(_Fixed):
     types = ("AbsVal",)
-    function = "torch.abs"
+    function: ClassVar[str] = "torch.abs"
 
 
 @register
@@ -87,7 +86,7 @@ class BNLL(_Fixed):
     """log(1 + exp(x)); torch's softplus switches to x above 20, off by under 3e-9."""
 
     types = ("BNLL",)
-    function = "F.softplus"
+    function: ClassVar[str] = "F.softplus"
 
 
 @register
