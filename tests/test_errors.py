@@ -82,7 +82,7 @@ def test_syntax_error_unclosed_brace(tmp_path):
     )
     assert_fails(
         tmp_path,
-        "net.prototxt:7:1: syntax error: end of file inside 'layer' (line 4): a '}' is missing\n",
+        "net.prototxt:7:1: syntax error: '{' at 4:7 is never closed\n",
         "convert",
         "net.prototxt",
         "-o",

@@ -139,16 +139,14 @@ class _Parser:
         return self._advance()
 
     def parse_message(self, msg: Message, close: str | None, opened: Token | None = None) -> None:
-        """Fields up to `close` (None: the end of the file); `opened` names the message."""
         while True:
             tok = self._tok
             if close is None and tok.kind == "eof":
                 return
             if tok.kind == "eof" and opened is not None:
+                where = f"{opened.loc.line}:{opened.loc.col}"
                 raise ProtocaffeError.at(
-                    tok.loc,
-                    f"syntax error: end of file inside '{opened.text}' (line {opened.loc.line}): "
-                    f"a '{close}' is missing",
+                    tok.loc, f"syntax error: '{opened.text}' at {where} is never closed"
                 )
             if close is not None and tok.kind == "punct" and tok.text == close:
                 self._advance()
@@ -206,7 +204,7 @@ class _Parser:
                 sub = getattr(msg, fd.name)
                 sub.SetInParent()
             self._locations.record(sub, name_tok.loc)
-            self.parse_message(sub, _CLOSE[open_tok.text], name_tok)
+            self.parse_message(sub, _CLOSE[open_tok.text], open_tok)
             return
         tok = self._advance()
         value = _convert_scalar(fd, tok)
