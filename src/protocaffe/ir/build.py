@@ -143,7 +143,8 @@ def build_graph(
             if any(d <= 0 for d in shape):
                 raise ProtocaffeError.at(
                     layer.loc,
-                    f"top '{top}' would have shape {tuple(shape)}, with no elements",
+                    f"top '{top}' would have shape {tuple(shape)}: every dimension must be "
+                    "positive",
                     layer.name,
                     layer.type,
                 )
