@@ -26,3 +26,11 @@ def templates_dir() -> Path:
 def helper_source(name: str) -> str:
     """The source of helper `name` (templates/helpers/NAME.py), without trailing blank lines."""
     return (templates_dir() / "helpers" / f"{name}.py").read_text(encoding="utf-8").rstrip() + "\n"
+
+
+@lru_cache(maxsize=1)
+def helper_names() -> frozenset[str]:
+    """The names every helper snippet binds at module level (one per file, named after it).
+
+    Generated code may call any of them, so no layer or blob may take one of these names."""
+    return frozenset(path.stem for path in (templates_dir() / "helpers").glob("*.py"))
