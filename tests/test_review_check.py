@@ -122,7 +122,7 @@ def test_header_says_how_to_regenerate_with_relative_paths(project: Path) -> Non
         "protocaffe convert caffe/deploy.prototxt caffe/net.caffemodel -o models/net --optimize"
         " --input-shape data=1,3,12,12"
     )
-    assert f"Regenerate with: '{expected}'" in header
+    assert f"Regenerate with:\n'{expected}'\n" in header
     assert str(project) not in header
     # The command it names reproduces the same files.
     assert main([*expected.split()[1:], "--check"]) == EXIT_OK

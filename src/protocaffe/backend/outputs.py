@@ -1,21 +1,19 @@
-"""The files one conversion produces, as bytes: written atomically, or checked against disk.
+"""The weight manifest, and the diff that `convert --check` prints.
 
 `convert` writes model.py, the weights (model.safetensors or model.pt) and, next to them, a
 text manifest of the weights (model.manifest.txt) that makes weight changes visible in a
-review. `convert --check` builds the same bytes and diffs them against the files on disk.
+review. `convert --check` writes the same files into a temporary folder and diffs them
+against the output folder.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import io
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-
-from protocaffe.backend.weights import atomic_write
 
 MANIFEST_NAME = "model.manifest.txt"
 
@@ -31,38 +29,6 @@ def weight_manifest(arrays: Mapping[str, np.ndarray]) -> str:
         shape = "x".join(str(d) for d in array.shape) or "scalar"
         lines.append(f"{key} {shape} {array.dtype.name} {hashlib.sha256(data).hexdigest()}")
     return "\n".join(lines) + "\n"
-
-
-def weights_bytes(arrays: Mapping[str, np.ndarray], fmt: str) -> bytes:
-    """The weights file's content: safetensors (default) or a torch `.pt` state_dict."""
-    if fmt == "safetensors":
-        from safetensors.numpy import save
-
-        return bytes(save({k: np.ascontiguousarray(v) for k, v in sorted(arrays.items())}))
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save({k: torch.from_numpy(np.array(v)) for k, v in sorted(arrays.items())}, buffer)
-    return buffer.getvalue()
-
-
-def conversion_files(
-    source: str, arrays: Mapping[str, np.ndarray] | None, fmt: str
-) -> dict[str, bytes]:
-    """File name -> content, in the order they are written (weights before model.py, so that
-    an interrupted run never leaves a new model.py next to old weights)."""
-    files: dict[str, bytes] = {}
-    if arrays is not None:
-        files[f"model.{fmt}"] = weights_bytes(arrays, fmt)
-        files[MANIFEST_NAME] = weight_manifest(arrays).encode("utf-8")
-    files["model.py"] = source.encode("utf-8")
-    return files
-
-
-def write_files(folder: Path, files: Mapping[str, bytes]) -> None:
-    for name, content in files.items():
-        with atomic_write(folder / name) as tmp:
-            tmp.write_bytes(content)
 
 
 def diff_files(folder: Path, files: Mapping[str, bytes]) -> str:

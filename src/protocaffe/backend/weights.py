@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from protocaffe.backend.safetensors_writer import ProgressCallback, write_safetensors
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
-from protocaffe.frontend.caffemodel import CaffeModel, LayerBlobs
-from protocaffe.ir.graph import Graph, Node, Shape
+from protocaffe.ir.graph import Attrs, Graph, Node, Shape
 from protocaffe.layers import lookup
-from protocaffe.passes.fold import folded_state
+from protocaffe.layers.base import Layer
+
+if TYPE_CHECKING:  # numpy is imported only where weights are handled: model.py alone needs none
+    import numpy as np
+
+    from protocaffe.frontend.caffemodel import CaffeModel, LayerBlobs
 
 
 def _fits(actual: Shape, expected: Shape) -> bool:
@@ -22,30 +27,112 @@ def _fits(actual: Shape, expected: Shape) -> bool:
     shape that is the expected one padded with leading ones."""
     if actual == expected:
         return True
-    return len(actual) == 4 and len(expected) <= 4 and (1,) * (4 - len(expected)) + expected == actual
+    return (
+        len(actual) == 4 and len(expected) <= 4 and (1,) * (4 - len(expected)) + expected == actual
+    )
+
+
+@dataclass(frozen=True)
+class _NodeBlobs:
+    """One node's checked blobs as read (usually views of the caffemodel's memory map)."""
+
+    attr: str  # the module attribute that holds the node's parameters
+    layer: Layer
+    attrs: Attrs
+    in_shapes: tuple[Shape, ...]
+    blobs: tuple[np.ndarray, ...]
+    shapes: tuple[Shape, ...]  # what the prototxt needs each blob to be
+
+    def own_state(self) -> dict[str, np.ndarray]:
+        """The layer's entries, relative to its attribute."""
+        import numpy as np
+
+        # float32 blobs stay views of the file; only double data is converted, here.
+        blobs = [
+            np.asarray(blob, dtype=np.float32).reshape(shape)
+            for blob, shape in zip(self.blobs, self.shapes, strict=True)
+        ]
+        return self.layer.state(self.attrs, self.in_shapes, blobs)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"{self.attr}.{key}": array for key, array in self.own_state().items()}
+
+
+@dataclass(frozen=True)
+class _FusedBlobs:
+    """A node that a pass folded together (passes/fold.py): its state is computed from the
+    states of its original layers, folded the same way."""
+
+    attr: str
+    node: Node
+    parts: tuple[_NodeBlobs | None, ...]  # one per node.fused; None for a layer with no blobs
+
+    def state(self) -> dict[str, np.ndarray]:
+        from protocaffe.passes.fold import folded_state
+
+        states = [part.own_state() if part is not None else {} for part in self.parts]
+        return {f"{self.attr}.{k}": v for k, v in folded_state(self.node, states).items()}
+
+
+class StateArrays(Mapping[str, "np.ndarray"]):
+    """The state_dict (float32 numpy arrays) of the emitted module, made one layer at a time.
+
+    Nothing is converted up front: reading an entry runs its layer's `state` on that layer's
+    blobs only, so a float32 weight is a view of the caffemodel's memory map and a converted one
+    (double data, a transposed InnerProduct) exists only while it is being used. The last
+    layer's entries are kept, so that walking the items makes each layer once.
+    """
+
+    def __init__(self, nodes: Sequence[_NodeBlobs | _FusedBlobs]) -> None:
+        self._nodes = tuple(nodes)
+        self._index: dict[str, int] = {}
+        for number, node in enumerate(self._nodes):
+            for key in node.state():  # views, or one converted layer at a time
+                self._index[key] = number
+        self._last: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def _state(self, number: int) -> dict[str, np.ndarray]:
+        if self._last is None or self._last[0] != number:
+            self._last = (number, self._nodes[number].state())
+        return self._last[1]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._state(self._index[key])[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 def state_arrays(
     graph: Graph, model: CaffeModel, attrs: Mapping[str, str], reporter: Reporter
-) -> dict[str, np.ndarray]:
-    """The state_dict (as float32 numpy arrays) of the module emitted for `graph`.
+) -> StateArrays:
+    """The state_dict (as float32 numpy arrays, made on access) of the module emitted for `graph`.
 
     `attrs` maps node names to the module attributes that hold their parameters. Layers are
     matched by name; when the caffemodel has a name twice, the last one wins, as in Caffe.
+    Every blob's shape is checked here, before anything is written.
     """
     by_name: dict[str, LayerBlobs] = {layer.name: layer for layer in model.layers}
     used: set[str] = set()
-    state: dict[str, np.ndarray] = {}
+    nodes: list[_NodeBlobs | _FusedBlobs] = []
     for node in graph.nodes:
+        if node.name not in attrs:
+            for original in node.fused or (node,):
+                _checked(original, "", by_name, model, used)
+            continue  # checked, but the module keeps nothing (e.g. BatchNorm on batch statistics)
         if node.fused:
-            # A node that passes folded together (passes/fold.py): its weights are those of
-            # its original nodes, folded the same way.
-            states = [_node_state(original, by_name, model, used) for original in node.fused]
-            node_state = folded_state(node, states)
-        else:
-            node_state = _node_state(node, by_name, model, used)
-        for key, array in node_state.items():
-            state[f"{attrs[node.name]}.{key}"] = array
+            parts = tuple(
+                _checked(original, attrs[node.name], by_name, model, used)
+                for original in node.fused
+            )
+            nodes.append(_FusedBlobs(attrs[node.name], node, parts))
+            continue
+        blobs = _checked(node, attrs[node.name], by_name, model, used)
+        if blobs is not None:
+            nodes.append(blobs)
     for layer in model.layers:
         if layer.name not in used and layer.blobs:
             reporter.note(
@@ -54,19 +141,20 @@ def state_arrays(
                 layer.name,
                 layer.type,
             )
-    return state
+    return StateArrays(nodes)
 
 
-def _node_state(
-    node: Node, by_name: Mapping[str, LayerBlobs], model: CaffeModel, used: set[str]
-) -> dict[str, np.ndarray]:
-    """The state_dict entries (relative to the node's attribute) of one Caffe layer."""
+def _checked(
+    node: Node, attr: str, by_name: Mapping[str, LayerBlobs], model: CaffeModel, used: set[str]
+) -> _NodeBlobs | None:
+    """The node's blobs from the caffemodel, checked against the shapes the prototxt needs;
+    None for a layer without weights."""
     kind = lookup(node.op)
     assert kind is not None
-    in_shapes = [v.shape for v in node.inputs]
+    in_shapes = tuple(v.shape for v in node.inputs)
     specs = kind.blobs(node.attrs, in_shapes)
     if not specs:
-        return {}
+        return None
     source = by_name.get(node.name)
     if source is None:
         raise ProtocaffeError.at(
@@ -76,36 +164,90 @@ def _node_state(
             node.op,
         )
     used.add(node.name)
+    # Errors about a layer's blobs point at the layer in the prototxt, where its shapes
+    # come from; the message names the caffemodel.
     if len(source.blobs) != len(specs):
+        count = len(source.blobs)
+        needed = ", ".join(str(spec.shape) for spec in specs)
         raise ProtocaffeError.at(
             node.loc,
-            f"the caffemodel has {len(source.blobs)} blobs for this layer, expected {len(specs)}",
+            f"{model.path} has {count} blob{'' if count == 1 else 's'} for this layer, but "
+            f"it needs {len(specs)}: {needed}",
             node.name,
             node.op,
         )
-    blobs: list[np.ndarray] = []
     for index, (blob, spec) in enumerate(zip(source.blobs, specs, strict=True)):
         if not _fits(tuple(blob.shape), spec.shape):
             raise ProtocaffeError.at(
-                SourceLoc(model.path, offset=source.offset),
-                f"blob {index} has shape {tuple(blob.shape)} in the caffemodel, but the "
-                f"prototxt needs {spec.shape}",
+                node.loc,
+                f"blob {index} has shape {tuple(blob.shape)} in {model.path}, but this "
+                f"layer needs {spec.shape}",
                 node.name,
                 node.op,
             )
-        blobs.append(np.asarray(blob, dtype=np.float32).reshape(spec.shape))
-    return kind.state(node.attrs, in_shapes, blobs)
+    return _NodeBlobs(
+        attr, kind, node.attrs, in_shapes, source.blobs, tuple(spec.shape for spec in specs)
+    )
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _anonymous_file(directory: Path) -> int | None:
+    """A file in `directory` with no name (Linux O_TMPFILE): if the process dies, even by
+    SIGKILL, the kernel frees it and nothing is left behind. None where that is unsupported."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(directory, flag | os.O_WRONLY, 0o666)
+    except OSError:  # a file system or kernel without O_TMPFILE
+        return None
+
+
+def _name_anonymous_file(fd: int, name: Path) -> None:
+    """linkat(AT_SYMLINK_FOLLOW) through /proc/self/fd; os.link uses plain link(), which does
+    not follow the magic link, unless it is given a directory fd."""
+    proc = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.link(str(fd), name, src_dir_fd=proc, follow_symlinks=True)
+    finally:
+        os.close(proc)
 
 
 @contextmanager
 def atomic_write(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it over `path` only if the body succeeds."""
+    """Yield a path to write in place of `path`; it replaces `path` only if the body succeeds.
+
+    Nest two of these to publish two files together: both are written in full before either
+    is renamed. On Linux the data goes to an unnamed file that gets a (hidden) name only just
+    before the rename, so a run killed part way leaves the old file and no debris; elsewhere
+    it goes to a hidden temporary file next to `path`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    fd = _anonymous_file(path.parent)
+    if fd is not None:
+        try:
+            yield Path(f"/proc/self/fd/{fd}")
+            tmp = path.parent / f".{path.name}.{os.getpid()}.{fd}.tmp"
+            _name_anonymous_file(fd, tmp)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        finally:
+            os.close(fd)
+        return
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp_path = Path(name)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -117,23 +259,47 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_state(path: Path, state: Mapping[str, np.ndarray], fmt: str) -> None:
-    """Write a state_dict as safetensors (default) or as a torch `.pt` file."""
-    writers: dict[str, Callable[[Path, Mapping[str, np.ndarray]], None]] = {
-        "safetensors": _write_safetensors,
-        "pt": _write_pt,
-    }
+def write_state(
+    path: Path,
+    state: Mapping[str, np.ndarray],
+    fmt: str,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Write a state_dict as safetensors (default) or as a torch `.pt` file, atomically.
+
+    safetensors is streamed tensor by tensor (see backend/safetensors_writer.py); `progress` is
+    called with (bytes written, total bytes) as it goes.
+    """
     with atomic_write(path) as tmp:
-        writers[fmt](tmp, state)
+        write_state_to(tmp, state, fmt, progress)
 
 
-def _write_safetensors(path: Path, state: Mapping[str, np.ndarray]) -> None:
-    from safetensors.numpy import save_file
+def write_state_to(
+    path: Path,
+    state: Mapping[str, np.ndarray],
+    fmt: str,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """`write_state` straight into `path` (a temporary file of the caller's `atomic_write`)."""
+    writers: dict[str, Callable[[Path, Mapping[str, np.ndarray], ProgressCallback | None], None]]
+    writers = {"safetensors": _write_safetensors, "pt": _write_pt}
+    writers[fmt](path, state, progress)
 
-    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(path))
+
+def _write_safetensors(
+    path: Path, state: Mapping[str, np.ndarray], progress: ProgressCallback | None
+) -> None:
+    from protocaffe.frontend.caffemodel import file_region
+
+    # "format": "pt" tells loaders such as transformers that these are PyTorch weights.
+    # file_region: float32 weights are copied from the caffemodel file by the kernel.
+    write_safetensors(path, state, metadata={"format": "pt"}, progress=progress, locate=file_region)
 
 
-def _write_pt(path: Path, state: Mapping[str, np.ndarray]) -> None:
+def _write_pt(
+    path: Path, state: Mapping[str, np.ndarray], progress: ProgressCallback | None
+) -> None:
+    import numpy as np
     import torch
 
     torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, str(path))

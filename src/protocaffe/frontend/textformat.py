@@ -9,23 +9,31 @@ fields instead of failing, and records where each message and field was written.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
 
+# One match per token: the whitespace and comments before it, then the token itself (or, at a
+# character no token starts with, that character as `bad`; or nothing at the end of the text).
 _TOKEN = re.compile(
     r"""
-    (?P<ws>[ \t\r\n\f\v]+|\#[^\n]*)
-  | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-  | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[fF]?)
-  | (?P<ident>[-+]?[A-Za-z_][A-Za-z0-9_.]*)
-  | (?P<punct>[{}<>\[\]:,;])
+    (?:[ \t\r\n\f\v]+|\#[^\n]*)*
+    (?:
+        (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+      | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[fF]?)
+      | (?P<ident>[-+]?[A-Za-z_][A-Za-z0-9_.]*)
+      | (?P<punct>[{}<>\[\]:,;])
+      | (?P<bad>[\s\S])
+    )?
     """,
     re.VERBOSE,
 )
@@ -33,7 +41,8 @@ _TOKEN = re.compile(
 _CLOSE = {"{": "}", "<": ">"}
 
 
-def _repeated(fd: FieldDescriptor) -> bool:
+@functools.cache
+def _repeated(fd: Any) -> bool:
     # protobuf 6 added `is_repeated`; protobuf 7 removed `label`.
     flag = getattr(fd, "is_repeated", None)
     if flag is not None:
@@ -41,80 +50,162 @@ def _repeated(fd: FieldDescriptor) -> bool:
     return bool(fd.label == FieldDescriptor.LABEL_REPEATED)
 
 
-@dataclass(frozen=True)
-class Token:
+class _Source:
+    """A text's path and line starts, to turn offsets into locations when one is needed."""
+
+    __slots__ = ("newlines", "path")
+
+    def __init__(self, text: str, path: str) -> None:
+        self.path = path
+        self.newlines = [m.start() for m in re.finditer("\n", text)]
+
+    def loc(self, pos: int) -> SourceLoc:
+        before = bisect.bisect_left(self.newlines, pos)  # newlines before `pos`
+        line_start = self.newlines[before - 1] + 1 if before else 0
+        return SourceLoc(self.path, before + 1, pos - line_start + 1)
+
+
+class Token(NamedTuple):
     kind: str
     text: str
-    loc: SourceLoc
+    pos: int
+    source: _Source
+
+    @property
+    def loc(self) -> SourceLoc:
+        return self.source.loc(self.pos)
 
 
 def _tokenize(text: str, path: str) -> Iterator[Token]:
+    """Tokens, then one "eof" token. Locations are computed only for the tokens asked about:
+    making a SourceLoc for each of ResNet-152's 15,000 tokens cost more than the parse."""
+    source = _Source(text, path)
+    match = _TOKEN.match
+    new_token = tuple.__new__  # Token(...) without NamedTuple's Python-level __new__
     pos = 0
-    line = 1
-    line_start = 0
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        loc = SourceLoc(path, line, pos - line_start + 1)
-        if match is None:
-            raise ProtocaffeError.at(loc, f"syntax error: unexpected character {text[pos]!r}")
-        kind = match.lastgroup or ""
-        value = match.group()
-        if kind != "ws":
-            yield Token(kind, value, loc)
-        newlines = value.count("\n")
-        if newlines:
-            line += newlines
-            line_start = match.start() + value.rindex("\n") + 1
-        pos = match.end()
-    yield Token("eof", "", SourceLoc(path, line, pos - line_start + 1))
+    end = len(text)
+    while True:
+        found = match(text, pos)
+        assert found is not None  # every part of the pattern is optional
+        kind = found.lastgroup
+        if kind is None:  # only whitespace and comments were left
+            yield Token("eof", "", end, source)
+            return
+        start, pos = found.span(kind)
+        if kind == "bad":
+            raise ProtocaffeError.at(
+                source.loc(start), f"syntax error: unexpected character {text[start]!r}"
+            )
+        yield new_token(Token, (kind, text[start:pos], start, source))
 
 
 @dataclass
 class Locations:
-    """Where messages and fields were written: keyed by message identity (`id`)."""
+    """Where messages and fields were written: keyed by message identity (`id`).
 
-    messages: dict[int, SourceLoc] = field(default_factory=dict)
-    fields: dict[tuple[int, str], SourceLoc] = field(default_factory=dict)
+    A place may be stored as the Token written there; it becomes a SourceLoc when first asked
+    for (most are never asked for, and making them all cost a quarter of the parse).
+    """
+
+    messages: dict[int, SourceLoc | Token] = field(default_factory=dict)
+    fields: dict[tuple[int, str], SourceLoc | Token] = field(default_factory=dict)
     # Messages are kept alive here so that their ids stay unique for the parse's lifetime.
     _keep: list[Message] = field(default_factory=list)
 
-    def record(self, msg: Message, loc: SourceLoc) -> None:
+    def record(self, msg: Message, loc: SourceLoc | Token) -> None:
         self.messages[id(msg)] = loc
         self._keep.append(msg)
 
     def of(self, msg: Message) -> SourceLoc | None:
-        return self.messages.get(id(msg))
+        return _resolve(self.messages, id(msg))
 
     def of_field(self, msg: Message, name: str) -> SourceLoc | None:
-        return self.fields.get((id(msg), name))
+        return _resolve(self.fields, (id(msg), name))
 
 
-_UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
+def _resolve(places: dict[Any, SourceLoc | Token], key: Any) -> SourceLoc | None:
+    place = places.get(key)
+    if isinstance(place, Token):
+        place = places[key] = place.loc
+    return place
+
+
+_UNESCAPE = re.compile(
+    r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)", re.DOTALL
+)
 _SIMPLE_ESCAPES = {
-    "n": "\n",
-    "t": "\t",
-    "r": "\r",
-    "a": "\a",
-    "b": "\b",
-    "f": "\f",
-    "v": "\v",
-    "\\": "\\",
-    "'": "'",
-    '"': '"',
-    "?": "?",
+    "n": b"\n",
+    "t": b"\t",
+    "r": b"\r",
+    "a": b"\a",
+    "b": b"\b",
+    "f": b"\f",
+    "v": b"\v",
+    "\\": b"\\",
+    "'": b"'",
+    '"': b'"',
+    "?": b"?",
 }
 
 
-def _unquote(token: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        esc = match.group(1)
-        if esc[0] in "xX" and len(esc) > 1:
-            return chr(int(esc[1:], 16))
-        if esc[0].isdigit():
-            return chr(int(esc, 8))
-        return _SIMPLE_ESCAPES.get(esc, esc)
+def _unquote(token: str) -> bytes:
+    r"""The bytes a quoted literal stands for, as protobuf reads them: `\xHH` and octal escapes
+    are bytes, `\uXXXX` and `\UXXXXXXXX` are code points in UTF-8, other text is UTF-8."""
 
-    return _UNESCAPE.sub(replace, token[1:-1])
+    def escape(esc: str) -> bytes:
+        if esc[0] == "x" and len(esc) > 1:
+            return bytes([int(esc[1:], 16)])
+        if esc[0].isdigit():
+            return bytes([int(esc, 8) & 0xFF])  # protobuf keeps the low byte of \400 .. \777
+        if esc[0] in "uU" and len(esc) > 1:
+            return chr(min(int(esc[1:], 16), 0x10FFFF)).encode("utf-8", "surrogatepass")
+        return _SIMPLE_ESCAPES.get(esc, esc.encode("utf-8"))
+
+    body = token[1:-1]
+    out = bytearray()
+    pos = 0
+    for match in _UNESCAPE.finditer(body):
+        out += body[pos : match.start()].encode("utf-8")
+        out += escape(match.group(1))
+        pos = match.end()
+    out += body[pos:].encode("utf-8")
+    return bytes(out)
+
+
+def _text(raw: bytes, tok: Token) -> str:
+    """A string field's value. Caffe strings are UTF-8 (protobuf refuses anything else), so
+    escapes that spell invalid UTF-8 are an error here rather than a mangled name."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocaffeError.at(
+            tok.loc, f"string is not valid UTF-8 after its escapes (byte {exc.start})"
+        ) from None
+
+
+class _Field(NamedTuple):
+    """What the parser needs of a field descriptor, looked up once per field of the schema."""
+
+    fd: Any
+    name: str
+    repeated: bool
+    message: bool  # a message or group: parsed as a nested block
+    text: bool  # a string or bytes: adjacent literals concatenate
+
+
+@functools.cache
+def _field(descriptor: Any, name: str) -> _Field | None:
+    fd = descriptor.fields_by_name.get(name)
+    if fd is None:
+        return None
+    kind = fd.type
+    return _Field(
+        fd,
+        fd.name,
+        _repeated(fd),
+        kind in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP),
+        kind in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES),
+    )
 
 
 class _Parser:
@@ -126,7 +217,8 @@ class _Parser:
 
     def _advance(self) -> Token:
         tok = self._tok
-        self._tok = next(self._tokens)
+        if tok.kind != "eof":  # the end stays the end: a caller that reads on sees "eof" again
+            self._tok = next(self._tokens)
         return tok
 
     def _expect(self, text: str) -> Token:
@@ -137,11 +229,16 @@ class _Parser:
             )
         return self._advance()
 
-    def parse_message(self, msg: Message, close: str | None) -> None:
+    def parse_message(self, msg: Message, close: str | None, opened: Token | None = None) -> None:
         while True:
             tok = self._tok
             if close is None and tok.kind == "eof":
                 return
+            if tok.kind == "eof" and opened is not None:
+                where = f"{opened.loc.line}:{opened.loc.col}"
+                raise ProtocaffeError.at(
+                    tok.loc, f"syntax error: '{opened.text}' at {where} is never closed"
+                )
             if close is not None and tok.kind == "punct" and tok.text == close:
                 self._advance()
                 return
@@ -157,61 +254,62 @@ class _Parser:
             self._parse_field(msg, tok)
 
     def _parse_field(self, msg: Message, name_tok: Token) -> None:
-        descriptor: Descriptor = msg.DESCRIPTOR
-        fd = descriptor.fields_by_name.get(name_tok.text)
-        has_colon = self._tok.kind == "punct" and self._tok.text == ":"
-        if has_colon:
+        descriptor = msg.DESCRIPTOR
+        known = _field(descriptor, name_tok.text)
+        tok = self._tok
+        if tok.kind == "punct" and tok.text == ":":
             self._advance()
-        if fd is None:
+        if known is None:
             self._reporter.warn(
                 name_tok.loc,
                 f"unknown field '{name_tok.text}' in {descriptor.name}; ignored",
             )
             self._skip_value()
             return
-        self._locations.fields[(id(msg), fd.name)] = name_tok.loc
-        if not _repeated(fd) and msg.HasField(fd.name):
+        self._locations.fields[(id(msg), known.name)] = name_tok
+        if not known.repeated and msg.HasField(known.name):
             raise ProtocaffeError.at(
-                name_tok.loc, f"field '{fd.name}' of {descriptor.name} is given more than once"
+                name_tok.loc, f"field '{known.name}' of {descriptor.name} is given more than once"
             )
         if self._tok.kind == "punct" and self._tok.text == "[":
             self._advance()
             while not (self._tok.kind == "punct" and self._tok.text == "]"):
-                self._parse_value(msg, fd, name_tok)
+                self._parse_value(msg, known, name_tok)
                 if self._tok.kind == "punct" and self._tok.text == ",":
                     self._advance()
             self._advance()
         else:
-            self._parse_value(msg, fd, name_tok)
+            self._parse_value(msg, known, name_tok)
 
-    def _parse_value(self, msg: Message, fd: FieldDescriptor, name_tok: Token) -> None:
-        if fd.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
+    def _parse_value(self, msg: Message, known: _Field, name_tok: Token) -> None:
+        fd = known.fd
+        if known.message:
             open_tok = self._tok
             if open_tok.kind != "punct" or open_tok.text not in _CLOSE:
                 raise ProtocaffeError.at(
-                    open_tok.loc, f"syntax error: expected '{{' after '{fd.name}'"
+                    open_tok.loc, f"syntax error: expected '{{' after '{known.name}'"
                 )
             self._advance()
-            if _repeated(fd):
-                sub = getattr(msg, fd.name).add()
+            if known.repeated:
+                sub = getattr(msg, known.name).add()
             else:
-                sub = getattr(msg, fd.name)
+                sub = getattr(msg, known.name)
                 sub.SetInParent()
-            self._locations.record(sub, name_tok.loc)
-            self.parse_message(sub, _CLOSE[open_tok.text])
+            self._locations.record(sub, name_tok)
+            self.parse_message(sub, _CLOSE[open_tok.text], open_tok)
             return
         tok = self._advance()
         value = _convert_scalar(fd, tok)
-        # Adjacent string literals concatenate, as in C.
-        if fd.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+        if isinstance(value, bytes):
+            # Adjacent string literals concatenate, as in C.
             while self._tok.kind == "string":
-                value = str(value) + _unquote(self._advance().text)
-            if fd.type == FieldDescriptor.TYPE_BYTES:
-                value = str(value).encode("latin-1", errors="replace")
-        if _repeated(fd):
-            getattr(msg, fd.name).append(value)
+                value += _unquote(self._advance().text)
+            if fd.type == FieldDescriptor.TYPE_STRING:
+                value = _text(value, tok)
+        if known.repeated:
+            getattr(msg, known.name).append(value)
         else:
-            setattr(msg, fd.name, value)
+            setattr(msg, known.name, value)
 
     def _skip_value(self) -> None:
         tok = self._tok
@@ -257,7 +355,7 @@ _INT_TYPES = {
 _FLOAT_WORDS = {"inf": math.inf, "infinity": math.inf, "nan": math.nan}
 
 
-def _convert_scalar(fd: FieldDescriptor, tok: Token) -> object:
+def _convert_scalar(fd: Any, tok: Token) -> object:
     def fail(what: str) -> ProtocaffeError:
         return ProtocaffeError.at(tok.loc, f"field '{fd.name}' expects {what}, got {tok.text!r}")
 
@@ -300,6 +398,7 @@ def _convert_scalar(fd: FieldDescriptor, tok: Token) -> object:
         return _unquote(tok.text)
     if fd.type == FieldDescriptor.TYPE_ENUM:
         enum = fd.enum_type
+        assert enum is not None
         if tok.kind == "ident" and tok.text in enum.values_by_name:
             return enum.values_by_name[tok.text].number
         if tok.kind == "number":

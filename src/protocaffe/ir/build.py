@@ -8,12 +8,14 @@ bottoms, tops defined twice, shape mismatches) carry the layer's location.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections import Counter
+from collections.abc import Iterable, Mapping
 
 from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc
 from protocaffe.frontend.prototxt import LayerDef, NetDef
 from protocaffe.ir.graph import Graph, Node, Shape, Value
-from protocaffe.layers import lookup
+from protocaffe.layers import Layer, lookup
 from protocaffe.layers.structure import InputAttrs
 
 PLUGIN_DOCS = "see 'Custom layers' in the protocaffe README"
@@ -62,12 +64,14 @@ def _check_types(net: NetDef) -> None:
         raise ProtocaffeError(unknown)
 
 
-def _check_arity(layer: LayerDef, kind: object) -> None:
-    bounds = {"bottom": getattr(kind, "bottoms"), "top": getattr(kind, "tops")}
+def _check_arity(layer: LayerDef, kind: Layer) -> None:
+    bounds = {"bottom": kind.bottoms, "top": kind.tops}
     for what, count in (("bottom", len(layer.bottoms)), ("top", len(layer.tops))):
         low, high = bounds[what]
         if count < low or (high is not None and count > high):
-            expected = f"{low}" if low == high else f"{low} to {high if high is not None else 'any'}"
+            expected = (
+                f"{low}" if low == high else f"{low} to {high if high is not None else 'any'}"
+            )
             raise ProtocaffeError.at(
                 layer.loc, f"has {count} {what}s, expects {expected}", layer.name, layer.type
             )
@@ -86,14 +90,17 @@ def build_graph(
     inputs: list[Value] = []
     nodes: list[Node] = []
     dropped: dict[str, LayerDef] = {}
+    weighted: dict[str, LayerDef] = {}
     later_tops = _later_producers(net)
 
     def define_input(name: str, shape: Shape, loc: SourceLoc, layer: LayerDef | None) -> None:
         shape = tuple(overrides.pop(name, shape))
         if not shape or any(d <= 0 for d in shape):
             raise ProtocaffeError.at(
-                loc, f'input "{name}" has a non-positive dimension: {shape}',
-                layer.name if layer else None, layer.type if layer else None,
+                loc,
+                f'input "{name}" has a non-positive dimension: {shape}',
+                layer.name if layer else None,
+                layer.type if layer else None,
             )
         if name in env:
             raise ProtocaffeError.at(loc, f'input "{name}" is declared twice')
@@ -128,14 +135,35 @@ def build_graph(
                 bottoms.append(env[bottom])
                 continue
             raise ProtocaffeError.at(
-                layer.loc, _missing_bottom(bottom, index, dropped, later_tops), layer.name, layer.type
+                layer.loc,
+                _missing_bottom(bottom, index, dropped, later_tops, env),
+                layer.name,
+                layer.type,
+            )
+        repeated = sorted(top for top, count in Counter(layer.tops).items() if count > 1)
+        if repeated:
+            raise ProtocaffeError.at(
+                layer.loc, f"top '{repeated[0]}' is listed more than once", layer.name, layer.type
             )
         out_shapes = kind.infer(attrs, [v.shape for v in bottoms], layer)
+        for top, shape in zip(layer.tops, out_shapes, strict=True):
+            if any(d <= 0 for d in shape):
+                raise ProtocaffeError.at(
+                    layer.loc,
+                    f"top '{top}' would have shape {tuple(shape)}: every dimension must be "
+                    "positive",
+                    layer.name,
+                    layer.type,
+                )
         outputs: list[Value] = []
         for top, shape in zip(layer.tops, out_shapes, strict=True):
             if top in env and top not in layer.bottoms:
                 first = producer.get(top)
-                where = f' by layer "{first.name}" at {first.loc}' if first else " as an input"
+                where = (
+                    f' by layer "{first.name}" at {first.loc.line_text}'
+                    if first
+                    else " as an input"
+                )
                 raise ProtocaffeError.at(
                     layer.loc,
                     f"top '{top}' is already produced{where}; only an in-place layer (top == "
@@ -151,6 +179,17 @@ def build_graph(
             env[value.blob] = value
             producer[value.blob] = layer
         params = kind.param_names(attrs, [v.shape for v in bottoms])
+        if params:
+            # Caffe finds a layer's weights by its name, so a name with weights must be unique.
+            first = weighted.setdefault(layer.name, layer)
+            if first is not layer:
+                raise ProtocaffeError.at(
+                    layer.loc,
+                    f'layer "{first.name}" at {first.loc} has the same name; layers with weights '
+                    "need unique names (the caffemodel matches weights by name)",
+                    layer.name,
+                    layer.type,
+                )
         nodes.append(
             Node(layer.type, layer.name, tuple(bottoms), tuple(outputs), attrs, layer.loc, params)
         )
@@ -159,7 +198,8 @@ def build_graph(
         names = ", ".join(sorted(overrides))
         known = ", ".join(v.blob for v in inputs) or "none"
         raise ProtocaffeError.at(
-            SourceLoc(net.path), f"--input-shape names {names}, which is not an input (inputs: {known})"
+            SourceLoc(net.path),
+            f"--input-shape names {names}, which is not an input (inputs: {known})",
         )
     if not inputs:
         raise ProtocaffeError.at(SourceLoc(net.path), "the net declares no input")
@@ -184,17 +224,27 @@ def _missing_bottom(
     index: int,
     dropped: Mapping[str, LayerDef],
     later: Mapping[str, list[tuple[int, LayerDef]]],
+    known: Iterable[str],
 ) -> str:
     if bottom in dropped:
         source = dropped[bottom]
+        origin = f'training-only layer "{source.name}" ({source.type}) at {source.loc.line_text}'
+        if source.type.endswith("Data"):
+            return (
+                f"bottom '{bottom}' comes from {origin}; give its shape with --input-shape "
+                f"{bottom}=N,C,H,W to make it an input"
+            )
+        # A loss or an accuracy has no value at deploy time: nothing can stand in for it.
         return (
-            f"bottom '{bottom}' comes from training-only layer \"{source.name}\" ({source.type}) "
-            f"at {source.loc}; give its shape with --input-shape {bottom}=N,C,H,W to make it an input"
+            f"bottom '{bottom}' is the output of {origin}, which a deploy net leaves out; "
+            "remove the layers that use it"
         )
     for later_index, layer in later.get(bottom, []):
         if later_index >= index:
             return (
                 f"bottom '{bottom}' is only produced later, by layer \"{layer.name}\" at "
-                f"{layer.loc}: layers must come in dataflow order, and a cycle cannot run"
+                f"{layer.loc.line_text}; layers must come in dataflow order, and a cycle cannot run"
             )
-    return f"bottom '{bottom}' is not produced by any layer or input before it"
+    message = f"bottom '{bottom}' is not produced by any layer or input before it"
+    close = difflib.get_close_matches(bottom, sorted(known), n=1)
+    return message + (f" (did you mean '{close[0]}'?)" if close else "")

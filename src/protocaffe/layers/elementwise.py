@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING, ClassVar
 
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, NoAttrs, Shape
-from protocaffe.layers.base import f32, BlobSpec, EmitContext, Emission, Init, Layer, fail, register
+from protocaffe.layers.base import BlobSpec, Emission, EmitContext, Init, Layer, f32, fail, register
+
+if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,13 @@ class ReLU(Layer):
         return Emission(forward=f"F.leaky_relu({ctx.x}, {slope!r})")
 
 
-@dataclass(frozen=True)
 class _Fixed(Layer):
-    """An activation with no parameters: one torch function."""
+    """An activation with no parameters: one torch function.
 
-    function: str = ""
+    `function` is a class attribute: as a dataclass field, the instance that `register` creates
+    got the base class's default "" and every subclass emitted the identity."""
+
+    function: ClassVar[str] = ""
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
         return Emission(forward=f"{self.function}({ctx.x})")
@@ -63,19 +67,19 @@ class _Fixed(Layer):
 @register
 class Sigmoid(_Fixed):
     types = ("Sigmoid",)
-    function: str = "torch.sigmoid"
+    function: ClassVar[str] = "torch.sigmoid"
 
 
 @register
 class TanH(_Fixed):
     types = ("TanH",)
-    function: str = "torch.tanh"
+    function: ClassVar[str] = "torch.tanh"
 
 
 @register
 class AbsVal(_Fixed):
     types = ("AbsVal",)
-    function: str = "torch.abs"
+    function: ClassVar[str] = "torch.abs"
 
 
 @register
@@ -83,7 +87,7 @@ class BNLL(_Fixed):
     """log(1 + exp(x)); torch's softplus switches to x above 20, off by under 3e-9."""
 
     types = ("BNLL",)
-    function: str = "F.softplus"
+    function: ClassVar[str] = "F.softplus"
 
 
 @register

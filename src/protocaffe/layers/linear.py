@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
     BlobSpec,
-    EmitContext,
     Emission,
+    EmitContext,
     Init,
     Layer,
     call,
@@ -22,6 +21,9 @@ from protocaffe.layers.base import (
     register,
     tuple_expr,
 )
+
+if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,9 @@ class InnerProduct(Layer):
         p = layer.param.inner_product_param
         if not p.HasField("num_output"):
             raise fail(layer, "inner_product_param.num_output is required")
-        return InnerProductAttrs(int(p.num_output), bool(p.bias_term), int(p.axis), bool(p.transpose))
+        return InnerProductAttrs(
+            int(p.num_output), bool(p.bias_term), int(p.axis), bool(p.transpose)
+        )
 
     def _fan_in(self, attrs: InnerProductAttrs, shape: Shape) -> tuple[int, int]:
         axis = attrs.axis % len(shape)
@@ -69,6 +73,8 @@ class InnerProduct(Layer):
         self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
     ) -> dict[str, np.ndarray]:
         assert isinstance(attrs, InnerProductAttrs)
+        import numpy as np
+
         weight = np.ascontiguousarray(blobs[0].T) if attrs.transpose else blobs[0]
         return dict(zip(self.param_names(attrs, in_shapes), [weight, *blobs[1:]], strict=True))
 
@@ -249,7 +255,8 @@ class Eltwise(Layer):
             raise fail(layer, "coeff is only allowed with operation SUM")
         if coeffs and len(coeffs) != len(layer.bottoms):
             raise fail(
-                layer, f"{len(coeffs)} coeff values for {len(layer.bottoms)} bottoms (need one each)"
+                layer,
+                f"{len(coeffs)} coeff values for {len(layer.bottoms)} bottoms (need one each)",
             )
         return EltwiseAttrs(int(p.operation), coeffs)
 
@@ -285,4 +292,3 @@ class Eltwise(Layer):
         for sign, term in terms[1:]:
             expr += f" {sign} {term}"
         return Emission(forward=expr, note=f"coeff {list(coeffs)}" if attrs.coeffs else "")
-

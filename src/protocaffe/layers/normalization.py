@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
-    f32,
     BlobSpec,
-    EmitContext,
     Emission,
+    EmitContext,
     Init,
     Layer,
     call,
     canonical_axis,
+    f32,
     fail,
     register,
 )
+
+if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,11 @@ class LRN(Layer):
         if attrs.region == ACROSS_CHANNELS:
             # torch divides alpha by size, as Caffe does for ACROSS_CHANNELS.
             forward = call(
-                "F.local_response_norm", x, size=attrs.size, alpha=attrs.alpha, beta=attrs.beta,
+                "F.local_response_norm",
+                x,
+                size=attrs.size,
+                alpha=attrs.alpha,
+                beta=attrs.beta,
                 k=attrs.k,
             )
             return Emission(forward=forward)
@@ -120,7 +126,11 @@ class BatchNorm(Layer):
 
     def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
         c = in_shapes[0][1]
-        return [BlobSpec((c,), Init.SMALL), BlobSpec((c,), Init.POSITIVE), BlobSpec((1,), Init.UNIT)]
+        return [
+            BlobSpec((c,), Init.SMALL),
+            BlobSpec((c,), Init.POSITIVE),
+            BlobSpec((1,), Init.UNIT),
+        ]
 
     def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
         assert isinstance(attrs, BatchNormAttrs)
@@ -132,6 +142,8 @@ class BatchNorm(Layer):
         assert isinstance(attrs, BatchNormAttrs)
         if not attrs.use_global_stats:
             return {}
+        import numpy as np
+
         factor = float(blobs[2].reshape(-1)[0])
         scale = np.float32(0.0 if factor == 0 else 1.0 / factor)
         return {"running_mean": blobs[0] * scale, "running_var": blobs[1] * scale}
@@ -141,12 +153,19 @@ class BatchNorm(Layer):
         shape = ctx.in_shapes[0]
         if not attrs.use_global_stats:
             forward = f"F.batch_norm({ctx.x}, None, None, training=True, eps={attrs.eps!r})"
-            return Emission(forward=forward, note="statistics of this batch (use_global_stats false)")
+            return Emission(
+                forward=forward, note="statistics of this batch (use_global_stats false)"
+            )
         cls = {2: "nn.BatchNorm1d", 3: "nn.BatchNorm1d", 4: "nn.BatchNorm2d", 5: "nn.BatchNorm3d"}
-        if len(shape) not in cls:
-            raise NotImplementedError(f"BatchNorm on a {len(shape)}-D input")
-        init = call(cls[len(shape)], repr(shape[1]), eps=attrs.eps, affine=False)
-        return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init)
+        init = call(
+            cls.get(len(shape), "nn.BatchNorm1d"), repr(shape[1]), eps=attrs.eps, affine=False
+        )
+        if len(shape) in cls:
+            return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init)
+        # Caffe normalises any rank over the axes after the channel; torch has no 4-D-spatial
+        # module, so those axes are flattened into one.
+        forward = f"self.{ctx.attr}(torch.flatten({ctx.x}, 2)).reshape({ctx.x}.shape)"
+        return Emission(forward=forward, init=init)
 
 
 @dataclass(frozen=True)
@@ -165,15 +184,20 @@ class MVN(Layer):
         return MVNAttrs(bool(p.across_channels), bool(p.normalize_variance), f32(p.eps))
 
     def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        if len(in_shapes[0]) < 2:
-            raise fail(layer, f"expects an input with a channel axis, got {in_shapes[0]}")
-        return [in_shapes[0]]
+        # MVNLayer reads its input through the legacy (num, channels, height, width)
+        # accessors: missing axes count as 1, the top is always 4-D, and more axes are refused.
+        shape = in_shapes[0]
+        if len(shape) > 4:
+            raise fail(layer, f"expects at most 4 axes (Caffe's legacy N, C, H, W), got {shape}")
+        return [shape + (1,) * (4 - len(shape))]
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
         assert isinstance(attrs, MVNAttrs)
+        missing = 4 - len(ctx.in_shapes[0])
+        x = f"{ctx.x}[{', '.join(['...'] + ['None'] * missing)}]" if missing else ctx.x
         forward = call(
             "caffe_mvn",
-            ctx.x,
+            x,
             across_channels=attrs.across_channels,
             normalize_variance=attrs.normalize_variance,
             eps=attrs.eps,
