@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -50,11 +51,12 @@ class ReLU(Layer):
         return Emission(forward=f"F.leaky_relu({ctx.x}, {slope!r})")
 
 
-@dataclass(frozen=True)
 class _Fixed(Layer):
     """An activation with no parameters: one torch function."""
 
-    function: str = ""
+    # A class attribute, not a dataclass field: a field's default would be set on each
+    # instance and hide the subclasses' functions (every Sigmoid emitted as the identity).
+    function: ClassVar[str] = ""
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
         return Emission(forward=f"{self.function}({ctx.x})")
@@ -63,19 +65,19 @@ class _Fixed(Layer):
 @register
 class Sigmoid(_Fixed):
     types = ("Sigmoid",)
-    function: str = "torch.sigmoid"
+    function: ClassVar[str] = "torch.sigmoid"
 
 
 @register
 class TanH(_Fixed):
     types = ("TanH",)
-    function: str = "torch.tanh"
+    function: ClassVar[str] = "torch.tanh"
 
 
 @register
 class AbsVal(_Fixed):
     types = ("AbsVal",)
-    function: str = "torch.abs"
+    function: ClassVar[str] = "torch.abs"
 
 
 @register
@@ -83,7 +85,7 @@ class BNLL(_Fixed):
     """log(1 + exp(x)); torch's softplus switches to x above 20, off by under 3e-9."""
 
     types = ("BNLL",)
-    function: str = "F.softplus"
+    function: ClassVar[str] = "F.softplus"
 
 
 @register
