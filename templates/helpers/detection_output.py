@@ -80,6 +80,7 @@ def detection_output(
     top_k: int,
     eta: float,
     keep_top_k: int,
+    clip: bool = False,
 ) -> torch.Tensor:
     """SSD's DetectionOutput (CPU): decode, per-class NMS, keep_top_k by score. Returns
     (1, 1, rows, 7) rows [image, label, score, xmin, ymin, xmax, ymax], by label then score;
@@ -94,6 +95,8 @@ def detection_output(
     rows: list[torch.Tensor] = []
     for image in range(num):
         boxes = _decode_boxes(locs[image], priors, variances, code_type, variance_encoded_in_target)
+        if clip:
+            boxes = boxes.clamp(0.0, 1.0)
         labels: list[int] = []
         found: list[torch.Tensor] = []
         for label in range(num_classes):

@@ -84,23 +84,28 @@ class ShuffleChannel(Layer):
 @dataclass(frozen=True)
 class ReLU6Attrs(Attrs):
     negative_slope: float
+    threshold: float
 
 
 @register
 class ReLU6(Layer):
-    """min(max(x, 0), 6); forks that give it a negative_slope apply it below zero."""
+    """min(max(x, 0) + negative_slope * min(x, 0), threshold), threshold 6 by default."""
 
     types = ("ReLU6",)
 
     def parse(self, layer: LayerDef) -> ReLU6Attrs:
-        return ReLU6Attrs(f32(layer.param.relu6_param.negative_slope))
+        p = layer.param.relu6_param
+        return ReLU6Attrs(f32(p.negative_slope), f32(p.threshold))
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
         assert isinstance(attrs, ReLU6Attrs)
-        if attrs.negative_slope == 0:
+        if attrs.negative_slope == 0 and attrs.threshold == 6:
             return Emission(forward=f"F.relu6({ctx.x})")
-        leaky = f"F.leaky_relu({ctx.x}, {attrs.negative_slope!r})"
-        return Emission(forward=f"torch.clamp({leaky}, max=6.0)")
+        if attrs.negative_slope == 0:
+            activated = f"torch.relu({ctx.x})"
+        else:
+            activated = f"F.leaky_relu({ctx.x}, {attrs.negative_slope!r})"
+        return Emission(forward=f"torch.clamp({activated}, max={attrs.threshold!r})")
 
 
 @register

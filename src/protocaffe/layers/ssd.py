@@ -233,6 +233,7 @@ class DetectionOutputAttrs(Attrs):
     confidence_threshold: float | None
     code_type: str
     variance_encoded_in_target: bool
+    clip: bool  # OpenCV's extension: clip decoded boxes to [0, 1] before NMS
 
 
 @register
@@ -269,6 +270,7 @@ class DetectionOutput(Layer):
             ),
             code_type=CODE_TYPES[p.code_type],
             variance_encoded_in_target=bool(p.variance_encoded_in_target),
+            clip=bool(p.clip),
         )
 
     def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
@@ -297,6 +299,7 @@ class DetectionOutput(Layer):
             background_label=attrs.background_label,
             code_type=attrs.code_type,
             variance_encoded_in_target=attrs.variance_encoded_in_target,
+            clip=True if attrs.clip else None,
             confidence_threshold=attrs.confidence_threshold,
             nms_threshold=attrs.nms_threshold,
             top_k=attrs.top_k,
