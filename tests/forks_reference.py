@@ -1,0 +1,187 @@
+"""Independent numpy implementations of fork layers, written from the forks' C++ sources
+(loops as in Forward_cpu, float32 where Caffe computes in float). The tests compare the
+generated torch code with these, layer by layer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+f32 = np.float32
+
+
+def bn_segnet(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, learn: bool) -> np.ndarray:
+    """caffe-segnet bn_layer.cpp: INFERENCE is x * scale + shift; LEARN normalises with the
+    batch's mean and E(x^2) - E(x)^2, eps 1e-9, then scales and shifts."""
+    c = x.shape[1]
+    scale, shift = scale.reshape(1, c, 1, 1), shift.reshape(1, c, 1, 1)
+    if not learn:
+        return x * scale + shift
+    mean = x.mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
+    var = (x.astype(np.float64) ** 2).mean(axis=(0, 2, 3), keepdims=True) - mean**2
+    return ((x - mean) / np.sqrt(var + 1e-9) * scale + shift).astype(f32)
+
+
+def bn_pspnet(
+    x: np.ndarray, slope: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float
+) -> np.ndarray:
+    """PSPNet bn_layer.cpp at TEST: (x - mean) * (var + eps)^-0.5 * slope + bias."""
+    c = x.shape[1]
+    inv_std = (var.reshape(1, c, 1, 1) + f32(eps)) ** f32(-0.5)
+    return (x - mean.reshape(1, c, 1, 1)) * inv_std * slope.reshape(1, c, 1, 1) + bias.reshape(
+        1, c, 1, 1
+    )
+
+
+def interp_out_size(
+    size: int, zoom: int | None, shrink: int | None, fixed: int | None, pad_beg: int, pad_end: int
+) -> int:
+    """InterpLayer::Reshape."""
+    eff = size + pad_beg + pad_end
+    if shrink is not None and zoom is None:
+        return (eff - 1) // shrink + 1
+    if zoom is not None and shrink is None:
+        return eff + (eff - 1) * (zoom - 1)
+    if fixed is not None:
+        return fixed
+    assert zoom is not None and shrink is not None
+    out = (eff - 1) // shrink + 1
+    return out + (out - 1) * (zoom - 1)
+
+
+def interp(
+    x: np.ndarray,
+    zoom: int | None = None,
+    shrink: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    pad_beg: int = 0,
+    pad_end: int = 0,
+) -> np.ndarray:
+    """caffe_cpu_interp2 on the region that starts at -pad_beg, with corners aligned."""
+    n, c, h_in, w_in = x.shape
+    h1, w1 = h_in + pad_beg + pad_end, w_in + pad_beg + pad_end
+    h2 = interp_out_size(h_in, zoom, shrink, height, pad_beg, pad_end)
+    w2 = interp_out_size(w_in, zoom, shrink, width, pad_beg, pad_end)
+    data = x[:, :, -pad_beg:, -pad_beg:]
+    out = np.zeros((n, c, h2, w2), f32)
+    if (h1, w1) == (h2, w2):
+        return data[:, :, :h1, :w1].copy()
+    rheight = f32(h1 - 1) / f32(h2 - 1) if h2 > 1 else f32(0)
+    rwidth = f32(w1 - 1) / f32(w2 - 1) if w2 > 1 else f32(0)
+    for i in range(h2):
+        h1r = f32(rheight * f32(i))
+        y = int(h1r)
+        yp = 1 if y < h1 - 1 else 0
+        ly1 = f32(h1r - f32(y))
+        ly0 = f32(1) - ly1
+        for j in range(w2):
+            w1r = f32(rwidth * f32(j))
+            xx = int(w1r)
+            xp = 1 if xx < w1 - 1 else 0
+            lx1 = f32(w1r - f32(xx))
+            lx0 = f32(1) - lx1
+            out[:, :, i, j] = ly0 * (lx0 * data[:, :, y, xx] + lx1 * data[:, :, y, xx + xp]) + ly1 * (
+                lx0 * data[:, :, y + yp, xx] + lx1 * data[:, :, y + yp, xx + xp]
+            )
+    return out
+
+
+def caffe_pooled(size: int, k: int, s: int, p: int, ceil: bool = True) -> int:
+    out = (int(math.ceil((size + 2 * p - k) / s)) if ceil else (size + 2 * p - k) // s) + 1
+    if p > 0 and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def max_pool_with_mask(
+    x: np.ndarray, k: int, s: int, p: int, ceil: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """BVLC pooling_layer.cpp MAX with a mask top: first maximum (strict >) in row-major
+    window order; the mask is the flat index h * W + w, as a float."""
+    n, c, h, w = x.shape
+    ph_n, pw_n = caffe_pooled(h, k, s, p, ceil), caffe_pooled(w, k, s, p, ceil)
+    top = np.full((n, c, ph_n, pw_n), -np.finfo(f32).max, f32)
+    mask = np.full((n, c, ph_n, pw_n), -1.0, f32)
+    for ph in range(ph_n):
+        for pw in range(pw_n):
+            hs, ws = ph * s - p, pw * s - p
+            he, we = min(hs + k, h), min(ws + k, w)
+            hs, ws = max(hs, 0), max(ws, 0)
+            for hh in range(hs, he):
+                for ww in range(ws, we):
+                    value = x[:, :, hh, ww]
+                    better = value > top[:, :, ph, pw]
+                    top[:, :, ph, pw] = np.where(better, value, top[:, :, ph, pw])
+                    mask[:, :, ph, pw] = np.where(better, hh * w + ww, mask[:, :, ph, pw])
+    return top, mask
+
+
+def unpool(x: np.ndarray, mask: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """caffe-segnet upsample_layer.cpp: top[mask[i]] = bottom[i] per channel, zeros elsewhere."""
+    n, c = x.shape[:2]
+    out = np.zeros((n, c, out_h * out_w), f32)
+    flat_x, flat_mask = x.reshape(n, c, -1), mask.reshape(n, c, -1).astype(np.int64)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(flat_x.shape[2]):
+                out[b, ch, flat_mask[b, ch, i]] = flat_x[b, ch, i]
+    return out.reshape(n, c, out_h, out_w)
+
+
+def shuffle_channel(x: np.ndarray, group: int) -> np.ndarray:
+    """ShuffleNet's Resize_cpu: channel block (i, j) of a group x (C / group) grid goes to
+    position j * group + i."""
+    n, c = x.shape[:2]
+    columns = c // group
+    out = np.empty_like(x)
+    for i in range(group):
+        for j in range(columns):
+            out[:, j * group + i] = x[:, i * columns + j]
+    return out
+
+
+def depthwise_conv(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: int, pad: int
+) -> np.ndarray:
+    """farmingyard conv_dw_layer.cpp: output channel c from input channel c and filter c."""
+    n, c, h, w = x.shape
+    k = weight.shape[2]
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            window = padded[:, :, i * stride : i * stride + k, j * stride : j * stride + k]
+            out[:, :, i, j] = (window * weight[:, 0][None]).sum(axis=(2, 3))
+    if bias is not None:
+        out += bias.reshape(1, c, 1, 1)
+    return out.astype(f32)
+
+
+def axpy(a: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """SENet axpy_layer.cpp: top = a[n, c] * x[n, c, ...] + y."""
+    return a.reshape(a.shape[:2] + (1,) * (x.ndim - 2)) * x + y
+
+
+def roi_pool(
+    features: np.ndarray, rois: np.ndarray, pooled_h: int, pooled_w: int, scale: float
+) -> np.ndarray:
+    """caffe-fast-rcnn roi_pooling_layer.cpp Forward_cpu."""
+    _, c, h, w = features.shape
+    out = np.zeros((rois.shape[0], c, pooled_h, pooled_w), f32)
+    for r, roi in enumerate(rois):
+        batch = int(roi[0])
+        sw, sh, ew, eh = (int(np.sign(v) * np.floor(abs(v * scale) + 0.5)) for v in roi[1:5])
+        roi_h, roi_w = max(eh - sh + 1, 1), max(ew - sw + 1, 1)
+        bin_h, bin_w = f32(roi_h) / f32(pooled_h), f32(roi_w) / f32(pooled_w)
+        for ph in range(pooled_h):
+            for pw in range(pooled_w):
+                hs = min(max(int(np.floor(f32(ph) * bin_h)) + sh, 0), h)
+                he = min(max(int(np.ceil(f32(ph + 1) * bin_h)) + sh, 0), h)
+                ws = min(max(int(np.floor(f32(pw) * bin_w)) + sw, 0), w)
+                we = min(max(int(np.ceil(f32(pw + 1) * bin_w)) + sw, 0), w)
+                if he > hs and we > ws:
+                    out[r, :, ph, pw] = features[batch, :, hs:he, ws:we].max(axis=(1, 2))
+    return out
