@@ -39,6 +39,24 @@ def _add_input_shape(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_plugin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE, which registers custom layer types (repeatable; see 'Custom "
+        "layers' in the README); installed 'protocaffe.layers' entry points load always",
+    )
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    from protocaffe.plugins import load_entry_point_plugins, load_plugins
+
+    load_entry_point_plugins()
+    load_plugins(args.plugin)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protocaffe", description="Compile Caffe nets into readable PyTorch modules."
@@ -53,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--format", choices=("safetensors", "pt"), default="safetensors")
     convert.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     _add_input_shape(convert)
+    _add_plugin(convert)
 
     rand = sub.add_parser("random-weights", help="write a caffemodel with seeded random weights")
     rand.add_argument("prototxt")
@@ -60,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     rand.add_argument("--seed", type=int, default=0)
     rand.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     _add_input_shape(rand)
+    _add_plugin(rand)
     return parser
 
 
@@ -74,6 +94,7 @@ def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.api import convert
     from protocaffe.backend.weights import write_state, write_text
 
+    _load_plugins(args)
     conversion = convert(
         args.prototxt, args.caffemodel, input_shapes=dict(args.input_shape), reporter=reporter
     )
@@ -88,6 +109,7 @@ def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
 def _random_weights(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.random_weights import random_weights
 
+    _load_plugins(args)
     random_weights(
         args.prototxt,
         args.output,

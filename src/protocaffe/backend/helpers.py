@@ -22,7 +22,27 @@ def templates_dir() -> Path:
     raise FileNotFoundError(f"protocaffe templates not found in {_PACKAGED} or {_REPOSITORY}")
 
 
-@lru_cache(maxsize=None)
+_PLUGIN_HELPERS: dict[str, str] = {}
+
+
+def register_helper(name: str, source: str) -> None:
+    """Make `source` (plain Python defining `name`) available to emitters as helper `name`.
+
+    For plugins: their generated code stays self-contained by including its helpers this way.
+    """
+    if name in _PLUGIN_HELPERS or (templates_dir() / "helpers" / f"{name}.py").is_file():
+        raise ValueError(f"helper {name!r} is already defined")
+    _PLUGIN_HELPERS[name] = source.strip("\n") + "\n"
+
+
 def helper_source(name: str) -> str:
-    """The source of helper `name` (templates/helpers/NAME.py), without trailing blank lines."""
+    """The source of helper `name` (a plugin's, or templates/helpers/NAME.py), without trailing
+    blank lines."""
+    if name in _PLUGIN_HELPERS:
+        return _PLUGIN_HELPERS[name]
+    return _template_helper(name)
+
+
+@lru_cache(maxsize=None)
+def _template_helper(name: str) -> str:
     return (templates_dir() / "helpers" / f"{name}.py").read_text(encoding="utf-8").rstrip() + "\n"
