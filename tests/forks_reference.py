@@ -24,7 +24,12 @@ def bn_segnet(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, learn: bool) 
 
 
 def bn_pspnet(
-    x: np.ndarray, slope: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float
+    x: np.ndarray,
+    slope: np.ndarray,
+    bias: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float,
 ) -> np.ndarray:
     """PSPNet bn_layer.cpp at TEST: (x - mean) * (var + eps)^-0.5 * slope + bias."""
     c = x.shape[1]
@@ -82,9 +87,9 @@ def interp(
             xp = 1 if xx < w1 - 1 else 0
             lx1 = f32(w1r - f32(xx))
             lx0 = f32(1) - lx1
-            out[:, :, i, j] = ly0 * (lx0 * data[:, :, y, xx] + lx1 * data[:, :, y, xx + xp]) + ly1 * (
-                lx0 * data[:, :, y + yp, xx] + lx1 * data[:, :, y + yp, xx + xp]
-            )
+            out[:, :, i, j] = ly0 * (
+                lx0 * data[:, :, y, xx] + lx1 * data[:, :, y, xx + xp]
+            ) + ly1 * (lx0 * data[:, :, y + yp, xx] + lx1 * data[:, :, y + yp, xx + xp])
     return out
 
 
@@ -194,7 +199,9 @@ def _whctrs(anchor: np.ndarray) -> tuple[float, float, float, float]:
 
 def _mkanchors(ws: np.ndarray, hs: np.ndarray, x: float, y: float) -> np.ndarray:
     ws, hs = ws[:, None], hs[:, None]
-    return np.hstack((x - 0.5 * (ws - 1), y - 0.5 * (hs - 1), x + 0.5 * (ws - 1), y + 0.5 * (hs - 1)))
+    return np.hstack(
+        (x - 0.5 * (ws - 1), y - 0.5 * (hs - 1), x + 0.5 * (ws - 1), y + 0.5 * (hs - 1))
+    )
 
 
 def generate_anchors(scales: tuple[int, ...] = (8, 16, 32)) -> np.ndarray:
@@ -221,7 +228,7 @@ def rpn_proposals(
     height, width = fg.shape[-2:]
     shift_x, shift_y = np.meshgrid(np.arange(width) * feat_stride, np.arange(height) * feat_stride)
     shifts = np.vstack((shift_x.ravel(), shift_y.ravel(), shift_x.ravel(), shift_y.ravel())).T
-    anchors = (anchors0.reshape((1, count, 4)) + shifts.reshape((1, -1, 4)).transpose((1, 0, 2)))
+    anchors = anchors0.reshape((1, count, 4)) + shifts.reshape((1, -1, 4)).transpose((1, 0, 2))
     anchors = anchors.reshape((-1, 4)).astype(deltas.dtype)
     d = deltas.transpose((0, 2, 3, 1)).reshape((-1, 4))
     fg = fg.transpose((0, 2, 3, 1)).reshape((-1,))
@@ -242,7 +249,9 @@ def rpn_proposals(
         axis=1,
     )
     smallest = 16 * info[2]
-    keep = ((boxes[:, 2] - boxes[:, 0] + 1) >= smallest) & ((boxes[:, 3] - boxes[:, 1] + 1) >= smallest)
+    keep = ((boxes[:, 2] - boxes[:, 0] + 1) >= smallest) & (
+        (boxes[:, 3] - boxes[:, 1] + 1) >= smallest
+    )
     boxes, fg = boxes[keep], fg[keep]
     order = np.argsort(-fg, kind="stable")[:6000]
     boxes = boxes[order]

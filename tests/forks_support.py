@@ -17,6 +17,7 @@ from protocaffe.api import Conversion, convert, module_from_source
 from protocaffe.ir.graph import Value
 from protocaffe.random_weights import random_weights
 
+
 def _shared() -> Path:
     # The repository's sibling `../shared`; a git worktree sits one level deeper.
     for parent in Path(__file__).resolve().parents[2:4]:
@@ -37,7 +38,10 @@ def corpus_net(name: str) -> Path:
 
 
 def convert_random(
-    prototxt: Path, tmp: Path, input_shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0
+    prototxt: Path,
+    tmp: Path,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    seed: int = 0,
 ) -> tuple[Conversion, Path]:
     weights = tmp / "random.caffemodel"
     random_weights(prototxt, weights, seed=seed, input_shapes=input_shapes)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import forks_reference as ref
 import numpy as np
 import pytest
-
-import forks_reference as ref
 from forks_support import CORPUS, convert_random, corpus_net, load_module, run_capturing
+
 from protocaffe.api import convert
 from protocaffe.errors import ProtocaffeError
 from protocaffe.frontend.caffemodel import read_caffemodel
@@ -62,8 +62,8 @@ def _check_fork_nodes(
         out = values[node.outputs[0]]
         attrs = node.attrs
         if node.op == "BN":
-            if getattr(attrs, "dialect") == "pspnet":
-                expected = ref.bn_pspnet(inputs[0], *blobs[node.name], eps=getattr(attrs, "eps"))
+            if attrs.dialect == "pspnet":
+                expected = ref.bn_pspnet(inputs[0], *blobs[node.name], eps=attrs.eps)
             else:
                 expected = ref.bn_segnet(inputs[0], *blobs[node.name], learn=False)
             np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

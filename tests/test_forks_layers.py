@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import forks_reference as ref
 import numpy as np
 import pytest
 import torch
-
-import forks_reference as ref
 from forks_support import load_module, run_capturing
+
 from protocaffe.api import convert
 from protocaffe.frontend.caffemodel import read_caffemodel
 from protocaffe.random_weights import random_weights
@@ -43,7 +43,9 @@ def run(module: torch.nn.Module, *arrays: np.ndarray) -> list[np.ndarray]:
     return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
 
-def blobs_of(conversion: object, module: torch.nn.Module, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+def blobs_of(
+    conversion: object, module: torch.nn.Module, *arrays: np.ndarray
+) -> dict[str, np.ndarray]:
     """Every blob's last value in forward(), by Caffe blob name."""
     values = run_capturing(conversion, module, arrays)  # type: ignore[arg-type]
     return {v.blob: a for v, a in sorted(values.items(), key=lambda item: item[0].version)}
@@ -116,7 +118,9 @@ def test_interp_at_declared_and_other_sizes(case: str, tmp_path: Path) -> None:
     """PSPNet (zoom_factor 8; height/width 60) and DeepLab Interp parameters; the factor forms
     follow the run-time size, height/width stay fixed as in Caffe."""
     param, kwargs = INTERP_CASES[case]
-    body = f'layer {{ name: "interp" type: "Interp" bottom: "x" top: "y" interp_param {{ {param} }} }}'
+    body = (
+        f'layer {{ name: "interp" type: "Interp" bottom: "x" top: "y" interp_param {{ {param} }} }}'
+    )
     _, module, _ = build(tmp_path, body, {"x": (1, 3, 9, 7)})
     for shape in ((1, 3, 9, 7), (2, 2, 13, 6)):
         x = RNG.standard_normal(shape).astype(np.float32)
@@ -131,7 +135,10 @@ def test_interp_at_declared_and_other_sizes(case: str, tmp_path: Path) -> None:
     [
         ("bn_param { bn_mode: INFERENCE }", "segnet"),
         ("bn_param { scale_filler { type: 'constant' value: 1 } }", "segnet-learn"),
-        ("bn_param { slope_filler { type: 'constant' value: 1 } frozen: true eps: 0.001 }", "pspnet"),
+        (
+            "bn_param { slope_filler { type: 'constant' value: 1 } frozen: true eps: 0.001 }",
+            "pspnet",
+        ),
     ],
 )
 def test_bn_dialects(param: str, dialect: str, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from forks_support import (
     CORPUS,
     convert_random,
@@ -23,6 +22,7 @@ from forks_support import (
     relative_error,
     run_capturing,
 )
+
 from protocaffe.api import convert
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "forks"

@@ -4,14 +4,13 @@ example Faster R-CNN proposal plugin (examples/plugins)."""
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
+import forks_reference as ref
 import numpy as np
 import pytest
-
-import forks_reference as ref
 from forks_support import convert_random, corpus_net, load_module, run_capturing
+
 from protocaffe import cli
 from protocaffe.api import convert
 from protocaffe.errors import ProtocaffeError
@@ -28,7 +27,7 @@ layer { name: "py" type: "Python" bottom: "y" top: "z"
   python_param { module: "mine" layer: "Thing" } }
 """
 
-PLUGIN = '''
+PLUGIN = """
 from protocaffe.backend.helpers import register_helper
 from protocaffe.layers import Layer, register
 from protocaffe.layers.base import Emission
@@ -43,7 +42,7 @@ class Doubler(Layer):
 
 
 register_helper("doubled", "def doubled(x):\\n    return x * math.prod((2,))\\n")
-'''
+"""
 
 
 @pytest.fixture
@@ -54,8 +53,8 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     yield tmp_path
     unregister("Doubler")
     sys.modules.pop("doubler_plugin", None)
-    from protocaffe.backend import helpers
     from protocaffe import plugins
+    from protocaffe.backend import helpers
 
     helpers._PLUGIN_HELPERS.pop("doubled", None)
     plugins._loaded.discard("doubler_plugin")
@@ -102,13 +101,16 @@ def test_missing_and_broken_plugins_are_errors(
 
 def test_an_emitter_may_not_smuggle_code_as_an_import(plugin_dir: Path) -> None:
     (plugin_dir / "bad_import_plugin.py").write_text(
-        PLUGIN.replace("Doubler", "Tripler").replace('"doubled"', '"tripled"').replace(
-            'imports=("import math",)', 'imports=("import os; os.system(1)",)'
-        )
+        PLUGIN.replace("Doubler", "Tripler")
+        .replace('"doubled"', '"tripled"')
+        .replace('imports=("import math",)', 'imports=("import os; os.system(1)",)')
     )
     load_plugin("bad_import_plugin")
     net = plugin_dir / "t.prototxt"
-    net.write_text(NET.split('layer { name: "twice"')[0] + 'layer { name: "t" type: "Tripler" bottom: "x" top: "y" }\n')
+    net.write_text(
+        NET.split('layer { name: "twice"')[0]
+        + 'layer { name: "t" type: "Tripler" bottom: "x" top: "y" }\n'
+    )
     try:
         with pytest.raises(ProtocaffeError, match="not one import statement"):
             convert(net)
@@ -125,7 +127,9 @@ def test_faster_rcnn_converts_with_the_example_plugin(
     load_plugin("faster_rcnn_proposal")
     try:
         conversion, _ = convert_random(corpus_net("faster-rcnn-vgg16-voc"), tmp_path)
-        imports = [line for line in conversion.source.splitlines() if line.startswith(("import", "from"))]
+        imports = [
+            line for line in conversion.source.splitlines() if line.startswith(("import", "from"))
+        ]
         assert imports == ["import torch", "from torch import nn"]
         image = np.random.default_rng(0).standard_normal((1, 3, 160, 192)).astype(np.float32)
         info = np.array([[160, 192, 1.0]], np.float32)

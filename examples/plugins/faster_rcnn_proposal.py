@@ -21,7 +21,7 @@ from protocaffe.backend.helpers import register_helper
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers import Layer, register
-from protocaffe.layers.base import EmitContext, Emission, call, fail, tuple_expr
+from protocaffe.layers.base import Emission, EmitContext, call, fail
 
 # py-faster-rcnn's TEST configuration (lib/fast_rcnn/config.py).
 PRE_NMS_TOP_N, POST_NMS_TOP_N, NMS_THRESHOLD, MIN_SIZE = 6000, 300, 0.7, 16
@@ -81,7 +81,9 @@ class ProposalLayer(Layer):
             nms_threshold=NMS_THRESHOLD,
             min_size=MIN_SIZE,
         )
-        return Emission(forward=forward, note="regions vary at run time", helpers=("rpn_proposals",))
+        return Emission(
+            forward=forward, note="regions vary at run time", helpers=("rpn_proposals",)
+        )
 
 
 register_helper(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, NoAttrs, Shape
-from protocaffe.layers.base import BlobSpec, EmitContext, Emission, Layer, f32, fail, register
+from protocaffe.layers.base import BlobSpec, Emission, EmitContext, Layer, f32, fail, register
 from protocaffe.layers.conv import ConvAttrs, Convolution, parse_conv
 
 

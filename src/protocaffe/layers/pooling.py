@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
-    EmitContext,
     Emission,
+    EmitContext,
     Layer,
     call,
     fail,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
-from protocaffe.layers.base import EmitContext, Emission, Layer, call, f32, fail, register
+from protocaffe.layers.base import Emission, EmitContext, Layer, call, f32, fail, register
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
     BlobSpec,
-    EmitContext,
     Emission,
+    EmitContext,
     Init,
     Layer,
     call,
@@ -174,7 +174,10 @@ class Interp(Layer):
         if len(shape) != 4:
             raise fail(layer, f"expects a 4-D input, got {shape}")
         eff = [d + attrs.pad_beg + attrs.pad_end for d in shape[2:]]
-        out = [interp_size(shape[2], attrs, attrs.height), interp_size(shape[3], attrs, attrs.width)]
+        out = [
+            interp_size(shape[2], attrs, attrs.height),
+            interp_size(shape[3], attrs, attrs.width),
+        ]
         if min(eff) <= 0 or min(out) <= 0:
             raise fail(layer, f"the cropped input {eff} or the output {out} is empty")
         return [shape[:2] + (out[0], out[1])]
@@ -265,4 +268,6 @@ class Upsample(Layer):
             ph, pw = attrs.pad_out
             size = f"({x}.shape[2] * {sh} - {ph}, {x}.shape[3] * {sw} - {pw})"
             note = "max-unpool"
-        return Emission(forward=f"caffe_unpool({x}, {mask}, {size})", note=note, helpers=("caffe_unpool",))
+        return Emission(
+            forward=f"caffe_unpool({x}, {mask}, {size})", note=note, helpers=("caffe_unpool",)
+        )

@@ -13,8 +13,8 @@ from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
     BlobSpec,
-    EmitContext,
     Emission,
+    EmitContext,
     Init,
     Layer,
     call,
@@ -98,7 +98,9 @@ class Permute(Layer):
         assert isinstance(attrs, PermuteAttrs)
         shape = in_shapes[0]
         if any(a >= len(shape) for a in attrs.order):
-            raise fail(layer, f"order {list(attrs.order)} names an axis beyond a {len(shape)}-D input")
+            raise fail(
+                layer, f"order {list(attrs.order)} names an axis beyond a {len(shape)}-D input"
+            )
         return [tuple(shape[a] for a in self._full(attrs, len(shape)))]
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
@@ -283,7 +285,9 @@ class DetectionOutput(Layer):
         if math.prod(loc[1:]) != num_priors * loc_classes * 4:
             raise fail(layer, f"loc {loc} does not hold {num_priors} priors x {loc_classes} x 4")
         if math.prod(conf[1:]) != num_priors * attrs.num_classes or conf[0] != loc[0]:
-            raise fail(layer, f"conf {conf} does not hold {num_priors} priors x {attrs.num_classes}")
+            raise fail(
+                layer, f"conf {conf} does not hold {num_priors} priors x {attrs.num_classes}"
+            )
         return [(1, 1, 1, 7)]
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
