@@ -1,4 +1,4 @@
-"""protocaffe: compile a Caffe net (deploy.prototxt + .caffemodel) into a readable PyTorch module."""
+"""protocaffe: compile a Caffe net (deploy.prototxt + .caffemodel) into readable PyTorch code."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from protocaffe.errors import Diagnostic, Reporter
 from protocaffe.frontend.caffemodel import read_caffemodel
 from protocaffe.frontend.prototxt import read_prototxt
 from protocaffe.ir.build import build_graph
-from protocaffe.ir.graph import Graph, Shape
+from protocaffe.ir.graph import Graph
 from protocaffe.passes import DEFAULT_PIPELINE, Pass, run_pipeline
 
 if TYPE_CHECKING:

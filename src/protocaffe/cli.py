@@ -24,7 +24,9 @@ def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     except ValueError:
         shape = ()
     if not sep or not name or not shape or any(d <= 0 for d in shape):
-        raise argparse.ArgumentTypeError(f"expected NAME=D1,D2,... with positive dims, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=D1,D2,... with positive dims, got {text!r}"
+        )
     return name, shape
 
 

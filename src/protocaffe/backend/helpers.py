@@ -7,7 +7,7 @@ reads them from the repository. This module is the one place that knows both.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 _PACKAGED = Path(__file__).resolve().parent.parent / "templates"
@@ -43,6 +43,6 @@ def helper_source(name: str) -> str:
     return _template_helper(name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _template_helper(name: str) -> str:
     return (templates_dir() / "helpers" / f"{name}.py").read_text(encoding="utf-8").rstrip() + "\n"

@@ -6,13 +6,14 @@ import ast
 
 import black
 import jinja2
+from black.mode import TargetVersion
 
 from protocaffe.backend.emit import LINE_LENGTH, ModuleParts
 from protocaffe.backend.helpers import templates_dir
 
 # Pinned so that generated files do not depend on the user's black configuration.
 BLACK_MODE = black.Mode(
-    target_versions={black.TargetVersion.PY310},
+    target_versions={TargetVersion.PY310},
     line_length=LINE_LENGTH,
     string_normalization=True,
     magic_trailing_comma=True,

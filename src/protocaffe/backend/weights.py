@@ -21,7 +21,9 @@ def _fits(actual: Shape, expected: Shape) -> bool:
     shape that is the expected one padded with leading ones."""
     if actual == expected:
         return True
-    return len(actual) == 4 and len(expected) <= 4 and (1,) * (4 - len(expected)) + expected == actual
+    return (
+        len(actual) == 4 and len(expected) <= 4 and (1,) * (4 - len(expected)) + expected == actual
+    )
 
 
 def state_arrays(
@@ -45,13 +47,17 @@ def state_arrays(
         source = by_name.get(node.name)
         if source is None:
             raise ProtocaffeError.at(
-                node.loc, f"the caffemodel {model.path} has no weights for this layer", node.name, node.op
+                node.loc,
+                f"the caffemodel {model.path} has no weights for this layer",
+                node.name,
+                node.op,
             )
         used.add(node.name)
         if len(source.blobs) != len(specs):
             raise ProtocaffeError.at(
                 node.loc,
-                f"the caffemodel has {len(source.blobs)} blobs for this layer, expected {len(specs)}",
+                f"the caffemodel has {len(source.blobs)} blobs for this layer, "
+                f"expected {len(specs)}",
                 node.name,
                 node.op,
             )

@@ -639,6 +639,8 @@ class _FastReader:
                             f"packed {_label(_BLOB, number)} has {b - a} bytes, "
                             f"not a multiple of {width}",
                         )
+                    if b == a:
+                        continue
                     values = np.frombuffer(wire.buf, dtype=dtype, count=(b - a) // width, offset=a)
                 elif wire.buf[tag_pos] == (number << 3) | wt:
                     # Not packed: one tag per value. Take the whole run of them at once.

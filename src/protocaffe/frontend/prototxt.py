@@ -199,7 +199,7 @@ def _phase_ok(layer: Any) -> bool:
 def _v1_layers(net: Any, locations: Locations, path: str) -> list[tuple[Any, SourceLoc]]:
     v1_enum = message_class("V1LayerParameter").DESCRIPTOR.enum_types_by_name["LayerType"]
     upgraded: list[tuple[Any, SourceLoc]] = []
-    layer_cls = message_class("LayerParameter")
+    layer_cls: Any = message_class("LayerParameter")
     for old in net.layers:
         loc = locations.of(old) or SourceLoc(path)
         new = layer_cls()
@@ -252,7 +252,7 @@ def _declared_inputs(net: Any, locations: Locations, path: str) -> list[InputDef
 def read_prototxt_text(text: str, path: str, reporter: Reporter) -> NetDef:
     """Parse prototxt text. `path` is only used in diagnostics."""
     locations = Locations()
-    net = message_class("NetParameter")()
+    net: Any = message_class("NetParameter")()
     parse_text(text, path, net, reporter, locations)
     if net.layer and net.layers:
         raise ProtocaffeError.at(SourceLoc(path, 1), "file mixes 'layer' (V2) and 'layers' (V1)")
@@ -292,7 +292,8 @@ def read_prototxt(path: str | os.PathLike[str], reporter: Reporter) -> NetDef:
     """Read a prototxt file. Diagnostics name the path as given (relative paths stay relative)."""
     shown = os.fspath(path)
     try:
-        data = open(path, "rb").read()
+        with open(path, "rb") as handle:
+            data = handle.read()
     except OSError as exc:
         raise ProtocaffeError.at(SourceLoc(shown), f"cannot read file: {exc.strerror}") from None
     if not data.strip():

@@ -13,8 +13,9 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
@@ -33,7 +34,7 @@ _TOKEN = re.compile(
 _CLOSE = {"{": "}", "<": ">"}
 
 
-def _repeated(fd: FieldDescriptor) -> bool:
+def _repeated(fd: Any) -> bool:
     # protobuf 6 added `is_repeated`; protobuf 7 removed `label`.
     flag = getattr(fd, "is_repeated", None)
     if flag is not None:
@@ -157,7 +158,7 @@ class _Parser:
             self._parse_field(msg, tok)
 
     def _parse_field(self, msg: Message, name_tok: Token) -> None:
-        descriptor: Descriptor = msg.DESCRIPTOR
+        descriptor = msg.DESCRIPTOR
         fd = descriptor.fields_by_name.get(name_tok.text)
         has_colon = self._tok.kind == "punct" and self._tok.text == ":"
         if has_colon:
@@ -184,7 +185,7 @@ class _Parser:
         else:
             self._parse_value(msg, fd, name_tok)
 
-    def _parse_value(self, msg: Message, fd: FieldDescriptor, name_tok: Token) -> None:
+    def _parse_value(self, msg: Message, fd: Any, name_tok: Token) -> None:
         if fd.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
             open_tok = self._tok
             if open_tok.kind != "punct" or open_tok.text not in _CLOSE:
@@ -257,7 +258,7 @@ _INT_TYPES = {
 _FLOAT_WORDS = {"inf": math.inf, "infinity": math.inf, "nan": math.nan}
 
 
-def _convert_scalar(fd: FieldDescriptor, tok: Token) -> object:
+def _convert_scalar(fd: Any, tok: Token) -> object:
     def fail(what: str) -> ProtocaffeError:
         return ProtocaffeError.at(tok.loc, f"field '{fd.name}' expects {what}, got {tok.text!r}")
 
@@ -300,6 +301,7 @@ def _convert_scalar(fd: FieldDescriptor, tok: Token) -> object:
         return _unquote(tok.text)
     if fd.type == FieldDescriptor.TYPE_ENUM:
         enum = fd.enum_type
+        assert enum is not None
         if tok.kind == "ident" and tok.text in enum.values_by_name:
             return enum.values_by_name[tok.text].number
         if tok.kind == "number":

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc
 from protocaffe.frontend.prototxt import LayerDef, NetDef
 from protocaffe.ir.graph import Graph, Node, Shape, Value
-from protocaffe.layers import lookup
+from protocaffe.layers import Layer, lookup
 from protocaffe.layers.structure import InputAttrs
 
 PLUGIN_DOCS = "see 'Custom layers' in the protocaffe README"
@@ -63,12 +63,14 @@ def _check_types(net: NetDef) -> None:
         raise ProtocaffeError(unknown)
 
 
-def _check_arity(layer: LayerDef, kind: object) -> None:
-    bounds = {"bottom": getattr(kind, "bottoms"), "top": getattr(kind, "tops")}
+def _check_arity(layer: LayerDef, kind: Layer) -> None:
+    bounds = {"bottom": kind.bottoms, "top": kind.tops}
     for what, count in (("bottom", len(layer.bottoms)), ("top", len(layer.tops))):
         low, high = bounds[what]
         if count < low or (high is not None and count > high):
-            expected = f"{low}" if low == high else f"{low} to {high if high is not None else 'any'}"
+            expected = (
+                f"{low}" if low == high else f"{low} to {high if high is not None else 'any'}"
+            )
             raise ProtocaffeError.at(
                 layer.loc, f"has {count} {what}s, expects {expected}", layer.name, layer.type
             )
@@ -94,8 +96,10 @@ def build_graph(
         shape = tuple(overrides.pop(name, shape))
         if not shape or any(d <= 0 for d in shape):
             raise ProtocaffeError.at(
-                loc, f'input "{name}" has a non-positive dimension: {shape}',
-                layer.name if layer else None, layer.type if layer else None,
+                loc,
+                f'input "{name}" has a non-positive dimension: {shape}',
+                layer.name if layer else None,
+                layer.type if layer else None,
             )
         if name in env:
             raise ProtocaffeError.at(loc, f'input "{name}" is declared twice')
@@ -134,7 +138,10 @@ def build_graph(
                 bottoms.append(env[bottom])
                 continue
             raise ProtocaffeError.at(
-                layer.loc, _missing_bottom(bottom, index, dropped, later_tops), layer.name, layer.type
+                layer.loc,
+                _missing_bottom(bottom, index, dropped, later_tops),
+                layer.name,
+                layer.type,
             )
         out_shapes = kind.infer(attrs, [v.shape for v in bottoms], layer)
         outputs: list[Value] = []
@@ -168,7 +175,8 @@ def build_graph(
         names = ", ".join(sorted(overrides))
         known = ", ".join(v.blob for v in inputs) or "none"
         raise ProtocaffeError.at(
-            SourceLoc(net.path), f"--input-shape names {names}, which is not an input (inputs: {known})"
+            SourceLoc(net.path),
+            f"--input-shape names {names}, which is not an input (inputs: {known})",
         )
     if not inputs:
         raise ProtocaffeError.at(SourceLoc(net.path), "the net declares no input")
@@ -210,7 +218,8 @@ def _missing_bottom(
         source = dropped[bottom]
         return (
             f"bottom '{bottom}' comes from training-only layer \"{source.name}\" ({source.type}) "
-            f"at {source.loc}; give its shape with --input-shape {bottom}=N,C,H,W to make it an input"
+            f"at {source.loc}; give its shape with --input-shape {bottom}=N,C,H,W to make it an "
+            "input"
         )
     for later_index, layer in later.get(bottom, []):
         if later_index >= index:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -167,9 +167,9 @@ def spatial(
     return (values[0], values[1])
 
 
-def opt(msg: object, name: str) -> int | None:
+def opt(msg: Any, name: str) -> int | None:
     """The value of an optional scalar field, or None when it is not set."""
-    has = getattr(msg, "HasField")
+    has = msg.HasField
     return int(getattr(msg, name)) if has(name) else None
 
 

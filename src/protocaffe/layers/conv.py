@@ -11,8 +11,8 @@ from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
     BlobSpec,
-    EmitContext,
     Emission,
+    EmitContext,
     Init,
     Layer,
     call,

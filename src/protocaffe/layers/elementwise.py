@@ -11,7 +11,7 @@ import numpy as np
 
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, NoAttrs, Shape
-from protocaffe.layers.base import f32, BlobSpec, EmitContext, Emission, Init, Layer, fail, register
+from protocaffe.layers.base import BlobSpec, Emission, EmitContext, Init, Layer, f32, fail, register
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
     BlobSpec,
-    EmitContext,
     Emission,
+    EmitContext,
     Init,
     Layer,
     call,
@@ -40,7 +40,9 @@ class InnerProduct(Layer):
         p = layer.param.inner_product_param
         if not p.HasField("num_output"):
             raise fail(layer, "inner_product_param.num_output is required")
-        return InnerProductAttrs(int(p.num_output), bool(p.bias_term), int(p.axis), bool(p.transpose))
+        return InnerProductAttrs(
+            int(p.num_output), bool(p.bias_term), int(p.axis), bool(p.transpose)
+        )
 
     def _fan_in(self, attrs: InnerProductAttrs, shape: Shape) -> tuple[int, int]:
         axis = attrs.axis % len(shape)
@@ -249,7 +251,8 @@ class Eltwise(Layer):
             raise fail(layer, "coeff is only allowed with operation SUM")
         if coeffs and len(coeffs) != len(layer.bottoms):
             raise fail(
-                layer, f"{len(coeffs)} coeff values for {len(layer.bottoms)} bottoms (need one each)"
+                layer,
+                f"{len(coeffs)} coeff values for {len(layer.bottoms)} bottoms (need one each)",
             )
         return EltwiseAttrs(int(p.operation), coeffs)
 
@@ -285,4 +288,3 @@ class Eltwise(Layer):
         for sign, term in terms[1:]:
             expr += f" {sign} {term}"
         return Emission(forward=expr, note=f"coeff {list(coeffs)}" if attrs.coeffs else "")
-

@@ -10,14 +10,14 @@ import numpy as np
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
-    f32,
     BlobSpec,
-    EmitContext,
     Emission,
+    EmitContext,
     Init,
     Layer,
     call,
     canonical_axis,
+    f32,
     fail,
     register,
 )
@@ -79,7 +79,11 @@ class LRN(Layer):
         if attrs.region == ACROSS_CHANNELS:
             # torch divides alpha by size, as Caffe does for ACROSS_CHANNELS.
             forward = call(
-                "F.local_response_norm", x, size=attrs.size, alpha=attrs.alpha, beta=attrs.beta,
+                "F.local_response_norm",
+                x,
+                size=attrs.size,
+                alpha=attrs.alpha,
+                beta=attrs.beta,
                 k=attrs.k,
             )
             return Emission(forward=forward)
@@ -120,7 +124,11 @@ class BatchNorm(Layer):
 
     def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
         c = in_shapes[0][1]
-        return [BlobSpec((c,), Init.SMALL), BlobSpec((c,), Init.POSITIVE), BlobSpec((1,), Init.UNIT)]
+        return [
+            BlobSpec((c,), Init.SMALL),
+            BlobSpec((c,), Init.POSITIVE),
+            BlobSpec((1,), Init.UNIT),
+        ]
 
     def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
         assert isinstance(attrs, BatchNormAttrs)
@@ -141,7 +149,9 @@ class BatchNorm(Layer):
         shape = ctx.in_shapes[0]
         if not attrs.use_global_stats:
             forward = f"F.batch_norm({ctx.x}, None, None, training=True, eps={attrs.eps!r})"
-            return Emission(forward=forward, note="statistics of this batch (use_global_stats false)")
+            return Emission(
+                forward=forward, note="statistics of this batch (use_global_stats false)"
+            )
         cls = {2: "nn.BatchNorm1d", 3: "nn.BatchNorm1d", 4: "nn.BatchNorm2d", 5: "nn.BatchNorm3d"}
         if len(shape) not in cls:
             raise NotImplementedError(f"BatchNorm on a {len(shape)}-D input")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
-from protocaffe.layers.base import f32, EmitContext, Emission, Layer, canonical_axis, fail, register
+from protocaffe.layers.base import Emission, EmitContext, Layer, canonical_axis, f32, fail, register
 
 
 @dataclass(frozen=True)

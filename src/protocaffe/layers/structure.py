@@ -3,6 +3,7 @@ Reshape, Crop, Tile."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
-    EmitContext,
     Emission,
+    EmitContext,
     Layer,
     canonical_axis,
     fail,
@@ -99,7 +100,8 @@ class Slice(Layer):
         points = tuple(int(v) for v in p.slice_point)
         if points and len(points) != len(layer.tops) - 1:
             raise fail(
-                layer, f"{len(points)} slice points need {len(points) + 1} tops, got {len(layer.tops)}"
+                layer,
+                f"{len(points)} slice points need {len(points) + 1} tops, got {len(layer.tops)}",
             )
         return SliceAttrs(axis, points)
 
@@ -110,13 +112,13 @@ class Slice(Layer):
         size = shape[axis]
         if attrs.points:
             bounds = (0, *attrs.points, size)
-            if any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)):
+            if any(b <= a for a, b in itertools.pairwise(bounds)):
                 raise fail(
                     layer,
                     f"slice points {list(attrs.points)} must increase strictly inside (0, {size}) "
                     f"on axis {axis}",
                 )
-            widths = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+            widths = [b - a for a, b in itertools.pairwise(bounds)]
         else:
             n = len(layer.tops)
             if size % n:
@@ -352,4 +354,3 @@ class Tile(Layer):
         reps = ["1"] * rank
         reps[attrs.axis % rank] = str(attrs.tiles)
         return Emission(forward=f"{ctx.x}.repeat({', '.join(reps)})")
-
