@@ -94,7 +94,7 @@ def interp(
 
 
 def caffe_pooled(size: int, k: int, s: int, p: int, ceil: bool = True) -> int:
-    out = (int(math.ceil((size + 2 * p - k) / s)) if ceil else (size + 2 * p - k) // s) + 1
+    out = (math.ceil((size + 2 * p - k) / s) if ceil else (size + 2 * p - k) // s) + 1
     if p > 0 and (out - 1) * s >= size + p:
         out -= 1
     return out
@@ -138,7 +138,7 @@ def unpool(x: np.ndarray, mask: np.ndarray, out_h: int, out_w: int) -> np.ndarra
 def shuffle_channel(x: np.ndarray, group: int) -> np.ndarray:
     """ShuffleNet's Resize_cpu: channel block (i, j) of a group x (C / group) grid goes to
     position j * group + i."""
-    n, c = x.shape[:2]
+    c = x.shape[1]
     columns = c // group
     out = np.empty_like(x)
     for i in range(group):

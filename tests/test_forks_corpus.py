@@ -124,7 +124,7 @@ def test_enet_layer_by_layer_at_another_size(tmp_path: Path) -> None:
 
 def test_deeplab_interp_follows_the_input(tmp_path: Path) -> None:
     """DeepLab's test net, its data layer's top made an input; run at another size."""
-    checked, values, conversion = _run_layer_by_layer(
+    checked, _, conversion = _run_layer_by_layer(
         "deeplab-v2-vgg16-aspp", tmp_path, (1, 3, 97, 81), {"data": (1, 3, 65, 65)}
     )
     assert checked == {"Interp": 1}

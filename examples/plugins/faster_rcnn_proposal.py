@@ -112,9 +112,8 @@ def rpn_proposals(
         hs = torch.round(ws * ratio)
         for scale in scales:
             sw, sh = ws * scale, hs * scale
-            anchors.append(
-                torch.stack([cx - 0.5 * (sw - 1), cy - 0.5 * (sh - 1), cx + 0.5 * (sw - 1), cy + 0.5 * (sh - 1)])
-            )
+            half_w, half_h = 0.5 * (sw - 1), 0.5 * (sh - 1)
+            anchors.append(torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h]))
     base_anchors = torch.stack(anchors)
     count = base_anchors.shape[0]
     height, width = scores.shape[2], scores.shape[3]

@@ -80,7 +80,11 @@ def checked_import(statement: str, node: Node) -> str:
         tree = ast.parse(statement)
     except SyntaxError:
         tree = None
-    if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], ast.Import | ast.ImportFrom):
+    if (
+        tree is None
+        or len(tree.body) != 1
+        or not isinstance(tree.body[0], ast.Import | ast.ImportFrom)
+    ):
         raise ProtocaffeError.at(
             node.loc,
             f"the emitter declares {statement!r}, which is not one import statement",

@@ -122,7 +122,9 @@ def build_graph(
             continue
         if layer.type == "Silence" and all(b in dropped and b not in env for b in layer.bottoms):
             # DeepLab's test nets silence the label tops of their data layer.
-            reporter.note(layer.loc, "silences only training-only blobs; left out", layer.name, layer.type)
+            reporter.note(
+                layer.loc, "silences only training-only blobs; left out", layer.name, layer.type
+            )
             continue
         kind = lookup(layer.type)
         assert kind is not None
@@ -188,12 +190,15 @@ def build_graph(
     if not outputs:
         # Caffe would run such a net and report nothing (colorization's deploy net silences its
         # only result); a module must return something, so it returns what was silenced.
-        outputs = sorted((v for v in env.values() if v in silenced - consumed), key=lambda v: v.blob)
+        outputs = sorted(
+            (v for v in env.values() if v in silenced - consumed), key=lambda v: v.blob
+        )
         if outputs:
             names = ", ".join(v.blob for v in outputs)
             reporter.note(
                 SourceLoc(net.path),
-                f"every blob is consumed (Silence reads {names}); the module returns the silenced blobs",
+                f"every blob is consumed (Silence reads {names}); the module returns the "
+                "silenced blobs",
             )
     if not outputs:
         raise ProtocaffeError.at(SourceLoc(net.path), "the net has no output")

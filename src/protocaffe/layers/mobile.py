@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, NoAttrs, Shape
 from protocaffe.layers.base import BlobSpec, Emission, EmitContext, Layer, f32, fail, register
@@ -13,7 +15,7 @@ from protocaffe.layers.conv import ConvAttrs, Convolution, parse_conv
 
 
 @register
-class ConvolutionDepthwise(Convolution):
+class ConvolutionDepthwise(Layer):
     """farmingyard's depthwise convolution: output channel c convolves input channel c alone.
 
     Its weight blob is (C, 1, kh, kw), which is `nn.Conv2d(C, C, groups=C)`'s layout, so it is a
@@ -21,6 +23,7 @@ class ConvolutionDepthwise(Convolution):
     """
 
     types = ("ConvolutionDepthwise",)
+    _conv = Convolution()
 
     def parse(self, layer: LayerDef) -> ConvAttrs:
         return parse_conv(layer, transposed=False)
@@ -34,13 +37,21 @@ class ConvolutionDepthwise(Convolution):
                 f"num_output {attrs.num_output} must equal the input channels {channels} "
                 "(one filter per channel)",
             )
-        return super().infer(_depthwise(attrs, in_shapes), in_shapes, layer)
+        return self._conv.infer(_depthwise(attrs, in_shapes), in_shapes, layer)
 
     def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
-        return super().blobs(_depthwise(attrs, in_shapes), in_shapes)
+        return self._conv.blobs(_depthwise(attrs, in_shapes), in_shapes)
+
+    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        return self._conv.param_names(_depthwise(attrs, in_shapes), in_shapes)
+
+    def state(
+        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        return self._conv.state(_depthwise(attrs, in_shapes), in_shapes, blobs)
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        return super().emit(_depthwise(attrs, ctx.in_shapes), ctx)
+        return self._conv.emit(_depthwise(attrs, ctx.in_shapes), ctx)
 
 
 def _depthwise(attrs: Attrs, in_shapes: Sequence[Shape]) -> ConvAttrs:

@@ -156,15 +156,15 @@ class PriorBox(Layer):
                 ratios.append(np.float32(1.0) / ar)
         boxes: list[tuple[float, float]] = []
         for index, mn in enumerate(min_sizes):
-            boxes.append((f32(mn), f32(mn)))
+            boxes.append((f32(float(mn)), f32(float(mn))))
             if max_sizes:
-                side = np.sqrt(mn * max_sizes[index])
+                side = float(np.sqrt(mn * max_sizes[index]))
                 boxes.append((f32(side), f32(side)))
             for ar in ratios:
                 if abs(float(ar) - 1.0) < 1e-6:
                     continue
                 root = np.sqrt(ar)
-                boxes.append((f32(mn * root), f32(mn / root)))
+                boxes.append((f32(float(mn * root)), f32(float(mn / root))))
         variance = [f32(v) for v in p.variance]
         if len(variance) == 0:
             variance = [0.1]
