@@ -3,12 +3,20 @@ match the numpy references layer by layer, at input sizes other than the declare
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import forks_reference as ref
 import numpy as np
 import pytest
-from forks_support import CORPUS, convert_random, corpus_net, load_module, run_capturing
+from forks_support import (
+    CORPUS,
+    convert_random,
+    corpus_net,
+    load_module,
+    relative_error,
+    run_capturing,
+)
 
 from protocaffe.api import convert
 from protocaffe.errors import ProtocaffeError
@@ -146,3 +154,35 @@ def test_corpus_folder_is_present_or_skipped() -> None:
     if not CORPUS.is_dir():
         pytest.skip("no corpus")
     assert (CORPUS / "SOURCES.md").is_file()
+
+
+def _swap_axpy_operands(text: str) -> str:
+    """OpenCV 4.x imports Axpy as bottom[0] * bottom[2] + bottom[1], while SENet's layer is
+    bottom[0] * bottom[1] + bottom[2] (axpy_layer.cpp: top = y, then axpy(a, x)); giving OpenCV
+    the two operands swapped makes it compute SENet's value."""
+    pattern = re.compile(
+        r'(type: "Axpy"\s*bottom: "[^"]+"\s*)bottom: "([^"]+)"(\s*)bottom: "([^"]+)"'
+    )
+    swapped, count = pattern.subn(r'\1bottom: "\4"\3bottom: "\2"', text)
+    assert count > 0
+    return swapped
+
+
+@pytest.mark.parametrize("name", ["shufflenet-v1-1x-g3", "shufflenet-v2-1x", "se-resnet-50"])
+def test_mobile_nets_match_opencv_per_blob(name: str, tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    prototxt = corpus_net(name)
+    conversion, weights = convert_random(prototxt, tmp_path)
+    image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    ours = run_capturing(conversion, load_module(conversion), [image])
+    for_opencv = tmp_path / "opencv.prototxt"
+    text = prototxt.read_text()
+    for_opencv.write_text(_swap_axpy_operands(text) if "Axpy" in text else text)
+    net = cv2.dnn.readNetFromCaffe(str(for_opencv), str(weights))
+    net.enableFusion(False)
+    net.setInput(image)
+    names = [node.name for node in conversion.graph.nodes]
+    worst = 0.0
+    for node, reference in zip(conversion.graph.nodes, net.forward(names), strict=True):
+        worst = max(worst, relative_error(ours[node.outputs[0]], np.asarray(reference)))
+    assert worst < 5e-5
