@@ -75,7 +75,7 @@ def test_the_fixture_covers_the_interesting_cases(oracle_cases) -> None:
 SSD_NETS = [
     "mobilenet-ssd",
     "opencv-face-detector-res10-ssd",
-    "ssd-vgg16-voc0712-300",
+    pytest.param("ssd-vgg16-voc0712-300", marks=pytest.mark.slow),
     "yufacedetectnet-v2",
 ]
 
