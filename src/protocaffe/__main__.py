@@ -1,5 +1,3 @@
-import sys
+from protocaffe.cli import run
 
-from protocaffe.cli import main
-
-sys.exit(main())
+run()

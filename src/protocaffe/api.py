@@ -10,22 +10,22 @@ import os
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from protocaffe.backend.emit import Emitted, emit_module
 from protocaffe.backend.render import render_module
-from protocaffe.backend.weights import state_arrays
 from protocaffe.errors import Diagnostic, Reporter
-from protocaffe.frontend.caffemodel import read_caffemodel
 from protocaffe.frontend.prototxt import read_prototxt
 from protocaffe.ir.build import build_graph
 from protocaffe.ir.graph import Graph
 from protocaffe.passes import DEFAULT_PIPELINE, Pass, run_pipeline
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and torch only when weights are asked for: model.py alone needs neither
+    import numpy as np
     import torch
+
+    from protocaffe.backend.safetensors_writer import ProgressCallback
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,16 @@ class Conversion:
     class_name: str
     graph: Graph  # the IR after the passes
     emitted: Emitted
-    arrays: dict[str, np.ndarray] | None  # the state_dict as numpy arrays; None without weights
+    # The state_dict as numpy arrays, made one layer at a time on access (float32 weights are
+    # read-only views of the caffemodel's memory map); None without weights.
+    arrays: Mapping[str, np.ndarray] | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
     @property
     def state_dict(self) -> dict[str, torch.Tensor] | None:
         if self.arrays is None:
             return None
+        import numpy as np
         import torch
 
         return {k: torch.from_numpy(np.array(v)) for k, v in self.arrays.items()}
@@ -61,15 +64,81 @@ def convert(
     Raises `protocaffe.errors.ProtocaffeError` for bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
+    graph, emitted = _compile(prototxt, input_shapes, passes, reporter)
+    source = render_module(emitted.parts)
+    arrays = _weights(graph, emitted, caffemodel, reporter) if caffemodel is not None else None
+    return _conversion(source, graph, emitted, arrays, reporter)
+
+
+def write_conversion(
+    prototxt: str | os.PathLike[str],
+    caffemodel: str | os.PathLike[str] | None,
+    output: str | os.PathLike[str],
+    *,
+    fmt: str = "safetensors",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    passes: Sequence[Pass] = DEFAULT_PIPELINE,
+    reporter: Reporter | None = None,
+    progress: ProgressCallback | None = None,
+) -> Conversion:
+    """`convert`, writing `output`/model.py and, with weights, `output`/model.<fmt>.
+
+    Every check of the input (prototxt, caffemodel, blob shapes) is done before anything is
+    written. The weights are then copied in a second thread while this one renders and formats
+    model.py: the copy is mostly the kernel's (see backend/safetensors_writer.py), so on two
+    cores the two overlap. Both files appear only once both are complete.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from protocaffe.backend.weights import atomic_write, write_state_to, write_text
+
+    reporter = reporter if reporter is not None else Reporter()
+    graph, emitted = _compile(prototxt, input_shapes, passes, reporter)
+    out = Path(output)
+    if caffemodel is None:
+        source = render_module(emitted.parts)
+        write_text(out / "model.py", source)
+        return _conversion(source, graph, emitted, None, reporter)
+    arrays = _weights(graph, emitted, caffemodel, reporter)
+    suffix = "safetensors" if fmt == "safetensors" else "pt"
+    with atomic_write(out / f"model.{suffix}") as tmp, ThreadPoolExecutor(1) as pool:
+        copying = pool.submit(write_state_to, tmp, arrays, fmt, progress)
+        try:
+            source = render_module(emitted.parts)
+        finally:
+            copying.result()  # waits, and raises what the copy raised
+    write_text(out / "model.py", source)
+    return _conversion(source, graph, emitted, arrays, reporter)
+
+
+def _compile(
+    prototxt: str | os.PathLike[str],
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    passes: Sequence[Pass],
+    reporter: Reporter,
+) -> tuple[Graph, Emitted]:
     net = read_prototxt(prototxt, reporter)
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     graph = run_pipeline(build_graph(net, reporter, shapes), passes)
-    emitted = emit_module(graph)
-    source = render_module(emitted.parts)
-    arrays = None
-    if caffemodel is not None:
-        model = read_caffemodel(caffemodel)
-        arrays = state_arrays(graph, model, emitted.attrs, reporter)
+    return graph, emit_module(graph)
+
+
+def _weights(
+    graph: Graph, emitted: Emitted, caffemodel: str | os.PathLike[str], reporter: Reporter
+) -> Mapping[str, np.ndarray]:
+    from protocaffe.backend.weights import state_arrays
+    from protocaffe.frontend.caffemodel import read_caffemodel
+
+    return state_arrays(graph, read_caffemodel(caffemodel), emitted.attrs, reporter)
+
+
+def _conversion(
+    source: str,
+    graph: Graph,
+    emitted: Emitted,
+    arrays: Mapping[str, np.ndarray] | None,
+    reporter: Reporter,
+) -> Conversion:
     return Conversion(
         source=source,
         class_name=emitted.parts.class_name,

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from protocaffe.backend.safetensors_writer import ProgressCallback, write_safetensors
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
-from protocaffe.frontend.caffemodel import CaffeModel, LayerBlobs
-from protocaffe.ir.graph import Graph, Shape
+from protocaffe.ir.graph import Attrs, Graph, Shape
 from protocaffe.layers import lookup
+from protocaffe.layers.base import Layer
+
+if TYPE_CHECKING:  # numpy is imported only where weights are handled: model.py alone needs none
+    import numpy as np
+
+    from protocaffe.frontend.caffemodel import CaffeModel, LayerBlobs
 
 
 def _fits(actual: Shape, expected: Shape) -> bool:
@@ -26,21 +32,77 @@ def _fits(actual: Shape, expected: Shape) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class _NodeBlobs:
+    """One node's checked blobs as read (usually views of the caffemodel's memory map)."""
+
+    attr: str  # the module attribute that holds the node's parameters
+    layer: Layer
+    attrs: Attrs
+    in_shapes: tuple[Shape, ...]
+    blobs: tuple[np.ndarray, ...]
+    shapes: tuple[Shape, ...]  # what the prototxt needs each blob to be
+
+    def state(self) -> dict[str, np.ndarray]:
+        import numpy as np
+
+        # float32 blobs stay views of the file; only double data is converted, here.
+        blobs = [
+            np.asarray(blob, dtype=np.float32).reshape(shape)
+            for blob, shape in zip(self.blobs, self.shapes, strict=True)
+        ]
+        state = self.layer.state(self.attrs, self.in_shapes, blobs)
+        return {f"{self.attr}.{key}": array for key, array in state.items()}
+
+
+class StateArrays(Mapping[str, "np.ndarray"]):
+    """The state_dict (float32 numpy arrays) of the emitted module, made one layer at a time.
+
+    Nothing is converted up front: reading an entry runs its layer's `state` on that layer's
+    blobs only, so a float32 weight is a view of the caffemodel's memory map and a converted one
+    (double data, a transposed InnerProduct) exists only while it is being used. The last
+    layer's entries are kept, so that walking the items makes each layer once.
+    """
+
+    def __init__(self, nodes: Sequence[_NodeBlobs]) -> None:
+        self._nodes = tuple(nodes)
+        self._index: dict[str, int] = {}
+        for number, node in enumerate(self._nodes):
+            for key in node.state():  # views, or one converted layer at a time
+                self._index[key] = number
+        self._last: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def _state(self, number: int) -> dict[str, np.ndarray]:
+        if self._last is None or self._last[0] != number:
+            self._last = (number, self._nodes[number].state())
+        return self._last[1]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._state(self._index[key])[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
 def state_arrays(
     graph: Graph, model: CaffeModel, attrs: Mapping[str, str], reporter: Reporter
-) -> dict[str, np.ndarray]:
-    """The state_dict (as float32 numpy arrays) of the module emitted for `graph`.
+) -> StateArrays:
+    """The state_dict (as float32 numpy arrays, made on access) of the module emitted for `graph`.
 
     `attrs` maps node names to the module attributes that hold their parameters. Layers are
     matched by name; when the caffemodel has a name twice, the last one wins, as in Caffe.
+    Every blob's shape is checked here, before anything is written.
     """
     by_name: dict[str, LayerBlobs] = {layer.name: layer for layer in model.layers}
     used: set[str] = set()
-    state: dict[str, np.ndarray] = {}
+    nodes: list[_NodeBlobs] = []
     for node in graph.nodes:
         kind = lookup(node.op)
         assert kind is not None
-        in_shapes = [v.shape for v in node.inputs]
+        in_shapes = tuple(v.shape for v in node.inputs)
         specs = kind.blobs(node.attrs, in_shapes)
         if not specs:
             continue
@@ -61,7 +123,6 @@ def state_arrays(
                 node.name,
                 node.op,
             )
-        blobs: list[np.ndarray] = []
         for index, (blob, spec) in enumerate(zip(source.blobs, specs, strict=True)):
             if not _fits(tuple(blob.shape), spec.shape):
                 raise ProtocaffeError.at(
@@ -71,9 +132,16 @@ def state_arrays(
                     node.name,
                     node.op,
                 )
-            blobs.append(np.asarray(blob, dtype=np.float32).reshape(spec.shape))
-        for key, array in kind.state(node.attrs, in_shapes, blobs).items():
-            state[f"{attrs[node.name]}.{key}"] = array
+        nodes.append(
+            _NodeBlobs(
+                attrs[node.name],
+                kind,
+                node.attrs,
+                in_shapes,
+                source.blobs,
+                tuple(spec.shape for spec in specs),
+            )
+        )
     for layer in model.layers:
         if layer.name not in used and layer.blobs:
             reporter.note(
@@ -82,7 +150,13 @@ def state_arrays(
                 layer.name,
                 layer.type,
             )
-    return state
+    return StateArrays(nodes)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -90,6 +164,8 @@ def atomic_write(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it over `path` only if the body succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp makes the file private (0600); the outputs get the mode any new file gets.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -105,23 +181,47 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_state(path: Path, state: Mapping[str, np.ndarray], fmt: str) -> None:
-    """Write a state_dict as safetensors (default) or as a torch `.pt` file."""
-    writers: dict[str, Callable[[Path, Mapping[str, np.ndarray]], None]] = {
-        "safetensors": _write_safetensors,
-        "pt": _write_pt,
-    }
+def write_state(
+    path: Path,
+    state: Mapping[str, np.ndarray],
+    fmt: str,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Write a state_dict as safetensors (default) or as a torch `.pt` file, atomically.
+
+    safetensors is streamed tensor by tensor (see backend/safetensors_writer.py); `progress` is
+    called with (bytes written, total bytes) as it goes.
+    """
     with atomic_write(path) as tmp:
-        writers[fmt](tmp, state)
+        write_state_to(tmp, state, fmt, progress)
 
 
-def _write_safetensors(path: Path, state: Mapping[str, np.ndarray]) -> None:
-    from safetensors.numpy import save_file
+def write_state_to(
+    path: Path,
+    state: Mapping[str, np.ndarray],
+    fmt: str,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """`write_state` straight into `path` (a temporary file of the caller's `atomic_write`)."""
+    writers: dict[str, Callable[[Path, Mapping[str, np.ndarray], ProgressCallback | None], None]]
+    writers = {"safetensors": _write_safetensors, "pt": _write_pt}
+    writers[fmt](path, state, progress)
 
-    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(path))
+
+def _write_safetensors(
+    path: Path, state: Mapping[str, np.ndarray], progress: ProgressCallback | None
+) -> None:
+    from protocaffe.frontend.caffemodel import file_region
+
+    # "format": "pt" tells loaders such as transformers that these are PyTorch weights.
+    # file_region: float32 weights are copied from the caffemodel file by the kernel.
+    write_safetensors(path, state, metadata={"format": "pt"}, progress=progress, locate=file_region)
 
 
-def _write_pt(path: Path, state: Mapping[str, np.ndarray]) -> None:
+def _write_pt(
+    path: Path, state: Mapping[str, np.ndarray], progress: ProgressCallback | None
+) -> None:
+    import numpy as np
     import torch
 
     torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, str(path))

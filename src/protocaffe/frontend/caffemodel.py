@@ -47,7 +47,9 @@ from protocaffe.errors import ProtocaffeError, SourceLoc
 __all__ = [
     "V1_LAYER_TYPES",
     "CaffeModel",
+    "FileRegion",
     "LayerBlobs",
+    "file_region",
     "read_caffemodel",
     "read_caffemodel_protobuf",
     "write_caffemodel",
@@ -673,6 +675,52 @@ class _FastReader:
                 dims.append(_int64(value))
 
 
+class _FileMap(mmap.mmap):
+    """A read-only mapping of a caffemodel that remembers which file it maps (see file_region)."""
+
+    source: tuple[str, tuple[int, ...]] | None = None
+
+
+def _identity(info: os.stat_result) -> tuple[int, ...]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class FileRegion:
+    """Where an array's bytes lie in a caffemodel file: `path` from `offset` on.
+
+    `identity` (device, inode, size, mtime) lets a user check that the file at `path` is still
+    the one that was mapped before reading it again.
+    """
+
+    path: str
+    identity: tuple[int, ...]
+    offset: int
+
+    def same_file(self, info: os.stat_result) -> bool:
+        return _identity(info) == self.identity
+
+
+def file_region(array: npt.NDArray[Any]) -> FileRegion | None:
+    """The file region that holds `array`'s bytes, when it is a C-contiguous view of a mapping
+    made by `read_caffemodel`; else None. Lets a writer copy weights file to file in the kernel
+    (os.copy_file_range) without touching them."""
+    if not array.flags.c_contiguous:
+        return None
+    owner: object = array
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, memoryview):
+        owner = owner.obj
+    if not isinstance(owner, _FileMap) or owner.source is None or owner.closed:
+        return None
+    start = np.frombuffer(owner, dtype=np.uint8, count=1).__array_interface__["data"][0]
+    offset = array.__array_interface__["data"][0] - start
+    if not 0 <= offset <= len(owner) - array.nbytes:
+        return None
+    return FileRegion(owner.source[0], owner.source[1], offset)
+
+
 def _open_error(path: str, exc: OSError) -> ProtocaffeError:
     reason = exc.strerror or str(exc)
     return ProtocaffeError.at(SourceLoc(path), f"cannot read caffemodel: {reason}")
@@ -697,7 +745,8 @@ def read_caffemodel(path: str | os.PathLike[str]) -> CaffeModel:
             buf: _Buf = b""
             if stat.S_ISREG(info.st_mode) and info.st_size:
                 try:
-                    buf = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+                    buf = _FileMap(file.fileno(), 0, access=mmap.ACCESS_READ)
+                    buf.source = (name, _identity(info))
                 except (OSError, ValueError):  # a file system without mmap: read it
                     buf = file.read()
             elif not stat.S_ISREG(info.st_mode):  # a pipe or a device: read it

@@ -9,24 +9,31 @@ fields instead of failing, and records where each message and field was written.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
 
+# One match per token: the whitespace and comments before it, then the token itself (or, at a
+# character no token starts with, that character as `bad`; or nothing at the end of the text).
 _TOKEN = re.compile(
     r"""
-    (?P<ws>[ \t\r\n\f\v]+|\#[^\n]*)
-  | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-  | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[fF]?)
-  | (?P<ident>[-+]?[A-Za-z_][A-Za-z0-9_.]*)
-  | (?P<punct>[{}<>\[\]:,;])
+    (?:[ \t\r\n\f\v]+|\#[^\n]*)*
+    (?:
+        (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+      | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[fF]?)
+      | (?P<ident>[-+]?[A-Za-z_][A-Za-z0-9_.]*)
+      | (?P<punct>[{}<>\[\]:,;])
+      | (?P<bad>[\s\S])
+    )?
     """,
     re.VERBOSE,
 )
@@ -34,6 +41,7 @@ _TOKEN = re.compile(
 _CLOSE = {"{": "}", "<": ">"}
 
 
+@functools.cache
 def _repeated(fd: Any) -> bool:
     # protobuf 6 added `is_repeated`; protobuf 7 removed `label`.
     flag = getattr(fd, "is_repeated", None)
@@ -42,52 +50,84 @@ def _repeated(fd: Any) -> bool:
     return bool(fd.label == FieldDescriptor.LABEL_REPEATED)
 
 
-@dataclass(frozen=True)
-class Token:
+class _Source:
+    """A text's path and line starts, to turn offsets into locations when one is needed."""
+
+    __slots__ = ("newlines", "path")
+
+    def __init__(self, text: str, path: str) -> None:
+        self.path = path
+        self.newlines = [m.start() for m in re.finditer("\n", text)]
+
+    def loc(self, pos: int) -> SourceLoc:
+        before = bisect.bisect_left(self.newlines, pos)  # newlines before `pos`
+        line_start = self.newlines[before - 1] + 1 if before else 0
+        return SourceLoc(self.path, before + 1, pos - line_start + 1)
+
+
+class Token(NamedTuple):
     kind: str
     text: str
-    loc: SourceLoc
+    pos: int
+    source: _Source
+
+    @property
+    def loc(self) -> SourceLoc:
+        return self.source.loc(self.pos)
 
 
 def _tokenize(text: str, path: str) -> Iterator[Token]:
+    """Tokens, then one "eof" token. Locations are computed only for the tokens asked about:
+    making a SourceLoc for each of ResNet-152's 15,000 tokens cost more than the parse."""
+    source = _Source(text, path)
+    match = _TOKEN.match
+    new_token = tuple.__new__  # Token(...) without NamedTuple's Python-level __new__
     pos = 0
-    line = 1
-    line_start = 0
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        loc = SourceLoc(path, line, pos - line_start + 1)
-        if match is None:
-            raise ProtocaffeError.at(loc, f"syntax error: unexpected character {text[pos]!r}")
-        kind = match.lastgroup or ""
-        value = match.group()
-        if kind != "ws":
-            yield Token(kind, value, loc)
-        newlines = value.count("\n")
-        if newlines:
-            line += newlines
-            line_start = match.start() + value.rindex("\n") + 1
-        pos = match.end()
-    yield Token("eof", "", SourceLoc(path, line, pos - line_start + 1))
+    end = len(text)
+    while True:
+        found = match(text, pos)
+        assert found is not None  # every part of the pattern is optional
+        kind = found.lastgroup
+        if kind is None:  # only whitespace and comments were left
+            yield Token("eof", "", end, source)
+            return
+        start, pos = found.span(kind)
+        if kind == "bad":
+            raise ProtocaffeError.at(
+                source.loc(start), f"syntax error: unexpected character {text[start]!r}"
+            )
+        yield new_token(Token, (kind, text[start:pos], start, source))
 
 
 @dataclass
 class Locations:
-    """Where messages and fields were written: keyed by message identity (`id`)."""
+    """Where messages and fields were written: keyed by message identity (`id`).
 
-    messages: dict[int, SourceLoc] = field(default_factory=dict)
-    fields: dict[tuple[int, str], SourceLoc] = field(default_factory=dict)
+    A place may be stored as the Token written there; it becomes a SourceLoc when first asked
+    for (most are never asked for, and making them all cost a quarter of the parse).
+    """
+
+    messages: dict[int, SourceLoc | Token] = field(default_factory=dict)
+    fields: dict[tuple[int, str], SourceLoc | Token] = field(default_factory=dict)
     # Messages are kept alive here so that their ids stay unique for the parse's lifetime.
     _keep: list[Message] = field(default_factory=list)
 
-    def record(self, msg: Message, loc: SourceLoc) -> None:
+    def record(self, msg: Message, loc: SourceLoc | Token) -> None:
         self.messages[id(msg)] = loc
         self._keep.append(msg)
 
     def of(self, msg: Message) -> SourceLoc | None:
-        return self.messages.get(id(msg))
+        return _resolve(self.messages, id(msg))
 
     def of_field(self, msg: Message, name: str) -> SourceLoc | None:
-        return self.fields.get((id(msg), name))
+        return _resolve(self.fields, (id(msg), name))
+
+
+def _resolve(places: dict[Any, SourceLoc | Token], key: Any) -> SourceLoc | None:
+    place = places.get(key)
+    if isinstance(place, Token):
+        place = places[key] = place.loc
+    return place
 
 
 _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
@@ -116,6 +156,31 @@ def _unquote(token: str) -> str:
         return _SIMPLE_ESCAPES.get(esc, esc)
 
     return _UNESCAPE.sub(replace, token[1:-1])
+
+
+class _Field(NamedTuple):
+    """What the parser needs of a field descriptor, looked up once per field of the schema."""
+
+    fd: Any
+    name: str
+    repeated: bool
+    message: bool  # a message or group: parsed as a nested block
+    text: bool  # a string or bytes: adjacent literals concatenate
+
+
+@functools.cache
+def _field(descriptor: Any, name: str) -> _Field | None:
+    fd = descriptor.fields_by_name.get(name)
+    if fd is None:
+        return None
+    kind = fd.type
+    return _Field(
+        fd,
+        fd.name,
+        _repeated(fd),
+        kind in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP),
+        kind in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES),
+    )
 
 
 class _Parser:
@@ -159,60 +224,61 @@ class _Parser:
 
     def _parse_field(self, msg: Message, name_tok: Token) -> None:
         descriptor = msg.DESCRIPTOR
-        fd = descriptor.fields_by_name.get(name_tok.text)
-        has_colon = self._tok.kind == "punct" and self._tok.text == ":"
-        if has_colon:
+        known = _field(descriptor, name_tok.text)
+        tok = self._tok
+        if tok.kind == "punct" and tok.text == ":":
             self._advance()
-        if fd is None:
+        if known is None:
             self._reporter.warn(
                 name_tok.loc,
                 f"unknown field '{name_tok.text}' in {descriptor.name}; ignored",
             )
             self._skip_value()
             return
-        self._locations.fields[(id(msg), fd.name)] = name_tok.loc
-        if not _repeated(fd) and msg.HasField(fd.name):
+        self._locations.fields[(id(msg), known.name)] = name_tok
+        if not known.repeated and msg.HasField(known.name):
             raise ProtocaffeError.at(
-                name_tok.loc, f"field '{fd.name}' of {descriptor.name} is given more than once"
+                name_tok.loc, f"field '{known.name}' of {descriptor.name} is given more than once"
             )
         if self._tok.kind == "punct" and self._tok.text == "[":
             self._advance()
             while not (self._tok.kind == "punct" and self._tok.text == "]"):
-                self._parse_value(msg, fd, name_tok)
+                self._parse_value(msg, known, name_tok)
                 if self._tok.kind == "punct" and self._tok.text == ",":
                     self._advance()
             self._advance()
         else:
-            self._parse_value(msg, fd, name_tok)
+            self._parse_value(msg, known, name_tok)
 
-    def _parse_value(self, msg: Message, fd: Any, name_tok: Token) -> None:
-        if fd.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
+    def _parse_value(self, msg: Message, known: _Field, name_tok: Token) -> None:
+        fd = known.fd
+        if known.message:
             open_tok = self._tok
             if open_tok.kind != "punct" or open_tok.text not in _CLOSE:
                 raise ProtocaffeError.at(
-                    open_tok.loc, f"syntax error: expected '{{' after '{fd.name}'"
+                    open_tok.loc, f"syntax error: expected '{{' after '{known.name}'"
                 )
             self._advance()
-            if _repeated(fd):
-                sub = getattr(msg, fd.name).add()
+            if known.repeated:
+                sub = getattr(msg, known.name).add()
             else:
-                sub = getattr(msg, fd.name)
+                sub = getattr(msg, known.name)
                 sub.SetInParent()
-            self._locations.record(sub, name_tok.loc)
+            self._locations.record(sub, name_tok)
             self.parse_message(sub, _CLOSE[open_tok.text])
             return
         tok = self._advance()
         value = _convert_scalar(fd, tok)
         # Adjacent string literals concatenate, as in C.
-        if fd.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+        if known.text:
             while self._tok.kind == "string":
                 value = str(value) + _unquote(self._advance().text)
             if fd.type == FieldDescriptor.TYPE_BYTES:
                 value = str(value).encode("latin-1", errors="replace")
-        if _repeated(fd):
-            getattr(msg, fd.name).append(value)
+        if known.repeated:
+            getattr(msg, known.name).append(value)
         else:
-            setattr(msg, fd.name, value)
+            setattr(msg, known.name, value)
 
     def _skip_value(self) -> None:
         tok = self._tok

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from protocaffe.errors import SourceLoc
 
@@ -65,10 +66,27 @@ class Graph:
     aliases: tuple[tuple[Value, Value], ...] = field(default=())
 
     def users(self, value: Value) -> Iterator[Node]:
-        return (n for n in self.nodes if value in n.inputs)
+        """The nodes that read `value`, in graph order (each once)."""
+        return iter(self._users.get(value, ()))
 
     def producer(self, value: Value) -> Node | None:
+        return self._producers.get(value)
+
+    # Indexes made on first use (a Graph never changes), so that a pass asking about every
+    # node's users costs O(n), not O(n^2). cached_property stores them in the instance's
+    # __dict__, outside the dataclass fields: equality and hashing ignore them.
+    @cached_property
+    def _users(self) -> dict[Value, tuple[Node, ...]]:
+        found: dict[Value, list[Node]] = {}
         for node in self.nodes:
-            if value in node.outputs:
-                return node
-        return None
+            for value in dict.fromkeys(node.inputs):
+                found.setdefault(value, []).append(node)
+        return {value: tuple(nodes) for value, nodes in found.items()}
+
+    @cached_property
+    def _producers(self) -> dict[Value, Node]:
+        found: dict[Value, Node] = {}
+        for node in self.nodes:
+            for value in node.outputs:
+                found.setdefault(value, node)  # the first, as the linear search found it
+        return found

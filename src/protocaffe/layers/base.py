@@ -10,16 +10,21 @@ A layer family is a subclass of `Layer` registered under one or more Caffe type 
 
 from __future__ import annotations
 
+import decimal
 import enum
+import functools
+import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from protocaffe.errors import ProtocaffeError, SourceLoc
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, NoAttrs, Shape
+
+if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
+    import numpy as np
 
 
 class Init(enum.Enum):
@@ -185,7 +190,44 @@ def f32(value: float) -> float:
     protobuf stores Caffe's float fields as float32; printing them as Python floats would show
     0.0010000000474974513 for 0.001. Both round to the same float32, which is what Caffe uses.
     """
-    return float(repr(np.float32(value)).removeprefix("np.float32(").removesuffix(")"))
+    try:
+        (single,) = struct.unpack("<f", struct.pack("<f", value))
+    except OverflowError:  # rounds past float32's largest value, to infinity as numpy does
+        return math.copysign(math.inf, value)
+    if single == 0 or not math.isfinite(single):
+        return float(single)
+    return float(_shortest_f32(single))
+
+
+def _as_f32(value: float) -> float:
+    try:
+        return float(struct.unpack("<f", struct.pack("<f", value))[0])
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shortest_f32(single: float) -> str:
+    """The fewest significant digits that read back as the float32 `single`, the closest such
+    decimal when there are several (what numpy's repr of a float32 prints). Plain Python, so
+    that generating model.py does not import numpy."""
+    for digits in range(1, 10):
+        text = f"{single:.{digits - 1}e}"  # the closest decimal with this many digits
+        if _as_f32(float(text)) == single:
+            return text
+        # It may fall just outside the float32's rounding interval where that interval is
+        # lopsided (at a power of two) while a neighbour falls inside it.
+        mantissa, exponent = text.split("e")
+        step = decimal.Decimal(1).scaleb(1 - digits)
+        inside = [
+            f"{candidate}e{exponent}"
+            for candidate in (decimal.Decimal(mantissa) - step, decimal.Decimal(mantissa) + step)
+            if _as_f32(float(f"{candidate}e{exponent}")) == single
+        ]
+        if inside:
+            exact = decimal.Decimal(single)
+            return min(inside, key=lambda t: abs(decimal.Decimal(t) - exact))
+    return repr(single)
 
 
 def fmt_shape(shape: Shape) -> str:

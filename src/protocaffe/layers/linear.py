@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
@@ -22,6 +21,9 @@ from protocaffe.layers.base import (
     register,
     tuple_expr,
 )
+
+if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class InnerProduct(Layer):
         self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
     ) -> dict[str, np.ndarray]:
         assert isinstance(attrs, InnerProductAttrs)
+        import numpy as np
+
         weight = np.ascontiguousarray(blobs[0].T) if attrs.transpose else blobs[0]
         return dict(zip(self.param_names(attrs, in_shapes), [weight, *blobs[1:]], strict=True))
 

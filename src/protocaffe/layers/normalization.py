@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
@@ -21,6 +20,9 @@ from protocaffe.layers.base import (
     fail,
     register,
 )
+
+if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,8 @@ class BatchNorm(Layer):
         assert isinstance(attrs, BatchNormAttrs)
         if not attrs.use_global_stats:
             return {}
+        import numpy as np
+
         factor = float(blobs[2].reshape(-1)[0])
         scale = np.float32(0.0 if factor == 0 else 1.0 / factor)
         return {"running_mean": blobs[0] * scale, "running_var": blobs[1] * scale}
