@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, NoAttrs, Shape
 from protocaffe.layers.base import BlobSpec, Emission, EmitContext, Layer, f32, fail, register
 from protocaffe.layers.conv import ConvAttrs, Convolution, parse_conv
+
+if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
+    import numpy as np
 
 
 @register

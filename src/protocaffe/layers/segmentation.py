@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
@@ -22,6 +21,9 @@ from protocaffe.layers.base import (
     register,
     tuple_expr,
 )
+
+if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
+    import numpy as np
 
 LEARN, INFERENCE = 0, 1
 # SegNet's BN hard-codes its variance epsilon (bn_layer.cpp: var_eps_ = 1e-9).

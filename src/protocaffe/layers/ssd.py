@@ -4,10 +4,10 @@ DetectionOutput."""
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
@@ -23,6 +23,9 @@ from protocaffe.layers.base import (
     register,
     tuple_expr,
 )
+
+if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,11 @@ class PriorBoxAttrs(Attrs):
     offset: float
 
 
-def _f32s(values: Sequence[float]) -> list[np.float32]:
-    return [np.float32(v) for v in values]
+def single(value: float) -> float:
+    """`value` rounded to float32. One +, -, *, / or sqrt of float32 operands done in double
+    and rounded once gives exactly the float32 operation's result, so this reproduces Caffe's
+    float arithmetic."""
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
 
 
 @register
@@ -138,8 +144,8 @@ class PriorBox(Layer):
 
     def parse(self, layer: LayerDef) -> PriorBoxAttrs:
         p = layer.param.prior_box_param
-        min_sizes = _f32s(p.min_size)
-        max_sizes = _f32s(p.max_size)
+        min_sizes = [single(v) for v in p.min_size]
+        max_sizes = [single(v) for v in p.max_size]
         if not min_sizes or any(s <= 0 for s in min_sizes):
             raise fail(layer, "PriorBox needs positive min_size values")
         if max_sizes and len(max_sizes) != len(min_sizes):
@@ -147,24 +153,25 @@ class PriorBox(Layer):
         if any(mx <= mn for mn, mx in zip(min_sizes, max_sizes, strict=False)):
             raise fail(layer, "each max_size must be greater than its min_size")
         # Aspect ratios as PriorBoxLayer::LayerSetUp builds them: 1 first, no repeats, flips.
-        ratios: list[np.float32] = [np.float32(1.0)]
-        for ar in _f32s(p.aspect_ratio):
-            if any(abs(float(ar) - float(r)) < 1e-6 for r in ratios):
+        ratios = [1.0]
+        for ar in (single(v) for v in p.aspect_ratio):
+            if any(abs(ar - r) < 1e-6 for r in ratios):
                 continue
             ratios.append(ar)
             if p.flip:
-                ratios.append(np.float32(1.0) / ar)
+                ratios.append(single(1.0 / ar))
+        # Box sides in float32, as Caffe computes them (sqrt of a float is a float).
         boxes: list[tuple[float, float]] = []
         for index, mn in enumerate(min_sizes):
-            boxes.append((f32(float(mn)), f32(float(mn))))
+            boxes.append((f32(mn), f32(mn)))
             if max_sizes:
-                side = float(np.sqrt(mn * max_sizes[index]))
+                side = single(math.sqrt(single(mn * max_sizes[index])))
                 boxes.append((f32(side), f32(side)))
             for ar in ratios:
-                if abs(float(ar) - 1.0) < 1e-6:
+                if abs(ar - 1.0) < 1e-6:
                     continue
-                root = np.sqrt(ar)
-                boxes.append((f32(float(mn * root)), f32(float(mn / root))))
+                root = single(math.sqrt(ar))
+                boxes.append((f32(single(mn * root)), f32(single(mn / root))))
         variance = [f32(v) for v in p.variance]
         if len(variance) == 0:
             variance = [0.1]
