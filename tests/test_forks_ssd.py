@@ -10,6 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import forks_reference as ref
 import numpy as np
 import pytest
 import torch
@@ -173,5 +174,40 @@ def test_corpus_detections_match_real_caffe(name: str, threshold: str, tmp_path:
     with torch.no_grad():
         ours = load_module(conversion)(torch.from_numpy(image)).numpy()
     assert ours.shape == reference.shape and ours.shape[2] > 50
+    np.testing.assert_array_equal(ours[..., :2], reference[..., :2])
+    np.testing.assert_allclose(ours[..., 2:], reference[..., 2:], rtol=0, atol=1e-5)
+
+
+def test_many_candidates_without_top_k_match_numpy_reference(oracle_cases) -> None:
+    """The fixture's inputs tiled to 3 x 222 priors, no top_k and an adaptive eta: NMS runs over
+    more candidates than one overlap block holds."""
+    _, expected = oracle_cases
+    loc = np.tile(expected["input:loc"].reshape(2, -1, 4), (1, 3, 1)).reshape(2, -1)
+    loc = loc + np.random.default_rng(3).normal(0, 0.05, loc.shape).astype(np.float32)
+    conf = np.tile(expected["conf"], (1, 3, 1)).reshape(2, -1)
+    prior = np.tile(expected["priors"].reshape(1, 2, -1, 4), (1, 1, 3, 1)).reshape(1, 2, -1)
+    source = (Path(__file__).resolve().parents[1] / "templates" / "helpers").joinpath(
+        "detection_output.py"
+    )
+    namespace: dict[str, object] = {"torch": torch, "Optional": __import__("typing").Optional}
+    exec(compile(source.read_text(), str(source), "exec"), namespace)
+    detection_output = namespace["detection_output"]
+    ours = detection_output(  # type: ignore[operator]
+        torch.from_numpy(loc),
+        torch.from_numpy(conf),
+        torch.from_numpy(prior),
+        num_classes=4,
+        share_location=True,
+        background_label=0,
+        code_type="CENTER_SIZE",
+        variance_encoded_in_target=False,
+        confidence_threshold=0.2,
+        nms_threshold=0.7,
+        top_k=-1,
+        eta=0.9,
+        keep_top_k=150,
+    ).numpy()
+    reference = ref.detection_output_center_size(loc, conf, prior, 4, 0.2, 0.7, 0.9, 150)
+    assert ours.shape == reference.shape and ours.shape[2] == 2 * 150  # keep_top_k per image
     np.testing.assert_array_equal(ours[..., :2], reference[..., :2])
     np.testing.assert_allclose(ours[..., 2:], reference[..., 2:], rtol=0, atol=1e-5)

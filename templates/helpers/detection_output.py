@@ -47,22 +47,27 @@ def _nms(
     if top_k > -1:
         candidates = candidates[:top_k]
     chosen = boxes[candidates]
-    low = torch.maximum(chosen[:, None, :2], chosen[None, :, :2])
-    high = torch.minimum(chosen[:, None, 2:], chosen[None, :, 2:])
-    inter_w, inter_h = high[..., 0] - low[..., 0], high[..., 1] - low[..., 1]
-    inter = inter_w * inter_h
     sizes = _box_sizes(chosen)
-    union = sizes[:, None] + sizes[None, :] - inter
-    overlaps = torch.where(
-        (inter_w > 0) & (inter_h > 0), inter / torch.where(union == 0, 1.0, union), 0.0
-    ).tolist()
     kept: list[int] = []
     threshold = nms_threshold
-    for i in range(len(overlaps)):
-        if all(overlaps[i][j] <= threshold for j in kept):
-            kept.append(i)
-            if eta < 1 and threshold > 0.5:
-                threshold *= eta
+    # Overlaps of a block of candidates with every candidate at once; blocks bound the memory
+    # when there is no top_k (thousands of candidates).
+    block = 256
+    for start in range(0, chosen.shape[0], block):
+        rows = chosen[start : start + block]
+        low = torch.maximum(rows[:, None, :2], chosen[None, :, :2])
+        high = torch.minimum(rows[:, None, 2:], chosen[None, :, 2:])
+        inter_w, inter_h = high[..., 0] - low[..., 0], high[..., 1] - low[..., 1]
+        inter = inter_w * inter_h
+        union = sizes[start : start + block, None] + sizes[None, :] - inter
+        overlaps = torch.where(
+            (inter_w > 0) & (inter_h > 0), inter / torch.where(union == 0, 1.0, union), 0.0
+        ).tolist()
+        for offset, row in enumerate(overlaps):
+            if all(row[j] <= threshold for j in kept):
+                kept.append(start + offset)
+                if eta < 1 and threshold > 0.5:
+                    threshold *= eta
     return candidates[kept]
 
 
