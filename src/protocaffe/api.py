@@ -101,13 +101,19 @@ def write_conversion(
         return _conversion(source, graph, emitted, None, reporter)
     arrays = _weights(graph, emitted, caffemodel, reporter)
     suffix = "safetensors" if fmt == "safetensors" else "pt"
-    with atomic_write(out / f"model.{suffix}") as tmp, ThreadPoolExecutor(1) as pool:
+    # Nested: both files are complete before either replaces the previous one, so a run killed
+    # part way leaves the previous pair, which still belong together.
+    with (
+        atomic_write(out / "model.py") as model_tmp,
+        atomic_write(out / f"model.{suffix}") as tmp,
+        ThreadPoolExecutor(1) as pool,
+    ):
         copying = pool.submit(write_state_to, tmp, arrays, fmt, progress)
         try:
             source = render_module(emitted.parts)
         finally:
             copying.result()  # waits, and raises what the copy raised
-    write_text(out / "model.py", source)
+        model_tmp.write_text(source, encoding="utf-8")
     return _conversion(source, graph, emitted, arrays, reporter)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from protocaffe import __version__
-from protocaffe.errors import ProtocaffeError, Reporter, Severity
+from protocaffe.errors import ProtocaffeError, Reporter, Severity, SourceLoc
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 
@@ -114,6 +114,10 @@ def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
             reporter=reporter,
             progress=bar,
         )
+    except OSError as exc:
+        raise ProtocaffeError.at(
+            SourceLoc(args.output), f"cannot write: {exc.strerror or exc}"
+        ) from None
     finally:
         if bar is not None:
             bar.close()
@@ -147,6 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug in protocaffe: still one line, never a traceback
+        _report(reporter, args.quiet)
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(
+            f"protocaffe: internal error ({message}); please report it with the input files",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     _report(reporter, args.quiet)
     return status
 

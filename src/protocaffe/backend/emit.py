@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass
 
 from protocaffe import __version__
-from protocaffe.backend.helpers import helper_source
+from protocaffe.backend.helpers import helper_names, helper_source
 from protocaffe.errors import ProtocaffeError
 from protocaffe.ir.graph import Graph, Node, Value
-from protocaffe.ir.names import RULE, Namespace, sanitize
+from protocaffe.ir.names import RESERVED, RULE, Namespace, sanitize
 from protocaffe.layers import lookup
 from protocaffe.layers.base import EmitContext, fmt_shape
 
@@ -27,9 +27,11 @@ def comment_text(text: str) -> str:
 
 
 def doc_text(text: str) -> str:
-    """`text` quoted for a docstring: repr() escapes line breaks and backslashes, and every
-    double quote is escaped so that no triple quote can close the docstring early."""
-    return repr(text).replace('"', '\\"')
+    """`text` quoted for a docstring, so that the docstring's value holds its repr() and not the
+    raw characters (help() must not print a name's newlines or terminal escapes): repr() escapes
+    them, its backslashes are doubled, and every double quote is escaped so that no triple quote
+    can close the docstring early."""
+    return repr(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
 # Where black wraps lines in the generated file; a trace comment that would not fit after its
@@ -100,7 +102,8 @@ def class_name_for(net_name: str) -> str:
     if ident[0].isdigit():
         ident = "Net" + ident
     ident = ident[0].upper() + ident[1:]
-    return ident if ident not in {"Scale", "Bias"} else ident + "Net"
+    # Capitalising can make a reserved name ("none" -> None, "f" -> F) or a helper's name.
+    return ident + "Net" if ident in RESERVED or ident in helper_names() else ident
 
 
 def shown_source(path: str) -> str:
@@ -118,7 +121,8 @@ def _value_name(value: Value, node: Node | None) -> str:
 
 def emit_module(graph: Graph) -> Emitted:
     attrs_ns = Namespace()
-    locals_ns = Namespace()
+    # A local named like a helper function would shadow it inside forward().
+    locals_ns = Namespace(RESERVED | helper_names())
     local: dict[Value, str] = {}
     for value in graph.inputs:
         local[value] = locals_ns.name(value, value.blob)
@@ -128,10 +132,11 @@ def emit_module(graph: Graph) -> Emitted:
     helpers: list[str] = []
     extra_imports: set[str] = set()  # declared by plugin emitters
     node_attrs: dict[str, str] = {}
-    for node in graph.nodes:
+    for index, node in enumerate(graph.nodes):
         kind = lookup(node.op)
         assert kind is not None, node.op
-        attr = attrs_ns.name(("node", node.name), node.name)
+        # Keyed by the node itself: two layers may share a name (Caffe allows it).
+        attr = attrs_ns.name(("node", index), node.name)
         ctx = EmitContext(
             attr=attr,
             inputs=tuple(local[v] for v in node.inputs),

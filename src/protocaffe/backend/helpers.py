@@ -7,6 +7,7 @@ reads them from the repository. This module is the one place that knows both.
 
 from __future__ import annotations
 
+import ast
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -46,3 +47,31 @@ def helper_source(name: str) -> str:
 @cache
 def _template_helper(name: str) -> str:
     return (templates_dir() / "helpers" / f"{name}.py").read_text(encoding="utf-8").rstrip() + "\n"
+
+
+def helper_names() -> frozenset[str]:
+    """The names every helper snippet binds at module level (the templates' and the plugins').
+
+    Generated code may call any of them, so no layer or blob may take one of these names."""
+    plugin_names = (_bound_names(source) for source in _PLUGIN_HELPERS.values())
+    return _template_helper_names().union(*plugin_names)
+
+
+@lru_cache(maxsize=1)
+def _template_helper_names() -> frozenset[str]:
+    names = [
+        _bound_names(path.read_text(encoding="utf-8"))
+        for path in (templates_dir() / "helpers").glob("*.py")
+    ]
+    return frozenset().union(*names)
+
+
+def _bound_names(source: str) -> frozenset[str]:
+    """Top-level def/class/assignment names of a helper (a file may hold private helpers too)."""
+    names: set[str] = set()
+    for statement in ast.parse(source).body:
+        if isinstance(statement, ast.FunctionDef | ast.ClassDef):
+            names.add(statement.name)
+        elif isinstance(statement, ast.Assign):
+            names.update(t.id for t in statement.targets if isinstance(t, ast.Name))
+    return frozenset(names)

@@ -130,32 +130,57 @@ def _resolve(places: dict[Any, SourceLoc | Token], key: Any) -> SourceLoc | None
     return place
 
 
-_UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
+_UNESCAPE = re.compile(
+    r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)", re.DOTALL
+)
 _SIMPLE_ESCAPES = {
-    "n": "\n",
-    "t": "\t",
-    "r": "\r",
-    "a": "\a",
-    "b": "\b",
-    "f": "\f",
-    "v": "\v",
-    "\\": "\\",
-    "'": "'",
-    '"': '"',
-    "?": "?",
+    "n": b"\n",
+    "t": b"\t",
+    "r": b"\r",
+    "a": b"\a",
+    "b": b"\b",
+    "f": b"\f",
+    "v": b"\v",
+    "\\": b"\\",
+    "'": b"'",
+    '"': b'"',
+    "?": b"?",
 }
 
 
-def _unquote(token: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        esc = match.group(1)
-        if esc[0] in "xX" and len(esc) > 1:
-            return chr(int(esc[1:], 16))
-        if esc[0].isdigit():
-            return chr(int(esc, 8))
-        return _SIMPLE_ESCAPES.get(esc, esc)
+def _unquote(token: str) -> bytes:
+    r"""The bytes a quoted literal stands for, as protobuf reads them: `\xHH` and octal escapes
+    are bytes, `\uXXXX` and `\UXXXXXXXX` are code points in UTF-8, other text is UTF-8."""
 
-    return _UNESCAPE.sub(replace, token[1:-1])
+    def escape(esc: str) -> bytes:
+        if esc[0] == "x" and len(esc) > 1:
+            return bytes([int(esc[1:], 16)])
+        if esc[0].isdigit():
+            return bytes([int(esc, 8) & 0xFF])  # protobuf keeps the low byte of \400 .. \777
+        if esc[0] in "uU" and len(esc) > 1:
+            return chr(min(int(esc[1:], 16), 0x10FFFF)).encode("utf-8", "surrogatepass")
+        return _SIMPLE_ESCAPES.get(esc, esc.encode("utf-8"))
+
+    body = token[1:-1]
+    out = bytearray()
+    pos = 0
+    for match in _UNESCAPE.finditer(body):
+        out += body[pos : match.start()].encode("utf-8")
+        out += escape(match.group(1))
+        pos = match.end()
+    out += body[pos:].encode("utf-8")
+    return bytes(out)
+
+
+def _text(raw: bytes, tok: Token) -> str:
+    """A string field's value. Caffe strings are UTF-8 (protobuf refuses anything else), so
+    escapes that spell invalid UTF-8 are an error here rather than a mangled name."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocaffeError.at(
+            tok.loc, f"string is not valid UTF-8 after its escapes (byte {exc.start})"
+        ) from None
 
 
 class _Field(NamedTuple):
@@ -192,7 +217,8 @@ class _Parser:
 
     def _advance(self) -> Token:
         tok = self._tok
-        self._tok = next(self._tokens)
+        if tok.kind != "eof":  # the end stays the end: a caller that reads on sees "eof" again
+            self._tok = next(self._tokens)
         return tok
 
     def _expect(self, text: str) -> Token:
@@ -203,11 +229,16 @@ class _Parser:
             )
         return self._advance()
 
-    def parse_message(self, msg: Message, close: str | None) -> None:
+    def parse_message(self, msg: Message, close: str | None, opened: Token | None = None) -> None:
         while True:
             tok = self._tok
             if close is None and tok.kind == "eof":
                 return
+            if tok.kind == "eof" and opened is not None:
+                where = f"{opened.loc.line}:{opened.loc.col}"
+                raise ProtocaffeError.at(
+                    tok.loc, f"syntax error: '{opened.text}' at {where} is never closed"
+                )
             if close is not None and tok.kind == "punct" and tok.text == close:
                 self._advance()
                 return
@@ -265,16 +296,16 @@ class _Parser:
                 sub = getattr(msg, known.name)
                 sub.SetInParent()
             self._locations.record(sub, name_tok)
-            self.parse_message(sub, _CLOSE[open_tok.text])
+            self.parse_message(sub, _CLOSE[open_tok.text], open_tok)
             return
         tok = self._advance()
         value = _convert_scalar(fd, tok)
-        # Adjacent string literals concatenate, as in C.
-        if known.text:
+        if isinstance(value, bytes):
+            # Adjacent string literals concatenate, as in C.
             while self._tok.kind == "string":
-                value = str(value) + _unquote(self._advance().text)
-            if fd.type == FieldDescriptor.TYPE_BYTES:
-                value = str(value).encode("latin-1", errors="replace")
+                value += _unquote(self._advance().text)
+            if fd.type == FieldDescriptor.TYPE_STRING:
+                value = _text(value, tok)
         if known.repeated:
             getattr(msg, known.name).append(value)
         else:

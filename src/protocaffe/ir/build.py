@@ -8,6 +8,7 @@ bottoms, tops defined twice, shape mismatches) carry the layer's location.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 
 from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc
@@ -90,6 +91,7 @@ def build_graph(
     inputs: list[Value] = []
     nodes: list[Node] = []
     dropped: dict[str, LayerDef] = {}
+    weighted: dict[str, LayerDef] = {}
     later_tops = _later_producers(net)
 
     def define_input(name: str, shape: Shape, loc: SourceLoc, layer: LayerDef | None) -> None:
@@ -145,7 +147,21 @@ def build_graph(
                 layer.name,
                 layer.type,
             )
+        repeated = sorted(top for top, count in Counter(layer.tops).items() if count > 1)
+        if repeated:
+            raise ProtocaffeError.at(
+                layer.loc, f"top '{repeated[0]}' is listed more than once", layer.name, layer.type
+            )
         out_shapes = kind.infer(attrs, [v.shape for v in bottoms], layer)
+        for top, shape in zip(layer.tops, out_shapes, strict=True):
+            if any(d <= 0 for d in shape):
+                raise ProtocaffeError.at(
+                    layer.loc,
+                    f"top '{top}' would have shape {tuple(shape)}: every dimension must be "
+                    "positive",
+                    layer.name,
+                    layer.type,
+                )
         outputs: list[Value] = []
         for top, shape in zip(layer.tops, out_shapes, strict=True):
             if top in env and top not in layer.bottoms:
@@ -169,6 +185,17 @@ def build_graph(
             env[value.blob] = value
             producer[value.blob] = layer
         params = kind.param_names(attrs, [v.shape for v in bottoms])
+        if params:
+            # Caffe finds a layer's weights by its name, so a name with weights must be unique.
+            first = weighted.setdefault(layer.name, layer)
+            if first is not layer:
+                raise ProtocaffeError.at(
+                    layer.loc,
+                    f'layer "{first.name}" at {first.loc} has the same name; layers with weights '
+                    "need unique names (the caffemodel matches weights by name)",
+                    layer.name,
+                    layer.type,
+                )
         nodes.append(
             Node(layer.type, layer.name, tuple(bottoms), tuple(outputs), attrs, layer.loc, params)
         )

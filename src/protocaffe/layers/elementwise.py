@@ -53,10 +53,11 @@ class ReLU(Layer):
 
 
 class _Fixed(Layer):
-    """An activation with no parameters: one torch function."""
+    """An activation with no parameters: one torch function.
 
-    # A class attribute, not a dataclass field: a field's default would be set on each
-    # instance and hide the subclasses' functions (every Sigmoid emitted as the identity).
+    `function` is a class attribute: as a dataclass field, the instance that `register` creates
+    got the base class's default "" and every subclass emitted the identity."""
+
     function: ClassVar[str] = ""
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
