@@ -153,3 +153,20 @@ def test_faster_rcnn_converts_with_the_example_plugin(
 def test_plugin_docs_example_is_the_one_tested() -> None:
     docs = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
     assert "--plugin faster_rcnn_proposal" in docs.read_text()
+
+
+def test_entry_point_plugins_load(plugin_dir: Path) -> None:
+    """An installed package's `protocaffe.layers` entry point (a .dist-info on sys.path)."""
+    from protocaffe.layers import lookup
+    from protocaffe.plugins import load_entry_point_plugins
+
+    dist = plugin_dir / "doubler_dist-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: doubler-dist\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[protocaffe.layers]\ndoubler = doubler_plugin\n")
+    assert lookup("Doubler") is None
+    load_entry_point_plugins()
+    assert lookup("Doubler") is not None
+    from protocaffe import plugins
+
+    plugins._loaded.discard("entry point doubler = doubler_plugin")
