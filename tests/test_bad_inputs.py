@@ -32,34 +32,34 @@ SNAPSHOTS = {
         "(expected one of: MAX, AVE, STOCHASTIC)"
     ),
     "zero_dim.prototxt": (
-        'zero_dim.prototxt:2:1: layer "data" (Input): input "data" has a non-positive '
+        'zero_dim.prototxt:2: layer "data" (Input): input "data" has a non-positive '
         "dimension: (1, 0, 6, 6)"
     ),
     "negative_dim.prototxt": (
         'negative_dim.prototxt:2:1: input "data" has a non-positive dimension: (1, 3, -6, 6)'
     ),
     "zero_num_output.prototxt": (
-        "zero_num_output.prototxt:4:1: layer \"fc\" (InnerProduct): top 'fc' would have shape "
+        "zero_num_output.prototxt:4: layer \"fc\" (InnerProduct): top 'fc' would have shape "
         "(1, 0): every dimension must be positive"
     ),
     "group_not_dividing.prototxt": (
-        'group_not_dividing.prototxt:4:1: layer "conv" (Convolution): input channels 4 are not '
+        'group_not_dividing.prototxt:4: layer "conv" (Convolution): input channels 4 are not '
         "divisible by group 3"
     ),
     "kernel_too_large.prototxt": (
-        'kernel_too_large.prototxt:4:1: layer "conv" (Convolution): kernel (9, 9) (dilation '
+        'kernel_too_large.prototxt:4: layer "conv" (Convolution): kernel (9, 9) (dilation '
         "(1, 1)) is larger than the padded input 8x8"
     ),
     "pool_kernel_too_large.prototxt": (
-        'pool_kernel_too_large.prototxt:4:1: layer "pool" (Pooling): kernel (9, 9) is larger '
+        'pool_kernel_too_large.prototxt:4: layer "pool" (Pooling): kernel (9, 9) is larger '
         "than the padded input 8x8"
     ),
     "concat_mismatch.prototxt": (
-        "concat_mismatch.prototxt:6:1: layer \"concat\" (Concat): bottom 1 'pool' has shape "
+        "concat_mismatch.prototxt:6: layer \"concat\" (Concat): bottom 1 'pool' has shape "
         "(1, 4, 3, 3), which does not match bottom 0 (1, 4, 6, 6) outside axis 1"
     ),
     "slice_out_of_range.prototxt": (
-        'slice_out_of_range.prototxt:4:1: layer "slice" (Slice): slice points [5] must increase '
+        'slice_out_of_range.prototxt:4: layer "slice" (Slice): slice points [5] must increase '
         "strictly inside (0, 4) on axis 1"
     ),
     "empty.prototxt": "empty.prototxt: empty file: no layers",

@@ -359,3 +359,33 @@ def test_a_kernel_copy_failing_midway_falls_back_to_writing(
     write_safetensors(out, arrays, locate=file_region)
     assert len(calls) == 2
     assert_loads_back(out, {k: np.array(v) for k, v in arrays.items()})
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.skipif(not TINYNET_WEIGHTS.exists(), reason="no bundled tinynet weights")
+@pytest.mark.parametrize("quiet", [False, True])
+def test_cli_draws_the_bar_on_a_terminal_unless_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: bool
+) -> None:
+    from protocaffe.backend import progress
+
+    class Eager(ProgressBar):  # as if the weights were big: draw from the first byte
+        def __init__(self, label: str, stream: Any) -> None:
+            super().__init__(label, stream, min_bytes=0)
+
+    monkeypatch.setattr(progress, "ProgressBar", Eager)
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    args = ["convert", str(TINYNET), str(TINYNET_WEIGHTS), "-o", str(tmp_path)]
+    assert main([*args, "-q"] if quiet else args) == 0
+    drawn = terminal.getvalue()
+    if quiet:
+        assert drawn == ""
+    else:
+        assert drawn.startswith("\rwriting model.safetensors [") and drawn.endswith(
+            " 100%  0/0 MB\n"
+        )

@@ -149,6 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:
+        # An output path that cannot be written (-o names a file, a read-only folder, ...) is
+        # bad input too: one line, not a traceback. Input files are read (and reported) earlier.
+        _report(reporter, args.quiet)
+        # exc.filename may be a temporary name; os.replace's target (filename2) is the output.
+        where = exc.filename2 if exc.filename2 is not None else args.output
+        print(f"{where}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug in protocaffe: still one line, never a traceback

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True, order=True)
@@ -21,6 +21,11 @@ class SourceLoc:
     line: int = 0
     col: int = 0
     offset: int | None = None
+
+    @property
+    def line_text(self) -> str:
+        """`file:line`, how a layer's place is shown (its column adds nothing)."""
+        return str(replace(self, col=0))
 
     def __str__(self) -> str:
         if self.offset is not None:
@@ -54,7 +59,9 @@ class Diagnostic:
     severity: Severity = Severity.ERROR
 
     def __str__(self) -> str:
-        prefix = f"{self.loc}: "
+        # A diagnostic about a layer points at the layer's line (`file:line: layer "x" (T): ...`);
+        # a column only helps where there is no layer to name, e.g. a syntax error.
+        prefix = f"{self.loc.line_text if self.layer is not None else self.loc}: "
         if self.severity is not Severity.ERROR:
             prefix += f"{self.severity.value}: "
         if self.layer is not None:

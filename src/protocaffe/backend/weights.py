@@ -115,23 +115,29 @@ def state_arrays(
                 node.op,
             )
         used.add(node.name)
+        # Errors about a layer's blobs point at the layer in the prototxt, where its shapes
+        # come from; the message names the caffemodel.
         if len(source.blobs) != len(specs):
+            count = len(source.blobs)
+            needed = ", ".join(str(spec.shape) for spec in specs)
             raise ProtocaffeError.at(
                 node.loc,
-                f"the caffemodel has {len(source.blobs)} blobs for this layer, "
-                f"expected {len(specs)}",
+                f"{model.path} has {count} blob{'' if count == 1 else 's'} for this layer, but "
+                f"it needs {len(specs)}: {needed}",
                 node.name,
                 node.op,
             )
         for index, (blob, spec) in enumerate(zip(source.blobs, specs, strict=True)):
             if not _fits(tuple(blob.shape), spec.shape):
                 raise ProtocaffeError.at(
-                    SourceLoc(model.path, offset=source.offset),
-                    f"blob {index} has shape {tuple(blob.shape)} in the caffemodel, but the "
-                    f"prototxt needs {spec.shape}",
+                    node.loc,
+                    f"blob {index} has shape {tuple(blob.shape)} in {model.path}, but this "
+                    f"layer needs {spec.shape}",
                     node.name,
                     node.op,
                 )
+        if node.name not in attrs:
+            continue  # checked, but the module keeps nothing (e.g. BatchNorm on batch statistics)
         nodes.append(
             _NodeBlobs(
                 attrs[node.name],

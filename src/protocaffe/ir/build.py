@@ -8,8 +8,9 @@ bottoms, tops defined twice, shape mismatches) carry the layer's location.
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc
 from protocaffe.frontend.prototxt import LayerDef, NetDef
@@ -143,7 +144,7 @@ def build_graph(
                 continue
             raise ProtocaffeError.at(
                 layer.loc,
-                _missing_bottom(bottom, index, dropped, later_tops),
+                _missing_bottom(bottom, index, dropped, later_tops, env),
                 layer.name,
                 layer.type,
             )
@@ -166,7 +167,11 @@ def build_graph(
         for top, shape in zip(layer.tops, out_shapes, strict=True):
             if top in env and top not in layer.bottoms:
                 first = producer.get(top)
-                where = f' by layer "{first.name}" at {first.loc}' if first else " as an input"
+                where = (
+                    f' by layer "{first.name}" at {first.loc.line_text}'
+                    if first
+                    else " as an input"
+                )
                 raise ProtocaffeError.at(
                     layer.loc,
                     f"top '{top}' is already produced{where}; only an in-place layer (top == "
@@ -245,18 +250,27 @@ def _missing_bottom(
     index: int,
     dropped: Mapping[str, LayerDef],
     later: Mapping[str, list[tuple[int, LayerDef]]],
+    known: Iterable[str],
 ) -> str:
     if bottom in dropped:
         source = dropped[bottom]
+        origin = f'training-only layer "{source.name}" ({source.type}) at {source.loc.line_text}'
+        if source.type.endswith("Data"):
+            return (
+                f"bottom '{bottom}' comes from {origin}; give its shape with --input-shape "
+                f"{bottom}=N,C,H,W to make it an input"
+            )
+        # A loss or an accuracy has no value at deploy time: nothing can stand in for it.
         return (
-            f"bottom '{bottom}' comes from training-only layer \"{source.name}\" ({source.type}) "
-            f"at {source.loc}; give its shape with --input-shape {bottom}=N,C,H,W to make it an "
-            "input"
+            f"bottom '{bottom}' is the output of {origin}, which a deploy net leaves out; "
+            "remove the layers that use it"
         )
     for later_index, layer in later.get(bottom, []):
         if later_index >= index:
             return (
                 f"bottom '{bottom}' is only produced later, by layer \"{layer.name}\" at "
-                f"{layer.loc}: layers must come in dataflow order, and a cycle cannot run"
+                f"{layer.loc.line_text}; layers must come in dataflow order, and a cycle cannot run"
             )
-    return f"bottom '{bottom}' is not produced by any layer or input before it"
+    message = f"bottom '{bottom}' is not produced by any layer or input before it"
+    close = difflib.get_close_matches(bottom, sorted(known), n=1)
+    return message + (f" (did you mean '{close[0]}'?)" if close else "")

@@ -157,10 +157,15 @@ class BatchNorm(Layer):
                 forward=forward, note="statistics of this batch (use_global_stats false)"
             )
         cls = {2: "nn.BatchNorm1d", 3: "nn.BatchNorm1d", 4: "nn.BatchNorm2d", 5: "nn.BatchNorm3d"}
-        if len(shape) not in cls:
-            raise NotImplementedError(f"BatchNorm on a {len(shape)}-D input")
-        init = call(cls[len(shape)], repr(shape[1]), eps=attrs.eps, affine=False)
-        return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init)
+        init = call(
+            cls.get(len(shape), "nn.BatchNorm1d"), repr(shape[1]), eps=attrs.eps, affine=False
+        )
+        if len(shape) in cls:
+            return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init)
+        # Caffe normalises any rank over the axes after the channel; torch has no 4-D-spatial
+        # module, so those axes are flattened into one.
+        forward = f"self.{ctx.attr}(torch.flatten({ctx.x}, 2)).reshape({ctx.x}.shape)"
+        return Emission(forward=forward, init=init)
 
 
 @dataclass(frozen=True)
@@ -179,15 +184,20 @@ class MVN(Layer):
         return MVNAttrs(bool(p.across_channels), bool(p.normalize_variance), f32(p.eps))
 
     def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        if len(in_shapes[0]) < 2:
-            raise fail(layer, f"expects an input with a channel axis, got {in_shapes[0]}")
-        return [in_shapes[0]]
+        # MVNLayer reads its input through the legacy (num, channels, height, width)
+        # accessors: missing axes count as 1, the top is always 4-D, and more axes are refused.
+        shape = in_shapes[0]
+        if len(shape) > 4:
+            raise fail(layer, f"expects at most 4 axes (Caffe's legacy N, C, H, W), got {shape}")
+        return [shape + (1,) * (4 - len(shape))]
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
         assert isinstance(attrs, MVNAttrs)
+        missing = 4 - len(ctx.in_shapes[0])
+        x = f"{ctx.x}[{', '.join(['...'] + ['None'] * missing)}]" if missing else ctx.x
         forward = call(
             "caffe_mvn",
-            ctx.x,
+            x,
             across_channels=attrs.across_channels,
             normalize_variance=attrs.normalize_variance,
             eps=attrs.eps,

@@ -1,0 +1,62 @@
+"""Pooling over many geometries against a numpy port of Caffe's pooling_layer.cpp.
+
+Caffe's output size (ceil, and the last-window clip only when pad > 0), its AVE divisor
+(clipped at H + pad) and its windows that start past the input (pad 0, kernel < stride) are where
+converters go wrong; protocaffe picks torch's pooling or its own helper per geometry, so both
+paths are exercised here, at the declared size and at another input size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import caffe_numpy
+import numpy as np
+from caffe_check import assert_close, build, layer, net_text
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+
+@st.composite
+def geometries(draw):
+    kernel = draw(st.integers(1, 5))
+    stride = draw(st.integers(1, 4))
+    pad = draw(st.integers(0, kernel - 1))
+    ceil = draw(st.booleans())
+    sizes = []
+    for _ in range(2):
+        # Sizes for which Caffe keeps at least one window.
+        low = max(1, kernel - 2 * pad)
+        sizes.append(draw(st.integers(low, low + 9)))
+    return kernel, stride, pad, ceil, draw(st.booleans()), tuple(sizes)
+
+
+def caffe_rows(size: int, kernel: int, stride: int, pad: int, ceil: bool) -> int:
+    span = size + 2 * pad - kernel
+    out = (math.ceil(span / stride) if ceil else span // stride) + 1
+    return out - 1 if pad and (out - 1) * stride >= size + pad else out
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(geometry=geometries())
+def test_pooling_matches_caffe_for_any_geometry(tmp_path_factory, geometry):
+    kernel, stride, pad, ceil, average, (height, width) = geometry
+    if min(caffe_rows(d, kernel, stride, pad, ceil) for d in (height, width)) <= 0:
+        return
+    method = "AVE" if average else "MAX"
+    params = (
+        f"pooling_param {{ pool: {method} kernel_size: {kernel} stride: {stride} pad: {pad} "
+        f"round_mode: {'CEIL' if ceil else 'FLOOR'} }}"
+    )
+    text = net_text({"data": (1, 2, height, width)}, layer("out", "Pooling", "data", params=params))
+    run = build(tmp_path_factory.mktemp("pool"), text)
+    rng = np.random.default_rng(kernel * 100 + stride * 10 + pad)
+    for shape in [(1, 2, height, width), (2, 2, height + 3, width + 1)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        expected = caffe_numpy.pooling(x, (kernel,) * 2, (stride,) * 2, (pad,) * 2, average, ceil)
+        assert_close(run.ours({"data": x})["out"], expected, what=f"{params} on {shape}")
