@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from protocaffe import __version__
-from protocaffe.errors import ProtocaffeError, Reporter, Severity, SourceLoc
+from protocaffe.errors import ProtocaffeError, Reporter, Severity
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 
@@ -43,6 +43,24 @@ def _add_input_shape(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_plugin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE, which registers custom layer types (repeatable; see 'Custom "
+        "layers' in the README); installed 'protocaffe.layers' entry points load always",
+    )
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    from protocaffe.plugins import load_entry_point_plugins, load_plugins
+
+    load_entry_point_plugins()
+    load_plugins(args.plugin)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protocaffe", description="Compile Caffe nets into readable PyTorch modules."
@@ -57,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--format", choices=("safetensors", "pt"), default="safetensors")
     convert.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     _add_input_shape(convert)
+    _add_plugin(convert)
 
     rand = sub.add_parser("random-weights", help="write a caffemodel with seeded random weights")
     rand.add_argument("prototxt")
@@ -64,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     rand.add_argument("--seed", type=int, default=0)
     rand.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     _add_input_shape(rand)
+    _add_plugin(rand)
     _add_verify(sub)
     return parser
 
@@ -119,6 +139,7 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.add_argument("--json", help="write the whole report here")
     check.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
     _add_input_shape(check)
+    _add_plugin(check)
 
 
 def _report(reporter: Reporter, quiet: bool) -> None:
@@ -131,6 +152,7 @@ def _report(reporter: Reporter, quiet: bool) -> None:
 def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.api import write_conversion
 
+    _load_plugins(args)
     bar = None
     if args.caffemodel is not None and not args.quiet and sys.stderr.isatty():
         from protocaffe.backend.progress import ProgressBar
@@ -147,10 +169,6 @@ def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
             reporter=reporter,
             progress=bar,
         )
-    except OSError as exc:
-        raise ProtocaffeError.at(
-            SourceLoc(args.output), f"cannot write: {exc.strerror or exc}"
-        ) from None
     finally:
         if bar is not None:
             bar.close()
@@ -160,6 +178,7 @@ def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
 def _random_weights(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.random_weights import random_weights
 
+    _load_plugins(args)
     random_weights(
         args.prototxt,
         args.output,
@@ -173,6 +192,7 @@ def _random_weights(args: argparse.Namespace, reporter: Reporter) -> int:
 def _verify(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.verify.cli import run_verify
 
+    _load_plugins(args)
     return run_verify(args, reporter)
 
 

@@ -7,12 +7,14 @@ out. Every Caffe string reaches the output in one of three forms: an identifier 
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from dataclasses import dataclass
 
 from protocaffe import __version__
 from protocaffe.backend.helpers import helper_names, helper_source
+from protocaffe.errors import ProtocaffeError
 from protocaffe.ir.graph import Graph, Node, Value
 from protocaffe.ir.names import RESERVED, RULE, Namespace, sanitize
 from protocaffe.layers import lookup
@@ -86,6 +88,26 @@ class Emitted:
     locals: dict[Value, str]
 
 
+def checked_import(statement: str, node: Node) -> str:
+    """A plugin's declared import, if it is exactly one `import`/`from ... import` statement."""
+    try:
+        tree = ast.parse(statement)
+    except SyntaxError:
+        tree = None
+    if (
+        tree is None
+        or len(tree.body) != 1
+        or not isinstance(tree.body[0], ast.Import | ast.ImportFrom)
+    ):
+        raise ProtocaffeError.at(
+            node.loc,
+            f"the emitter declares {statement!r}, which is not one import statement",
+            node.name,
+            node.op,
+        )
+    return ast.unparse(tree.body[0])
+
+
 def class_name_for(net_name: str) -> str:
     ident = sanitize(net_name) if net_name else "Net"
     ident = ident.strip("_") or "Net"
@@ -120,6 +142,7 @@ def emit_module(graph: Graph) -> Emitted:
     init: list[Line] = []
     forward: list[Line] = []
     helpers: list[str] = []
+    extra_imports: set[str] = set()  # declared by plugin emitters
     node_attrs: dict[str, str] = {}
     for index, node in enumerate(graph.nodes):
         kind = lookup(node.op)
@@ -136,6 +159,8 @@ def emit_module(graph: Graph) -> Emitted:
         for helper in emission.helpers:
             if helper not in helpers:
                 helpers.append(helper)
+        for statement in emission.imports:
+            extra_imports.add(checked_import(statement, node))
         trace = f"{comment_text(node.name)} {node.op}"
         if emission.init is not None:
             node_attrs[node.name] = attr
@@ -168,6 +193,7 @@ def emit_module(graph: Graph) -> Emitted:
     if "Optional[" in code:
         imports.insert(0, "from typing import Optional")
         imports.insert(1, "")
+    imports += sorted(extra_imports - set(imports))
 
     name = graph.name or "net"
     docstring = [

@@ -6,11 +6,12 @@ from collections.abc import Callable, Sequence
 
 from protocaffe.ir.graph import Graph
 from protocaffe.passes.identity import remove_identities
+from protocaffe.passes.unpool import link_unpool_sizes
 from protocaffe.passes.verify import verify_graph
 
 Pass = Callable[[Graph], Graph]
 
-DEFAULT_PIPELINE: tuple[Pass, ...] = (remove_identities,)
+DEFAULT_PIPELINE: tuple[Pass, ...] = (remove_identities, link_unpool_sizes)
 
 
 def run_pipeline(
