@@ -4,7 +4,7 @@ A plugin is a Python module that registers `Layer` subclasses with `protocaffe.l
 (and, if its generated code needs helper functions, their source with
 `protocaffe.backend.helpers.register_helper`). It is loaded by name (`protocaffe convert
 --plugin mymodule`, or `load_plugin("mymodule")`), or found through the `protocaffe.layers`
-entry point group of installed packages. See docs/plugins.md.
+entry point group of installed packages. See 'Custom layers' in the README.
 """
 
 from __future__ import annotations

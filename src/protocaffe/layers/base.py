@@ -125,7 +125,7 @@ def register(cls: type[Layer]) -> type[Layer]:
     """Class decorator: registers one instance of `cls` under each of its Caffe type names.
 
     This is also the plugin interface: a plugin module defines `Layer` subclasses with this
-    decorator (see docs/plugins.md).
+    decorator (see 'Custom layers' in the README).
     """
     instance = cls()
     taken = [name for name in cls.types if name in _REGISTRY]
