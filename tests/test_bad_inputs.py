@@ -143,7 +143,8 @@ def chain(layers: int) -> str:
 def test_ten_thousand_layers_convert_in_linear_time(tmp_path: Path) -> None:
     """A 10,000-layer net converts, and costs about 4x a 2,500-layer one (quadratic: 16x).
 
-    The bound is loose (8x): it tells linear from quadratic, not fast from slow."""
+    The bound is loose (10x; black alone measures about 5.7x): it tells linear from quadratic
+    (16x), not fast from slow."""
     costs = {}
     for layers in (2_500, 10_000):
         path = tmp_path / f"long{layers}.prototxt"
@@ -152,4 +153,4 @@ def test_ten_thousand_layers_convert_in_linear_time(tmp_path: Path) -> None:
         conversion = convert(path)
         costs[layers] = time.process_time() - start
         assert len(conversion.graph.nodes) == layers
-    assert costs[10_000] < 8 * costs[2_500], costs
+    assert costs[10_000] < 10 * costs[2_500], costs

@@ -126,14 +126,14 @@ def test_unknown_layer_types_are_all_listed(tmp_path):
         HEAD
         + 'layer { name: "a" type: "Frobnicate" bottom: "data" top: "a" }\n'
         + 'layer { name: "b" type: "ReLU" bottom: "a" top: "b" }\n'
-        + 'layer { name: "c" type: "Interp" bottom: "b" top: "c" }\n'
+        + 'layer { name: "c" type: "DenseCRF" bottom: "b" top: "c" }\n'
         + 'layer { name: "d" type: "Python" bottom: "c" top: "d" }\n',
     )
     readme = "see 'Custom layers' in the protocaffe README to add it"
     assert_fails(
         tmp_path,
         f"net.prototxt:4: layer \"a\" (Frobnicate): unknown layer type 'Frobnicate'; {readme}\n"
-        f"net.prototxt:6: layer \"c\" (Interp): unknown layer type 'Interp'; {readme}\n"
+        f"net.prototxt:6: layer \"c\" (DenseCRF): unknown layer type 'DenseCRF'; {readme}\n"
         f"net.prototxt:7: layer \"d\" (Python): unknown layer type 'Python' (Python layers run "
         f"arbitrary code); {readme}\n",
         "convert",

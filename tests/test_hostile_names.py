@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from protocaffe.api import Conversion, convert, module_from_source
 from protocaffe.backend.helpers import helper_names
 from protocaffe.errors import ProtocaffeError
+from protocaffe.frontend.caffemodel import read_caffemodel, write_caffemodel
 from protocaffe.ir.names import RESERVED, Namespace, sanitize
 from protocaffe.random_weights import random_weights
 
@@ -324,3 +325,27 @@ def test_invalid_utf8_in_a_name_is_a_diagnostic(tmp_path: Path) -> None:
     with pytest.raises(ProtocaffeError) as info:
         convert(proto)
     assert str(info.value) == f"{proto}:9:15: string is not valid UTF-8 after its escapes (byte 1)"
+
+
+def test_hostile_names_in_the_caffemodel_stay_on_one_line(tmp_path: Path) -> None:
+    """Caffemodel names are bytes (invalid UTF-8 is kept as surrogate escapes); one that no
+    prototxt layer uses is reported in a note, which must stay one printable line."""
+    proto = tmp_path / "net.prototxt"
+    write_net(proto, "n", PLAIN_LAYERS, PLAIN_BLOBS, False)
+    weights = tmp_path / "net.caffemodel"
+    random_weights(proto, weights, seed=0)
+    extra = tmp_path / "extra.caffemodel"
+    layers = [(layer.name, layer.type, layer.blobs) for layer in read_caffemodel(weights).layers]
+    hostile = "\udcff\n\x1b[2J\u2028'''"
+    write_caffemodel(extra, "n", [*layers, (hostile, "Convolution", [np.ones((1,), np.float32)])])
+    done = subprocess.run(
+        [sys.executable, "-m", "protocaffe", "convert", str(proto), str(extra), "-o", tmp_path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "has weights but no layer of that name" in lines[0], lines
+    assert lines[0].isprintable() and lines[0].isascii()

@@ -102,4 +102,9 @@ def test_optimize_pipeline_is_verified_after_each_pass() -> None:
     graph = build_graph(read_prototxt(FOLD, Reporter()), Reporter())
     seen: list[str] = []
     run_pipeline(graph, OPTIMIZE_PIPELINE, dump=lambda name, _: seen.append(name))
-    assert seen == ["remove_identities", "remove_noops", "fold_batchnorm_scale"]
+    assert seen == [
+        "remove_identities",
+        "link_unpool_sizes",
+        "remove_noops",
+        "fold_batchnorm_scale",
+    ]

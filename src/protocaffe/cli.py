@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from protocaffe import __version__
-from protocaffe.errors import ProtocaffeError, Reporter, Severity, SourceLoc
+from protocaffe.errors import ProtocaffeError, Reporter, Severity
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 
@@ -45,6 +45,24 @@ def _add_input_shape(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_plugin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE, which registers custom layer types (repeatable; see 'Custom "
+        "layers' in the README); installed 'protocaffe.layers' entry points load always",
+    )
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    from protocaffe.plugins import load_entry_point_plugins, load_plugins
+
+    load_entry_point_plugins()
+    load_plugins(args.plugin)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protocaffe", description="Compile Caffe nets into readable PyTorch modules."
@@ -69,12 +87,14 @@ def _parser() -> argparse.ArgumentParser:
         help="write nothing; exit 1 with a diff if the files on disk differ from the output",
     )
     _add_input_shape(convert)
+    _add_plugin(convert)
 
     inspect = sub.add_parser("inspect", help="one row per layer: shapes, parameters, mult-adds")
     inspect.add_argument("prototxt")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
     inspect.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     _add_input_shape(inspect)
+    _add_plugin(inspect)
 
     graph = sub.add_parser("graph", help="draw the net with Graphviz (.svg, .png, .pdf or .dot)")
     graph.add_argument("prototxt")
@@ -82,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("--optimize", action="store_true", help="draw the --optimize graph")
     graph.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     _add_input_shape(graph)
+    _add_plugin(graph)
 
     rand = sub.add_parser("random-weights", help="write a caffemodel with seeded random weights")
     rand.add_argument("prototxt")
@@ -89,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     rand.add_argument("--seed", type=int, default=0)
     rand.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     _add_input_shape(rand)
+    _add_plugin(rand)
     _add_verify(sub)
     return parser
 
@@ -144,6 +166,7 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.add_argument("--json", help="write the whole report here")
     check.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
     _add_input_shape(check)
+    _add_plugin(check)
 
 
 def _report(reporter: Reporter, quiet: bool) -> None:
@@ -171,10 +194,13 @@ def regenerate_command(args: argparse.Namespace) -> str:
         words.append("--optimize")
     for name, shape in args.input_shape:
         words += ["--input-shape", f"{name}={','.join(str(d) for d in shape)}"]
+    for module in args.plugin:
+        words += ["--plugin", module]
     return shlex.join(words)
 
 
 def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
+    _load_plugins(args)
     if args.check:
         return _check(args, reporter)
     bar = None
@@ -185,10 +211,6 @@ def _convert(args: argparse.Namespace, reporter: Reporter) -> int:
         bar = ProgressBar(f"writing model.{suffix}", sys.stderr)
     try:
         _write_output(args, args.output, reporter, bar)
-    except OSError as exc:
-        raise ProtocaffeError.at(
-            SourceLoc(args.output), f"cannot write: {exc.strerror or exc}"
-        ) from None
     finally:
         if bar is not None:
             bar.close()
@@ -247,6 +269,7 @@ def _check(args: argparse.Namespace, reporter: Reporter) -> int:
 def _inspect(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.views.table import layer_table, table_json, table_text
 
+    _load_plugins(args)
     table = layer_table(args.prototxt, dict(args.input_shape), reporter)
     sys.stdout.write(table_json(table) if args.json else table_text(table))
     return EXIT_OK
@@ -255,6 +278,7 @@ def _inspect(args: argparse.Namespace, reporter: Reporter) -> int:
 def _graph(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.views.dot import write_picture
 
+    _load_plugins(args)
     write_picture(args.prototxt, Path(args.output), dict(args.input_shape), args.optimize, reporter)
     return EXIT_OK
 
@@ -262,6 +286,7 @@ def _graph(args: argparse.Namespace, reporter: Reporter) -> int:
 def _random_weights(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.random_weights import random_weights
 
+    _load_plugins(args)
     random_weights(
         args.prototxt,
         args.output,
@@ -275,6 +300,7 @@ def _random_weights(args: argparse.Namespace, reporter: Reporter) -> int:
 def _verify(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.verify.cli import run_verify
 
+    _load_plugins(args)
     return run_verify(args, reporter)
 
 

@@ -4,8 +4,8 @@ class Scale(nn.Module):
     def __init__(self, shape: tuple[int, ...], trailing: int, bias: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(shape))
-        # A registered None (as nn.Conv2d does) rather than an Optional annotation: TorchScript
-        # then specialises `self.bias is None` per instance.
+        # A registered None (as in nn.Conv2d), not an Optional annotation:
+        # TorchScript then specialises `self.bias is None` per instance.
         if bias:
             self.bias = nn.Parameter(torch.zeros(shape))
         else:

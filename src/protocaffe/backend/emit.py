@@ -7,12 +7,14 @@ out. Every Caffe string reaches the output in one of three forms: an identifier 
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from dataclasses import dataclass
 
 from protocaffe import __version__
 from protocaffe.backend.helpers import helper_names, helper_source
+from protocaffe.errors import ProtocaffeError
 from protocaffe.ir.graph import Graph, Node, Value
 from protocaffe.ir.names import RESERVED, RULE, Namespace, sanitize
 from protocaffe.layers import lookup
@@ -86,6 +88,26 @@ class Emitted:
     locals: dict[Value, str]
 
 
+def checked_import(statement: str, node: Node) -> str:
+    """A plugin's declared import, if it is exactly one `import`/`from ... import` statement."""
+    try:
+        tree = ast.parse(statement)
+    except SyntaxError:
+        tree = None
+    if (
+        tree is None
+        or len(tree.body) != 1
+        or not isinstance(tree.body[0], ast.Import | ast.ImportFrom)
+    ):
+        raise ProtocaffeError.at(
+            node.loc,
+            f"the emitter declares {statement!r}, which is not one import statement",
+            node.name,
+            node.op,
+        )
+    return ast.unparse(tree.body[0])
+
+
 def class_name_for(net_name: str) -> str:
     ident = sanitize(net_name) if net_name else "Net"
     ident = ident.strip("_") or "Net"
@@ -131,6 +153,7 @@ def emit_module(
     init: list[Line] = []
     forward: list[Line] = []
     helpers: list[str] = []
+    extra_imports: set[str] = set()  # declared by plugin emitters
     node_attrs: dict[str, str] = {}
     for index, node in enumerate(graph.nodes):
         kind = lookup(node.op)
@@ -147,6 +170,8 @@ def emit_module(
         for helper in emission.helpers:
             if helper not in helpers:
                 helpers.append(helper)
+        for statement in emission.imports:
+            extra_imports.add(checked_import(statement, node))
         trace = trace_text(node)
         if emission.init is not None:
             node_attrs[node.name] = attr
@@ -173,12 +198,14 @@ def emit_module(
 
     helper_texts = [helper_source(name) for name in helpers]
     code = "\n".join(line.code for line in init + forward) + "\n".join(helper_texts)
+    # isort's order (plain imports before from-imports), so that `ruff check` accepts the file.
     imports = ["import torch", "from torch import nn"]
     if re.search(r"\bF\.", code):
-        imports.append("import torch.nn.functional as F")
+        imports.insert(1, "import torch.nn.functional as F")
     if "Optional[" in code:
         imports.insert(0, "from typing import Optional")
         imports.insert(1, "")
+    imports += sorted(extra_imports - set(imports))
 
     name = graph.name or "net"
     regenerate_lines = (

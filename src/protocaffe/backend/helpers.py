@@ -7,6 +7,7 @@ reads them from the repository. This module is the one place that knows both.
 
 from __future__ import annotations
 
+import ast
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -22,15 +23,55 @@ def templates_dir() -> Path:
     raise FileNotFoundError(f"protocaffe templates not found in {_PACKAGED} or {_REPOSITORY}")
 
 
-@cache
+_PLUGIN_HELPERS: dict[str, str] = {}
+
+
+def register_helper(name: str, source: str) -> None:
+    """Make `source` (plain Python defining `name`) available to emitters as helper `name`.
+
+    For plugins: their generated code stays self-contained by including its helpers this way.
+    """
+    if name in _PLUGIN_HELPERS or (templates_dir() / "helpers" / f"{name}.py").is_file():
+        raise ValueError(f"helper {name!r} is already defined")
+    _PLUGIN_HELPERS[name] = source.strip("\n") + "\n"
+
+
 def helper_source(name: str) -> str:
-    """The source of helper `name` (templates/helpers/NAME.py), without trailing blank lines."""
+    """The source of helper `name` (a plugin's, or templates/helpers/NAME.py), without trailing
+    blank lines."""
+    if name in _PLUGIN_HELPERS:
+        return _PLUGIN_HELPERS[name]
+    return _template_helper(name)
+
+
+@cache
+def _template_helper(name: str) -> str:
     return (templates_dir() / "helpers" / f"{name}.py").read_text(encoding="utf-8").rstrip() + "\n"
 
 
-@lru_cache(maxsize=1)
 def helper_names() -> frozenset[str]:
-    """The names every helper snippet binds at module level (one per file, named after it).
+    """The names every helper snippet binds at module level (the templates' and the plugins').
 
     Generated code may call any of them, so no layer or blob may take one of these names."""
-    return frozenset(path.stem for path in (templates_dir() / "helpers").glob("*.py"))
+    plugin_names = (_bound_names(source) for source in _PLUGIN_HELPERS.values())
+    return _template_helper_names().union(*plugin_names)
+
+
+@lru_cache(maxsize=1)
+def _template_helper_names() -> frozenset[str]:
+    names = [
+        _bound_names(path.read_text(encoding="utf-8"))
+        for path in (templates_dir() / "helpers").glob("*.py")
+    ]
+    return frozenset().union(*names)
+
+
+def _bound_names(source: str) -> frozenset[str]:
+    """Top-level def/class/assignment names of a helper (a file may hold private helpers too)."""
+    names: set[str] = set()
+    for statement in ast.parse(source).body:
+        if isinstance(statement, ast.FunctionDef | ast.ClassDef):
+            names.add(statement.name)
+        elif isinstance(statement, ast.Assign):
+            names.update(t.id for t in statement.targets if isinstance(t, ast.Name))
+    return frozenset(names)

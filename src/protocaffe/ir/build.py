@@ -35,6 +35,7 @@ TRAINING_ONLY = frozenset(
         "ImageData",
         "ImageSegData",
         "InfogainLoss",
+        "MatWrite",  # DeepLab's test nets write their outputs to .mat files
         "MemoryData",
         "MultiBoxLoss",
         "MultinomialLogisticLoss",
@@ -87,6 +88,7 @@ def build_graph(
     env: dict[str, Value] = {}
     producer: dict[str, LayerDef] = {}
     consumed: set[Value] = set()
+    silenced: set[Value] = set()  # read by Silence layers only (unless also in `consumed`)
     inputs: list[Value] = []
     nodes: list[Node] = []
     dropped: dict[str, LayerDef] = {}
@@ -120,6 +122,12 @@ def build_graph(
                 if top not in fed:
                     dropped[top] = layer
             reporter.note(layer.loc, "training-only layer; left out", layer.name, layer.type)
+            continue
+        if layer.type == "Silence" and all(b in dropped and b not in env for b in layer.bottoms):
+            # DeepLab's test nets silence the label tops of their data layer.
+            reporter.note(
+                layer.loc, "silences only training-only blobs; left out", layer.name, layer.type
+            )
             continue
         kind = lookup(layer.type)
         assert kind is not None
@@ -174,7 +182,10 @@ def build_graph(
             version = env[top].version + 1 if top in env else 0
             value = Value(top, version, tuple(shape))
             outputs.append(value)
-        consumed.update(bottoms)
+        if layer.type == "Silence":
+            silenced.update(bottoms)
+        else:
+            consumed.update(bottoms)
         for value in outputs:
             env[value.blob] = value
             producer[value.blob] = layer
@@ -205,7 +216,22 @@ def build_graph(
         raise ProtocaffeError.at(SourceLoc(net.path), "the net declares no input")
     # Caffe's outputs: blobs whose last version no layer reads, in name order (Net::Init keeps
     # them in a std::set).
-    outputs = sorted((v for v in env.values() if v not in consumed), key=lambda v: v.blob)
+    outputs = sorted(
+        (v for v in env.values() if v not in consumed and v not in silenced), key=lambda v: v.blob
+    )
+    if not outputs:
+        # Caffe would run such a net and report nothing (colorization's deploy net silences its
+        # only result); a module must return something, so it returns what was silenced.
+        outputs = sorted(
+            (v for v in env.values() if v in silenced - consumed), key=lambda v: v.blob
+        )
+        if outputs:
+            names = ", ".join(v.blob for v in outputs)
+            reporter.note(
+                SourceLoc(net.path),
+                f"every blob is consumed (Silence reads {names}); the module returns the "
+                "silenced blobs",
+            )
     if not outputs:
         raise ProtocaffeError.at(SourceLoc(net.path), "the net has no output")
     return Graph(net.name, net.path, tuple(inputs), tuple(nodes), tuple(outputs))

@@ -4,9 +4,13 @@ from protocaffe.layers import (  # noqa: F401  (imported for their registrations
     conv,
     elementwise,
     linear,
+    mobile,
     normalization,
     pooling,
+    rcnn,
     reduction,
+    segmentation,
+    ssd,
     structure,
 )
 from protocaffe.layers.base import Layer, lookup, register, registered_types

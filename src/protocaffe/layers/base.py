@@ -54,14 +54,17 @@ class Emission:
     `init` is the right-hand side of `self.<attr> = ...` in `__init__`, or None.
     `forward` is the expression that computes the node's outputs (a tuple for several outputs).
     `note` is an optional short remark appended to the line's trace comment.
-    `helpers` names functions/classes from templates/helpers the code uses.
-    `buffers` are (name, shape-expression) pairs registered as constant buffers in `__init__`.
+    `helpers` names functions/classes from templates/helpers (or registered by a plugin with
+    `protocaffe.backend.helpers.register_helper`) that the code uses.
+    `imports` are import statements the code needs beyond torch (`import torchvision`, ...):
+    a plugin declares here everything its generated code imports; nothing else is imported.
     """
 
     forward: str
     init: str | None = None
     note: str = ""
     helpers: tuple[str, ...] = ()
+    imports: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,12 +117,24 @@ class Layer:
 _REGISTRY: dict[str, Layer] = {}
 
 
+class DuplicateLayerType(RuntimeError):
+    """A layer type is registered twice (two plugins, or a plugin and a built-in layer)."""
+
+
 def register(cls: type[Layer]) -> type[Layer]:
-    """Class decorator: registers one instance of `cls` under each of its Caffe type names."""
+    """Class decorator: registers one instance of `cls` under each of its Caffe type names.
+
+    This is also the plugin interface: a plugin module defines `Layer` subclasses with this
+    decorator (see 'Custom layers' in the README).
+    """
     instance = cls()
+    taken = [name for name in cls.types if name in _REGISTRY]
+    if taken:
+        owner = type(_REGISTRY[taken[0]])
+        raise DuplicateLayerType(
+            f"layer type {taken[0]!r} is already registered by {owner.__module__}.{owner.__name__}"
+        )
     for name in cls.types:
-        if name in _REGISTRY:
-            raise RuntimeError(f"layer type {name!r} registered twice")
         _REGISTRY[name] = instance
     return cls
 

@@ -39,6 +39,9 @@ class PoolAttrs(Attrs):
     pad: tuple[int, int]
     global_pooling: bool
     ceil: bool
+    # A second top holds the argmax of each window as a flat index h * W + w into its channel
+    # plane (SegNet); Caffe takes the first maximum in row-major order, as torch does.
+    mask: bool = False
 
 
 def caffe_pool_size(size: int, k: int, s: int, p: int, ceil: bool) -> int:
@@ -76,8 +79,8 @@ class Pooling(Layer):
         p = layer.param.pooling_param
         if p.pool == STOCHASTIC:
             raise fail(layer, "STOCHASTIC pooling is not supported (it is random at TEST time)")
-        if len(layer.tops) > 1:
-            raise fail(layer, "a Pooling mask top is not supported")
+        if len(layer.tops) > 1 and p.pool != MAX:
+            raise fail(layer, "only MAX pooling has a mask top")
         if p.HasField("ceil_mode") and p.HasField("round_mode"):
             raise fail(layer, "both ceil_mode and round_mode are set; use one")
         global_pooling = bool(p.global_pooling)
@@ -90,7 +93,10 @@ class Pooling(Layer):
             raise fail(layer, f"stride must be positive, got {stride}")
         if not global_pooling and (pad[0] >= kernel[0] or pad[1] >= kernel[1]):
             raise fail(layer, f"pad {pad} must be smaller than the kernel {kernel}")
-        return PoolAttrs(p.pool, kernel, stride, pad, global_pooling, _ceil_from(layer))
+        mask = len(layer.tops) == 2
+        if mask and global_pooling:
+            raise fail(layer, "a mask top with global pooling is not supported")
+        return PoolAttrs(p.pool, kernel, stride, pad, global_pooling, _ceil_from(layer), mask)
 
     def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
         assert isinstance(attrs, PoolAttrs)
@@ -111,7 +117,13 @@ class Pooling(Layer):
                 f"kernel {attrs.kernel} is larger than the padded input "
                 f"{h + 2 * attrs.pad[0]}x{w + 2 * attrs.pad[1]}",
             )
-        return [(n, c, out[0], out[1])]
+        if attrs.mask and not _torch_agrees(attrs):
+            raise fail(
+                layer,
+                "a mask top needs a geometry where torch's pooling windows equal Caffe's "
+                "(pad <= kernel / 2, and kernel >= stride when pad is 0)",
+            )
+        return [(n, c, out[0], out[1])] * (2 if attrs.mask else 1)
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
         assert isinstance(attrs, PoolAttrs)
@@ -121,9 +133,18 @@ class Pooling(Layer):
             fn = "torch.amax" if is_max else "torch.mean"
             return Emission(forward=f"{fn}({x}, dim=(2, 3), keepdim=True)", note="global")
         geometry = list(zip(attrs.kernel, attrs.stride, attrs.pad, strict=True))
-        # torch agrees with Caffe for every input size when it accepts the padding and, in ceil
-        # mode, when pad > 0 or kernel >= stride (then both drop the same last window).
-        if all(2 * p <= k and (not attrs.ceil or p > 0 or k >= s) for k, s, p in geometry):
+        if attrs.mask:
+            forward = call(
+                "F.max_pool2d",
+                x,
+                repr(_pair(attrs.kernel)),
+                repr(_pair(attrs.stride)),
+                padding=_pair(attrs.pad) if attrs.pad != (0, 0) else None,
+                ceil_mode=True if attrs.ceil else None,
+                return_indices=True,
+            )
+            return Emission(forward=forward, note="and the argmax mask (flat h * W + w)")
+        if _torch_agrees(attrs):
             pad = _pair(attrs.pad)
             init = call(
                 "nn.MaxPool2d" if is_max else "nn.AvgPool2d",
@@ -153,6 +174,13 @@ class Pooling(Layer):
             note="Caffe's window rule differs from torch's here",
             helpers=("caffe_pool2d",),
         )
+
+
+def _torch_agrees(attrs: PoolAttrs) -> bool:
+    """torch agrees with Caffe for every input size when it accepts the padding and, in ceil
+    mode, when pad > 0 or kernel >= stride (then both drop the same last window)."""
+    geometry = zip(attrs.kernel, attrs.stride, attrs.pad, strict=True)
+    return all(2 * p <= k and (not attrs.ceil or p > 0 or k >= s) for k, s, p in geometry)
 
 
 def _pair(values: tuple[int, int]) -> int | tuple[int, int]:

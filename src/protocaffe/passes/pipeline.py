@@ -8,14 +8,19 @@ from protocaffe.ir.graph import Graph
 from protocaffe.passes.fold import fold_batchnorm_scale
 from protocaffe.passes.identity import remove_identities
 from protocaffe.passes.noop import remove_noops
+from protocaffe.passes.unpool import link_unpool_sizes
 from protocaffe.passes.verify import verify_graph
 
 Pass = Callable[[Graph], Graph]
 
-DEFAULT_PIPELINE: tuple[Pass, ...] = (remove_identities,)
+DEFAULT_PIPELINE: tuple[Pass, ...] = (remove_identities, link_unpool_sizes)
 
 # `--optimize`: the module structure changes (fewer layers), the numbers do not.
-OPTIMIZE_PIPELINE: tuple[Pass, ...] = (remove_identities, remove_noops, fold_batchnorm_scale)
+OPTIMIZE_PIPELINE: tuple[Pass, ...] = (
+    *DEFAULT_PIPELINE,
+    remove_noops,
+    fold_batchnorm_scale,
+)
 
 
 def run_pipeline(

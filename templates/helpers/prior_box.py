@@ -1,0 +1,44 @@
+def prior_box(
+    feature: torch.Tensor,
+    image: torch.Tensor,
+    boxes: tuple[tuple[float, float], ...],
+    variance: tuple[float, float, float, float],
+    offset: float,
+    clip: bool,
+    image_size: Optional[tuple[int, int]] = None,
+    step: Optional[tuple[float, float]] = None,
+) -> torch.Tensor:
+    """SSD's PriorBox: (1, 2, H * W * len(boxes) * 4): the corners of each (width, height) box
+    centred on each feature-map cell, over the image size; then the variances.
+
+    Computed from the run-time sizes with Caffe's precision: centres in float32, corners in
+    float64, stored as float32.
+    """
+    layer_h, layer_w = feature.shape[2], feature.shape[3]
+    img_h, img_w = image_size if image_size is not None else (image.shape[2], image.shape[3])
+    f32 = torch.float32
+    if step is None:
+        step_h = torch.tensor(float(img_h), dtype=f32) / layer_h
+        step_w = torch.tensor(float(img_w), dtype=f32) / layer_w
+    else:
+        step_h, step_w = torch.tensor(step[0], dtype=f32), torch.tensor(step[1], dtype=f32)
+    rows = (torch.arange(layer_h, dtype=f32) + offset) * step_h
+    cols = (torch.arange(layer_w, dtype=f32) + offset) * step_w
+    center_y = rows[:, None, None].expand(layer_h, layer_w, 1).double()
+    center_x = cols[None, :, None].expand(layer_h, layer_w, 1).double()
+    sizes = torch.tensor(boxes, dtype=f32).double()
+    half_w, half_h = sizes[:, 0] / 2.0, sizes[:, 1] / 2.0
+    corners = torch.stack(
+        [
+            (center_x - half_w) / img_w,
+            (center_y - half_h) / img_h,
+            (center_x + half_w) / img_w,
+            (center_y + half_h) / img_h,
+        ],
+        dim=-1,
+    ).to(f32)
+    if clip:
+        corners = corners.clamp(0.0, 1.0)
+    corners = corners.reshape(-1)
+    variances = torch.tensor(variance, dtype=f32).repeat(corners.numel() // 4)
+    return torch.stack([corners, variances]).unsqueeze(0).to(feature.device)

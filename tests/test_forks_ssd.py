@@ -1,0 +1,213 @@
+"""The SSD fork's layers against real Caffe, OpenCV, and the corpus's SSD nets.
+
+oracle_cases.npz holds real Caffe's blobs for oracle_cases.prototxt (make_oracle_cases.py);
+the corpus comparisons use OpenCV 4.x, or real Caffe when /opt/caffe-oracle is built.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import forks_reference as ref
+import numpy as np
+import pytest
+import torch
+from forks_support import (
+    CORPUS,
+    convert_random,
+    corpus_net,
+    load_module,
+    opencv_blobs,
+    relative_error,
+    run_capturing,
+)
+
+from protocaffe.api import convert
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "forks"
+ORACLE = Path("/opt/caffe-oracle/run-oracle.sh")
+
+
+@pytest.fixture(scope="module")
+def oracle_cases() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    expected = dict(np.load(FIXTURES / "oracle_cases.npz"))
+    conversion = convert(FIXTURES / "oracle_cases.prototxt", FIXTURES / "oracle_cases.caffemodel")
+    model = load_module(conversion)
+    inputs = [expected[f"input:{v.blob}"] for v in conversion.graph.inputs]
+    values = run_capturing(conversion, model, inputs)
+    ours = {v.blob: array for v, array in values.items()}
+    return ours, expected
+
+
+@pytest.mark.parametrize(
+    "blob",
+    ["prior_a", "prior_b", "priors", "norm_channels", "norm_all", "perm_last", "perm_partial"]
+    + ["relu6", "relu6_leaky", "nearest"],
+)
+def test_layers_match_real_caffe(oracle_cases, blob: str) -> None:
+    ours, expected = oracle_cases
+    assert ours[blob].shape == expected[blob].shape
+    np.testing.assert_allclose(ours[blob], expected[blob], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "blob", ["det_center", "det_corner", "det_per_class", "det_encoded", "det_none"]
+)
+def test_detections_match_real_caffe(oracle_cases, blob: str) -> None:
+    """Same rows in the same order: image, label, score, then the box within 1e-5."""
+    ours, expected = oracle_cases
+    assert ours[blob].shape == expected[blob].shape
+    np.testing.assert_array_equal(ours[blob][..., :2], expected[blob][..., :2])
+    np.testing.assert_allclose(ours[blob][..., 2:], expected[blob][..., 2:], rtol=0, atol=1e-5)
+
+
+def test_the_fixture_covers_the_interesting_cases(oracle_cases) -> None:
+    _, expected = oracle_cases
+    # keep_top_k cut (30 of more), both images present, per-class labels incl. 0 (no
+    # background), and the all-empty case's one row of -1 per image.
+    assert expected["det_center"].shape[2] == 60
+    assert set(expected["det_center"][0, 0, :, 0]) == {0.0, 1.0}
+    assert 0.0 in expected["det_per_class"][0, 0, :, 1]
+    assert expected["det_none"][0, 0, :, 1:].tolist() == [[-1.0] * 6] * 2
+
+
+SSD_NETS = [
+    "mobilenet-ssd",
+    "opencv-face-detector-res10-ssd",
+    pytest.param("ssd-vgg16-voc0712-300", marks=pytest.mark.slow),
+    "yufacedetectnet-v2",
+]
+
+
+@pytest.mark.parametrize("name", SSD_NETS)
+def test_ssd_net_matches_opencv_per_blob(name: str, tmp_path: Path) -> None:
+    """Every blob before the detections, with seeded random weights (OpenCV's own
+    DetectionOutput disagrees with Caffe on random weights; the oracle test covers it)."""
+    pytest.importorskip("cv2")
+    prototxt = corpus_net(name)
+    conversion, weights = convert_random(prototxt, tmp_path)
+    inputs = [
+        np.random.default_rng(0).standard_normal(v.shape).astype(np.float32)
+        for v in conversion.graph.inputs
+    ]
+    ours = run_capturing(conversion, load_module(conversion), inputs)
+    skip = [n.name for n in conversion.graph.nodes if n.op == "DetectionOutput"]
+    reference = opencv_blobs(prototxt, weights, conversion, inputs, skip)
+    assert len(reference) == len(conversion.graph.nodes) - len(skip)
+    errors = {str(v): relative_error(ours[v], ref) for v, ref in reference.items()}
+    worst = max(errors, key=errors.__getitem__)
+    assert errors[worst] < 5e-5, (worst, errors[worst])
+
+
+def test_yufacedetectnet_real_weights_match_opencv_at_two_sizes() -> None:
+    """The corpus's real weights; detections on a seeded input, at the declared size and at
+    another one (the priors follow the input)."""
+    cv2 = pytest.importorskip("cv2")
+    folder = CORPUS / "yufacedetectnet-v2"
+    weights = folder / "yufacedetectnet-open-v2.caffemodel"
+    if not weights.is_file():
+        pytest.skip("yufacedetectnet weights not available")
+    conversion = convert(folder / "deploy.prototxt", weights)
+    model = load_module(conversion)
+    net = cv2.dnn.readNetFromCaffe(str(folder / "deploy.prototxt"), str(weights))
+    rng = np.random.default_rng(0)
+    for height, width in ((240, 320), (176, 256)):
+        image = rng.uniform(0, 255, (1, 3, height, width)).astype(np.float32)
+        with torch.no_grad():
+            ours = model(torch.from_numpy(image)).numpy()
+        net.setInput(image)
+        reference = net.forward()
+        assert ours.shape == reference.shape and ours.shape[2] > 10
+        np.testing.assert_array_equal(ours[..., :2], reference[..., :2])
+        np.testing.assert_allclose(ours[..., 2:], reference[..., 2:], rtol=0, atol=1e-5)
+
+
+def test_opencv_clip_extension_matches_opencv(tmp_path: Path) -> None:
+    """The res10 face detector's `clip: 1` (OpenCV's field) clips boxes before NMS."""
+    cv2 = pytest.importorskip("cv2")
+    source = corpus_net("opencv-face-detector-res10-ssd")
+    prototxt = tmp_path / "res10.prototxt"
+    prototxt.write_text(
+        re.sub(r"confidence_threshold: [0-9.]+", "confidence_threshold: 0.3", source.read_text())
+    )
+    conversion, weights = convert_random(prototxt, tmp_path)
+    image = np.random.default_rng(0).standard_normal((1, 3, 300, 300)).astype(np.float32)
+    with torch.no_grad():
+        ours = load_module(conversion)(torch.from_numpy(image)).numpy()[0, 0]
+    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
+    net.enableFusion(False)
+    net.setInput(image)
+    reference = net.forward()[0, 0]
+    reference = reference[reference[:, 2] > 0]  # OpenCV pads to keep_top_k with zero rows
+    assert ours[:, 3:].min() >= 0 and ours[:, 3:].max() <= 1
+    # OpenCV's row count differs from Caffe's on random weights; compare the rows it shares.
+    distance = np.abs(ours[:, None, :] - reference[None, :, :]).max(axis=2)
+    matched = distance.min(axis=1) <= 1e-5
+    assert len(ours) > 50 and matched.mean() >= 0.9, matched.mean()
+
+
+@pytest.mark.skipif(not ORACLE.exists(), reason="real Caffe (/opt/caffe-oracle) not built")
+@pytest.mark.parametrize(
+    ("name", "threshold"), [("mobilenet-ssd", "0.01"), ("opencv-face-detector-res10-ssd", "0.3")]
+)
+def test_corpus_detections_match_real_caffe(name: str, threshold: str, tmp_path: Path) -> None:
+    """End to end against real Caffe, with the threshold lowered so that random weights give
+    many detections (and without OpenCV's `clip` field, which Caffe does not know)."""
+    text = corpus_net(name).read_text()
+    text = re.sub(r"confidence_threshold: [0-9.]+", f"confidence_threshold: {threshold}", text)
+    text = re.sub(r"\n\s*clip: 1\s*\n", "\n", text)
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(text)
+    conversion, weights = convert_random(prototxt, tmp_path)
+    image = np.random.default_rng(0).standard_normal((1, 3, 300, 300)).astype(np.float32)
+    np.save(tmp_path / "x.npy", image)
+    out = tmp_path / "out"
+    subprocess.run(
+        [str(ORACLE), "run", str(prototxt), "--weights", str(weights)]
+        + ["--input", f"data={tmp_path / 'x.npy'}", "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    reference = np.load(out / "detection_out.npy")
+    with torch.no_grad():
+        ours = load_module(conversion)(torch.from_numpy(image)).numpy()
+    assert ours.shape == reference.shape and ours.shape[2] > 50
+    np.testing.assert_array_equal(ours[..., :2], reference[..., :2])
+    np.testing.assert_allclose(ours[..., 2:], reference[..., 2:], rtol=0, atol=1e-5)
+
+
+def test_many_candidates_without_top_k_match_numpy_reference(oracle_cases) -> None:
+    """The fixture's inputs tiled to 3 x 222 priors, no top_k and an adaptive eta: NMS runs over
+    more candidates than one overlap block holds."""
+    _, expected = oracle_cases
+    loc = np.tile(expected["input:loc"].reshape(2, -1, 4), (1, 3, 1)).reshape(2, -1)
+    loc = loc + np.random.default_rng(3).normal(0, 0.05, loc.shape).astype(np.float32)
+    conf = np.tile(expected["conf"], (1, 3, 1)).reshape(2, -1)
+    prior = np.tile(expected["priors"].reshape(1, 2, -1, 4), (1, 1, 3, 1)).reshape(1, 2, -1)
+    source = (Path(__file__).resolve().parents[1] / "templates" / "helpers").joinpath(
+        "detection_output.py"
+    )
+    namespace: dict[str, object] = {"torch": torch, "Optional": __import__("typing").Optional}
+    exec(compile(source.read_text(), str(source), "exec"), namespace)
+    detection_output = namespace["detection_output"]
+    ours = detection_output(  # type: ignore[operator]
+        torch.from_numpy(loc),
+        torch.from_numpy(conf),
+        torch.from_numpy(prior),
+        num_classes=4,
+        share_location=True,
+        background_label=0,
+        code_type="CENTER_SIZE",
+        variance_encoded_in_target=False,
+        confidence_threshold=0.2,
+        nms_threshold=0.7,
+        top_k=-1,
+        eta=0.9,
+        keep_top_k=150,
+    ).numpy()
+    reference = ref.detection_output_center_size(loc, conf, prior, 4, 0.2, 0.7, 0.9, 150)
+    assert ours.shape == reference.shape and ours.shape[2] == 2 * 150  # keep_top_k per image
+    np.testing.assert_array_equal(ours[..., :2], reference[..., :2])
+    np.testing.assert_allclose(ours[..., 2:], reference[..., 2:], rtol=0, atol=1e-5)
