@@ -14,6 +14,10 @@ Timing is round-robin (one call of each variant per round) so that load from oth
 hits every variant alike; the table shows the median per call and the ratio to OpenCV (below
 1 is faster). `max err` is the largest difference to OpenCV's output over OpenCV's largest
 magnitude. This is a script, not a test: numbers depend on the machine.
+
+On a machine shared with other work, use `--threads 1`: with more threads than free cores,
+torch's OpenMP workers (and OpenCV's pool) spin at barriers while descheduled, and torch's
+eager ResNet-50 was measured 4x slower at 2 threads than at 1 on a loaded 2-core machine.
 """
 
 from __future__ import annotations
