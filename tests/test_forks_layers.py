@@ -65,7 +65,7 @@ layer { name: "up" type: "Upsample" bottom: "pooled" bottom: "mask" top: "up"
   upsample_param { scale: 2 upsample_h: 7 upsample_w: 9 } }
 """
     conversion, module, _ = build(tmp_path, body, {"x": (2, 3, 7, 9)})
-    assert "caffe_unpool(pooled, mask, x.shape[2:])" in conversion.source
+    assert "caffe_unpool(pooled, mask, (x.shape[2], x.shape[3]))" in conversion.source
     for shape in ((2, 3, 7, 9), (1, 2, 10, 5), (1, 1, 3, 3)):
         x = RNG.integers(0, 3, shape).astype(np.float32)
         ours = blobs_of(conversion, module, x)

@@ -260,7 +260,8 @@ class Upsample(Layer):
             return Emission(forward=forward, note="nearest")
         mask = ctx.inputs[1]
         if len(ctx.inputs) == 3:
-            size = f"{ctx.inputs[2]}.shape[2:]"
+            # A tuple, not `shape[2:]`: TorchScript types a shape slice as List[int].
+            size = f"({ctx.inputs[2]}.shape[2], {ctx.inputs[2]}.shape[3])"
             note = "max-unpool to the pooled tensor's size"
         elif attrs.size is not None:
             size = tuple_expr(attrs.size)
