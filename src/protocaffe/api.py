@@ -89,7 +89,8 @@ def write_conversion(
     command: str | None = None,
     source_name: str | None = None,
 ) -> Conversion:
-    """`convert`, writing `output`/model.py and, with weights, `output`/model.<fmt>.
+    """`convert`, writing `output`/model.py and, with weights, `output`/model.<fmt> and the
+    weight manifest `output`/model.manifest.txt.
 
     Every check of the input (prototxt, caffemodel, blob shapes) is done before anything is
     written. The weights are then copied in a second thread while this one renders and formats
@@ -107,13 +108,18 @@ def write_conversion(
         source = render_module(emitted.parts)
         write_text(out / "model.py", source)
         return _conversion(source, graph, emitted, None, reporter)
+    from protocaffe.backend.outputs import MANIFEST_NAME, weight_manifest
+
     arrays = _weights(graph, emitted, caffemodel, reporter)
     suffix = "safetensors" if fmt == "safetensors" else "pt"
     # Nested: both files are complete before either replaces the previous one, so a run killed
     # part way leaves the previous pair, which still belong together.
+    # The weight manifest (model.manifest.txt) is published with them: a reviewer's diff of it
+    # always describes the weights next to it.
     with (
         atomic_write(out / "model.py") as model_tmp,
         atomic_write(out / f"model.{suffix}") as tmp,
+        atomic_write(out / MANIFEST_NAME) as manifest_tmp,
         ThreadPoolExecutor(1) as pool,
     ):
         copying = pool.submit(write_state_to, tmp, arrays, fmt, progress)
@@ -122,6 +128,8 @@ def write_conversion(
         finally:
             copying.result()  # waits, and raises what the copy raised
         model_tmp.write_text(source, encoding="utf-8")
+        # After the copy: the state_dict makes layers on access and is not shared across threads.
+        manifest_tmp.write_text(weight_manifest(arrays), encoding="utf-8")
     return _conversion(source, graph, emitted, arrays, reporter)
 
 

@@ -12,14 +12,18 @@ import difflib
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only where weights are handled
+    import numpy as np
 
 MANIFEST_NAME = "model.manifest.txt"
 
 
 def weight_manifest(arrays: Mapping[str, np.ndarray]) -> str:
     """One line per tensor, sorted by key: key, shape, dtype, sha256 of its little-endian bytes."""
+    import numpy as np
+
     lines = [
         "# protocaffe weight manifest: key, shape, dtype, sha256 of the little-endian bytes",
     ]
