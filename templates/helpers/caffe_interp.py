@@ -1,8 +1,8 @@
 def caffe_interp(
     x: torch.Tensor,
-    zoom_factor: Optional[int] = None,
-    shrink_factor: Optional[int] = None,
-    size: Optional[tuple[int, int]] = None,
+    zoom_factor: int | None = None,
+    shrink_factor: int | None = None,
+    size: tuple[int, int] | None = None,
     pad_beg: int = 0,
     pad_end: int = 0,
 ) -> torch.Tensor:
@@ -11,7 +11,7 @@ def caffe_interp(
     height, width = x.shape[2] + pad_beg + pad_end, x.shape[3] + pad_beg + pad_end
     x = x[:, :, -pad_beg : -pad_beg + height, -pad_beg : -pad_beg + width]
     if size is None:
-        out = []
+        out: list[int] = []
         for extent in (height, width):
             if shrink_factor is not None:
                 extent = (extent - 1) // shrink_factor + 1

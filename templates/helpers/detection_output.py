@@ -32,7 +32,7 @@ def _box_sizes(boxes: torch.Tensor) -> torch.Tensor:
 def _nms(
     boxes: torch.Tensor,
     scores: torch.Tensor,
-    score_threshold: Optional[float],
+    score_threshold: float | None,
     nms_threshold: float,
     eta: float,
     top_k: int,
@@ -80,7 +80,7 @@ def detection_output(
     background_label: int,
     code_type: str,
     variance_encoded_in_target: bool,
-    confidence_threshold: Optional[float],
+    confidence_threshold: float | None,
     nms_threshold: float,
     top_k: int,
     eta: float,

@@ -5,8 +5,8 @@ def prior_box(
     variance: tuple[float, float, float, float],
     offset: float,
     clip: bool,
-    image_size: Optional[tuple[int, int]] = None,
-    step: Optional[tuple[float, float]] = None,
+    image_size: tuple[int, int] | None = None,
+    step: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """SSD's PriorBox: (1, 2, H * W * len(boxes) * 4): the corners of each (width, height) box
     centred on each feature-map cell, over the image size; then the variances.
