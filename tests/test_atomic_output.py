@@ -107,7 +107,7 @@ def test_a_successful_run_replaces_both_files(previous: tuple[Path, dict[str, by
     out, before = previous
     assert convert_cli(out) == 0
     after = snapshot(out)
-    assert sorted(after) == ["model.py", "model.safetensors"]
+    assert sorted(after) == ["model.manifest.txt", "model.py", "model.safetensors"]
     assert after["model.py"] != before["model.py"]
     assert after["model.safetensors"] != before["model.safetensors"]
     assert (out / "model.py").stat().st_mode & 0o777 == 0o666 & ~_umask()

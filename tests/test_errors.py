@@ -384,6 +384,7 @@ def test_weights_of_layers_not_in_the_prototxt_are_ignored_with_a_note(tmp_path)
         "that name in the prototxt needs them; ignored\n"
     )
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "model.manifest.txt",
         "model.py",
         "model.safetensors",
     ]

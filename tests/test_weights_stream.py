@@ -166,7 +166,11 @@ def test_double_data_and_transposed_weights_are_converted_on_access(tmp_path: Pa
     out = tmp_path / "out"
     assert main(["convert", str(prototxt), str(weights), "-o", str(out), "-q"]) == 0
     assert_loads_back(out / "model.safetensors", want)
-    assert sorted(p.name for p in out.iterdir()) == ["model.py", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model.manifest.txt",
+        "model.py",
+        "model.safetensors",
+    ]
 
 
 @pytest.mark.skipif(not TINYNET_WEIGHTS.exists(), reason="no bundled tinynet weights")

@@ -89,15 +89,17 @@ def write_conversion(
     command: str | None = None,
     source_name: str | None = None,
 ) -> Conversion:
-    """`convert`, writing `output`/model.py and, with weights, `output`/model.<fmt>.
+    """`convert`, writing `output`/model.py and, with weights, `output`/model.<fmt> and the
+    weight manifest (model.manifest.txt).
 
     Every check of the input (prototxt, caffemodel, blob shapes) is done before anything is
     written. The weights are then copied in a second thread while this one renders and formats
     model.py: the copy is mostly the kernel's (see backend/safetensors_writer.py), so on two
-    cores the two overlap. Both files appear only once both are complete.
+    cores the two overlap. The files appear only once all are complete.
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from protocaffe.backend.outputs import MANIFEST_NAME, weight_manifest
     from protocaffe.backend.weights import atomic_write, write_state_to, write_text
 
     reporter = reporter if reporter is not None else Reporter()
@@ -109,16 +111,18 @@ def write_conversion(
         return _conversion(source, graph, emitted, None, reporter)
     arrays = _weights(graph, emitted, caffemodel, reporter)
     suffix = "safetensors" if fmt == "safetensors" else "pt"
-    # Nested: both files are complete before either replaces the previous one, so a run killed
-    # part way leaves the previous pair, which still belong together.
+    # Nested: all three files are complete before any replaces the previous one, so a run
+    # killed part way leaves the previous set, which still belong together.
     with (
         atomic_write(out / "model.py") as model_tmp,
+        atomic_write(out / MANIFEST_NAME) as manifest_tmp,
         atomic_write(out / f"model.{suffix}") as tmp,
         ThreadPoolExecutor(1) as pool,
     ):
         copying = pool.submit(write_state_to, tmp, arrays, fmt, progress)
         try:
             source = render_module(emitted.parts)
+            manifest_tmp.write_text(weight_manifest(arrays), encoding="utf-8")
         finally:
             copying.result()  # waits, and raises what the copy raised
         model_tmp.write_text(source, encoding="utf-8")

@@ -222,11 +222,9 @@ def _write_output(
 ) -> None:
     """model.py, the weights and their manifest in `folder`, as `convert` writes them."""
     from protocaffe.api import write_conversion
-    from protocaffe.backend.outputs import MANIFEST_NAME, weight_manifest
-    from protocaffe.backend.weights import write_text
     from protocaffe.passes import DEFAULT_PIPELINE, OPTIMIZE_PIPELINE
 
-    conversion = write_conversion(
+    write_conversion(
         args.prototxt,
         args.caffemodel,
         folder,
@@ -238,8 +236,6 @@ def _write_output(
         command=regenerate_command(args),
         source_name=_shown_path(args.prototxt),
     )
-    if conversion.arrays is not None:
-        write_text(Path(folder) / MANIFEST_NAME, weight_manifest(conversion.arrays))
 
 
 def _check(args: argparse.Namespace, reporter: Reporter) -> int:

@@ -12,20 +12,26 @@ import difflib
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy only when there are weights to list
+    import numpy as np
 
 MANIFEST_NAME = "model.manifest.txt"
 
 
 def weight_manifest(arrays: Mapping[str, np.ndarray]) -> str:
     """One line per tensor, sorted by key: key, shape, dtype, sha256 of its little-endian bytes."""
+    import numpy as np
+
     lines = [
         "# protocaffe weight manifest: key, shape, dtype, sha256 of the little-endian bytes",
     ]
     for key in sorted(arrays):
         array = np.asarray(arrays[key])
-        data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        # Hashed through a memoryview: no copy when the array is already contiguous (the
+        # caffemodel's mapped float32 weights usually are).
+        data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(-1).data
         shape = "x".join(str(d) for d in array.shape) or "scalar"
         lines.append(f"{key} {shape} {array.dtype.name} {hashlib.sha256(data).hexdigest()}")
     return "\n".join(lines) + "\n"

@@ -16,13 +16,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from protocaffe.ir.graph import Graph, Node, Value
 from protocaffe.layers.conv import ConvAttrs
 from protocaffe.layers.linear import BroadcastAttrs, InnerProductAttrs, _operand_shape
 from protocaffe.layers.normalization import BatchNormAttrs
+
+if TYPE_CHECKING:  # numpy only where weights are folded (see folded_state)
+    import numpy as np
 
 
 def _channels_affine(node: Node) -> bool:
@@ -83,6 +85,8 @@ def fold_batchnorm_scale(graph: Graph) -> Graph:
 
 
 def _affine(node: Node, state: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     """(a, c) of the per-channel map y -> a * y + c that a folded node computes, in float64."""
     if isinstance(node.attrs, BatchNormAttrs):
         mean = state["running_mean"].astype(np.float64)
@@ -97,6 +101,8 @@ def _affine(node: Node, state: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np
 
 
 def folded_state(node: Node, states: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    import numpy as np
+
     """The state_dict of a folded node from the states of its original nodes (`node.fused`)."""
     assert len(states) == len(node.fused) >= 2
     weight = states[0]["weight"].astype(np.float64)
