@@ -84,6 +84,7 @@ def write_conversion(
     fmt: str = "safetensors",
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
+    manifest: bool = True,
     reporter: Reporter | None = None,
     progress: ProgressCallback | None = None,
     command: str | None = None,
@@ -98,6 +99,7 @@ def write_conversion(
     cores the two overlap. The files appear only once all are complete.
     """
     from concurrent.futures import ThreadPoolExecutor
+    from contextlib import nullcontext
 
     from protocaffe.backend.outputs import MANIFEST_NAME, weight_manifest
     from protocaffe.backend.weights import atomic_write, write_state_to, write_text
@@ -115,17 +117,21 @@ def write_conversion(
     # killed part way leaves the previous set, which still belong together.
     with (
         atomic_write(out / "model.py") as model_tmp,
-        atomic_write(out / MANIFEST_NAME) as manifest_tmp,
+        atomic_write(out / MANIFEST_NAME) if manifest else nullcontext(None) as manifest_tmp,
         atomic_write(out / f"model.{suffix}") as tmp,
         ThreadPoolExecutor(1) as pool,
     ):
         copying = pool.submit(write_state_to, tmp, arrays, fmt, progress)
         try:
             source = render_module(emitted.parts)
-            manifest_tmp.write_text(weight_manifest(arrays), encoding="utf-8")
+            if manifest_tmp is not None:
+                manifest_tmp.write_text(weight_manifest(arrays), encoding="utf-8")
         finally:
             copying.result()  # waits, and raises what the copy raised
         model_tmp.write_text(source, encoding="utf-8")
+    if not manifest:
+        # A manifest left from an earlier run would describe other weights.
+        (out / MANIFEST_NAME).unlink(missing_ok=True)
     return _conversion(source, graph, emitted, arrays, reporter)
 
 
