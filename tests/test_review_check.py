@@ -165,3 +165,13 @@ def test_pre_commit_hooks_run_the_check() -> None:
     assert by_id["protocaffe-convert"]["entry"].startswith("protocaffe convert")
     for hook in hooks:
         assert hook["language"] == "python" and hook["pass_filenames"] == "false"
+
+
+def test_no_manifest_skips_it_and_removes_a_stale_one(project: Path) -> None:
+    out = project / "models" / "net"
+    assert main(ARGS) == EXIT_OK
+    assert (out / "model.manifest.txt").is_file()
+    assert main([*ARGS, "--no-manifest"]) == EXIT_OK
+    assert sorted(p.name for p in out.iterdir()) == ["model.py", "model.safetensors"]
+    assert "--no-manifest" in (out / "model.py").read_text()  # the header's regenerate command
+    assert main([*ARGS, "--no-manifest", "--check"]) == EXIT_OK

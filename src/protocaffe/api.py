@@ -84,21 +84,24 @@ def write_conversion(
     fmt: str = "safetensors",
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
+    manifest: bool = True,
     reporter: Reporter | None = None,
     progress: ProgressCallback | None = None,
     command: str | None = None,
     source_name: str | None = None,
 ) -> Conversion:
     """`convert`, writing `output`/model.py and, with weights, `output`/model.<fmt> and the
-    weight manifest `output`/model.manifest.txt.
+    weight manifest (model.manifest.txt).
 
     Every check of the input (prototxt, caffemodel, blob shapes) is done before anything is
     written. The weights are then copied in a second thread while this one renders and formats
     model.py: the copy is mostly the kernel's (see backend/safetensors_writer.py), so on two
-    cores the two overlap. Both files appear only once both are complete.
+    cores the two overlap. The files appear only once all are complete.
     """
     from concurrent.futures import ThreadPoolExecutor
+    from contextlib import nullcontext
 
+    from protocaffe.backend.outputs import MANIFEST_NAME, weight_manifest
     from protocaffe.backend.weights import atomic_write, write_state_to, write_text
 
     reporter = reporter if reporter is not None else Reporter()
@@ -108,18 +111,14 @@ def write_conversion(
         source = render_module(emitted.parts)
         write_text(out / "model.py", source)
         return _conversion(source, graph, emitted, None, reporter)
-    from protocaffe.backend.outputs import MANIFEST_NAME, weight_manifest
-
     arrays = _weights(graph, emitted, caffemodel, reporter)
     suffix = "safetensors" if fmt == "safetensors" else "pt"
-    # Nested: both files are complete before either replaces the previous one, so a run killed
-    # part way leaves the previous pair, which still belong together.
-    # The weight manifest (model.manifest.txt) is published with them: a reviewer's diff of it
-    # always describes the weights next to it.
+    # Nested: all three files are complete before any replaces the previous one, so a run
+    # killed part way leaves the previous set, which still belong together.
     with (
         atomic_write(out / "model.py") as model_tmp,
+        atomic_write(out / MANIFEST_NAME) if manifest else nullcontext(None) as manifest_tmp,
         atomic_write(out / f"model.{suffix}") as tmp,
-        atomic_write(out / MANIFEST_NAME) as manifest_tmp,
         ThreadPoolExecutor(1) as pool,
     ):
         copying = pool.submit(write_state_to, tmp, arrays, fmt, progress)
@@ -128,8 +127,13 @@ def write_conversion(
         finally:
             copying.result()  # waits, and raises what the copy raised
         model_tmp.write_text(source, encoding="utf-8")
-        # After the copy: the state_dict makes layers on access and is not shared across threads.
-        manifest_tmp.write_text(weight_manifest(arrays), encoding="utf-8")
+        if manifest_tmp is not None:
+            # Only after the copy: StateArrays makes layers on access and caches the last one,
+            # so two threads reading it at once could be handed each other's layer.
+            manifest_tmp.write_text(weight_manifest(arrays), encoding="utf-8")
+    if not manifest:
+        # A manifest left from an earlier run would describe other weights.
+        (out / MANIFEST_NAME).unlink(missing_ok=True)
     return _conversion(source, graph, emitted, arrays, reporter)
 
 

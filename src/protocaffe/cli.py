@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
         help="fold BatchNorm/Scale into the layer before them and drop pass-through layers",
     )
     convert.add_argument(
+        "--no-manifest",
+        action="store_true",
+        help="skip model.manifest.txt (hashing the weights costs about 0.5 s per GB)",
+    )
+    convert.add_argument(
         "--check",
         action="store_true",
         help="write nothing; exit 1 with a diff if the files on disk differ from the output",
@@ -192,6 +197,8 @@ def regenerate_command(args: argparse.Namespace) -> str:
         words += ["--format", args.format]
     if args.optimize:
         words.append("--optimize")
+    if args.no_manifest:
+        words.append("--no-manifest")
     for name, shape in args.input_shape:
         words += ["--input-shape", f"{name}={','.join(str(d) for d in shape)}"]
     for module in args.plugin:
@@ -231,6 +238,7 @@ def _write_output(
         fmt=args.format,
         input_shapes=dict(args.input_shape),
         passes=OPTIMIZE_PIPELINE if args.optimize else DEFAULT_PIPELINE,
+        manifest=not args.no_manifest,
         reporter=reporter,
         progress=progress,
         command=regenerate_command(args),

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # numpy only where weights are handled
+if TYPE_CHECKING:  # numpy only when there are weights to list
     import numpy as np
 
 MANIFEST_NAME = "model.manifest.txt"
@@ -29,7 +29,9 @@ def weight_manifest(arrays: Mapping[str, np.ndarray]) -> str:
     ]
     for key in sorted(arrays):
         array = np.asarray(arrays[key])
-        data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        # Hashed through a memoryview: no copy when the array is already contiguous (the
+        # caffemodel's mapped float32 weights usually are).
+        data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).reshape(-1).data
         shape = "x".join(str(d) for d in array.shape) or "scalar"
         lines.append(f"{key} {shape} {array.dtype.name} {hashlib.sha256(data).hexdigest()}")
     return "\n".join(lines) + "\n"

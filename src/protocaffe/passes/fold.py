@@ -23,7 +23,7 @@ from protocaffe.layers.conv import ConvAttrs
 from protocaffe.layers.linear import BroadcastAttrs, InnerProductAttrs, _operand_shape
 from protocaffe.layers.normalization import BatchNormAttrs
 
-if TYPE_CHECKING:  # numpy only where weights are folded: model.py alone needs none
+if TYPE_CHECKING:  # numpy only where weights are folded (see folded_state)
     import numpy as np
 
 
