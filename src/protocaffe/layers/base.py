@@ -244,3 +244,37 @@ def call(fn: str, *args: str, **kwargs: object) -> str:
     """`fn(a, b, k=v)` with keyword values repr()'d; None-valued keywords are left out."""
     parts = list(args) + [f"{k}={v!r}" for k, v in kwargs.items() if v is not None]
     return f"{fn}({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class ChannelWeightAttrs(Attrs):
+    """Attributes of a layer with one learned weight per channel (axis 1), or one shared."""
+
+    channel_shared: bool
+
+
+class ChannelWeightLayer(Layer):
+    """A layer whose one Caffe blob holds a weight per channel, or a single one when
+    `channel_shared` (PReLU's slopes, Normalize's scale). The state_dict key is "weight"."""
+
+    weight_init: ClassVar[Init] = Init.ONE
+
+    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+        if len(in_shapes[0]) < 2:
+            raise fail(layer, f"expects an input with a channel axis, got {in_shapes[0]}")
+        return [in_shapes[0]]
+
+    def channels(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> int:
+        assert isinstance(attrs, ChannelWeightAttrs)
+        return 1 if attrs.channel_shared else in_shapes[0][1]
+
+    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        return [BlobSpec((self.channels(attrs, in_shapes),), self.weight_init)]
+
+    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        return ("weight",)
+
+    def state(
+        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        return {"weight": blobs[0].reshape(-1)}

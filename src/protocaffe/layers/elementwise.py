@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from protocaffe.frontend.prototxt import LayerDef
-from protocaffe.ir.graph import Attrs, NoAttrs, Shape
-from protocaffe.layers.base import BlobSpec, Emission, EmitContext, Init, Layer, f32, fail, register
+from protocaffe.ir.graph import Attrs, NoAttrs
+from protocaffe.layers.base import (
+    ChannelWeightAttrs,
+    ChannelWeightLayer,
+    Emission,
+    EmitContext,
+    Init,
+    Layer,
+    f32,
+    fail,
+    register,
+)
 
 if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
-    import numpy as np
+    pass
 
 
 @dataclass(frozen=True)
@@ -178,40 +187,16 @@ class Threshold(Layer):
         return Emission(forward=f"({ctx.x} > {attrs['threshold']!r}).to({ctx.x}.dtype)")
 
 
-@dataclass(frozen=True)
-class PReLUAttrs(Attrs):
-    channel_shared: bool
-
-
 @register
-class PReLU(Layer):
+class PReLU(ChannelWeightLayer):
     types = ("PReLU",)
+    weight_init = Init.SLOPE
 
-    def parse(self, layer: LayerDef) -> PReLUAttrs:
-        return PReLUAttrs(bool(layer.param.prelu_param.channel_shared))
-
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        if len(in_shapes[0]) < 2:
-            raise fail(layer, f"expects an input with a channel axis, got {in_shapes[0]}")
-        return [in_shapes[0]]
-
-    def _channels(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> int:
-        assert isinstance(attrs, PReLUAttrs)
-        return 1 if attrs.channel_shared else in_shapes[0][1]
-
-    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
-        return [BlobSpec((self._channels(attrs, in_shapes),), Init.SLOPE)]
-
-    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
-        return ("weight",)
-
-    def state(
-        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        return {"weight": blobs[0].reshape(-1)}
+    def parse(self, layer: LayerDef) -> ChannelWeightAttrs:
+        return ChannelWeightAttrs(bool(layer.param.prelu_param.channel_shared))
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        channels = self._channels(attrs, ctx.in_shapes)
+        channels = self.channels(attrs, ctx.in_shapes)
         init = "nn.PReLU()" if channels == 1 else f"nn.PReLU({channels!r})"
         return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init)
 

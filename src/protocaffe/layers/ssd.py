@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
-    BlobSpec,
+    ChannelWeightAttrs,
+    ChannelWeightLayer,
     Emission,
     EmitContext,
-    Init,
     Layer,
     call,
     f32,
@@ -25,18 +25,17 @@ from protocaffe.layers.base import (
 )
 
 if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
-    import numpy as np
+    pass
 
 
 @dataclass(frozen=True)
-class NormalizeAttrs(Attrs):
+class NormalizeAttrs(ChannelWeightAttrs):
     across_spatial: bool
-    channel_shared: bool
     eps: float
 
 
 @register
-class Normalize(Layer):
+class Normalize(ChannelWeightLayer):
     """L2 normalisation, then a learned scale: x / sqrt(sum(x^2) + eps) * scale, the sum taken
     over channels at each position, or over all of C, H, W with `across_spatial`."""
 
@@ -44,33 +43,17 @@ class Normalize(Layer):
 
     def parse(self, layer: LayerDef) -> NormalizeAttrs:
         p = layer.param.norm_param
-        return NormalizeAttrs(bool(p.across_spatial), bool(p.channel_shared), f32(p.eps))
-
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        if len(in_shapes[0]) < 2:
-            raise fail(layer, f"expects an input with a channel axis, got {in_shapes[0]}")
-        return [in_shapes[0]]
-
-    def _channels(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> int:
-        assert isinstance(attrs, NormalizeAttrs)
-        return 1 if attrs.channel_shared else in_shapes[0][1]
-
-    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
-        return [BlobSpec((self._channels(attrs, in_shapes),), Init.ONE)]
-
-    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
-        return ("weight",)
-
-    def state(
-        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        return {"weight": blobs[0].reshape(-1)}
+        return NormalizeAttrs(
+            channel_shared=bool(p.channel_shared),
+            across_spatial=bool(p.across_spatial),
+            eps=f32(p.eps),
+        )
 
     def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
         assert isinstance(attrs, NormalizeAttrs)
         init = call(
             "Normalize",
-            repr(self._channels(attrs, ctx.in_shapes)),
+            repr(self.channels(attrs, ctx.in_shapes)),
             across_spatial=attrs.across_spatial,
             eps=attrs.eps,
         )
