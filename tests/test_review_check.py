@@ -145,6 +145,19 @@ def test_written_weights_load_into_the_written_module(project: Path) -> None:
     np.testing.assert_allclose(out.sum(dim=1).detach().numpy(), 1.0, rtol=1e-6)
 
 
+def test_pt_format_loads_with_weights_only_and_matches_safetensors(project: Path) -> None:
+    from safetensors.torch import load_file
+
+    assert main(ARGS) == EXIT_OK
+    assert main([*ARGS, "--format", "pt"]) == EXIT_OK
+    folder = project / "models" / "net"
+    pt = torch.load(folder / "model.pt", weights_only=True)  # no pickle of arbitrary objects
+    st = load_file(str(folder / "model.safetensors"))
+    assert sorted(pt) == sorted(st)
+    for key, tensor in st.items():
+        assert torch.equal(pt[key], tensor), key
+
+
 def test_pt_format_is_byte_stable(project: Path) -> None:
     assert main([*ARGS, "--format", "pt"]) == EXIT_OK
     assert main([*ARGS, "--format", "pt", "--check"]) == EXIT_OK
