@@ -1,7 +1,7 @@
 def prior_box(
     feature: torch.Tensor,
     image: torch.Tensor,
-    boxes: tuple[tuple[float, float], ...],
+    boxes: list[list[float]],
     variance: tuple[float, float, float, float],
     offset: float,
     clip: bool,

@@ -200,7 +200,8 @@ class PriorBox(Layer):
             "prior_box",
             ctx.inputs[0],
             ctx.inputs[1],
-            boxes=attrs.boxes,
+            # A list of [width, height] lists: TorchScript types no variable-length tuples.
+            boxes=[list(box) for box in attrs.boxes],
             variance=attrs.variance,
             offset=attrs.offset,
             clip=attrs.clip,
