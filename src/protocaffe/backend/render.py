@@ -7,7 +7,7 @@ starts copying them (in another thread, see api.write_conversion) before it need
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from protocaffe.backend.emit import LINE_LENGTH, ModuleParts
 from protocaffe.backend.helpers import templates_dir
@@ -30,12 +30,6 @@ def black_mode() -> black.Mode:
         magic_trailing_comma=True,
         preview=False,
     )
-
-
-def __getattr__(name: str) -> Any:  # BLACK_MODE, as it was before black was imported lazily
-    if name == "BLACK_MODE":
-        return black_mode()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @lru_cache(maxsize=1)

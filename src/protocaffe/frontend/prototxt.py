@@ -12,8 +12,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import Message
-
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
 from protocaffe.frontend.schema import message_class
 from protocaffe.frontend.textformat import Locations, parse_text
@@ -41,10 +39,6 @@ class LayerDef:
     param: Any
     loc: SourceLoc
     locations: Locations
-
-    def field_loc(self, sub: Message, name: str) -> SourceLoc:
-        """Where a field of this layer (or of one of its parameter messages) was written."""
-        return self.locations.of_field(sub, name) or self.loc
 
 
 @dataclass(frozen=True)

@@ -221,14 +221,6 @@ class _Parser:
             self._tok = next(self._tokens)
         return tok
 
-    def _expect(self, text: str) -> Token:
-        if self._tok.text != text or self._tok.kind not in ("punct",):
-            found = self._tok.text or "end of file"
-            raise ProtocaffeError.at(
-                self._tok.loc, f"syntax error: expected '{text}', found {found!r}"
-            )
-        return self._advance()
-
     def parse_message(self, msg: Message, close: str | None, opened: Token | None = None) -> None:
         while True:
             tok = self._tok
