@@ -124,6 +124,24 @@ def test_yufacedetectnet_real_weights_match_opencv_at_two_sizes() -> None:
         np.testing.assert_allclose(ours[..., 2:], reference[..., 2:], rtol=0, atol=1e-5)
 
 
+def test_yufacedetectnet_scripts_and_the_script_detects_the_same() -> None:
+    """The SSD helpers (prior boxes, NMS) compile under TorchScript; with the real weights the
+    scripted module gives the eager module's detections, at two input sizes."""
+    folder = CORPUS / "yufacedetectnet-v2"
+    weights = folder / "yufacedetectnet-open-v2.caffemodel"
+    if not weights.is_file():
+        pytest.skip("yufacedetectnet weights not available")
+    model = load_module(convert(folder / "deploy.prototxt", weights))
+    scripted = torch.jit.script(model)
+    rng = np.random.default_rng(1)
+    for height, width in ((240, 320), (176, 256)):
+        image = torch.from_numpy(rng.uniform(0, 255, (1, 3, height, width)).astype(np.float32))
+        with torch.no_grad():
+            eager, script = model(image), scripted(image)
+        assert eager.shape[2] > 10
+        torch.testing.assert_close(script, eager, rtol=0, atol=1e-6)
+
+
 def test_opencv_clip_extension_matches_opencv(tmp_path: Path) -> None:
     """The res10 face detector's `clip: 1` (OpenCV's field) clips boxes before NMS."""
     cv2 = pytest.importorskip("cv2")

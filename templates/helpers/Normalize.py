@@ -9,7 +9,8 @@ class Normalize(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = tuple(range(1, x.dim())) if self.across_spatial else (1,)
+        # Lists, not tuples built from range(): TorchScript types both.
+        dims = list(range(1, x.dim())) if self.across_spatial else [1]
         norm = torch.sqrt(torch.sum(x * x, dim=dims, keepdim=True) + self.eps)
-        weight = self.weight.reshape((1, -1) + (1,) * (x.dim() - 2))
+        weight = self.weight.reshape([1, -1] + [1] * (x.dim() - 2))
         return x / norm * weight

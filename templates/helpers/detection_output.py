@@ -60,11 +60,17 @@ def _nms(
         inter_w, inter_h = high[..., 0] - low[..., 0], high[..., 1] - low[..., 1]
         inter = inter_w * inter_h
         union = sizes[start : start + block, None] + sizes[None, :] - inter
-        overlaps = torch.where(
+        overlaps: list[list[float]] = torch.where(
             (inter_w > 0) & (inter_h > 0), inter / torch.where(union == 0, 1.0, union), 0.0
         ).tolist()
         for offset, row in enumerate(overlaps):
-            if all(row[j] <= threshold for j in kept):
+            # A plain loop rather than all(...): TorchScript compiles no generator expressions.
+            keep = True
+            for j in kept:
+                if row[j] > threshold:
+                    keep = False
+                    break
+            if keep:
                 kept.append(start + offset)
                 if eta < 1 and threshold > 0.5:
                     threshold *= eta
@@ -123,7 +129,10 @@ def detection_output(
         order = torch.sort(-scores, stable=True).indices
         order = order[torch.sort(label_ids[order], stable=True).indices]
         indices, label_ids, scores = indices[order], label_ids[order], scores[order]
-        chosen = boxes[indices, 0 if share_location else label_ids]
+        if share_location:
+            chosen = boxes[indices, 0]
+        else:
+            chosen = boxes[indices, label_ids]
         image_ids = torch.full_like(scores, float(image))
         rows.append(
             torch.cat([image_ids[:, None], label_ids[:, None].to(scores), scores[:, None], chosen], 1)
