@@ -6,10 +6,9 @@ bottom, a Slice with one top, and Power with power 1, scale 1 and shift 0.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from protocaffe.ir.graph import Graph, Node, Value
+from protocaffe.ir.graph import Graph, Node
 from protocaffe.layers.elementwise import ScalarAttrs
+from protocaffe.passes.identity import drop_pass_through
 
 
 def _passes_through(node: Node) -> bool:
@@ -26,15 +25,4 @@ def _passes_through(node: Node) -> bool:
 
 def remove_noops(graph: Graph) -> Graph:
     """Drop pass-through layers; their outputs become aliases of their input."""
-    substitute: dict[Value, Value] = {}
-    aliases = list(graph.aliases)
-    nodes: list[Node] = []
-    for node in graph.nodes:
-        inputs = tuple(substitute.get(v, v) for v in node.inputs)
-        if _passes_through(node):
-            substitute[node.outputs[0]] = inputs[0]
-            aliases.append((node.outputs[0], inputs[0]))
-            continue
-        nodes.append(replace(node, inputs=inputs) if inputs != node.inputs else node)
-    outputs = tuple(substitute.get(v, v) for v in graph.outputs)
-    return replace(graph, nodes=tuple(nodes), outputs=outputs, aliases=tuple(aliases))
+    return drop_pass_through(graph, _passes_through)
