@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.fx.experimental._config as fx_config
 from review_support import CORPUS, FIXTURES, REPO
 
 from protocaffe.api import Conversion, convert
@@ -148,27 +149,58 @@ def check_double(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
     _close(single, double)
 
 
+def _detection_outputs(c: Conversion) -> set[int]:
+    """The positions of the outputs that are SSD detections: (1, 1, rows, 7), one row
+    [image, label, score, box] per detection, rows known only at run time."""
+    producers = {v: n.op for n in c.graph.nodes for v in n.outputs}
+    return {i for i, v in enumerate(c.graph.outputs) if producers.get(v) == "DetectionOutput"}
+
+
 def check_device(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
     # The meta device has no data: any tensor the module makes without following its input's
-    # device (or keeps outside its buffers) fails here as it would on a GPU.
+    # device (or keeps outside its buffers) fails here as it would on a GPU. A data-dependent
+    # row count (detections) cannot be known there: meta's nonzero() then counts every element
+    # as selected, and those outputs' row axis is left free.
     meta = copy.deepcopy(net).to("meta")
-    with torch.no_grad():
+    with torch.no_grad(), fx_config.patch(meta_nonzero_assume_all_nonzero=True):
         out = meta(*(t.to("meta") for t in _inputs(c)))
     assert all(t.device.type == "meta" for t in _outputs(out))
+    free = _detection_outputs(c)
     expected = [v.shape for v in c.graph.outputs]
-    assert [tuple(t.shape) for t in _outputs(out)] == expected
+    shapes = [tuple(t.shape) for t in _outputs(out)]
+    for i in free:
+        shapes[i] = shapes[i][:2] + expected[i][2:3] + shapes[i][3:]
+    assert shapes == expected
+
+
+def _batched_detections(singles: list[torch.Tensor]) -> torch.Tensor:
+    """What a batch's detections must be, from each image's own: its rows in image order,
+    numbered by image; with none in any image, Caffe's one row [image, -1, ...] per image."""
+    rows = [one[0, 0][one[0, 0, :, 1] != -1] for one in singles]
+    found = [torch.cat([torch.full_like(r[:, :1], i), r[:, 1:]], 1) for i, r in enumerate(rows)]
+    joined = torch.cat(found)
+    if joined.shape[0] == 0:
+        joined = torch.full((len(singles), 7), -1.0, dtype=singles[0].dtype)
+        joined[:, 0] = torch.arange(len(singles))
+    return joined[None, None]
 
 
 def check_batch(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
     declared = c.graph.inputs[0].shape[0]
     batch = declared + 2
     x = _inputs(c, batch)
+    detections = _detection_outputs(c)
     with torch.no_grad():
         whole = _outputs(net(*x))
-        for i in (0, batch - 1):
-            one = _outputs(net(*(t[i : i + 1] for t in x)))
-            for w, o in zip(whole, one, strict=True):
-                _close(w[i : i + 1], o)
+        # Detections need every image's own (the batch is in their rows); others two.
+        images = range(batch) if detections else (0, batch - 1)
+        singles = {i: _outputs(net(*(t[i : i + 1] for t in x))) for i in images}
+    for k, w in enumerate(whole):
+        if k in detections:
+            _close(w, _batched_detections([singles[i][k] for i in images]))
+            continue
+        for i in images:
+            _close(w[i : i + 1], singles[i][k])
 
 
 def check_style(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
