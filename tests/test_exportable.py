@@ -146,7 +146,24 @@ def check_double(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
         double = net(*(t.double() for t in x))
         net.float()
     assert all(t.dtype == torch.float64 for t in _outputs(double))
-    _close(single, double)
+    if not _decides_by_argmax(c):
+        _close(single, double)
+        return
+    # An argmax (pooling's mask, ArgMax) picks another element when two are closer than float32
+    # resolves, e.g. 0.37156683 and 0.371567 in SegNet's pool1: float64 then routes that value
+    # elsewhere, which no tolerance absorbs. Such near-ties are rare: all but a few elements
+    # must still agree.
+    for x, y in zip(_outputs(single), _outputs(double), strict=True):
+        scale = float(y.abs().max()) or 1.0
+        far = ~torch.isclose(x.double(), y, rtol=1e-4, atol=1e-4 * scale)
+        assert far.double().mean() <= 1e-3, f"{int(far.sum())} of {far.numel()} differ"
+
+
+def _decides_by_argmax(c: Conversion) -> bool:
+    """Whether an argmax decides what flows on: max pooling with a mask top, or ArgMax."""
+    return any(
+        n.op == "ArgMax" or (n.op == "Pooling" and len(n.outputs) == 2) for n in c.graph.nodes
+    )
 
 
 def _detection_outputs(c: Conversion) -> set[int]:
