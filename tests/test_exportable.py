@@ -136,6 +136,16 @@ def check_onnx(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
     graph = onnx.load(str(path)).graph
     assert len(graph.input) == len(c.graph.inputs)
     assert len(graph.output) == len(c.graph.outputs)
+    # And it computes what the module does, where ONNX Runtime is installed (the test extra).
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = _inputs(c)
+    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), x, strict=True)}
+    with torch.no_grad():
+        _close([torch.from_numpy(a) for a in session.run(None, feeds)], net(*x))
 
 
 def check_double(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
