@@ -49,9 +49,10 @@ def _nms_keep(
     best first: (N, C, K, 4) boxes and (N, C, K) valid -> which candidates it keeps.
 
     Candidate i is kept when valid and its overlap with every kept earlier candidate is <= the
-    threshold (which an eta < 1 lowers after each kept box while above 0.5). The loop runs over
-    the static range(K), with tensor steps only, so that torch.export and ONNX can follow it.
-    Overlaps are computed a block of rows at a time: memory stays O(N * C * K * block)."""
+    threshold (which an eta < 1 lowers after each kept box while above 0.5). The loops run over
+    the static range(K), with tensor steps only, so that torch.export and ONNX can follow them
+    (a few nodes a step: they are unrolled there). Overlaps are computed a block of rows at a
+    time: memory stays O(N * C * K * block)."""
     count = boxes.shape[2]
     block = max(1, min(count, 4194304 // max(1, boxes.shape[1] * count)))
     keep = valid.clone()
@@ -60,17 +61,21 @@ def _nms_keep(
     for start in range(0, count, block):
         stop = min(start + block, count)
         overlaps = _overlaps(boxes[:, :, start:stop], boxes)
-        # Only earlier candidates can suppress a candidate.
-        earlier = columns[None, :] < columns[start:stop, None]
-        exceeds = (overlaps > nms_threshold) & earlier
-        for i in range(start, stop):
-            if eta < 1.0:
-                close = (overlaps[:, :, i - start] > threshold) & earlier[i - start]
-            else:
-                close = exceeds[:, :, i - start]
-            kept = keep[:, :, i] & ~(close & keep).any(-1)
-            keep[:, :, i] = kept
-            if eta < 1.0:
+        rows = columns[start:stop, None]
+        if eta >= 1.0:
+            # A fixed threshold: once i is decided, it settles every later candidate it
+            # overlaps too much (keep stays final for i and all before it).
+            spares = ~(overlaps > nms_threshold) | (columns[None, :] <= rows)  # NaN spares
+            for i in range(start, stop):
+                keep = torch.where(keep[:, :, i : i + 1], keep & spares[:, :, i - start], keep)
+        else:
+            # The threshold a candidate meets depends on how many were kept before it: decide
+            # i from the kept earlier ones, then lower the threshold.
+            overlaps = torch.where(columns[None, :] < rows, overlaps, -1.0)
+            for i in range(start, stop):
+                close = overlaps[:, :, i - start] > threshold
+                kept = keep[:, :, i] & ~(close & keep).any(-1)
+                keep[:, :, i] = kept
                 lower = kept[:, :, None] & (threshold > 0.5)
                 threshold = torch.where(lower, threshold * eta, threshold)
     return keep
