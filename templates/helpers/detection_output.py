@@ -87,7 +87,7 @@ def _sort_descending(values: torch.Tensor) -> torch.Tensor:
     (run of equal values, index) orders each run of ties, whatever order the first one left."""
     ordered = torch.sort(values, dim=-1, descending=True)
     changes = (ordered.values[..., 1:] != ordered.values[..., :-1]).to(torch.int64)
-    runs = torch.cat([torch.zeros_like(changes[..., :1]), changes.cumsum(-1)], -1)
+    runs = torch.cat([torch.zeros_like(ordered.indices[..., :1]), changes.cumsum(-1)], -1)
     keys = runs * values.shape[-1] + ordered.indices
     return torch.gather(ordered.indices, -1, torch.argsort(keys, dim=-1))
 
