@@ -2,9 +2,9 @@
 (fullgraph), ONNX, any device and dtype, any batch size, and clean under black and ruff.
 
 The fast profile checks a few nets that cover the emitters and helpers (pooling helper, Scale
-with and without bias, Eltwise, Concat, Reshape/Flatten, folded layers). The whole corpus runs
-with PROTOCAFFE_SLOW=1 (marked slow; `python tests/test_exportable.py [--optimize]` prints a
-table of every net instead).
+with and without bias, Eltwise, Concat, Reshape/Flatten, folded layers, SSD's detections). The
+whole corpus runs with PROTOCAFFE_SLOW=1 (marked slow; `python tests/test_exportable.py
+[--optimize]` prints a table of every net instead).
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ FAST_NETS: list[tuple[str, Path, dict[str, tuple[int, ...]], bool]] = [
     ("lenet-mnist", CORPUS / "lenet-mnist" / "deploy.prototxt", {}, False),
     ("squeezenet-v1.1", CORPUS / "squeezenet-v1.1" / "deploy.prototxt", {}, False),
     ("mobilenet-v2-optimized", CORPUS / "mobilenet-v2" / "deploy.prototxt", {}, True),
+    # SSD's DetectionOutput: rows found (50, keep_top_k) and, with random weights, none at all.
+    ("yufacedetectnet-v2", CORPUS / "yufacedetectnet-v2" / "deploy.prototxt", {}, False),
+    ("mobilenet-ssd", CORPUS / "mobilenet-ssd" / "deploy.prototxt", {}, False),
 ]
 
 

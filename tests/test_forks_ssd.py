@@ -71,6 +71,30 @@ def test_detections_match_real_caffe(oracle_cases, blob: str) -> None:
     np.testing.assert_allclose(ours[blob][..., 2:], expected[blob][..., 2:], rtol=0, atol=1e-5)
 
 
+def test_exported_and_compiled_detections_match_real_caffe() -> None:
+    """torch.export (batch left free) and torch.compile(fullgraph=True) follow the whole
+    DetectionOutput: every fixture case, per-class boxes, eta < 1 and no detection included."""
+    expected = dict(np.load(FIXTURES / "oracle_cases.npz"))
+    conversion = convert(FIXTURES / "oracle_cases.prototxt", FIXTURES / "oracle_cases.caffemodel")
+    model = load_module(conversion)
+    inputs = tuple(torch.from_numpy(expected[f"input:{v.blob}"]) for v in conversion.graph.inputs)
+    program = torch.export.export(
+        model, inputs, dynamic_shapes=tuple({0: torch.export.Dim.AUTO} for _ in inputs)
+    )
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    for run in (program.module(), compiled):
+        with torch.no_grad():
+            outputs = dict(
+                zip([v.blob for v in conversion.graph.outputs], run(*inputs), strict=True)
+            )
+        for blob in ("det_center", "det_corner", "det_per_class", "det_encoded", "det_none"):
+            ours = outputs[blob].numpy()
+            assert ours.shape == expected[blob].shape, blob
+            np.testing.assert_array_equal(ours[..., :2], expected[blob][..., :2])
+            np.testing.assert_allclose(ours[..., 2:], expected[blob][..., 2:], rtol=0, atol=1e-5)
+
+
 def test_the_fixture_covers_the_interesting_cases(oracle_cases) -> None:
     _, expected = oracle_cases
     # keep_top_k cut (30 of more), both images present, per-class labels incl. 0 (no

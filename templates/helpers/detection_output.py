@@ -67,7 +67,8 @@ def _nms_keep(
             # overlaps too much (keep stays final for i and all before it).
             spares = ~(overlaps > nms_threshold) | (columns[None, :] <= rows)  # NaN spares
             for i in range(start, stop):
-                keep = torch.where(keep[:, :, i : i + 1], keep & spares[:, :, i - start], keep)
+                # (Not torch.where: ONNX Runtime has no Where for booleans.)
+                keep = keep & (spares[:, :, i - start] | ~keep[:, :, i : i + 1])
         else:
             # The threshold a candidate meets depends on how many were kept before it: decide
             # i from the kept earlier ones, then lower the threshold.
