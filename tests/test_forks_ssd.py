@@ -293,7 +293,7 @@ def _detection_problems(draw: st.DrawFn) -> tuple[dict[str, Any], list[np.ndarra
         "eta": draw(st.sampled_from([1.0, 0.9, 0.6])),
         "keep_top_k": draw(st.sampled_from([-1, 0, 1, 7, 1000])),
     }
-    num, num_priors = draw(st.integers(1, 3)), draw(st.integers(1, 30))
+    num, num_priors = draw(st.integers(1, 3)), draw(st.integers(1, 140))  # > 2 NMS blocks
     coarse = draw(st.booleans())
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     centers = rng.uniform(0, 1, (num_priors, 2))

@@ -23,23 +23,25 @@ def _decode_boxes(
     )
 
 
-def _box_sizes(boxes: torch.Tensor) -> torch.Tensor:
-    width = boxes[..., 2] - boxes[..., 0]
-    height = boxes[..., 3] - boxes[..., 1]
-    return torch.where((width < 0) | (height < 0), torch.zeros_like(width), width * height)
-
-
-def _overlaps(rows: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Caffe's JaccardOverlap of (..., R, 4) boxes with (..., K, 4) boxes: (..., R, K).
+def _overlaps(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Caffe's JaccardOverlap of (..., 4, R) boxes with (..., 4, K) boxes (coordinates first,
+    each a contiguous row): (..., R, K).
 
     Boxes that do not intersect get 0 (NaN when both also have no area: 0 / 0), which exceeds
     no threshold, as Caffe's 0 does not."""
-    r_x0, r_y0, r_x1, r_y1 = rows[..., :, None, :].unbind(-1)
-    b_x0, b_y0, b_x1, b_y1 = boxes[..., None, :, :].unbind(-1)
-    inter_w = (torch.minimum(r_x1, b_x1) - torch.maximum(r_x0, b_x0)).clamp(min=0.0)
-    inter_h = (torch.minimum(r_y1, b_y1) - torch.maximum(r_y0, b_y0)).clamp(min=0.0)
+    r_x0, r_y0, r_x1, r_y1 = [c[..., :, None] for c in rows.unbind(-2)]
+    c_x0, c_y0, c_x1, c_y1 = [c[..., None, :] for c in columns.unbind(-2)]
+    inter_w = (torch.minimum(r_x1, c_x1) - torch.maximum(r_x0, c_x0)).clamp(min=0.0)
+    inter_h = (torch.minimum(r_y1, c_y1) - torch.maximum(r_y0, c_y0)).clamp(min=0.0)
     inter = inter_w * inter_h
-    return inter / (_box_sizes(rows)[..., :, None] + _box_sizes(boxes)[..., None, :] - inter)
+    return inter / (_box_sizes(rows)[..., :, None] + _box_sizes(columns)[..., None, :] - inter)
+
+
+def _box_sizes(boxes: torch.Tensor) -> torch.Tensor:
+    """Caffe's BBoxSize of (..., 4, K) boxes: 0 for an inverted box."""
+    width = boxes[..., 2, :] - boxes[..., 0, :]
+    height = boxes[..., 3, :] - boxes[..., 1, :]
+    return torch.where((width < 0) | (height < 0), torch.zeros_like(width), width * height)
 
 
 def _nms_keep(
@@ -52,30 +54,36 @@ def _nms_keep(
     threshold (which an eta < 1 lowers after each kept box while above 0.5). The loops run over
     the static range(K), with tensor steps only, so that torch.export and ONNX can follow them
     (a few nodes a step: they are unrolled there). Overlaps are computed a block of rows at a
-    time: memory stays O(N * C * K * block)."""
+    time, against the candidates on the side that matters only: memory stays O(N * C * K * 64).
+    """
     count = boxes.shape[2]
-    block = max(1, min(count, 4194304 // max(1, boxes.shape[1] * count)))
+    block = 64
+    coordinates = boxes.transpose(2, 3).contiguous()
     keep = valid.clone()
     threshold = torch.full_like(boxes[:, :, :1, 0], nms_threshold)
-    columns = torch.arange(count, device=boxes.device)
+    indices = torch.arange(count, device=boxes.device)
     for start in range(0, count, block):
         stop = min(start + block, count)
-        overlaps = _overlaps(boxes[:, :, start:stop], boxes)
-        rows = columns[start:stop, None]
+        rows = indices[start:stop, None]
         if eta >= 1.0:
             # A fixed threshold: once i is decided, it settles every later candidate it
-            # overlaps too much (keep stays final for i and all before it).
-            spares = ~(overlaps > nms_threshold) | (columns[None, :] <= rows)  # NaN spares
-            for i in range(start, stop):
+            # overlaps too much (keep is final for i and all before it).
+            overlaps = _overlaps(coordinates[..., start:stop], coordinates[..., start:])
+            later = indices[None, start:] > rows
+            spares = ~(overlaps > nms_threshold) | ~later  # NaN spares too
+            tail = keep[:, :, start:]
+            for i in range(stop - start):
                 # (Not torch.where: ONNX Runtime has no Where for booleans.)
-                keep = keep & (spares[:, :, i - start] | ~keep[:, :, i : i + 1])
+                tail = tail & (spares[:, :, i] | ~tail[:, :, i : i + 1])
+            keep = torch.cat([keep[:, :, :start], tail], 2)
         else:
             # The threshold a candidate meets depends on how many were kept before it: decide
             # i from the kept earlier ones, then lower the threshold.
-            overlaps = torch.where(columns[None, :] < rows, overlaps, -1.0)
+            overlaps = _overlaps(coordinates[..., start:stop], coordinates[..., :stop])
+            overlaps = torch.where(indices[None, :stop] < rows, overlaps, -1.0)
             for i in range(start, stop):
                 close = overlaps[:, :, i - start] > threshold
-                kept = keep[:, :, i] & ~(close & keep).any(-1)
+                kept = keep[:, :, i] & ~(close & keep[:, :, :stop]).any(-1)
                 keep[:, :, i] = kept
                 lower = kept[:, :, None] & (threshold > 0.5)
                 threshold = torch.where(lower, threshold * eta, threshold)
