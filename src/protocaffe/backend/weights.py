@@ -305,4 +305,8 @@ def _write_pt(
     import numpy as np
     import torch
 
-    torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, str(path))
+    state_dict = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    # Through a file object: given a path, torch.save names the archive's folder after the file,
+    # and the file here is /proc/self/fd/N, whose N depends on what else has files open.
+    with open(path, "wb") as out:
+        torch.save(state_dict, out)
