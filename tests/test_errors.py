@@ -230,6 +230,22 @@ def test_prototxt_given_as_caffemodel(tmp_path):
     )
 
 
+def test_prototxt_errors_come_before_caffemodel_errors(tmp_path):
+    """The caffemodel is read (and hashed) in another thread while the prototxt compiles; a bad
+    prototxt is still what is reported, and the hashing stops without output."""
+    write(tmp_path, "net.prototxt", CONV_FC)
+    random_weights(tmp_path, "net.prototxt", "full.caffemodel")
+    write(tmp_path, "bad.prototxt", CONV_FC.replace('bottom: "conv"', 'bottom: "nope"'))
+    data = (tmp_path / "full.caffemodel").read_bytes()
+    (tmp_path / "cut.caffemodel").write_bytes(data[:300])
+    missing = (
+        "bad.prototxt:6: layer \"fc\" (InnerProduct): bottom 'nope' is not produced by any layer "
+        "or input before it\n"
+    )
+    for weights in ("full.caffemodel", "cut.caffemodel"):
+        assert_fails(tmp_path, missing, "convert", "bad.prototxt", weights, "-o", "out")
+
+
 def test_missing_caffemodel(tmp_path):
     write(tmp_path, "net.prototxt", CONV_FC)
     assert_fails(

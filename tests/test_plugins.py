@@ -193,9 +193,12 @@ def test_entry_point_plugins_load(plugin_dir: Path) -> None:
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: doubler-dist\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[protocaffe.layers]\ndoubler = doubler_plugin\n")
-    assert lookup("Doubler") is None
-    load_entry_point_plugins()
-    assert lookup("Doubler") is not None
+    from protocaffe.layers import base
+
+    base._entry_points_loaded = False  # as in a fresh process
+    assert "Doubler" not in base.registered_types()
+    assert lookup("Doubler") is not None  # a type not built in: the entry points are loaded
+    load_entry_point_plugins()  # loading them again is harmless
     from protocaffe import plugins
 
     plugins._loaded.discard("entry point doubler = doubler_plugin")

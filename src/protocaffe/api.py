@@ -27,7 +27,9 @@ if TYPE_CHECKING:  # numpy and torch only when weights are asked for: model.py a
     import numpy as np
     import torch
 
+    from protocaffe.backend.outputs import BlobDigests
     from protocaffe.backend.safetensors_writer import ProgressCallback
+    from protocaffe.frontend.caffemodel import CaffeModel
 
 
 @dataclass(frozen=True)
@@ -94,43 +96,49 @@ def write_conversion(
     weight manifest (model.manifest.txt).
 
     Every check of the input (prototxt, caffemodel, blob shapes) is done before anything is
-    written. The weights are then copied in a second thread while this one renders and formats
-    model.py: the copy is mostly the kernel's (see backend/safetensors_writer.py), so on two
-    cores the two overlap. The files appear only once all are complete.
+    written. The caffemodel is read, and its blobs hashed for the manifest, in other threads
+    while this one compiles the prototxt (its errors still come first); the weights are then
+    copied while this thread renders and formats model.py. The copy is mostly the kernel's (see
+    backend/safetensors_writer.py) and hashlib lets go of the GIL, so on two cores they overlap.
+    The files appear only once all are complete.
     """
     from concurrent.futures import ThreadPoolExecutor
     from contextlib import nullcontext
 
-    from protocaffe.backend.outputs import MANIFEST_NAME, weight_manifest
+    from protocaffe.backend.outputs import MANIFEST_NAME, BlobDigests, weight_manifest
     from protocaffe.backend.weights import atomic_write, write_state_to, write_text
 
     reporter = reporter if reporter is not None else Reporter()
-    graph, emitted = _compile(prototxt, input_shapes, passes, reporter, command, source_name)
     out = Path(output)
     if caffemodel is None:
+        graph, emitted = _compile(prototxt, input_shapes, passes, reporter, command, source_name)
         source = render_module(emitted.parts)
         write_text(out / "model.py", source)
         return _conversion(source, graph, emitted, None, reporter)
-    arrays = _weights(graph, emitted, caffemodel, reporter)
-    suffix = "safetensors" if fmt == "safetensors" else "pt"
-    # Nested: all three files are complete before any replaces the previous one, so a run
-    # killed part way leaves the previous set, which still belong together.
-    with (
-        atomic_write(out / "model.py") as model_tmp,
-        atomic_write(out / MANIFEST_NAME) if manifest else nullcontext(None) as manifest_tmp,
-        atomic_write(out / f"model.{suffix}") as tmp,
-        ThreadPoolExecutor(1) as pool,
-    ):
-        copying = pool.submit(write_state_to, tmp, arrays, fmt, progress)
-        try:
-            source = render_module(emitted.parts)
-        finally:
-            copying.result()  # waits, and raises what the copy raised
-        model_tmp.write_text(source, encoding="utf-8")
-        if manifest_tmp is not None:
-            # Only after the copy: StateArrays makes layers on access and caches the last one,
-            # so two threads reading it at once could be handed each other's layer.
-            manifest_tmp.write_text(weight_manifest(arrays), encoding="utf-8")
+    from protocaffe.backend.weights import state_arrays
+
+    # Left in this order, the pool (reading) is waited for before the digests are stopped.
+    with BlobDigests() as digests, ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(_read_and_hash, caffemodel, digests if manifest else None)
+        graph, emitted = _compile(prototxt, input_shapes, passes, reporter, command, source_name)
+        arrays = state_arrays(graph, reading.result(), emitted.attrs, reporter)
+        suffix = "safetensors" if fmt == "safetensors" else "pt"
+        # Nested: all three files are complete before any replaces the previous one, so a run
+        # killed part way leaves the previous set, which still belong together.
+        with (
+            atomic_write(out / "model.py") as model_tmp,
+            atomic_write(out / MANIFEST_NAME) if manifest else nullcontext(None) as manifest_tmp,
+            atomic_write(out / f"model.{suffix}") as tmp,
+        ):
+            copying = pool.submit(write_state_to, tmp, arrays, fmt, progress)
+            try:
+                source = render_module(emitted.parts)
+            finally:
+                copying.result()  # waits, and raises what the copy raised
+            model_tmp.write_text(source, encoding="utf-8")
+            if manifest_tmp is not None:
+                listing = weight_manifest(arrays, digests)
+                manifest_tmp.write_text(listing, encoding="utf-8")
     if not manifest:
         # A manifest left from an earlier run would describe other weights.
         (out / MANIFEST_NAME).unlink(missing_ok=True)
@@ -149,6 +157,15 @@ def _compile(
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     graph = run_pipeline(build_graph(net, reporter, shapes), passes)
     return graph, emit_module(graph, regenerate=command, source_name=source_name)
+
+
+def _read_and_hash(caffemodel: str | os.PathLike[str], digests: BlobDigests | None) -> CaffeModel:
+    from protocaffe.frontend.caffemodel import read_caffemodel
+
+    model = read_caffemodel(caffemodel)
+    if digests is not None:
+        digests.start(model)
+    return model
 
 
 def _weights(

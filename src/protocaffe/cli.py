@@ -52,15 +52,15 @@ def _add_plugin(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="MODULE",
         help="import MODULE, which registers custom layer types (repeatable; see 'Custom "
-        "layers' in the README); installed 'protocaffe.layers' entry points load always",
+        "layers' in the README); installed 'protocaffe.layers' entry points load by themselves "
+        "when a net has a type that is not built in",
     )
 
 
 def _load_plugins(args: argparse.Namespace) -> None:
-    from protocaffe.plugins import load_entry_point_plugins, load_plugins
+    from protocaffe.plugins import load_plugins
 
-    load_entry_point_plugins()
-    load_plugins(args.plugin)
+    load_plugins(args.plugin)  # installed plugins load when a net needs a type not built in
 
 
 def _parser() -> argparse.ArgumentParser:

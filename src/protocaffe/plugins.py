@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import traceback
 from collections.abc import Iterable
-from importlib.metadata import entry_points
 
 from protocaffe.errors import ProtocaffeError, SourceLoc
 from protocaffe.layers.base import DuplicateLayerType
@@ -54,7 +53,12 @@ def load_plugins(modules: Iterable[str]) -> None:
 
 def load_entry_point_plugins() -> None:
     """Load every installed plugin of the `protocaffe.layers` entry point group. An entry point
-    names a module (imported for its registrations) or a function (imported and called)."""
+    names a module (imported for its registrations) or a function (imported and called).
+
+    `protocaffe.layers.lookup` calls this the first time it meets a type that is not built in.
+    """
+    from importlib.metadata import entry_points
+
     for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         key = f"entry point {entry.name} = {entry.value}"
         if key in _loaded:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,8 +80,9 @@ class StateArrays(Mapping[str, "np.ndarray"]):
 
     Nothing is converted up front: reading an entry runs its layer's `state` on that layer's
     blobs only, so a float32 weight is a view of the caffemodel's memory map and a converted one
-    (double data, a transposed InnerProduct) exists only while it is being used. The last
-    layer's entries are kept, so that walking the items makes each layer once.
+    (double data, a transposed InnerProduct) exists only while it is being used. Each thread
+    keeps the last layer it read, so that walking the items makes each layer once, and threads
+    that walk it at once (the weights writer and the manifest's hashing) never share a layer.
     """
 
     def __init__(self, nodes: Sequence[_NodeBlobs | _FusedBlobs]) -> None:
@@ -89,12 +91,13 @@ class StateArrays(Mapping[str, "np.ndarray"]):
         for number, node in enumerate(self._nodes):
             for key in node.state():  # views, or one converted layer at a time
                 self._index[key] = number
-        self._last: tuple[int, dict[str, np.ndarray]] | None = None
+        self._last = threading.local()
 
     def _state(self, number: int) -> dict[str, np.ndarray]:
-        if self._last is None or self._last[0] != number:
-            self._last = (number, self._nodes[number].state())
-        return self._last[1]
+        last: tuple[int, dict[str, np.ndarray]] | None = getattr(self._last, "layer", None)
+        if last is None or last[0] != number:
+            last = self._last.layer = (number, self._nodes[number].state())
+        return last[1]
 
     def __getitem__(self, key: str) -> np.ndarray:
         return self._state(self._index[key])[key]
@@ -302,4 +305,8 @@ def _write_pt(
     import numpy as np
     import torch
 
-    torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, str(path))
+    state_dict = {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+    # Through a file object: given a path, torch.save names the archive's folder after the file,
+    # and the file here is /proc/self/fd/N, whose N depends on what else has files open.
+    with open(path, "wb") as out:
+        torch.save(state_dict, out)

@@ -139,8 +139,22 @@ def register(cls: type[Layer]) -> type[Layer]:
     return cls
 
 
+_entry_points_loaded = False
+
+
 def lookup(type_name: str) -> Layer | None:
-    return _REGISTRY.get(type_name)
+    """The layer registered for a Caffe type. A type that is not built in makes the installed
+    plugins (the `protocaffe.layers` entry points) load, once: scanning every installed
+    package's metadata costs more than the rest of start-up, and most nets need no plugin."""
+    global _entry_points_loaded
+    kind = _REGISTRY.get(type_name)
+    if kind is None and not _entry_points_loaded:
+        from protocaffe.plugins import load_entry_point_plugins
+
+        _entry_points_loaded = True
+        load_entry_point_plugins()
+        kind = _REGISTRY.get(type_name)
+    return kind
 
 
 def registered_types() -> list[str]:
