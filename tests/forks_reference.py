@@ -334,3 +334,124 @@ def detection_output_center_size(
     if not rows:
         return np.array([[i] + [-1] * 6 for i in range(loc.shape[0])], f32)[None, None]
     return np.array(rows, f32)[None, None]
+
+
+def _decode_bbox(
+    prior: np.ndarray, variance: np.ndarray, offset: np.ndarray, code_type: str, encoded: bool
+) -> np.ndarray:
+    """SSD bbox_util.cpp DecodeBBox for one box (float32, as Caffe computes it)."""
+    var = np.ones(4, f32) if encoded else variance
+    if code_type == "CORNER":
+        return (prior + var * offset).astype(f32)
+    prior_w, prior_h = f32(prior[2] - prior[0]), f32(prior[3] - prior[1])
+    if code_type == "CORNER_SIZE":
+        return (prior + var * offset * np.array([prior_w, prior_h, prior_w, prior_h], f32)).astype(
+            f32
+        )
+    center_x, center_y = f32((prior[0] + prior[2]) / f32(2)), f32((prior[1] + prior[3]) / f32(2))
+    x = f32(var[0] * offset[0] * prior_w + center_x)
+    y = f32(var[1] * offset[1] * prior_h + center_y)
+    w = f32(np.exp(f32(var[2] * offset[2])) * prior_w)
+    h = f32(np.exp(f32(var[3] * offset[3])) * prior_h)
+    return np.array([x - w / f32(2), y - h / f32(2), x + w / f32(2), y + h / f32(2)], f32)
+
+
+def _apply_nms_fast(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    threshold: float | None,
+    nms_threshold: float,
+    eta: float,
+    top_k: int,
+) -> list[int]:
+    """SSD bbox_util.cpp ApplyNMSFast: GetMaxScoreIndex (above the threshold, stable by score,
+    top_k), then keep each candidate whose overlap with every kept one is <= the threshold."""
+    order = [int(i) for i in np.argsort(-scores, kind="stable")]
+    if threshold is not None:
+        order = [i for i in order if scores[i] > f32(threshold)]
+    if top_k > -1:
+        order = order[:top_k]
+    kept: list[int] = []
+    adaptive = f32(nms_threshold)
+    for i in order:
+        keep = True
+        for k in kept:
+            if _jaccard(boxes[i], boxes[k]) > adaptive:
+                keep = False
+                break
+        if keep:
+            kept.append(i)
+            if eta < 1 and adaptive > 0.5:
+                adaptive = f32(adaptive * f32(eta))
+    return kept
+
+
+def detection_output(
+    loc: np.ndarray,
+    conf: np.ndarray,
+    prior: np.ndarray,
+    *,
+    num_classes: int,
+    share_location: bool,
+    background_label: int,
+    code_type: str,
+    variance_encoded_in_target: bool,
+    confidence_threshold: float | None,
+    nms_threshold: float,
+    top_k: int,
+    eta: float,
+    keep_top_k: int,
+) -> np.ndarray:
+    """SSD detection_output_layer.cpp Forward_cpu: decode every prior's box (per class unless
+    share_location), ApplyNMSFast per class but the background, keep_top_k best of an image
+    (a stable sort by score of the (label, index) pairs), rows by image, label, then that
+    order; with no detection at all, one row [image, -1, ...] per image."""
+    num = loc.shape[0]
+    priors = prior[0, 0].reshape(-1, 4)
+    variances = prior[0, 1].reshape(-1, 4)
+    loc_classes = 1 if share_location else num_classes
+    rows = []
+    for image in range(num):
+        offsets = loc[image].reshape(len(priors), loc_classes, 4)
+        scores = conf[image].reshape(len(priors), num_classes)
+        boxes = np.array(
+            [
+                [
+                    _decode_bbox(
+                        priors[p],
+                        variances[p],
+                        offsets[p, c],
+                        code_type,
+                        variance_encoded_in_target,
+                    )
+                    for c in range(loc_classes)
+                ]
+                for p in range(len(priors))
+            ],
+            f32,
+        ).reshape(len(priors), loc_classes, 4)
+        found: dict[int, list[int]] = {}
+        for label in range(num_classes):
+            if label == background_label:
+                continue
+            found[label] = _apply_nms_fast(
+                boxes[:, 0 if share_location else label],
+                scores[:, label],
+                confidence_threshold,
+                nms_threshold,
+                eta,
+                top_k,
+            )
+        pairs = [(scores[i, label], label, i) for label, ks in found.items() for i in ks]
+        if -1 < keep_top_k < len(pairs):
+            pairs = sorted(pairs, key=lambda p: -p[0])[:keep_top_k]
+            found = {}
+            for _, label, i in pairs:
+                found.setdefault(label, []).append(i)
+        for label in sorted(found):
+            for i in found[label]:
+                box = boxes[i, 0 if share_location else label]
+                rows.append([image, label, scores[i, label], *box])
+    if not rows:
+        return np.array([[i] + [-1] * 6 for i in range(num)], f32).reshape(1, 1, num, 7)
+    return np.array(rows, f32)[None, None]

@@ -2,9 +2,9 @@
 (fullgraph), ONNX, any device and dtype, any batch size, and clean under black and ruff.
 
 The fast profile checks a few nets that cover the emitters and helpers (pooling helper, Scale
-with and without bias, Eltwise, Concat, Reshape/Flatten, folded layers). The whole corpus runs
-with PROTOCAFFE_SLOW=1 (marked slow; `python tests/test_exportable.py [--optimize]` prints a
-table of every net instead).
+with and without bias, Eltwise, Concat, Reshape/Flatten, folded layers, SSD's detections). The
+whole corpus runs with PROTOCAFFE_SLOW=1 (marked slow; `python tests/test_exportable.py
+[--optimize]` prints a table of every net instead).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.fx.experimental._config as fx_config
 from review_support import CORPUS, FIXTURES, REPO
 
 from protocaffe.api import Conversion, convert
@@ -42,6 +43,9 @@ FAST_NETS: list[tuple[str, Path, dict[str, tuple[int, ...]], bool]] = [
     ("lenet-mnist", CORPUS / "lenet-mnist" / "deploy.prototxt", {}, False),
     ("squeezenet-v1.1", CORPUS / "squeezenet-v1.1" / "deploy.prototxt", {}, False),
     ("mobilenet-v2-optimized", CORPUS / "mobilenet-v2" / "deploy.prototxt", {}, True),
+    # SSD's DetectionOutput: rows found (50, keep_top_k) and, with random weights, none at all.
+    ("yufacedetectnet-v2", CORPUS / "yufacedetectnet-v2" / "deploy.prototxt", {}, False),
+    ("mobilenet-ssd", CORPUS / "mobilenet-ssd" / "deploy.prototxt", {}, False),
 ]
 
 
@@ -91,6 +95,24 @@ def _close(a: Any, b: Any, rtol: float = 1e-4) -> None:
         torch.testing.assert_close(x.double(), y.double(), rtol=rtol, atol=rtol * scale)
 
 
+def _agree(a: Any, b: Any, c: Conversion) -> None:
+    """_close, but for nets where an argmax decides what flows on (max pooling with a mask top,
+    ArgMax): there another arithmetic (float64, ONNX Runtime's kernels) picks another element
+    when two are closer than float32 resolves, e.g. 0.37156683 and 0.371567 in SegNet's pool1,
+    and routes that value elsewhere, which no tolerance absorbs. Such near-ties are rare: all
+    but a few elements must still agree."""
+    if not any(
+        n.op == "ArgMax" or (n.op == "Pooling" and len(n.outputs) == 2) for n in c.graph.nodes
+    ):
+        _close(a, b)
+        return
+    for x, y in zip(_outputs(a), _outputs(b), strict=True):
+        assert x.shape == y.shape
+        scale = float(y.abs().max()) or 1.0
+        far = ~torch.isclose(x.double(), y.double(), rtol=1e-4, atol=1e-4 * scale)
+        assert far.double().mean() <= 1e-3, f"{int(far.sum())} of {far.numel()} differ"
+
+
 def check_script(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
     scripted = torch.jit.script(net)
     x = _inputs(c)
@@ -135,6 +157,16 @@ def check_onnx(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
     graph = onnx.load(str(path)).graph
     assert len(graph.input) == len(c.graph.inputs)
     assert len(graph.output) == len(c.graph.outputs)
+    # And it computes what the module does, where ONNX Runtime is installed (the test extra).
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = _inputs(c)
+    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), x, strict=True)}
+    with torch.no_grad():
+        _agree([torch.from_numpy(a) for a in session.run(None, feeds)], net(*x), c)
 
 
 def check_double(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
@@ -145,30 +177,61 @@ def check_double(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
         double = net(*(t.double() for t in x))
         net.float()
     assert all(t.dtype == torch.float64 for t in _outputs(double))
-    _close(single, double)
+    _agree(single, double, c)
+
+
+def _detection_outputs(c: Conversion) -> set[int]:
+    """The positions of the outputs that are SSD detections: (1, 1, rows, 7), one row
+    [image, label, score, box] per detection, rows known only at run time."""
+    producers = {v: n.op for n in c.graph.nodes for v in n.outputs}
+    return {i for i, v in enumerate(c.graph.outputs) if producers.get(v) == "DetectionOutput"}
 
 
 def check_device(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
     # The meta device has no data: any tensor the module makes without following its input's
-    # device (or keeps outside its buffers) fails here as it would on a GPU.
+    # device (or keeps outside its buffers) fails here as it would on a GPU. A data-dependent
+    # row count (detections) cannot be known there: meta's nonzero() then counts every element
+    # as selected, and those outputs' row axis is left free.
     meta = copy.deepcopy(net).to("meta")
-    with torch.no_grad():
+    with torch.no_grad(), fx_config.patch(meta_nonzero_assume_all_nonzero=True):
         out = meta(*(t.to("meta") for t in _inputs(c)))
     assert all(t.device.type == "meta" for t in _outputs(out))
+    free = _detection_outputs(c)
     expected = [v.shape for v in c.graph.outputs]
-    assert [tuple(t.shape) for t in _outputs(out)] == expected
+    shapes = [tuple(t.shape) for t in _outputs(out)]
+    for i in free:
+        shapes[i] = shapes[i][:2] + expected[i][2:3] + shapes[i][3:]
+    assert shapes == expected
+
+
+def _batched_detections(singles: list[torch.Tensor]) -> torch.Tensor:
+    """What a batch's detections must be, from each image's own: its rows in image order,
+    numbered by image; with none in any image, Caffe's one row [image, -1, ...] per image."""
+    rows = [one[0, 0][one[0, 0, :, 1] != -1] for one in singles]
+    found = [torch.cat([torch.full_like(r[:, :1], i), r[:, 1:]], 1) for i, r in enumerate(rows)]
+    joined = torch.cat(found)
+    if joined.shape[0] == 0:
+        joined = torch.full((len(singles), 7), -1.0, dtype=singles[0].dtype)
+        joined[:, 0] = torch.arange(len(singles))
+    return joined[None, None]
 
 
 def check_batch(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
     declared = c.graph.inputs[0].shape[0]
     batch = declared + 2
     x = _inputs(c, batch)
+    detections = _detection_outputs(c)
     with torch.no_grad():
         whole = _outputs(net(*x))
-        for i in (0, batch - 1):
-            one = _outputs(net(*(t[i : i + 1] for t in x)))
-            for w, o in zip(whole, one, strict=True):
-                _close(w[i : i + 1], o)
+        # Detections need every image's own (the batch is in their rows); others two.
+        images = range(batch) if detections else (0, batch - 1)
+        singles = {i: _outputs(net(*(t[i : i + 1] for t in x))) for i in images}
+    for k, w in enumerate(whole):
+        if k in detections:
+            _close(w, _batched_detections([singles[i][k] for i in images]))
+            continue
+        for i in images:
+            _close(w[i : i + 1], singles[i][k])
 
 
 def check_style(net: torch.nn.Module, c: Conversion, folder: Path) -> None:

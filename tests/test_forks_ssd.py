@@ -6,9 +6,14 @@ the corpus comparisons use OpenCV 4.x, or real Caffe when /opt/caffe-oracle is b
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
+import sys
+import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import forks_reference as ref
 import numpy as np
@@ -23,10 +28,13 @@ from forks_support import (
     relative_error,
     run_capturing,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protocaffe.api import convert
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "forks"
+HELPERS = Path(__file__).resolve().parents[1] / "templates" / "helpers"
 ORACLE = Path("/opt/caffe-oracle/run-oracle.sh")
 
 
@@ -61,6 +69,30 @@ def test_detections_match_real_caffe(oracle_cases, blob: str) -> None:
     assert ours[blob].shape == expected[blob].shape
     np.testing.assert_array_equal(ours[blob][..., :2], expected[blob][..., :2])
     np.testing.assert_allclose(ours[blob][..., 2:], expected[blob][..., 2:], rtol=0, atol=1e-5)
+
+
+def test_exported_and_compiled_detections_match_real_caffe() -> None:
+    """torch.export (batch left free) and torch.compile(fullgraph=True) follow the whole
+    DetectionOutput: every fixture case, per-class boxes, eta < 1 and no detection included."""
+    expected = dict(np.load(FIXTURES / "oracle_cases.npz"))
+    conversion = convert(FIXTURES / "oracle_cases.prototxt", FIXTURES / "oracle_cases.caffemodel")
+    model = load_module(conversion)
+    inputs = tuple(torch.from_numpy(expected[f"input:{v.blob}"]) for v in conversion.graph.inputs)
+    program = torch.export.export(
+        model, inputs, dynamic_shapes=tuple({0: torch.export.Dim.AUTO} for _ in inputs)
+    )
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    for run in (program.module(), compiled):
+        with torch.no_grad():
+            outputs = dict(
+                zip([v.blob for v in conversion.graph.outputs], run(*inputs), strict=True)
+            )
+        for blob in ("det_center", "det_corner", "det_per_class", "det_encoded", "det_none"):
+            ours = outputs[blob].numpy()
+            assert ours.shape == expected[blob].shape, blob
+            np.testing.assert_array_equal(ours[..., :2], expected[blob][..., :2])
+            np.testing.assert_allclose(ours[..., 2:], expected[blob][..., 2:], rtol=0, atol=1e-5)
 
 
 def test_the_fixture_covers_the_interesting_cases(oracle_cases) -> None:
@@ -204,13 +236,7 @@ def test_many_candidates_without_top_k_match_numpy_reference(oracle_cases) -> No
     loc = loc + np.random.default_rng(3).normal(0, 0.05, loc.shape).astype(np.float32)
     conf = np.tile(expected["conf"], (1, 3, 1)).reshape(2, -1)
     prior = np.tile(expected["priors"].reshape(1, 2, -1, 4), (1, 1, 3, 1)).reshape(1, 2, -1)
-    source = (Path(__file__).resolve().parents[1] / "templates" / "helpers").joinpath(
-        "detection_output.py"
-    )
-    namespace: dict[str, object] = {"torch": torch, "Optional": __import__("typing").Optional}
-    exec(compile(source.read_text(), str(source), "exec"), namespace)
-    detection_output = namespace["detection_output"]
-    ours = detection_output(  # type: ignore[operator]
+    ours = _detection_helper()(
         torch.from_numpy(loc),
         torch.from_numpy(conf),
         torch.from_numpy(prior),
@@ -229,3 +255,70 @@ def test_many_candidates_without_top_k_match_numpy_reference(oracle_cases) -> No
     assert ours.shape == reference.shape and ours.shape[2] == 2 * 150  # keep_top_k per image
     np.testing.assert_array_equal(ours[..., :2], reference[..., :2])
     np.testing.assert_allclose(ours[..., 2:], reference[..., 2:], rtol=0, atol=1e-5)
+
+
+@functools.cache
+def _detection_helper() -> Callable[..., torch.Tensor]:
+    """templates/helpers/detection_output.py's function, as generated modules include it."""
+    source = HELPERS / "detection_output.py"
+    # A named module (TorchScript resolves a function's globals through its module).
+    module = types.ModuleType("detection_output_helper")
+    module.torch = torch  # type: ignore[attr-defined]
+    exec(compile(source.read_text(), str(source), "exec"), module.__dict__)
+    sys.modules[module.__name__] = module
+    function: Callable[..., torch.Tensor] = module.detection_output
+    return function
+
+
+@functools.cache
+def _scripted_detection_helper() -> Callable[..., torch.Tensor]:
+    scripted: Callable[..., torch.Tensor] = torch.jit.script(_detection_helper())
+    return scripted
+
+
+@st.composite
+def _detection_problems(draw: st.DrawFn) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """A DetectionOutput configuration over every parameter's edges, and its inputs: priors
+    some of which have no area, scores with ties when `coarse`."""
+    num_classes = draw(st.integers(1, 4))
+    params: dict[str, Any] = {
+        "num_classes": num_classes,
+        "share_location": draw(st.booleans()),
+        "background_label": draw(st.sampled_from([-1, 0, num_classes - 1])),
+        "code_type": draw(st.sampled_from(["CORNER", "CENTER_SIZE", "CORNER_SIZE"])),
+        "variance_encoded_in_target": draw(st.booleans()),
+        "confidence_threshold": draw(st.sampled_from([None, 0.0, 0.1, 0.3, 0.6])),
+        "nms_threshold": draw(st.sampled_from([0.0, 0.3, 0.45, 0.7, 1.0])),
+        "top_k": draw(st.sampled_from([-1, 0, 1, 5, 1000])),
+        "eta": draw(st.sampled_from([1.0, 0.9, 0.6])),
+        "keep_top_k": draw(st.sampled_from([-1, 0, 1, 7, 1000])),
+    }
+    num, num_priors = draw(st.integers(1, 3)), draw(st.integers(1, 140))  # > 2 NMS blocks
+    coarse = draw(st.booleans())
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    centers = rng.uniform(0, 1, (num_priors, 2))
+    sizes = rng.uniform(0, 0.6, (num_priors, 2)) * (rng.uniform(size=(num_priors, 1)) > 0.2)
+    boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2], 1)
+    variances = rng.uniform(0.05, 0.3, (num_priors, 4))
+    prior = np.stack([boxes.reshape(-1), variances.reshape(-1)])[None].astype(np.float32)
+    loc_classes = 1 if params["share_location"] else num_classes
+    loc = rng.normal(0, 0.5, (num, num_priors * loc_classes * 4)).astype(np.float32)
+    logits = rng.normal(0, 1.5, (num, num_priors, num_classes))
+    conf = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    if coarse:
+        conf = np.round(conf * 8) / 8
+    return params, [loc, conf.reshape(num, -1).astype(np.float32), prior]
+
+
+@given(_detection_problems())
+def test_detection_output_matches_numpy_reference(problem) -> None:
+    """Eager and TorchScript against Caffe's Forward_cpu written out in numpy
+    (forks_reference.detection_output), over random configurations and inputs."""
+    params, inputs = problem
+    reference = ref.detection_output(*inputs, **params)
+    tensors = [torch.from_numpy(x) for x in inputs]
+    for function in (_detection_helper(), _scripted_detection_helper()):
+        ours = function(*tensors, **params).numpy()
+        assert ours.shape == reference.shape
+        np.testing.assert_array_equal(ours[..., :2], reference[..., :2])
+        np.testing.assert_allclose(ours[..., 2:], reference[..., 2:], rtol=0, atol=1e-5)

@@ -23,58 +23,89 @@ def _decode_boxes(
     )
 
 
+def _overlaps(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Caffe's JaccardOverlap of (..., 4, R) boxes with (..., 4, K) boxes (coordinates first,
+    each a contiguous row): (..., R, K).
+
+    Boxes that do not intersect get 0 (NaN when both also have no area: 0 / 0), which exceeds
+    no threshold, as Caffe's 0 does not."""
+    r_x0, r_y0, r_x1, r_y1 = [c[..., :, None] for c in rows.unbind(-2)]
+    c_x0, c_y0, c_x1, c_y1 = [c[..., None, :] for c in columns.unbind(-2)]
+    inter_w = (torch.minimum(r_x1, c_x1) - torch.maximum(r_x0, c_x0)).clamp(min=0.0)
+    inter_h = (torch.minimum(r_y1, c_y1) - torch.maximum(r_y0, c_y0)).clamp(min=0.0)
+    inter = inter_w * inter_h
+    return inter / (_box_sizes(rows)[..., :, None] + _box_sizes(columns)[..., None, :] - inter)
+
+
 def _box_sizes(boxes: torch.Tensor) -> torch.Tensor:
-    width = boxes[..., 2] - boxes[..., 0]
-    height = boxes[..., 3] - boxes[..., 1]
+    """Caffe's BBoxSize of (..., 4, K) boxes: 0 for an inverted box."""
+    width = boxes[..., 2, :] - boxes[..., 0, :]
+    height = boxes[..., 3, :] - boxes[..., 1, :]
     return torch.where((width < 0) | (height < 0), torch.zeros_like(width), width * height)
 
 
-def _nms(
-    boxes: torch.Tensor,
-    scores: torch.Tensor,
-    score_threshold: float | None,
-    nms_threshold: float,
-    eta: float,
-    top_k: int,
+def _nms_keep(
+    boxes: torch.Tensor, valid: torch.Tensor, nms_threshold: float, eta: float
 ) -> torch.Tensor:
-    """Caffe's ApplyNMSFast: candidates above the threshold, best first (ties by index), at most
-    top_k; keep each one whose overlap with every kept box is <= the (adaptive) threshold."""
-    candidates = torch.arange(scores.numel())
-    if score_threshold is not None:
-        candidates = candidates[scores > score_threshold]
-    order = torch.sort(scores[candidates], descending=True, stable=True).indices
-    candidates = candidates[order]
-    if top_k > -1:
-        candidates = candidates[:top_k]
-    chosen = boxes[candidates]
-    sizes = _box_sizes(chosen)
-    kept: list[int] = []
-    threshold = nms_threshold
-    # Overlaps of a block of candidates with every candidate at once; blocks bound the memory
-    # when there is no top_k (thousands of candidates).
-    block = 256
-    for start in range(0, chosen.shape[0], block):
-        rows = chosen[start : start + block]
-        low = torch.maximum(rows[:, None, :2], chosen[None, :, :2])
-        high = torch.minimum(rows[:, None, 2:], chosen[None, :, 2:])
-        inter_w, inter_h = high[..., 0] - low[..., 0], high[..., 1] - low[..., 1]
-        inter = inter_w * inter_h
-        union = sizes[start : start + block, None] + sizes[None, :] - inter
-        overlaps: list[list[float]] = torch.where(
-            (inter_w > 0) & (inter_h > 0), inter / torch.where(union == 0, 1.0, union), 0.0
-        ).tolist()
-        for offset, row in enumerate(overlaps):
-            # A plain loop rather than all(...): TorchScript compiles no generator expressions.
-            keep = True
-            for j in kept:
-                if row[j] > threshold:
-                    keep = False
-                    break
-            if keep:
-                kept.append(start + offset)
-                if eta < 1 and threshold > 0.5:
-                    threshold *= eta
-    return candidates[kept]
+    """Caffe's ApplyNMSFast for every (image, class) at once, over candidates already sorted
+    best first: (N, C, K, 4) boxes and (N, C, K) valid -> which candidates it keeps.
+
+    Candidate i is kept when valid and its overlap with every kept earlier candidate is <= the
+    threshold (which an eta < 1 lowers after each kept box while above 0.5). The loops run over
+    the static range(K), with tensor steps only, so that torch.export and ONNX can follow them
+    (a few nodes a step: they are unrolled there). Overlaps are computed a block of rows at a
+    time, against the candidates on the side that matters only: memory stays O(N * C * K * 64).
+    """
+    count = boxes.shape[2]
+    block = 64
+    coordinates = boxes.transpose(2, 3).contiguous()
+    keep = valid.clone()
+    threshold = torch.full_like(boxes[:, :, :1, 0], nms_threshold)
+    indices = torch.arange(count, device=boxes.device)
+    for start in range(0, count, block):
+        stop = min(start + block, count)
+        rows = indices[start:stop, None]
+        if eta >= 1.0:
+            # A fixed threshold: once i is decided, it settles every later candidate it
+            # overlaps too much (keep is final for i and all before it).
+            overlaps = _overlaps(coordinates[..., start:stop], coordinates[..., start:])
+            later = indices[None, start:] > rows
+            spares = ~(overlaps > nms_threshold) | ~later  # NaN spares too
+            tail = keep[:, :, start:]
+            for i in range(stop - start):
+                # (Not torch.where: ONNX Runtime has no Where for booleans.)
+                tail = tail & (spares[:, :, i] | ~tail[:, :, i : i + 1])
+            keep = torch.cat([keep[:, :, :start], tail], 2)
+        else:
+            # The threshold a candidate meets depends on how many were kept before it: decide
+            # i from the kept earlier ones, then lower the threshold.
+            overlaps = _overlaps(coordinates[..., start:stop], coordinates[..., :stop])
+            overlaps = torch.where(indices[None, :stop] < rows, overlaps, -1.0)
+            for i in range(start, stop):
+                close = overlaps[:, :, i - start] > threshold
+                kept = keep[:, :, i] & ~(close & keep[:, :, :stop]).any(-1)
+                keep[:, :, i] = kept
+                lower = kept[:, :, None] & (threshold > 0.5)
+                threshold = torch.where(lower, threshold * eta, threshold)
+    return keep
+
+
+def _sort_descending(values: torch.Tensor) -> torch.Tensor:
+    """The indices that sort the last axis best first, ties by index (a stable sort). Spelled
+    with plain sorts, which ONNX has (as TopK) and sort(stable=True) does not: a second sort on
+    (run of equal values, index) orders each run of ties, whatever order the first one left."""
+    ordered = torch.sort(values, dim=-1, descending=True)
+    changes = (ordered.values[..., 1:] != ordered.values[..., :-1]).to(torch.int64)
+    runs = torch.cat([torch.zeros_like(ordered.indices[..., :1]), changes.cumsum(-1)], -1)
+    keys = runs * values.shape[-1] + ordered.indices
+    return torch.gather(ordered.indices, -1, torch.argsort(keys, dim=-1))
+
+
+def _without(values: torch.Tensor, index: int) -> torch.Tensor:
+    """values without entry `index` of its last axis (none dropped when out of range)."""
+    if index < 0 or index >= values.shape[-1]:
+        return values
+    return torch.cat([values[..., :index], values[..., index + 1 :]], -1)
 
 
 def detection_output(
@@ -94,51 +125,61 @@ def detection_output(
     clip: bool = False,
 ) -> torch.Tensor:
     """SSD's DetectionOutput (CPU): decode, per-class NMS, keep_top_k by score. Returns
-    (1, 1, rows, 7) rows [image, label, score, xmin, ymin, xmax, ymax], by label then score;
-    with no detection at all, one row [image, -1, ...] per image."""
+    (1, 1, rows, 7) rows [image, label, score, xmin, ymin, xmax, ymax], by image, then label,
+    then score; with no detection at all, one row [image, -1, ...] per image.
+
+    No Python branch depends on the data (sizes are static, choices are masks), so the module
+    also exports (torch.export, ONNX) and compiles whole; only the row count is data-dependent.
+    """
     num = loc.shape[0]
     num_priors = prior.shape[2] // 4
     loc_classes = 1 if share_location else num_classes
     locs = loc.reshape(num, num_priors, loc_classes, 4)
-    confs = conf.reshape(num, num_priors, num_classes)
     priors = prior[0, 0].reshape(num_priors, 1, 4)
     variances = prior[0, 1].reshape(num_priors, 1, 4)
-    rows: list[torch.Tensor] = []
-    for image in range(num):
-        boxes = _decode_boxes(locs[image], priors, variances, code_type, variance_encoded_in_target)
-        if clip:
-            boxes = boxes.clamp(0.0, 1.0)
-        labels: list[int] = []
-        found: list[torch.Tensor] = []
-        for label in range(num_classes):
-            if label == background_label:
-                continue
-            class_boxes = boxes[:, 0 if share_location else label]
-            keep = _nms(
-                class_boxes, confs[image, :, label], confidence_threshold, nms_threshold, eta, top_k
-            )
-            labels += [label] * keep.numel()
-            found.append(keep)
-        indices = torch.cat(found) if found else torch.zeros(0, dtype=torch.long)
-        label_ids = torch.tensor(labels, dtype=torch.long)
-        scores = confs[image, indices, label_ids]
-        if -1 < keep_top_k < indices.numel():
-            best = torch.sort(scores, descending=True, stable=True).indices[:keep_top_k]
-            indices, label_ids, scores = indices[best], label_ids[best], scores[best]
-        # Caffe lists the kept detections by label, and within a label by score.
-        order = torch.sort(-scores, stable=True).indices
-        order = order[torch.sort(label_ids[order], stable=True).indices]
-        indices, label_ids, scores = indices[order], label_ids[order], scores[order]
-        if share_location:
-            chosen = boxes[indices, 0]
-        else:
-            chosen = boxes[indices, label_ids]
-        image_ids = torch.full_like(scores, float(image))
-        rows.append(
-            torch.cat([image_ids[:, None], label_ids[:, None].to(scores), scores[:, None], chosen], 1)
-        )
-    detections = torch.cat(rows)
-    if detections.shape[0] == 0:
-        detections = torch.full((num, 7), -1.0, dtype=loc.dtype, device=loc.device)
-        detections[:, 0] = torch.arange(num, dtype=loc.dtype, device=loc.device)
-    return detections.reshape(1, 1, -1, 7)
+    boxes = _decode_boxes(locs, priors, variances, code_type, variance_encoded_in_target)
+    if clip:
+        boxes = boxes.clamp(0.0, 1.0)
+    # (N, classes, priors): the background class is no candidate.
+    scores = _without(conf.reshape(num, num_priors, num_classes), background_label)
+    scores = scores.transpose(1, 2)
+    labels = _without(torch.arange(num_classes, device=loc.device), background_label)
+    boxes = boxes.transpose(1, 2)
+    if not share_location:
+        boxes = _without(boxes.transpose(1, 3), background_label).transpose(1, 3)
+    classes = scores.shape[1]
+    # ApplyNMSFast's candidates: by score (ties by prior index), the best top_k of them, those
+    # above the confidence threshold (a mask: the sort puts them first).
+    count = min(top_k, num_priors) if top_k > -1 else num_priors
+    order = _sort_descending(scores)[:, :, :count]
+    best = torch.gather(scores, 2, order)
+    chosen = torch.gather(
+        boxes.expand(-1, classes, -1, -1), 2, order[:, :, :, None].expand(-1, -1, -1, 4)
+    )
+    if confidence_threshold is not None:
+        valid = best > confidence_threshold
+    else:
+        valid = torch.ones_like(best, dtype=torch.bool)
+    keep = _nms_keep(chosen, valid, nms_threshold, eta).reshape(num, classes * count)
+    if -1 < keep_top_k < classes * count:
+        # The keep_top_k best kept detections of each image (ties in label, then rank, order).
+        masked = torch.where(keep, best.reshape(num, -1), float("-inf"))
+        keep = keep & (torch.argsort(_sort_descending(masked), dim=-1) < keep_top_k)
+    # Row-major order of (image, class, rank) is Caffe's order of the rows.
+    image_ids = torch.arange(num, dtype=best.dtype, device=best.device)
+    rows = torch.cat(
+        [
+            image_ids[:, None, None, None].expand(-1, classes, count, 1),
+            labels.to(best)[None, :, None, None].expand(num, -1, count, 1),
+            best[:, :, :, None],
+            chosen,
+        ],
+        -1,
+    ).reshape(num * classes * count, 7)
+    # No detection in any image: one row [image, -1, ..., -1] per image instead.
+    empty = torch.cat(
+        [image_ids[:, None], torch.full_like(image_ids[:, None].expand(-1, 6), -1.0)], 1
+    )
+    nothing = ~keep.any()
+    selected = torch.cat([rows, empty])[torch.cat([keep.reshape(-1), nothing.expand(num)])]
+    return selected[None, None]
