@@ -285,57 +285,6 @@ def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(f32(inter / f32(size_a + size_b - inter)))
 
 
-def detection_output_center_size(
-    loc: np.ndarray,
-    conf: np.ndarray,
-    prior: np.ndarray,
-    num_classes: int,
-    threshold: float,
-    nms_threshold: float,
-    eta: float,
-    keep_top_k: int,
-) -> np.ndarray:
-    """SSD detection_output_layer.cpp Forward_cpu for CENTER_SIZE, share_location, background
-    0, no top_k: DecodeBBox, ApplyNMSFast (adaptive eta), keep_top_k, rows by label."""
-    priors = prior[0, 0].reshape(-1, 4)
-    variances = prior[0, 1].reshape(-1, 4)
-    rows = []
-    for image in range(loc.shape[0]):
-        offsets = loc[image].reshape(-1, 4)
-        scores = conf[image].reshape(-1, num_classes)
-        pw, ph = priors[:, 2] - priors[:, 0], priors[:, 3] - priors[:, 1]
-        cx, cy = (priors[:, 0] + priors[:, 2]) / f32(2), (priors[:, 1] + priors[:, 3]) / f32(2)
-        x = variances[:, 0] * offsets[:, 0] * pw + cx
-        y = variances[:, 1] * offsets[:, 1] * ph + cy
-        w = np.exp(variances[:, 2] * offsets[:, 2]) * pw
-        h = np.exp(variances[:, 3] * offsets[:, 3]) * ph
-        boxes = np.stack([x - w / f32(2), y - h / f32(2), x + w / f32(2), y + h / f32(2)], 1)
-        found: dict[int, list[int]] = {}
-        for label in range(1, num_classes):
-            s = scores[:, label]
-            order = [i for i in np.argsort(-s, kind="stable") if s[i] > f32(threshold)]
-            kept: list[int] = []
-            adaptive = f32(nms_threshold)
-            for i in order:
-                if all(_jaccard(boxes[i], boxes[k]) <= adaptive for k in kept):
-                    kept.append(int(i))
-                    if eta < 1 and adaptive > 0.5:
-                        adaptive = f32(adaptive * f32(eta))
-            found[label] = kept
-        pairs = [(scores[i, label], label, i) for label, ks in found.items() for i in ks]
-        if -1 < keep_top_k < len(pairs):
-            pairs = sorted(pairs, key=lambda p: -p[0])[:keep_top_k]
-            found = {}
-            for _, label, i in pairs:
-                found.setdefault(label, []).append(i)
-        for label in sorted(found):
-            for i in found[label]:
-                rows.append([image, label, scores[i, label], *boxes[i]])
-    if not rows:
-        return np.array([[i] + [-1] * 6 for i in range(loc.shape[0])], f32)[None, None]
-    return np.array(rows, f32)[None, None]
-
-
 def _decode_bbox(
     prior: np.ndarray, variance: np.ndarray, offset: np.ndarray, code_type: str, encoded: bool
 ) -> np.ndarray:

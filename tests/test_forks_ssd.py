@@ -236,22 +236,21 @@ def test_many_candidates_without_top_k_match_numpy_reference(oracle_cases) -> No
     loc = loc + np.random.default_rng(3).normal(0, 0.05, loc.shape).astype(np.float32)
     conf = np.tile(expected["conf"], (1, 3, 1)).reshape(2, -1)
     prior = np.tile(expected["priors"].reshape(1, 2, -1, 4), (1, 1, 3, 1)).reshape(1, 2, -1)
-    ours = _detection_helper()(
-        torch.from_numpy(loc),
-        torch.from_numpy(conf),
-        torch.from_numpy(prior),
-        num_classes=4,
-        share_location=True,
-        background_label=0,
-        code_type="CENTER_SIZE",
-        variance_encoded_in_target=False,
-        confidence_threshold=0.2,
-        nms_threshold=0.7,
-        top_k=-1,
-        eta=0.9,
-        keep_top_k=150,
-    ).numpy()
-    reference = ref.detection_output_center_size(loc, conf, prior, 4, 0.2, 0.7, 0.9, 150)
+    params: dict[str, Any] = {
+        "num_classes": 4,
+        "share_location": True,
+        "background_label": 0,
+        "code_type": "CENTER_SIZE",
+        "variance_encoded_in_target": False,
+        "confidence_threshold": 0.2,
+        "nms_threshold": 0.7,
+        "top_k": -1,
+        "eta": 0.9,
+        "keep_top_k": 150,
+    }
+    tensors = (torch.from_numpy(loc), torch.from_numpy(conf), torch.from_numpy(prior))
+    ours = _detection_helper()(*tensors, **params).numpy()
+    reference = ref.detection_output(loc, conf, prior, **params)
     assert ours.shape == reference.shape and ours.shape[2] == 2 * 150  # keep_top_k per image
     np.testing.assert_array_equal(ours[..., :2], reference[..., :2])
     np.testing.assert_allclose(ours[..., 2:], reference[..., 2:], rtol=0, atol=1e-5)
