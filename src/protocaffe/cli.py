@@ -34,8 +34,17 @@ def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def _add_input_shape(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    quiet: str = "print errors only",
+) -> argparse.ArgumentParser:
+    """A subcommand with what every one takes: the prototxt, -q, --input-shape and --plugin."""
+    command = sub.add_parser(name, help=summary)
+    command.add_argument("prototxt")
+    command.add_argument("-q", "--quiet", action="store_true", help=quiet)
+    command.add_argument(
         "--input-shape",
         type=_input_shape,
         action="append",
@@ -43,10 +52,7 @@ def _add_input_shape(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=N,C,H,W",
         help="override the declared shape of an input (repeatable)",
     )
-
-
-def _add_plugin(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    command.add_argument(
         "--plugin",
         action="append",
         default=[],
@@ -55,6 +61,7 @@ def _add_plugin(parser: argparse.ArgumentParser) -> None:
         "layers' in the README); installed 'protocaffe.layers' entry points load by themselves "
         "when a net has a type that is not built in",
     )
+    return command
 
 
 def _load_plugins(args: argparse.Namespace) -> None:
@@ -70,12 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"protocaffe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    convert = sub.add_parser("convert", help="write model.py (and the weights) for a Caffe net")
-    convert.add_argument("prototxt")
+    convert = _command(sub, "convert", "write model.py (and the weights) for a Caffe net")
     convert.add_argument("caffemodel", nargs="?")
     convert.add_argument("-o", "--output", required=True, help="output folder")
     convert.add_argument("--format", choices=("safetensors", "pt"), default="safetensors")
-    convert.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     convert.add_argument(
         "--optimize",
         action="store_true",
@@ -91,31 +96,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing; exit 1 with a diff if the files on disk differ from the output",
     )
-    _add_input_shape(convert)
-    _add_plugin(convert)
 
-    inspect = sub.add_parser("inspect", help="one row per layer: shapes, parameters, mult-adds")
-    inspect.add_argument("prototxt")
+    inspect = _command(sub, "inspect", "one row per layer: shapes, parameters, mult-adds")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    inspect.add_argument("-q", "--quiet", action="store_true", help="print errors only")
-    _add_input_shape(inspect)
-    _add_plugin(inspect)
 
-    graph = sub.add_parser("graph", help="draw the net with Graphviz (.svg, .png, .pdf or .dot)")
-    graph.add_argument("prototxt")
+    graph = _command(sub, "graph", "draw the net with Graphviz (.svg, .png, .pdf or .dot)")
     graph.add_argument("-o", "--output", required=True, help="net.svg, net.png, net.pdf or net.dot")
     graph.add_argument("--optimize", action="store_true", help="draw the --optimize graph")
-    graph.add_argument("-q", "--quiet", action="store_true", help="print errors only")
-    _add_input_shape(graph)
-    _add_plugin(graph)
 
-    rand = sub.add_parser("random-weights", help="write a caffemodel with seeded random weights")
-    rand.add_argument("prototxt")
+    rand = _command(sub, "random-weights", "write a caffemodel with seeded random weights")
     rand.add_argument("-o", "--output", required=True, help="the .caffemodel to write")
     rand.add_argument("--seed", type=int, default=0)
-    rand.add_argument("-q", "--quiet", action="store_true", help="print errors only")
-    _add_input_shape(rand)
-    _add_plugin(rand)
     _add_verify(sub)
     return parser
 
@@ -148,10 +139,12 @@ def _named_file(text: str) -> tuple[str, str]:
 
 
 def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    check = sub.add_parser(
-        "verify", help="prove the PyTorch module equals the Caffe net, blob by blob"
+    check = _command(
+        sub,
+        "verify",
+        "prove the PyTorch module equals the Caffe net, blob by blob",
+        quiet="print the summary only",
     )
-    check.add_argument("prototxt")
     check.add_argument("caffemodel", nargs="?", help="without it: seeded random weights")
     check.add_argument("--module", help="a model.py to verify (default: generate one)")
     check.add_argument("--weights", help="the module's state_dict (.safetensors or .pt)")
@@ -169,9 +162,6 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.add_argument("--atol", type=float, default=None)
     check.add_argument("--seed", type=int, default=0, help="for random inputs and weights")
     check.add_argument("--json", help="write the whole report here")
-    check.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
-    _add_input_shape(check)
-    _add_plugin(check)
 
 
 def _report(reporter: Reporter, quiet: bool) -> None:
