@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from protocaffe import cli
+from protocaffe import atomic, cli
 from protocaffe.backend import weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_failure_mid_write_leaves_the_previous_files(
 ) -> None:
     out, before = previous
     if not anonymous:  # the fallback for systems without O_TMPFILE
-        monkeypatch.setattr(weights, "_anonymous_file", lambda directory: None)
+        monkeypatch.setattr(atomic, "_anonymous_file", lambda directory: None)
 
     def failing(path: Path, state: object, fmt: str, progress: object = None) -> None:
         with open(path, "wb") as partial:

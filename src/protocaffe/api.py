@@ -105,8 +105,9 @@ def write_conversion(
     from concurrent.futures import ThreadPoolExecutor
     from contextlib import nullcontext
 
+    from protocaffe.atomic import atomic_write, write_text
     from protocaffe.backend.outputs import MANIFEST_NAME, BlobDigests, weight_manifest
-    from protocaffe.backend.weights import atomic_write, write_state_to, write_text
+    from protocaffe.backend.weights import write_state_to
 
     reporter = reporter if reporter is not None else Reporter()
     out = Path(output)

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from protocaffe import __version__
 from protocaffe.errors import ProtocaffeError, Reporter, Severity
+from protocaffe.version import __version__
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 

@@ -12,13 +12,13 @@ import os
 import re
 from dataclasses import dataclass
 
-from protocaffe import __version__
 from protocaffe.backend.helpers import helper_names, helper_source
 from protocaffe.errors import ProtocaffeError
 from protocaffe.ir.graph import Graph, Node, Value
 from protocaffe.ir.names import RESERVED, RULE, Namespace, sanitize
 from protocaffe.layers import lookup
 from protocaffe.layers.base import EmitContext, fmt_shape
+from protocaffe.version import __version__
 
 
 def comment_text(text: str) -> str:

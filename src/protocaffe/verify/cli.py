@@ -53,7 +53,7 @@ def run_verify(args: argparse.Namespace, reporter: Reporter) -> int:
         return EXIT_ERROR
     print(report.summary() if args.quiet else report.table())
     if args.json:
-        from protocaffe.backend.weights import write_text
+        from protocaffe.atomic import write_text
 
         write_text(Path(args.json), report.dumps() + "\n")
     return EXIT_OK if report.ok else EXIT_MISMATCH

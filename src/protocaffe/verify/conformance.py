@@ -390,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     table = markdown(results, caffe_results, tolerance, args.reference)
     if args.out is not None:
-        from protocaffe.backend.weights import write_text
+        from protocaffe.atomic import write_text
 
         write_text(args.out, table)
     else:

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from protocaffe.backend.weights import atomic_write
+from protocaffe.atomic import write_bytes
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
 from protocaffe.ir.graph import Graph, Node, Shape, Value
 
@@ -145,5 +145,4 @@ def write_picture(
     )
     text = graph_dot(conversion.graph, conversion.emitted.locals)
     content = text.encode("utf-8") if fmt in ("dot", "gv") else render_dot(text, fmt, output)
-    with atomic_write(output) as tmp:
-        tmp.write_bytes(content)
+    write_bytes(output, content)
