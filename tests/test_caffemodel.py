@@ -27,7 +27,7 @@ from protocaffe.frontend.caffemodel import (
     read_caffemodel_protobuf,
     write_caffemodel,
 )
-from protocaffe.frontend.schema import message_class
+from protocaffe.proto.schema import message_class
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CORPUS_MODELS = sorted((SHARED / "corpus").glob("*/*.caffemodel"))

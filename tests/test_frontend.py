@@ -23,7 +23,7 @@ from caffe_check import (
 
 from protocaffe.api import convert, module_from_source
 from protocaffe.errors import Reporter
-from protocaffe.frontend.schema import message_class
+from protocaffe.proto.schema import message_class
 from protocaffe.random_weights import random_weights
 
 # One net written in each format: conv -> ReLU -> MAX pool (ceil) -> LRN -> InnerProduct -> Softmax.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pb2
 
-FRONTEND = Path(__file__).resolve().parents[1] / "src" / "protocaffe" / "frontend"
+PROTO = Path(__file__).resolve().parents[1] / "src" / "protocaffe" / "proto"
 
 
 def test_caffe_desc_is_current(tmp_path: Path) -> None:
@@ -20,21 +20,30 @@ def test_caffe_desc_is_current(tmp_path: Path) -> None:
             sys.executable,
             "-m",
             "grpc_tools.protoc",
-            f"-I{FRONTEND}",
+            f"-I{PROTO}",
             f"--descriptor_set_out={out}",
             "caffe.proto",
         ],
         check=True,
-        cwd=FRONTEND,
+        cwd=PROTO,
     )
     fresh = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
-    committed = descriptor_pb2.FileDescriptorSet.FromString((FRONTEND / "caffe.desc").read_bytes())
+    committed = descriptor_pb2.FileDescriptorSet.FromString((PROTO / "caffe.desc").read_bytes())
     assert fresh == committed, "caffe.desc is stale: regenerate it as caffe.proto's header says"
 
 
 def test_fork_pooling_dialects_are_both_in_the_schema() -> None:
-    from protocaffe.frontend.schema import message_class
+    from protocaffe.proto.schema import message_class
 
     fields = message_class("PoolingParameter").DESCRIPTOR.fields_by_name
     assert fields["round_mode"].number == 13
     assert fields["ceil_mode"].default_value is True
+
+
+def test_caffe_types_are_current() -> None:
+    """The typed Protocols (what mypy checks layer code against) describe caffe.desc's fields."""
+    from generate_caffe_types import TARGET, render
+
+    assert (
+        TARGET.read_text(encoding="utf-8") == render()
+    ), "caffe_types.py is stale: python tests/generate_caffe_types.py"

@@ -27,8 +27,8 @@ from protocaffe.backend.safetensors_writer import write_safetensors
 from protocaffe.backend.weights import write_state
 from protocaffe.cli import main
 from protocaffe.frontend.caffemodel import file_region, read_caffemodel, write_caffemodel
-from protocaffe.frontend.schema import message_class
 from protocaffe.layers.base import f32
+from protocaffe.proto.schema import message_class
 
 ROOT = Path(__file__).resolve().parents[1]
 TINYNET = ROOT / "examples" / "tinynet" / "deploy.prototxt"

@@ -831,7 +831,7 @@ def read_caffemodel_protobuf(path: str | os.PathLike[str]) -> CaffeModel:
     """The slow reference reader: protobuf's ParseFromString, then numpy. Files < 2 GiB only."""
     from google.protobuf.message import DecodeError
 
-    from protocaffe.frontend.schema import message_class
+    from protocaffe.proto.schema import message_class
 
     name = os.fspath(path)
     try:

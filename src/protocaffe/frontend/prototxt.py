@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
-from protocaffe.frontend.schema import message_class
 from protocaffe.frontend.textformat import Locations, parse_text
+from protocaffe.proto.schema import message_class
 
 Shape = tuple[int, ...]
 

@@ -1,0 +1,681 @@
+"""Typed views of caffe.proto's messages, so that mypy sees every read of a layer's
+parameters (`LayerSource.param` is a `LayerParameter`).
+
+Generated from caffe.desc by tests/generate_caffe_types.py: do not edit. After editing
+caffe.proto, regenerate caffe.desc (see caffe.proto's header), then this file with
+`python tests/generate_caffe_types.py`; tests/test_schema.py checks that both are current.
+
+The messages are protobuf classes made at run time (`protocaffe.proto.schema.message_class`);
+these Protocols only describe their fields. Enums are ints; repeated fields are sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Message(Protocol):
+    """What every message offers besides its fields."""
+
+    def HasField(self, field_name: str) -> bool: ...
+
+
+class BlobShape(Message, Protocol):
+    dim: Sequence[int]
+
+
+class BlobProto(Message, Protocol):
+    shape: BlobShape
+    data: Sequence[float]
+    diff: Sequence[float]
+    double_data: Sequence[float]
+    double_diff: Sequence[float]
+    num: int
+    channels: int
+    height: int
+    width: int
+
+
+class FillerParameter(Message, Protocol):
+    type: str
+    value: float
+    min: float
+    max: float
+    mean: float
+    std: float
+    sparse: int
+    variance_norm: int
+
+
+class NetParameter(Message, Protocol):
+    name: str
+    input: Sequence[str]
+    input_shape: Sequence[BlobShape]
+    input_dim: Sequence[int]
+    force_backward: bool
+    state: NetState
+    debug_info: bool
+    layer: Sequence[LayerParameter]
+    layers: Sequence[V1LayerParameter]
+
+
+class NetState(Message, Protocol):
+    phase: int
+    level: int
+    stage: Sequence[str]
+
+
+class NetStateRule(Message, Protocol):
+    phase: int
+    min_level: int
+    max_level: int
+    stage: Sequence[str]
+    not_stage: Sequence[str]
+
+
+class ParamSpec(Message, Protocol):
+    name: str
+    share_mode: int
+    lr_mult: float
+    decay_mult: float
+
+
+class LayerParameter(Message, Protocol):
+    name: str
+    type: str
+    bottom: Sequence[str]
+    top: Sequence[str]
+    phase: int
+    loss_weight: Sequence[float]
+    param: Sequence[ParamSpec]
+    blobs: Sequence[BlobProto]
+    propagate_down: Sequence[bool]
+    include: Sequence[NetStateRule]
+    exclude: Sequence[NetStateRule]
+    transform_param: TransformationParameter
+    loss_param: LossParameter
+    accuracy_param: AccuracyParameter
+    argmax_param: ArgMaxParameter
+    batch_norm_param: BatchNormParameter
+    bias_param: BiasParameter
+    clip_param: ClipParameter
+    concat_param: ConcatParameter
+    contrastive_loss_param: ContrastiveLossParameter
+    convolution_param: ConvolutionParameter
+    crop_param: CropParameter
+    data_param: DataParameter
+    dropout_param: DropoutParameter
+    dummy_data_param: DummyDataParameter
+    eltwise_param: EltwiseParameter
+    elu_param: ELUParameter
+    embed_param: EmbedParameter
+    exp_param: ExpParameter
+    flatten_param: FlattenParameter
+    hdf5_data_param: HDF5DataParameter
+    hdf5_output_param: HDF5OutputParameter
+    hinge_loss_param: HingeLossParameter
+    image_data_param: ImageDataParameter
+    infogain_loss_param: InfogainLossParameter
+    inner_product_param: InnerProductParameter
+    input_param: InputParameter
+    log_param: LogParameter
+    lrn_param: LRNParameter
+    memory_data_param: MemoryDataParameter
+    mvn_param: MVNParameter
+    parameter_param: ParameterParameter
+    pooling_param: PoolingParameter
+    power_param: PowerParameter
+    prelu_param: PReLUParameter
+    python_param: PythonParameter
+    recurrent_param: RecurrentParameter
+    reduction_param: ReductionParameter
+    relu_param: ReLUParameter
+    reshape_param: ReshapeParameter
+    scale_param: ScaleParameter
+    sigmoid_param: SigmoidParameter
+    softmax_param: SoftmaxParameter
+    spp_param: SPPParameter
+    slice_param: SliceParameter
+    swish_param: SwishParameter
+    tanh_param: TanHParameter
+    threshold_param: ThresholdParameter
+    tile_param: TileParameter
+    window_data_param: WindowDataParameter
+    permute_param: PermuteParameter
+    prior_box_param: PriorBoxParameter
+    detection_output_param: DetectionOutputParameter
+    norm_param: NormalizeParameter
+    shuffle_channel_param: ShuffleChannelParameter
+    roi_pooling_param: ROIPoolingParameter
+    bn_param: BNParameter
+    interp_param: InterpParameter
+    upsample_param: UpsampleParameter
+    relu6_param: ReLU6Parameter
+
+
+class TransformationParameter(Message, Protocol):
+    scale: float
+    mirror: bool
+    crop_size: int
+    mean_file: str
+    mean_value: Sequence[float]
+    force_color: bool
+    force_gray: bool
+
+
+class LossParameter(Message, Protocol):
+    ignore_label: int
+    normalization: int
+    normalize: bool
+
+
+class AccuracyParameter(Message, Protocol):
+    top_k: int
+    axis: int
+    ignore_label: int
+
+
+class ArgMaxParameter(Message, Protocol):
+    out_max_val: bool
+    top_k: int
+    axis: int
+
+
+class ClipParameter(Message, Protocol):
+    min: float
+    max: float
+
+
+class ConcatParameter(Message, Protocol):
+    axis: int
+    concat_dim: int
+
+
+class BatchNormParameter(Message, Protocol):
+    use_global_stats: bool
+    moving_average_fraction: float
+    eps: float
+
+
+class BiasParameter(Message, Protocol):
+    axis: int
+    num_axes: int
+    filler: FillerParameter
+
+
+class ContrastiveLossParameter(Message, Protocol):
+    margin: float
+    legacy_version: bool
+
+
+class ConvolutionParameter(Message, Protocol):
+    num_output: int
+    bias_term: bool
+    pad: Sequence[int]
+    kernel_size: Sequence[int]
+    stride: Sequence[int]
+    dilation: Sequence[int]
+    pad_h: int
+    pad_w: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    group: int
+    weight_filler: FillerParameter
+    bias_filler: FillerParameter
+    engine: int
+    axis: int
+    force_nd_im2col: bool
+
+
+class CropParameter(Message, Protocol):
+    axis: int
+    offset: Sequence[int]
+
+
+class DataParameter(Message, Protocol):
+    source: str
+    batch_size: int
+    rand_skip: int
+    backend: int
+    scale: float
+    mean_file: str
+    crop_size: int
+    mirror: bool
+    force_encoded_color: bool
+    prefetch: int
+
+
+class DropoutParameter(Message, Protocol):
+    dropout_ratio: float
+
+
+class DummyDataParameter(Message, Protocol):
+    data_filler: Sequence[FillerParameter]
+    shape: Sequence[BlobShape]
+    num: Sequence[int]
+    channels: Sequence[int]
+    height: Sequence[int]
+    width: Sequence[int]
+
+
+class EltwiseParameter(Message, Protocol):
+    operation: int
+    coeff: Sequence[float]
+    stable_prod_grad: bool
+
+
+class ELUParameter(Message, Protocol):
+    alpha: float
+
+
+class EmbedParameter(Message, Protocol):
+    num_output: int
+    input_dim: int
+    bias_term: bool
+    weight_filler: FillerParameter
+    bias_filler: FillerParameter
+
+
+class ExpParameter(Message, Protocol):
+    base: float
+    scale: float
+    shift: float
+
+
+class FlattenParameter(Message, Protocol):
+    axis: int
+    end_axis: int
+
+
+class HDF5DataParameter(Message, Protocol):
+    source: str
+    batch_size: int
+    shuffle: bool
+
+
+class HDF5OutputParameter(Message, Protocol):
+    file_name: str
+
+
+class HingeLossParameter(Message, Protocol):
+    norm: int
+
+
+class ImageDataParameter(Message, Protocol):
+    source: str
+    batch_size: int
+    rand_skip: int
+    shuffle: bool
+    new_height: int
+    new_width: int
+    is_color: bool
+    scale: float
+    mean_file: str
+    crop_size: int
+    mirror: bool
+    root_folder: str
+
+
+class InfogainLossParameter(Message, Protocol):
+    source: str
+    axis: int
+
+
+class InnerProductParameter(Message, Protocol):
+    num_output: int
+    bias_term: bool
+    weight_filler: FillerParameter
+    bias_filler: FillerParameter
+    axis: int
+    transpose: bool
+
+
+class InputParameter(Message, Protocol):
+    shape: Sequence[BlobShape]
+
+
+class LogParameter(Message, Protocol):
+    base: float
+    scale: float
+    shift: float
+
+
+class LRNParameter(Message, Protocol):
+    local_size: int
+    alpha: float
+    beta: float
+    norm_region: int
+    k: float
+    engine: int
+
+
+class MemoryDataParameter(Message, Protocol):
+    batch_size: int
+    channels: int
+    height: int
+    width: int
+
+
+class MVNParameter(Message, Protocol):
+    normalize_variance: bool
+    across_channels: bool
+    eps: float
+
+
+class ParameterParameter(Message, Protocol):
+    shape: BlobShape
+
+
+class PoolingParameter(Message, Protocol):
+    pool: int
+    pad: int
+    pad_h: int
+    pad_w: int
+    kernel_size: int
+    kernel_h: int
+    kernel_w: int
+    stride: int
+    stride_h: int
+    stride_w: int
+    engine: int
+    global_pooling: bool
+    round_mode: int
+    ceil_mode: bool
+
+
+class PowerParameter(Message, Protocol):
+    power: float
+    scale: float
+    shift: float
+
+
+class PythonParameter(Message, Protocol):
+    module: str
+    layer: str
+    param_str: str
+    share_in_parallel: bool
+
+
+class RecurrentParameter(Message, Protocol):
+    num_output: int
+    weight_filler: FillerParameter
+    bias_filler: FillerParameter
+    debug_info: bool
+    expose_hidden: bool
+
+
+class ReductionParameter(Message, Protocol):
+    operation: int
+    axis: int
+    coeff: float
+
+
+class ReLUParameter(Message, Protocol):
+    negative_slope: float
+    engine: int
+
+
+class ReshapeParameter(Message, Protocol):
+    shape: BlobShape
+    axis: int
+    num_axes: int
+
+
+class ScaleParameter(Message, Protocol):
+    axis: int
+    num_axes: int
+    filler: FillerParameter
+    bias_term: bool
+    bias_filler: FillerParameter
+
+
+class SigmoidParameter(Message, Protocol):
+    engine: int
+
+
+class SliceParameter(Message, Protocol):
+    axis: int
+    slice_point: Sequence[int]
+    slice_dim: int
+
+
+class SoftmaxParameter(Message, Protocol):
+    engine: int
+    axis: int
+
+
+class SwishParameter(Message, Protocol):
+    beta: float
+
+
+class TanHParameter(Message, Protocol):
+    engine: int
+
+
+class TileParameter(Message, Protocol):
+    axis: int
+    tiles: int
+
+
+class ThresholdParameter(Message, Protocol):
+    threshold: float
+
+
+class WindowDataParameter(Message, Protocol):
+    source: str
+    scale: float
+    mean_file: str
+    batch_size: int
+    crop_size: int
+    mirror: bool
+    fg_threshold: float
+    bg_threshold: float
+    fg_fraction: float
+    context_pad: int
+    crop_mode: str
+    cache_images: bool
+    root_folder: str
+
+
+class SPPParameter(Message, Protocol):
+    pyramid_height: int
+    pool: int
+    engine: int
+
+
+class V1LayerParameter(Message, Protocol):
+    bottom: Sequence[str]
+    top: Sequence[str]
+    name: str
+    include: Sequence[NetStateRule]
+    exclude: Sequence[NetStateRule]
+    type: int
+    blobs: Sequence[BlobProto]
+    param: Sequence[str]
+    blob_share_mode: Sequence[int]
+    blobs_lr: Sequence[float]
+    weight_decay: Sequence[float]
+    loss_weight: Sequence[float]
+    accuracy_param: AccuracyParameter
+    argmax_param: ArgMaxParameter
+    concat_param: ConcatParameter
+    contrastive_loss_param: ContrastiveLossParameter
+    convolution_param: ConvolutionParameter
+    data_param: DataParameter
+    dropout_param: DropoutParameter
+    dummy_data_param: DummyDataParameter
+    eltwise_param: EltwiseParameter
+    exp_param: ExpParameter
+    hdf5_data_param: HDF5DataParameter
+    hdf5_output_param: HDF5OutputParameter
+    hinge_loss_param: HingeLossParameter
+    image_data_param: ImageDataParameter
+    infogain_loss_param: InfogainLossParameter
+    inner_product_param: InnerProductParameter
+    lrn_param: LRNParameter
+    memory_data_param: MemoryDataParameter
+    mvn_param: MVNParameter
+    pooling_param: PoolingParameter
+    power_param: PowerParameter
+    relu_param: ReLUParameter
+    sigmoid_param: SigmoidParameter
+    softmax_param: SoftmaxParameter
+    slice_param: SliceParameter
+    tanh_param: TanHParameter
+    threshold_param: ThresholdParameter
+    window_data_param: WindowDataParameter
+    transform_param: TransformationParameter
+    loss_param: LossParameter
+    layer: V0LayerParameter
+
+
+class V0LayerParameter(Message, Protocol):
+    name: str
+    type: str
+    num_output: int
+    biasterm: bool
+    weight_filler: FillerParameter
+    bias_filler: FillerParameter
+    pad: int
+    kernelsize: int
+    group: int
+    stride: int
+    pool: int
+    dropout_ratio: float
+    local_size: int
+    alpha: float
+    beta: float
+    k: float
+    source: str
+    scale: float
+    meanfile: str
+    batchsize: int
+    cropsize: int
+    mirror: bool
+    blobs: Sequence[BlobProto]
+    blobs_lr: Sequence[float]
+    weight_decay: Sequence[float]
+    rand_skip: int
+    det_fg_threshold: float
+    det_bg_threshold: float
+    det_fg_fraction: float
+    det_context_pad: int
+    det_crop_mode: str
+    new_num: int
+    new_channels: int
+    new_height: int
+    new_width: int
+    shuffle_images: bool
+    concat_dim: int
+    hdf5_output_param: HDF5OutputParameter
+
+
+class PReLUParameter(Message, Protocol):
+    filler: FillerParameter
+    channel_shared: bool
+
+
+class PermuteParameter(Message, Protocol):
+    order: Sequence[int]
+
+
+class NonMaximumSuppressionParameter(Message, Protocol):
+    nms_threshold: float
+    top_k: int
+    eta: float
+
+
+class SaveOutputParameter(Message, Protocol):
+    output_directory: str
+    output_name_prefix: str
+    output_format: str
+    label_map_file: str
+    name_size_file: str
+    num_test_image: int
+
+
+class PriorBoxParameter(Message, Protocol):
+    min_size: Sequence[float]
+    max_size: Sequence[float]
+    aspect_ratio: Sequence[float]
+    flip: bool
+    clip: bool
+    variance: Sequence[float]
+    img_size: int
+    img_h: int
+    img_w: int
+    step: float
+    step_h: float
+    step_w: float
+    offset: float
+
+
+class DetectionOutputParameter(Message, Protocol):
+    num_classes: int
+    share_location: bool
+    background_label_id: int
+    nms_param: NonMaximumSuppressionParameter
+    save_output_param: SaveOutputParameter
+    code_type: int
+    variance_encoded_in_target: bool
+    keep_top_k: int
+    confidence_threshold: float
+    visualize: bool
+    visualize_threshold: float
+    save_file: str
+    clip: bool
+
+
+class NormalizeParameter(Message, Protocol):
+    across_spatial: bool
+    scale_filler: FillerParameter
+    channel_shared: bool
+    eps: float
+
+
+class ShuffleChannelParameter(Message, Protocol):
+    group: int
+
+
+class ROIPoolingParameter(Message, Protocol):
+    pooled_h: int
+    pooled_w: int
+    spatial_scale: float
+
+
+class BNParameter(Message, Protocol):
+    bn_mode: int
+    scale_filler: FillerParameter
+    shift_filler: FillerParameter
+    slope_filler: FillerParameter
+    bias_filler: FillerParameter
+    momentum: float
+    eps: float
+    frozen: bool
+
+
+class InterpParameter(Message, Protocol):
+    height: int
+    width: int
+    zoom_factor: int
+    shrink_factor: int
+    pad_beg: int
+    pad_end: int
+
+
+class UpsampleParameter(Message, Protocol):
+    scale: int
+    scale_h: int
+    scale_w: int
+    pad_out_h: bool
+    pad_out_w: bool
+    upsample_h: int
+    upsample_w: int
+
+
+class ReLU6Parameter(Message, Protocol):
+    negative_slope: float
+    threshold: float
