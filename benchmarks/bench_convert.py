@@ -38,8 +38,8 @@ import numpy as np
 
 from protocaffe.errors import Reporter
 from protocaffe.frontend.caffemodel import V1_LAYER_TYPES
+from protocaffe.frontend.lower import build_graph
 from protocaffe.frontend.prototxt import read_prototxt
-from protocaffe.ir.build import build_graph
 from protocaffe.layers import lookup
 
 # The file's sha256 as the manifest computes it: chunks read into the cache, then hashed.

@@ -1,7 +1,7 @@
 """Checks that generated code is safe whatever names the prototxt uses (shared by the tests).
 
 A prototxt string may reach model.py only as an identifier from the allocator
-(protocaffe.ir.names), as a repr() literal, or as quoted text in a comment or docstring. These
+(protocaffe.backend.names), as a repr() literal, or as quoted text in a comment or docstring. These
 functions check a generated module against that rule by walking its AST and its tokens.
 """
 

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from protocaffe.api import Conversion, convert, module_from_source
 from protocaffe.backend.helpers import helper_names
+from protocaffe.backend.names import RESERVED, Namespace, sanitize
 from protocaffe.errors import ProtocaffeError
 from protocaffe.frontend.caffemodel import read_caffemodel, write_caffemodel
-from protocaffe.ir.names import RESERVED, Namespace, sanitize
 from protocaffe.random_weights import random_weights
 
 # Layer names (L0..L8) and blob names (IN, B0..B7) of one small net that uses an in-place
@@ -303,7 +303,7 @@ def test_sanitize_gives_a_safe_identifier(name: str) -> None:
 def test_reserved_covers_nn_module() -> None:
     """A newer torch may add nn.Module attributes: the allocator must know all of them."""
     missing = {n for n in dir(torch.nn.Module()) if not n.startswith("__")} - RESERVED
-    assert not missing, f"add to ir/names.py: {sorted(missing)}"
+    assert not missing, f"add to backend/names.py: {sorted(missing)}"
 
 
 def test_namespace_is_unique_and_stable() -> None:

@@ -15,8 +15,8 @@ from review_support import FIXTURES, corpus_prototxt, opencv_forward
 
 from protocaffe.api import convert, module_from_source
 from protocaffe.errors import Reporter
+from protocaffe.frontend.lower import build_graph
 from protocaffe.frontend.prototxt import read_prototxt
-from protocaffe.ir.build import build_graph
 from protocaffe.passes import DEFAULT_PIPELINE, OPTIMIZE_PIPELINE, run_pipeline
 from protocaffe.random_weights import random_weights
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from protocaffe.backend.emit import Emitted, emit_module
 from protocaffe.backend.render import render_module
 from protocaffe.errors import Diagnostic, Reporter
+from protocaffe.frontend.lower import build_graph
 from protocaffe.frontend.prototxt import read_prototxt
-from protocaffe.ir.build import build_graph
 from protocaffe.ir.graph import Graph
 from protocaffe.passes import DEFAULT_PIPELINE, Pass, run_pipeline
 

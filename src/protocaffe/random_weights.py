@@ -13,8 +13,8 @@ import numpy as np
 
 from protocaffe.errors import Reporter
 from protocaffe.frontend.caffemodel import write_caffemodel
+from protocaffe.frontend.lower import build_graph
 from protocaffe.frontend.prototxt import read_prototxt
-from protocaffe.ir.build import build_graph
 from protocaffe.layers import lookup
 from protocaffe.layers.base import BlobSpec, Init
 

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 
 from protocaffe.backend.helpers import helper_names, helper_source
+from protocaffe.backend.names import RESERVED, RULE, Namespace, sanitize
 from protocaffe.errors import ProtocaffeError
 from protocaffe.ir.graph import Graph, Node, Value
-from protocaffe.ir.names import RESERVED, RULE, Namespace, sanitize
 from protocaffe.layers import lookup
 from protocaffe.layers.base import EmitContext, fmt_shape
 from protocaffe.version import __version__

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from protocaffe.ir.graph import Graph
+from protocaffe.ir.verify import verify_graph
 from protocaffe.passes.fold import fold_batchnorm_scale
 from protocaffe.passes.identity import remove_identities
 from protocaffe.passes.noop import remove_noops
 from protocaffe.passes.unpool import link_unpool_sizes
-from protocaffe.passes.verify import verify_graph
 
 Pass = Callable[[Graph], Graph]
 

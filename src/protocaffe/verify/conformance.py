@@ -111,8 +111,8 @@ def corpus_cases(corpus: Path | None = None) -> list[CorpusCase]:
 
 
 def _declared_inputs(prototxt: Path, shapes: Mapping[str, Shape]) -> dict[str, Shape] | None:
+    from protocaffe.frontend.lower import build_graph
     from protocaffe.frontend.prototxt import read_prototxt
-    from protocaffe.ir.build import build_graph
 
     try:
         graph = build_graph(read_prototxt(prototxt, Reporter()), Reporter(), dict(shapes))
@@ -137,8 +137,8 @@ def parameter_count(case: CorpusCase) -> int:
     """How many weights the net has at the case's input size (0 when it does not build)."""
     import math
 
+    from protocaffe.frontend.lower import build_graph
     from protocaffe.frontend.prototxt import read_prototxt
-    from protocaffe.ir.build import build_graph
     from protocaffe.layers import lookup
 
     try:
@@ -157,8 +157,8 @@ def parameter_count(case: CorpusCase) -> int:
 
 def unsupported_types(prototxt: Path) -> list[str]:
     """Layer types of the net that no registered layer family handles."""
+    from protocaffe.frontend.lower import TRAINING_ONLY
     from protocaffe.frontend.prototxt import read_prototxt
-    from protocaffe.ir.build import TRAINING_ONLY
     from protocaffe.layers import lookup
 
     net = read_prototxt(prototxt, Reporter())

@@ -110,8 +110,8 @@ def verify(
 
 
 def _inputs(prototxt: str | os.PathLike[str], opts: VerifyOptions) -> dict[str, np.ndarray]:
+    from protocaffe.frontend.lower import build_graph
     from protocaffe.frontend.prototxt import read_prototxt
-    from protocaffe.ir.build import build_graph
 
     net = read_prototxt(prototxt, Reporter())
     overrides = {name: tuple(int(d) for d in shape) for name, shape in opts.input_shapes.items()}
