@@ -25,17 +25,6 @@ from protocaffe.random_weights import random_weights
 Shape = tuple[int, ...]
 
 
-def _shared() -> Path:
-    """The repository's sibling `../shared` (a git worktree under wt/ sits one level deeper)."""
-    for parent in Path(__file__).resolve().parents[2:4]:
-        if (parent / "shared").is_dir():
-            return parent / "shared"
-    return Path(__file__).resolve().parents[2] / "shared"
-
-
-SHARED = _shared()
-
-
 def net_text(inputs: Mapping[str, Shape], layers: str, name: str = "t") -> str:
     """A prototxt with `input` + `input_shape` declarations followed by `layers`."""
     head = [f'name: "{name}"']

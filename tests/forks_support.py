@@ -12,22 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from shared_dir import CORPUS
 
 from protocaffe.api import Conversion, convert, module_from_source
 from protocaffe.ir.graph import Value
 from protocaffe.random_weights import random_weights
-
-
-def _shared() -> Path:
-    # The repository's sibling `../shared`; a git worktree sits one level deeper.
-    for parent in Path(__file__).resolve().parents[2:4]:
-        if (parent / "shared").is_dir():
-            return parent / "shared"
-    return Path(__file__).resolve().parents[2] / "shared"
-
-
-SHARED = _shared()
-CORPUS = SHARED / "corpus"
 
 
 def corpus_net(name: str) -> Path:

@@ -5,16 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from shared_dir import CORPUS
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures" / "review"
 REPO = HERE.parent
-# The repository's sibling ../shared; a git worktree under wt/ finds it one level further up.
-SHARED = next(
-    (p / "shared" for p in (HERE.parents[1], HERE.parents[2]) if (p / "shared").is_dir()),
-    HERE.parents[1] / "shared",
-)
-CORPUS = SHARED / "corpus"
 
 
 def corpus_prototxt(name: str) -> Path:

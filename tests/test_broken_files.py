@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shared_dir import SHARED
 
 from protocaffe.api import Conversion, convert
 from protocaffe.backend.weights import state_arrays
@@ -26,7 +27,6 @@ from protocaffe.errors import ProtocaffeError, Reporter
 from protocaffe.frontend.caffemodel import read_caffemodel
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PROTOCAFFE_SHARED", REPO.parent / "shared"))
 EXAMPLE = REPO / "examples" / "tinynet"
 PAIRS = [(EXAMPLE / "deploy.prototxt", EXAMPLE / "tinynet.caffemodel")]
 # Small corpus nets with weights (the large ones would make each mutant slow).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from caffe_check import SHARED
+from shared_dir import SHARED
 
 from protocaffe.api import load
 

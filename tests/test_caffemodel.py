@@ -18,6 +18,7 @@ import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shared_dir import CORPUS, SHARED
 
 from protocaffe.errors import ProtocaffeError
 from protocaffe.frontend.caffemodel import (
@@ -29,8 +30,7 @@ from protocaffe.frontend.caffemodel import (
 )
 from protocaffe.proto.schema import message_class
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CORPUS_MODELS = sorted((SHARED / "corpus").glob("*/*.caffemodel"))
+CORPUS_MODELS = sorted(CORPUS.glob("*/*.caffemodel"))
 
 FAST = settings(
     max_examples=100,

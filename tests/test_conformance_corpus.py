@@ -8,7 +8,6 @@ standalone runner, `python -m protocaffe.verify.conformance`, always runs everyt
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -28,16 +27,7 @@ from protocaffe.verify.conformance import (
 FULL = os.environ.get("PROTOCAFFE_FULL_CORPUS") == "1"
 
 
-def _shared() -> Path:
-    """../shared next to the repository (or next to the folder holding a git worktree)."""
-    if os.environ.get("PROTOCAFFE_SHARED"):
-        return Path(os.environ["PROTOCAFFE_SHARED"])
-    here = Path(__file__).resolve()
-    candidates = [here.parents[2] / "shared", here.parents[3] / "shared"]
-    return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
-SHARED = _shared()
+from shared_dir import SHARED  # noqa: E402
 
 
 def _param(case: CorpusCase) -> object:

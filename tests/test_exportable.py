@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 import torch
 import torch.fx.experimental._config as fx_config
-from review_support import CORPUS, FIXTURES, REPO
+from review_support import FIXTURES, REPO
+from shared_dir import CORPUS
 
 from protocaffe.api import Conversion, convert
 from protocaffe.errors import ProtocaffeError

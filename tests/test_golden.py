@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from caffe_check import SHARED, assert_close
+from caffe_check import assert_close
+from shared_dir import SHARED
 
 from protocaffe.api import convert, module_from_source
 from protocaffe.backend.render import format_source
