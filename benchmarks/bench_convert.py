@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from protocaffe.errors import Reporter
-from protocaffe.frontend.caffemodel import V1_LAYER_TYPES
 from protocaffe.frontend.lower import build_graph
 from protocaffe.frontend.prototxt import read_prototxt
+from protocaffe.frontend.upgrade import V1_LAYER_TYPES
 from protocaffe.layers import lookup
 
 # The file's sha256 as the manifest computes it: chunks read into the cache, then hashed.
@@ -130,10 +130,14 @@ def synthesise(prototxt: Path, path: Path, seed: int) -> int:
 
 # -- measuring ---------------------------------------------------------------------------------
 
+# The slow reference reader lives with the tests (tests/caffemodel_protobuf.py).
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 PROTOBUF_CONVERT = (
     "import sys\n"
+    f"sys.path.insert(0, {str(TESTS)!r})\n"
     "import protocaffe.frontend.caffemodel as caffemodel\n"
-    "caffemodel.read_caffemodel = caffemodel.read_caffemodel_protobuf\n"
+    "from caffemodel_protobuf import read_caffemodel_protobuf\n"
+    "caffemodel.read_caffemodel = read_caffemodel_protobuf\n"
     "from protocaffe.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )

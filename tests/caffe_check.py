@@ -16,7 +16,8 @@ import torch
 
 from protocaffe.api import Conversion, convert, module_from_source
 from protocaffe.errors import Reporter
-from protocaffe.frontend.caffemodel import read_caffemodel, write_caffemodel
+from protocaffe.frontend.caffemodel import read_caffemodel
+from protocaffe.frontend.caffemodel_writer import write_caffemodel
 from protocaffe.frontend.prototxt import read_prototxt
 from protocaffe.ir.graph import Graph
 from protocaffe.passes import DEFAULT_PIPELINE

@@ -16,18 +16,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from caffemodel_protobuf import read_caffemodel_protobuf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shared_dir import CORPUS, SHARED
 
 from protocaffe.errors import ProtocaffeError
-from protocaffe.frontend.caffemodel import (
-    V1_LAYER_TYPES,
-    CaffeModel,
-    read_caffemodel,
-    read_caffemodel_protobuf,
-    write_caffemodel,
-)
+from protocaffe.frontend.caffemodel import CaffeModel, read_caffemodel
+from protocaffe.frontend.caffemodel_writer import write_caffemodel
+from protocaffe.frontend.upgrade import V1_LAYER_TYPES
 from protocaffe.proto.schema import message_class
 
 CORPUS_MODELS = sorted(CORPUS.glob("*/*.caffemodel"))

@@ -25,7 +25,8 @@ from protocaffe.api import Conversion, convert, module_from_source
 from protocaffe.backend.helpers import helper_names
 from protocaffe.backend.names import RESERVED, Namespace, sanitize
 from protocaffe.errors import ProtocaffeError
-from protocaffe.frontend.caffemodel import read_caffemodel, write_caffemodel
+from protocaffe.frontend.caffemodel import read_caffemodel
+from protocaffe.frontend.caffemodel_writer import write_caffemodel
 from protocaffe.random_weights import random_weights
 
 # Layer names (L0..L8) and blob names (IN, B0..B7) of one small net that uses an in-place

@@ -26,7 +26,9 @@ from protocaffe.backend.progress import ProgressBar
 from protocaffe.backend.safetensors_writer import write_safetensors
 from protocaffe.backend.weights import write_state
 from protocaffe.cli import main
-from protocaffe.frontend.caffemodel import file_region, read_caffemodel, write_caffemodel
+from protocaffe.frontend.caffemodel import read_caffemodel
+from protocaffe.frontend.caffemodel_writer import write_caffemodel
+from protocaffe.frontend.regions import file_region
 from protocaffe.layers.base import f32
 from protocaffe.proto.schema import message_class
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from protocaffe.errors import Reporter
-from protocaffe.frontend.caffemodel import write_caffemodel
+from protocaffe.frontend.caffemodel_writer import write_caffemodel
 from protocaffe.frontend.lower import build_graph
 from protocaffe.frontend.prototxt import read_prototxt
 from protocaffe.layers import lookup

@@ -71,7 +71,7 @@ def _blob_digest(blob: np.ndarray, stop: threading.Event) -> str | None:
     """sha256 of a blob that lies as it is in the caffemodel file, read from the file in chunks:
     a chunk just read is hashed from the CPU cache, faster than pages faulted in from a memory
     map (and the mapping's pages stay out of this process's memory). None once `stop` is set."""
-    from protocaffe.frontend.caffemodel import file_region
+    from protocaffe.frontend.regions import file_region
 
     region = file_region(blob)
     if region is None:

@@ -37,7 +37,7 @@ ProgressCallback = Callable[[int, int], None]
 
 
 class Region(Protocol):
-    """Where an array's bytes lie in a file (frontend.caffemodel.FileRegion is one)."""
+    """Where an array's bytes lie in a file (frontend.regions.FileRegion is one)."""
 
     @property
     def path(self) -> str: ...

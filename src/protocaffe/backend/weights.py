@@ -222,7 +222,7 @@ def write_state_to(
 def _write_safetensors(
     path: Path, state: Mapping[str, np.ndarray], progress: ProgressCallback | None
 ) -> None:
-    from protocaffe.frontend.caffemodel import file_region
+    from protocaffe.frontend.regions import file_region
 
     # "format": "pt" tells loaders such as transformers that these are PyTorch weights.
     # file_region: float32 weights are copied from the caffemodel file by the kernel.

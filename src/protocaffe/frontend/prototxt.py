@@ -14,6 +14,7 @@ from typing import Any
 
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
 from protocaffe.frontend.textformat import Locations, parse_text
+from protocaffe.frontend.upgrade import V0_TYPES, V1_TYPES, copy_common_params, upgrade_v0
 from protocaffe.proto.schema import message_class
 
 Shape = tuple[int, ...]
@@ -49,130 +50,6 @@ class NetDef:
     layers: tuple[LayerDef, ...]
 
 
-# V1 `layers { type: ENUM }` names, as V2 type strings (Caffe's UpgradeV1LayerType).
-V1_TYPES = {
-    "ABSVAL": "AbsVal",
-    "ACCURACY": "Accuracy",
-    "ARGMAX": "ArgMax",
-    "BNLL": "BNLL",
-    "CONCAT": "Concat",
-    "CONTRASTIVE_LOSS": "ContrastiveLoss",
-    "CONVOLUTION": "Convolution",
-    "DATA": "Data",
-    "DECONVOLUTION": "Deconvolution",
-    "DROPOUT": "Dropout",
-    "DUMMY_DATA": "DummyData",
-    "EUCLIDEAN_LOSS": "EuclideanLoss",
-    "ELTWISE": "Eltwise",
-    "EXP": "Exp",
-    "FLATTEN": "Flatten",
-    "HDF5_DATA": "HDF5Data",
-    "HDF5_OUTPUT": "HDF5Output",
-    "HINGE_LOSS": "HingeLoss",
-    "IM2COL": "Im2col",
-    "IMAGE_DATA": "ImageData",
-    "INFOGAIN_LOSS": "InfogainLoss",
-    "INNER_PRODUCT": "InnerProduct",
-    "LRN": "LRN",
-    "MEMORY_DATA": "MemoryData",
-    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
-    "MVN": "MVN",
-    "POOLING": "Pooling",
-    "POWER": "Power",
-    "RELU": "ReLU",
-    "SIGMOID": "Sigmoid",
-    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
-    "SILENCE": "Silence",
-    "SOFTMAX": "Softmax",
-    "SOFTMAX_LOSS": "SoftmaxWithLoss",
-    "SPLIT": "Split",
-    "SLICE": "Slice",
-    "TANH": "TanH",
-    "WINDOW_DATA": "WindowData",
-    "THRESHOLD": "Threshold",
-}
-
-# V0 `layer { type: "..." }` strings, as V2 type strings (Caffe's UpgradeV0LayerType).
-V0_TYPES = {
-    "accuracy": "Accuracy",
-    "bnll": "BNLL",
-    "concat": "Concat",
-    "conv": "Convolution",
-    "data": "Data",
-    "dropout": "Dropout",
-    "euclidean_loss": "EuclideanLoss",
-    "flatten": "Flatten",
-    "hdf5_data": "HDF5Data",
-    "hdf5_output": "HDF5Output",
-    "im2col": "Im2col",
-    "images": "ImageData",
-    "infogain_loss": "InfogainLoss",
-    "innerproduct": "InnerProduct",
-    "lrn": "LRN",
-    "multinomial_logistic_loss": "MultinomialLogisticLoss",
-    "pool": "Pooling",
-    "relu": "ReLU",
-    "sigmoid": "Sigmoid",
-    "softmax": "Softmax",
-    "softmax_loss": "SoftmaxWithLoss",
-    "split": "Split",
-    "tanh": "TanH",
-    "window_data": "WindowData",
-}
-
-
-def _copy_common_params(src: Any, dst: Any) -> None:
-    """Copy every `*_param` submessage that V1 and V2 layers share by name."""
-    dst_fields = dst.DESCRIPTOR.fields_by_name
-    for fd, value in src.ListFields():
-        if fd.name.endswith("_param") and fd.name in dst_fields:
-            getattr(dst, fd.name).CopyFrom(value)
-
-
-def _upgrade_v0(v0: Any, layer: Any) -> None:
-    """Move the flat V0 fields into the V2 parameter messages (Caffe's UpgradeV0LayerParameter)."""
-    kind = layer.type
-    if kind == "Convolution":
-        conv = layer.convolution_param
-        if v0.HasField("num_output"):
-            conv.num_output = v0.num_output
-        conv.bias_term = v0.biasterm
-        if v0.HasField("pad"):
-            conv.pad.append(v0.pad)
-        if v0.HasField("kernelsize"):
-            conv.kernel_size.append(v0.kernelsize)
-        if v0.HasField("group"):
-            conv.group = v0.group
-        if v0.HasField("stride"):
-            conv.stride.append(v0.stride)
-    elif kind == "InnerProduct":
-        ip = layer.inner_product_param
-        if v0.HasField("num_output"):
-            ip.num_output = v0.num_output
-        ip.bias_term = v0.biasterm
-    elif kind == "Pooling":
-        pool = layer.pooling_param
-        pool.pool = v0.pool
-        if v0.HasField("pad"):
-            pool.pad = v0.pad
-        if v0.HasField("kernelsize"):
-            pool.kernel_size = v0.kernelsize
-        if v0.HasField("stride"):
-            pool.stride = v0.stride
-    elif kind == "Dropout":
-        layer.dropout_param.dropout_ratio = v0.dropout_ratio
-    elif kind == "LRN":
-        lrn = layer.lrn_param
-        lrn.local_size = v0.local_size
-        lrn.alpha = v0.alpha
-        lrn.beta = v0.beta
-        lrn.k = v0.k
-    elif kind == "Concat":
-        layer.concat_param.concat_dim = v0.concat_dim
-    if kind == "Dropout" or kind == "ReLU":
-        layer.SetInParent()
-
-
 def _phase_ok(layer: Any) -> bool:
     """Caffe's StateMeetsRule for a TEST-phase net with no level or stages set."""
 
@@ -205,12 +82,12 @@ def _v1_layers(net: Any, locations: Locations, path: str) -> list[tuple[Any, Sou
             v0 = old.layer
             new.name = v0.name
             new.type = V0_TYPES.get(v0.type, v0.type)
-            _upgrade_v0(v0, new)
+            upgrade_v0(v0, new)
         else:
             new.name = old.name
             enum_name = v1_enum.values_by_number[old.type].name if old.HasField("type") else ""
             new.type = V1_TYPES.get(enum_name, enum_name)
-            _copy_common_params(old, new)
+            copy_common_params(old, new)
         locations.record(new, loc)
         upgraded.append((new, loc))
     return upgraded
