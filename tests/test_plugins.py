@@ -14,7 +14,8 @@ from forks_support import convert_random, corpus_net, load_module, run_capturing
 from protocaffe import cli
 from protocaffe.api import convert
 from protocaffe.errors import ProtocaffeError
-from protocaffe.layers.base import unregister
+from protocaffe.layers import loading
+from protocaffe.layers.registry import unregister
 from protocaffe.plugins import load_plugin
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "plugins"
@@ -28,9 +29,7 @@ layer { name: "py" type: "Python" bottom: "y" top: "z"
 """
 
 PLUGIN = """
-from protocaffe.backend.helpers import register_helper
-from protocaffe.layers import Layer, register
-from protocaffe.layers.base import Emission
+from protocaffe.plugins import Emission, Layer, register, register_helper
 
 
 @register
@@ -53,11 +52,10 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     yield tmp_path
     unregister("Doubler")
     sys.modules.pop("doubler_plugin", None)
-    from protocaffe import plugins
     from protocaffe.backend import helpers
 
     helpers._PLUGIN_HELPERS.pop("doubled", None)
-    plugins._loaded.discard("doubler_plugin")
+    loading._loaded.discard("doubler_plugin")
 
 
 def test_unknown_types_are_one_error_listing_each(plugin_dir: Path) -> None:
@@ -93,7 +91,7 @@ def test_missing_and_broken_plugins_are_errors(
     assert cli.main(["convert", net, "-o", str(plugin_dir / "o"), "--plugin", "broken_plugin"]) == 2
     assert "plugin failed to load: ValueError: oops" in capsys.readouterr().err
     (plugin_dir / "clash_plugin.py").write_text(
-        "from protocaffe.layers import Layer, register\n"
+        "from protocaffe.plugins import Layer, register\n"
         "@register\nclass Mine(Layer):\n    types = ('Convolution',)\n"
     )
     assert cli.main(["convert", net, "-o", str(plugin_dir / "o"), "--plugin", "clash_plugin"]) == 2
@@ -145,9 +143,7 @@ def test_faster_rcnn_converts_with_the_example_plugin(
         assert values[pooled].shape == (rois.shape[0], 512, 7, 7)
     finally:
         unregister("Python")
-        from protocaffe import plugins
-
-        plugins._loaded.discard("faster_rcnn_proposal")
+        loading._loaded.discard("faster_rcnn_proposal")
         sys.modules.pop("faster_rcnn_proposal", None)
 
 
@@ -177,28 +173,23 @@ def test_readme_plugin_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     finally:
         unregister("MyClip")
         sys.modules.pop("readme_clip", None)
-        from protocaffe import plugins
         from protocaffe.backend import helpers
 
         helpers._PLUGIN_HELPERS.pop("my_clip", None)
-        plugins._loaded.discard("readme_clip")
+        loading._loaded.discard("readme_clip")
 
 
 def test_entry_point_plugins_load(plugin_dir: Path) -> None:
     """An installed package's `protocaffe.layers` entry point (a .dist-info on sys.path)."""
-    from protocaffe.layers import lookup
-    from protocaffe.plugins import load_entry_point_plugins
+    from protocaffe.layers import lookup, registry
+    from protocaffe.layers.loading import load_entry_point_plugins
 
     dist = plugin_dir / "doubler_dist-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: doubler-dist\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[protocaffe.layers]\ndoubler = doubler_plugin\n")
-    from protocaffe.layers import base
-
-    base._entry_points_loaded = False  # as in a fresh process
-    assert "Doubler" not in base.registered_types()
+    registry._entry_points_loaded = False  # as in a fresh process
+    assert "Doubler" not in registry.registered_types()
     assert lookup("Doubler") is not None  # a type not built in: the entry points are loaded
     load_entry_point_plugins()  # loading them again is harmless
-    from protocaffe import plugins
-
-    plugins._loaded.discard("entry point doubler = doubler_plugin")
+    loading._loaded.discard("entry point doubler = doubler_plugin")

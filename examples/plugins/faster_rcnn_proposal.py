@@ -17,11 +17,18 @@ import ast
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocaffe.backend.helpers import register_helper
-from protocaffe.frontend.prototxt import LayerDef
-from protocaffe.ir.graph import Attrs, Shape
-from protocaffe.layers import Layer, register
-from protocaffe.layers.base import Emission, EmitContext, call, fail
+from protocaffe.plugins import (
+    Attrs,
+    Emission,
+    EmitContext,
+    Layer,
+    LayerSource,
+    Shape,
+    call,
+    fail,
+    register,
+    register_helper,
+)
 
 # py-faster-rcnn's TEST configuration (lib/fast_rcnn/config.py).
 PRE_NMS_TOP_N, POST_NMS_TOP_N, NMS_THRESHOLD, MIN_SIZE = 6000, 300, 0.7, 16
@@ -34,7 +41,7 @@ class ProposalAttrs(Attrs):
 
 
 @register
-class ProposalLayer(Layer):
+class ProposalLayer(Layer[ProposalAttrs]):
     """`Python` layers whose python_param names rpn.proposal_layer.ProposalLayer.
 
     Registering a type is all-or-nothing, so this plugin owns the `Python` type and refuses
@@ -44,7 +51,7 @@ class ProposalLayer(Layer):
     types = ("Python",)
     bottoms = (3, 3)
 
-    def parse(self, layer: LayerDef) -> ProposalAttrs:
+    def parse(self, layer: LayerSource) -> ProposalAttrs:
         p = layer.param.python_param
         if (p.module, p.layer) != ("rpn.proposal_layer", "ProposalLayer"):
             raise fail(
@@ -59,8 +66,9 @@ class ProposalLayer(Layer):
             int(params.get("feat_stride", 16)), tuple(params.get("scales", (8, 16, 32)))
         )
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, ProposalAttrs)
+    def infer(
+        self, attrs: ProposalAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         scores, deltas, _ = in_shapes
         anchors = 3 * len(attrs.scales)
         if scores[1] != 2 * anchors or deltas[1] != 4 * anchors:
@@ -69,8 +77,7 @@ class ProposalLayer(Layer):
         # Python layer also declares one row at set-up.
         return [(1, 5)]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, ProposalAttrs)
+    def emit(self, attrs: ProposalAttrs, ctx: EmitContext) -> Emission:
         forward = call(
             "rpn_proposals",
             *ctx.inputs,

@@ -65,7 +65,7 @@ def _command(
 
 
 def _load_plugins(args: argparse.Namespace) -> None:
-    from protocaffe.plugins import load_plugins
+    from protocaffe.layers.loading import load_plugins
 
     load_plugins(args.plugin)  # installed plugins load when a net needs a type not built in
 

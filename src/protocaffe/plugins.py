@@ -1,72 +1,59 @@
-"""Loading user-defined layers (plugins).
+"""The plugin API: everything a plugin imports, from this one module.
 
-A plugin is a Python module that registers `Layer` subclasses with `protocaffe.layers.register`
-(and, if its generated code needs helper functions, their source with
-`protocaffe.backend.helpers.register_helper`). It is loaded by name (`protocaffe convert
---plugin mymodule`, or `load_plugin("mymodule")`), or found through the `protocaffe.layers`
-entry point group of installed packages. See 'Custom layers' in the README.
+This is protocaffe's stable surface for user-defined layers (see 'Custom layers' in the README
+and examples/plugins/). Where these names live inside protocaffe may change; this module keeps
+them. A plugin subclasses `Layer[MyAttrs]`, decorates it with `register`, reads its Caffe layer
+through `LayerSource` (`layer.param` is the typed LayerParameter message), returns an `Emission`
+from `emit`, and adds helper code to the generated module with `register_helper`.
+
+- `Layer`, `register`: a layer definition and its registration under Caffe type names.
+- `Attrs`, `NoAttrs`: base classes of a layer's frozen attributes dataclass.
+- `Shape`: a tensor shape (a tuple of ints).
+- `LayerSource`: what `parse` and `infer` read of the Caffe layer (name, type, bottoms, tops,
+  param, loc).
+- `Emission`, `EmitContext`: what `emit` returns, and the names it may use.
+- `BlobSpec`, `Init`: the Caffe weight blobs of a layer with weights, and how random weights
+  fill them.
+- `Role`: what a layer does, for views (`role = Role.CONVOLUTION`).
+- `fail`, `call`, `tuple_expr`: a located error; safe Python call and tuple expressions.
+- `register_helper`: add a helper function or class to generated modules that use it.
+- `load_plugin`: import a plugin module by name (what `--plugin` does).
 """
 
 from __future__ import annotations
 
-import importlib
-import traceback
-from collections.abc import Iterable
+from protocaffe.backend.helpers import register_helper
+from protocaffe.ir.graph import Attrs, NoAttrs, Shape
+from protocaffe.layers.base import (
+    BlobSpec,
+    Emission,
+    EmitContext,
+    Init,
+    Layer,
+    LayerSource,
+    Role,
+    call,
+    fail,
+    tuple_expr,
+)
+from protocaffe.layers.loading import load_plugin
+from protocaffe.layers.registry import register
 
-from protocaffe.errors import ProtocaffeError, SourceLoc
-from protocaffe.layers.base import DuplicateLayerType
-
-ENTRY_POINT_GROUP = "protocaffe.layers"
-
-_loaded: set[str] = set()
-
-
-def _failure(source: str, exc: BaseException) -> ProtocaffeError:
-    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    at = f" ({where.filename}:{where.lineno})" if where else ""
-    return ProtocaffeError.at(
-        SourceLoc(source), f"plugin failed to load: {type(exc).__name__}: {exc}{at}"
-    )
-
-
-def load_plugin(module: str) -> None:
-    """Import plugin `module` (a dotted name on sys.path) so that its layers register."""
-    if module in _loaded:
-        return
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module.startswith(exc.name):
-            raise ProtocaffeError.at(
-                SourceLoc(f"--plugin {module}"), "no such module on the Python path"
-            ) from None
-        raise _failure(f"--plugin {module}", exc) from None
-    except (DuplicateLayerType, Exception) as exc:  # a plugin's own bug: report, no traceback
-        raise _failure(f"--plugin {module}", exc) from None
-    _loaded.add(module)
-
-
-def load_plugins(modules: Iterable[str]) -> None:
-    for module in modules:
-        load_plugin(module)
-
-
-def load_entry_point_plugins() -> None:
-    """Load every installed plugin of the `protocaffe.layers` entry point group. An entry point
-    names a module (imported for its registrations) or a function (imported and called).
-
-    `protocaffe.layers.lookup` calls this the first time it meets a type that is not built in.
-    """
-    from importlib.metadata import entry_points
-
-    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        key = f"entry point {entry.name} = {entry.value}"
-        if key in _loaded:
-            continue
-        try:
-            loaded = entry.load()
-            if callable(loaded):
-                loaded()
-        except Exception as exc:
-            raise _failure(key, exc) from None
-        _loaded.add(key)
+__all__ = [
+    "Attrs",
+    "BlobSpec",
+    "Emission",
+    "EmitContext",
+    "Init",
+    "Layer",
+    "LayerSource",
+    "NoAttrs",
+    "Role",
+    "Shape",
+    "call",
+    "fail",
+    "load_plugin",
+    "register",
+    "register_helper",
+    "tuple_expr",
+]

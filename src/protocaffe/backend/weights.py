@@ -7,14 +7,14 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from protocaffe.atomic import atomic_write
 from protocaffe.backend.safetensors_writer import ProgressCallback, write_safetensors
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
 from protocaffe.ir.graph import Attrs, Graph, Node, Shape
-from protocaffe.layers import lookup
-from protocaffe.layers.base import Layer
+from protocaffe.layers import Layer, layer_of
+from protocaffe.layers.registry import folded_state
 
 if TYPE_CHECKING:  # numpy is imported only where weights are handled: model.py alone needs none
     import numpy as np
@@ -37,7 +37,7 @@ class _NodeBlobs:
     """One node's checked blobs as read (usually views of the caffemodel's memory map)."""
 
     attr: str  # the module attribute that holds the node's parameters
-    layer: Layer
+    layer: Layer[Any]
     attrs: Attrs
     in_shapes: tuple[Shape, ...]
     blobs: tuple[np.ndarray, ...]
@@ -60,18 +60,17 @@ class _NodeBlobs:
 
 @dataclass(frozen=True)
 class _FusedBlobs:
-    """A node that a pass folded together (passes/fold.py): its state is computed from the
-    states of its original layers, folded the same way."""
+    """A node that --optimize folded together (`Node.fused`): its state is computed from the
+    states of its original layers, as their layer definitions say (`folded_state`)."""
 
     attr: str
     node: Node
     parts: tuple[_NodeBlobs | None, ...]  # one per node.fused; None for a layer with no blobs
 
     def state(self) -> dict[str, np.ndarray]:
-        from protocaffe.passes.fold import folded_state
-
         states = [part.own_state() if part is not None else {} for part in self.parts]
-        return {f"{self.attr}.{k}": v for k, v in folded_state(self.node, states).items()}
+        folded = folded_state(self.node.fused, states)
+        return {f"{self.attr}.{k}": v for k, v in folded.items()}
 
 
 class StateArrays(Mapping[str, "np.ndarray"]):
@@ -151,8 +150,7 @@ def _checked(
 ) -> _NodeBlobs | None:
     """The node's blobs from the caffemodel, checked against the shapes the prototxt needs;
     None for a layer without weights."""
-    kind = lookup(node.op)
-    assert kind is not None
+    kind = layer_of(node)
     in_shapes = tuple(v.shape for v in node.inputs)
     specs = kind.blobs(node.attrs, in_shapes)
     if not specs:

@@ -4,19 +4,23 @@ The walk follows the file's layer order, which Caffe requires to be a dataflow o
 defines a new Value; an in-place top (a name that is also a bottom) defines the next version of
 that blob, so earlier readers keep the version they saw. Errors found on the way (missing
 bottoms, tops defined twice, shape mismatches) carry the layer's location.
+
+The steps, in order: check that every type is known (`_check_types`); declare the inputs;
+lower each layer (`_Lowering.layer`: leave out training-only layers, parse, resolve bottoms,
+infer and check output shapes, define the outputs); then find the net's outputs (`finish`).
 """
 
 from __future__ import annotations
 
 import difflib
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc
 from protocaffe.frontend.prototxt import LayerDef, NetDef
-from protocaffe.ir.graph import Graph, Node, Shape, Value
+from protocaffe.ir.graph import Attrs, Graph, Node, Shape, Value
 from protocaffe.layers import Layer, lookup
-from protocaffe.layers.structure import InputAttrs
 
 PLUGIN_DOCS = "see 'Custom layers' in the protocaffe README"
 
@@ -47,6 +51,20 @@ TRAINING_ONLY = frozenset(
 )
 
 
+def build_graph(
+    net: NetDef, reporter: Reporter, input_shapes: Mapping[str, Shape] | None = None
+) -> Graph:
+    """Lower `net`; `input_shapes` overrides declared input shapes (and may name the tops of
+    training-only data layers, which then become inputs)."""
+    _check_types(net)
+    lowering = _Lowering(net, reporter, input_shapes or {})
+    for decl in net.inputs:
+        lowering.define_input(decl.name, decl.shape, decl.loc, None)
+    for index, layer in enumerate(net.layers):
+        lowering.layer(index, layer)
+    return lowering.finish()
+
+
 def _check_types(net: NetDef) -> None:
     """One error that lists every layer whose type protocaffe does not know."""
     unknown = [
@@ -65,7 +83,7 @@ def _check_types(net: NetDef) -> None:
         raise ProtocaffeError(unknown)
 
 
-def _check_arity(layer: LayerDef, kind: Layer) -> None:
+def _check_arity(layer: LayerDef, kind: Layer[Any]) -> None:
     bounds = {"bottom": kind.bottoms, "top": kind.tops}
     for what, count in (("bottom", len(layer.bottoms)), ("top", len(layer.tops))):
         low, high = bounds[what]
@@ -78,25 +96,25 @@ def _check_arity(layer: LayerDef, kind: Layer) -> None:
             )
 
 
-def build_graph(
-    net: NetDef, reporter: Reporter, input_shapes: Mapping[str, Shape] | None = None
-) -> Graph:
-    """Lower `net`; `input_shapes` overrides declared input shapes (and may name the tops of
-    training-only data layers, which then become inputs)."""
-    _check_types(net)
-    overrides = dict(input_shapes or {})
-    env: dict[str, Value] = {}
-    producer: dict[str, LayerDef] = {}
-    consumed: set[Value] = set()
-    silenced: set[Value] = set()  # read by Silence layers only (unless also in `consumed`)
-    inputs: list[Value] = []
-    nodes: list[Node] = []
-    dropped: dict[str, LayerDef] = {}
-    weighted: dict[str, LayerDef] = {}
-    later_tops = _later_producers(net)
+class _Lowering:
+    """The state of one lowering: which Value each blob name holds now, and what was made."""
 
-    def define_input(name: str, shape: Shape, loc: SourceLoc, layer: LayerDef | None) -> None:
-        shape = tuple(overrides.pop(name, shape))
+    def __init__(self, net: NetDef, reporter: Reporter, input_shapes: Mapping[str, Shape]):
+        self.net = net
+        self.reporter = reporter
+        self.overrides = dict(input_shapes)
+        self.env: dict[str, Value] = {}
+        self.producer: dict[str, LayerDef] = {}
+        self.consumed: set[Value] = set()
+        self.silenced: set[Value] = set()  # read by Silence layers only (unless also consumed)
+        self.inputs: list[Value] = []
+        self.nodes: list[Node] = []
+        self.dropped: dict[str, LayerDef] = {}  # tops of training-only layers
+        self.weighted: dict[str, LayerDef] = {}  # layers with weights, by name
+        self.later_tops = _later_producers(net)
+
+    def define_input(self, name: str, shape: Shape, loc: SourceLoc, layer: LayerDef | None) -> None:
+        shape = tuple(self.overrides.pop(name, shape))
         if not shape or any(d <= 0 for d in shape):
             raise ProtocaffeError.at(
                 loc,
@@ -104,50 +122,80 @@ def build_graph(
                 layer.name if layer else None,
                 layer.type if layer else None,
             )
-        if name in env:
+        if name in self.env:
             raise ProtocaffeError.at(loc, f'input "{name}" is declared twice')
         value = Value(name, 0, shape)
-        env[name] = value
-        inputs.append(value)
+        self.env[name] = value
+        self.inputs.append(value)
 
-    for decl in net.inputs:
-        define_input(decl.name, decl.shape, decl.loc, None)
-
-    for index, layer in enumerate(net.layers):
-        if layer.type in TRAINING_ONLY:
-            fed = [t for t in layer.tops if t in overrides]
-            for top in fed:
-                define_input(top, overrides[top], layer.loc, layer)
-            for top in layer.tops:
-                if top not in fed:
-                    dropped[top] = layer
-            reporter.note(layer.loc, "training-only layer; left out", layer.name, layer.type)
-            continue
-        if layer.type == "Silence" and all(b in dropped and b not in env for b in layer.bottoms):
-            # DeepLab's test nets silence the label tops of their data layer.
-            reporter.note(
-                layer.loc, "silences only training-only blobs; left out", layer.name, layer.type
-            )
-            continue
+    def layer(self, index: int, layer: LayerDef) -> None:
+        if self._left_out(layer):
+            return
         kind = lookup(layer.type)
-        assert kind is not None
+        assert kind is not None  # _check_types found every type
         _check_arity(layer, kind)
         attrs = kind.parse(layer)
-        if isinstance(attrs, InputAttrs):
-            for top, shape in zip(layer.tops, attrs.shapes, strict=True):
-                define_input(top, shape, layer.loc, layer)
-            continue
+        declared = kind.declared_inputs(attrs)
+        if declared is not None:
+            for top, shape in zip(layer.tops, declared, strict=True):
+                self.define_input(top, shape, layer.loc, layer)
+            return
+        bottoms = self._bottoms(index, layer)
+        out_shapes = self._out_shapes(layer, kind, attrs, bottoms)
+        outputs = self._outputs(layer, out_shapes)
+        if kind.silences:
+            self.silenced.update(bottoms)
+        else:
+            self.consumed.update(bottoms)
+        for value in outputs:
+            self.env[value.blob] = value
+            self.producer[value.blob] = layer
+        params = kind.param_names(attrs, [v.shape for v in bottoms])
+        if params:
+            self._check_weighted_name(layer)
+        self.nodes.append(
+            Node(layer.type, layer.name, tuple(bottoms), tuple(outputs), attrs, layer.loc, params)
+        )
+
+    def _left_out(self, layer: LayerDef) -> bool:
+        """Training-only layers (whose tops may be fed as inputs instead) and a Silence that
+        reads only their tops are left out, with a note."""
+        if layer.type in TRAINING_ONLY:
+            fed = [t for t in layer.tops if t in self.overrides]
+            for top in fed:
+                self.define_input(top, self.overrides[top], layer.loc, layer)
+            for top in layer.tops:
+                if top not in fed:
+                    self.dropped[top] = layer
+            self.reporter.note(layer.loc, "training-only layer; left out", layer.name, layer.type)
+            return True
+        kind = lookup(layer.type)
+        silences = kind is not None and kind.silences
+        if silences and all(b in self.dropped and b not in self.env for b in layer.bottoms):
+            # DeepLab's test nets silence the label tops of their data layer.
+            self.reporter.note(
+                layer.loc, "silences only training-only blobs; left out", layer.name, layer.type
+            )
+            return True
+        return False
+
+    def _bottoms(self, index: int, layer: LayerDef) -> list[Value]:
         bottoms: list[Value] = []
         for bottom in layer.bottoms:
-            if bottom in env:
-                bottoms.append(env[bottom])
+            if bottom in self.env:
+                bottoms.append(self.env[bottom])
                 continue
             raise ProtocaffeError.at(
                 layer.loc,
-                _missing_bottom(bottom, index, dropped, later_tops, env),
+                _missing_bottom(bottom, index, self.dropped, self.later_tops, self.env),
                 layer.name,
                 layer.type,
             )
+        return bottoms
+
+    def _out_shapes(
+        self, layer: LayerDef, kind: Layer[Any], attrs: Attrs, bottoms: Sequence[Value]
+    ) -> list[Shape]:
         repeated = sorted(top for top, count in Counter(layer.tops).items() if count > 1)
         if repeated:
             raise ProtocaffeError.at(
@@ -163,10 +211,14 @@ def build_graph(
                     layer.name,
                     layer.type,
                 )
+        return out_shapes
+
+    def _outputs(self, layer: LayerDef, out_shapes: Sequence[Shape]) -> list[Value]:
+        """A new Value per top: version 0 for a new blob, the next version for an in-place top."""
         outputs: list[Value] = []
         for top, shape in zip(layer.tops, out_shapes, strict=True):
-            if top in env and top not in layer.bottoms:
-                first = producer.get(top)
+            if top in self.env and top not in layer.bottoms:
+                first = self.producer.get(top)
                 where = (
                     f' by layer "{first.name}" at {first.loc.line_text}'
                     if first
@@ -179,62 +231,60 @@ def build_graph(
                     layer.name,
                     layer.type,
                 )
-            version = env[top].version + 1 if top in env else 0
-            value = Value(top, version, tuple(shape))
-            outputs.append(value)
-        if layer.type == "Silence":
-            silenced.update(bottoms)
-        else:
-            consumed.update(bottoms)
-        for value in outputs:
-            env[value.blob] = value
-            producer[value.blob] = layer
-        params = kind.param_names(attrs, [v.shape for v in bottoms])
-        if params:
-            # Caffe finds a layer's weights by its name, so a name with weights must be unique.
-            first = weighted.setdefault(layer.name, layer)
-            if first is not layer:
-                raise ProtocaffeError.at(
-                    layer.loc,
-                    f'layer "{first.name}" at {first.loc} has the same name; layers with weights '
-                    "need unique names (the caffemodel matches weights by name)",
-                    layer.name,
-                    layer.type,
-                )
-        nodes.append(
-            Node(layer.type, layer.name, tuple(bottoms), tuple(outputs), attrs, layer.loc, params)
-        )
+            version = self.env[top].version + 1 if top in self.env else 0
+            outputs.append(Value(top, version, tuple(shape)))
+        return outputs
 
-    if overrides:
-        names = ", ".join(sorted(overrides))
-        known = ", ".join(v.blob for v in inputs) or "none"
-        raise ProtocaffeError.at(
-            SourceLoc(net.path),
-            f"--input-shape names {names}, which is not an input (inputs: {known})",
-        )
-    if not inputs:
-        raise ProtocaffeError.at(SourceLoc(net.path), "the net declares no input")
-    # Caffe's outputs: blobs whose last version no layer reads, in name order (Net::Init keeps
-    # them in a std::set).
-    outputs = sorted(
-        (v for v in env.values() if v not in consumed and v not in silenced), key=lambda v: v.blob
-    )
-    if not outputs:
-        # Caffe would run such a net and report nothing (colorization's deploy net silences its
-        # only result); a module must return something, so it returns what was silenced.
-        outputs = sorted(
-            (v for v in env.values() if v in silenced - consumed), key=lambda v: v.blob
-        )
-        if outputs:
-            names = ", ".join(v.blob for v in outputs)
-            reporter.note(
-                SourceLoc(net.path),
-                f"every blob is consumed (Silence reads {names}); the module returns the "
-                "silenced blobs",
+    def _check_weighted_name(self, layer: LayerDef) -> None:
+        # Caffe finds a layer's weights by its name, so a name with weights must be unique.
+        first = self.weighted.setdefault(layer.name, layer)
+        if first is not layer:
+            raise ProtocaffeError.at(
+                layer.loc,
+                f'layer "{first.name}" at {first.loc} has the same name; layers with weights '
+                "need unique names (the caffemodel matches weights by name)",
+                layer.name,
+                layer.type,
             )
-    if not outputs:
-        raise ProtocaffeError.at(SourceLoc(net.path), "the net has no output")
-    return Graph(net.name, net.path, tuple(inputs), tuple(nodes), tuple(outputs))
+
+    def finish(self) -> Graph:
+        net = self.net
+        if self.overrides:
+            names = ", ".join(sorted(self.overrides))
+            known = ", ".join(v.blob for v in self.inputs) or "none"
+            raise ProtocaffeError.at(
+                SourceLoc(net.path),
+                f"--input-shape names {names}, which is not an input (inputs: {known})",
+            )
+        if not self.inputs:
+            raise ProtocaffeError.at(SourceLoc(net.path), "the net declares no input")
+        outputs = self._net_outputs()
+        return Graph(net.name, net.path, tuple(self.inputs), tuple(self.nodes), tuple(outputs))
+
+    def _net_outputs(self) -> list[Value]:
+        """Caffe's outputs: blobs whose last version no layer reads, in name order (Net::Init
+        keeps them in a std::set)."""
+        env, consumed, silenced = self.env, self.consumed, self.silenced
+        outputs = sorted(
+            (v for v in env.values() if v not in consumed and v not in silenced),
+            key=lambda v: v.blob,
+        )
+        if not outputs:
+            # Caffe would run such a net and report nothing (colorization's deploy net silences
+            # its only result); a module must return something, so it returns what was silenced.
+            outputs = sorted(
+                (v for v in env.values() if v in silenced - consumed), key=lambda v: v.blob
+            )
+            if outputs:
+                names = ", ".join(v.blob for v in outputs)
+                self.reporter.note(
+                    SourceLoc(self.net.path),
+                    f"every blob is consumed (Silence reads {names}); the module returns the "
+                    "silenced blobs",
+                )
+        if not outputs:
+            raise ProtocaffeError.at(SourceLoc(self.net.path), "the net has no output")
+        return outputs
 
 
 def _later_producers(net: NetDef) -> dict[str, list[tuple[int, LayerDef]]]:

@@ -15,6 +15,7 @@ from typing import Any
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
 from protocaffe.frontend.textformat import Locations, parse_text
 from protocaffe.frontend.upgrade import V0_TYPES, V1_TYPES, copy_common_params, upgrade_v0
+from protocaffe.proto.caffe_types import LayerParameter
 from protocaffe.proto.schema import message_class
 
 Shape = tuple[int, ...]
@@ -31,13 +32,14 @@ class InputDef:
 
 @dataclass(frozen=True)
 class LayerDef:
-    """One Caffe layer in V2 form. `param` is the LayerParameter message (schema defaults apply)."""
+    """One Caffe layer in V2 form. `param` is the LayerParameter message (schema defaults apply).
+    It is a `protocaffe.layers.base.LayerSource`: what the layer definitions read."""
 
     name: str
     type: str
     bottoms: tuple[str, ...]
     tops: tuple[str, ...]
-    param: Any
+    param: LayerParameter
     loc: SourceLoc
     locations: Locations
 

@@ -1,18 +1,23 @@
-"""Layer families, one module each; importing this package registers them all."""
+"""The op library: one `Layer` definition per Caffe type, grouped by the maths they do.
+
+convolution, pooling, resampling, linear, elementwise, normalization, reduction, structure,
+detection: importing this package registers them all. base.py is the contract (and the
+LayerSource protocol a layer reads), registry.py finds a definition by type, loading.py loads
+plugins. The package imports nothing above the IR (see docs/architecture.md).
+"""
 
 from protocaffe.layers import (  # noqa: F401  (imported for their registrations)
-    conv,
+    convolution,
+    detection,
     elementwise,
     linear,
-    mobile,
     normalization,
     pooling,
-    rcnn,
     reduction,
-    segmentation,
-    ssd,
+    resampling,
     structure,
 )
-from protocaffe.layers.base import Layer, lookup, register, registered_types
+from protocaffe.layers.base import Layer
+from protocaffe.layers.registry import layer_of, lookup, register, registered_types
 
-__all__ = ["Layer", "lookup", "register", "registered_types"]
+__all__ = ["Layer", "layer_of", "lookup", "register", "registered_types"]

@@ -1,11 +1,19 @@
-"""The contract every layer family implements, and the registry that finds them by Caffe type.
+"""The contract every layer definition implements, and the small tools emitters share.
 
-A layer family is a subclass of `Layer` registered under one or more Caffe type names. It says:
-- `parse`: the typed attributes, read from the layer's parameter message;
+A layer definition is a subclass of `Layer[A]`, A being its frozen attributes dataclass,
+registered under one or more Caffe type names (`registry.register`). It says:
+- `parse`: the typed attributes, read from the layer's parameter message (a `LayerSource`);
 - `infer`: output shapes from input shapes, with Caffe's exact rules;
 - `blobs`: the shapes of the weight blobs Caffe stores for it (for checking and random weights);
-- `state`: how those blobs become the generated module's state_dict entries;
-- `emit`: the Python that builds it in `__init__` (if anything) and computes it in `forward`.
+- `param_names` and `state`: how those blobs become the generated module's state_dict entries;
+- `emit`: the Python that builds it in `__init__` (if anything) and computes it in `forward`;
+- optional hooks that passes and views ask instead of testing type names: what the op does
+  (`role`, `identity`, `silences`, `declared_inputs`), when it passes its input through
+  (`passes_through`), how it folds (`absorbs_affine`, `channel_affine`, ...), its cost
+  (`multiply_adds`), and what a failed comparison may be blamed on (`sum_coefficients`).
+
+This module imports nothing above the IR: a layer reads its Caffe layer through the narrow
+`LayerSource` protocol, never through a reader's classes.
 """
 
 from __future__ import annotations
@@ -15,16 +23,42 @@ import enum
 import functools
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from protocaffe.errors import ProtocaffeError, SourceLoc
-from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, NoAttrs, Shape
+from protocaffe.proto.caffe_types import LayerParameter, Message
 
 if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
     import numpy as np
+
+
+class LayerSource(Protocol):
+    """What a layer definition reads of one Caffe layer: `frontend.prototxt.LayerDef` is one.
+
+    `param` is the whole LayerParameter message in V2 form (schema defaults apply), typed by
+    `protocaffe.proto.caffe_types`; `loc` is where the layer is written.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def bottoms(self) -> tuple[str, ...]: ...
+
+    @property
+    def tops(self) -> tuple[str, ...]: ...
+
+    @property
+    def param(self) -> LayerParameter: ...
+
+    @property
+    def loc(self) -> SourceLoc: ...
 
 
 class Init(enum.Enum):
@@ -47,17 +81,22 @@ class BlobSpec:
     fan_in: int = 1
 
 
+# The import a generated module needs for `F.` (torch.nn.functional); `torch` and `nn` are
+# always imported. Emitters and helpers declare every other import they use.
+FUNCTIONAL = "import torch.nn.functional as F"
+
+
 @dataclass(frozen=True)
 class Emission:
     """What a node contributes to the generated module.
 
+    `forward` is the Python expression that computes the node's outputs (a tuple for several).
     `init` is the right-hand side of `self.<attr> = ...` in `__init__`, or None.
-    `forward` is the expression that computes the node's outputs (a tuple for several outputs).
     `note` is an optional short remark appended to the line's trace comment.
     `helpers` names functions/classes from templates/helpers (or registered by a plugin with
-    `protocaffe.backend.helpers.register_helper`) that the code uses.
-    `imports` are import statements the code needs beyond torch (`import torchvision`, ...):
-    a plugin declares here everything its generated code imports; nothing else is imported.
+    `register_helper`) that the code uses; a helper declares its own imports.
+    `imports` are the import statements the expressions need beyond `torch` and `nn`
+    (`FUNCTIONAL` for `F.`, `import torchvision`, ...): nothing else is imported.
     """
 
     forward: str
@@ -81,8 +120,27 @@ class EmitContext:
         return self.inputs[0]
 
 
-class Layer:
-    """Base class of a layer family. Subclasses override what applies to them."""
+class Role(enum.Enum):
+    """What a layer does, for views that group layers by it (the picture's fill colours)."""
+
+    OTHER = "other"
+    CONVOLUTION = "convolution"
+    DENSE = "dense"  # InnerProduct
+    POOLING = "pooling"
+    COMBINE = "combine"  # joins or splits blobs, in an order that matters (Concat, Eltwise)
+    NORMALIZATION = "normalization"  # BatchNorm and its Scale
+    PROBABILITY = "probability"  # Softmax
+
+
+A = TypeVar("A", bound=Attrs)
+
+
+class Layer(Generic[A]):
+    """Base class of a layer definition, generic in its attributes type A.
+
+    Subclasses override what applies to them. A layer without parameters need not define
+    `parse`: its attributes are `NoAttrs()`.
+    """
 
     types: ClassVar[tuple[str, ...]] = ()
     # Caffe's own bounds on the number of bottoms and tops (None: no upper bound).
@@ -90,83 +148,106 @@ class Layer:
     tops: ClassVar[tuple[int, int | None]] = (1, 1)
     # A layer that only passes its input through (Dropout at test time, Split): removed by a pass.
     identity: ClassVar[bool] = False
+    # A layer that reads its bottoms only so that Caffe does not report them as outputs.
+    silences: ClassVar[bool] = False
+    role: ClassVar[Role] = Role.OTHER
 
-    def parse(self, layer: LayerDef) -> Attrs:
-        return NoAttrs()
+    def parse(self, layer: LayerSource) -> A:
+        # Only a layer whose A is NoAttrs relies on this default.
+        return cast(A, NoAttrs())
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+    def infer(self, attrs: A, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
         return [in_shapes[0]]
 
-    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+    def blobs(self, attrs: A, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
         return []
 
-    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+    def param_names(self, attrs: A, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
         """state_dict keys (relative to the node's attribute) that `state` produces."""
         return ()
 
     def state(
-        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+        self, attrs: A, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
     ) -> dict[str, np.ndarray]:
         """Caffe blobs (already checked against `blobs()`, float32) to state_dict arrays."""
         return {}
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+    def emit(self, attrs: A, ctx: EmitContext) -> Emission:
         raise NotImplementedError
 
+    # --- Optional hooks: what the lowering, passes and views ask of an op. ------------------
 
-_REGISTRY: dict[str, Layer] = {}
+    def declared_inputs(self, attrs: A) -> tuple[Shape, ...] | None:
+        """For a layer that declares the net's inputs (Input): the shape of each top, which
+        the lowering turns into graph inputs instead of a node."""
+        return None
+
+    def passes_through(
+        self, attrs: A, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        """Whether, with these parameters, the layer's one output equals its one input (a Concat
+        of one bottom, Power 1 * x + 0): `--optimize` removes it."""
+        return False
+
+    def absorbs_affine(self, attrs: A, in_shapes: Sequence[Shape]) -> A | None:
+        """For a layer whose output channel c (axis 1) is computed from row c (axis 0) of its
+        "weight" alone, plus "bias"[c]: the attributes it takes on when a per-channel affine map
+        is folded into it (with a bias); None when nothing can fold into it."""
+        return None
+
+    def channel_affine(self, attrs: A, in_shapes: Sequence[Shape]) -> bool:
+        """Whether the layer maps each channel (axis 1) of its one input by a * x + c, a and c
+        from its own weights: it can then fold into the layer before it (see `absorbs_affine`)."""
+        return False
+
+    def affine_coefficients(
+        self, attrs: A, state: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(a, c) per channel, float64, of the map `channel_affine` promised, from the layer's
+        state_dict entries."""
+        raise NotImplementedError(f"{type(self).__name__} is not a per-channel affine map")
+
+    def absorb_affine(
+        self, attrs: A, state: Mapping[str, np.ndarray], scale: np.ndarray, shift: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The state of a layer `absorbs_affine` accepts, followed by y -> scale * y + shift per
+        output channel: "weight" rows scaled, "bias" scaled and shifted (float64, then float32)."""
+        import numpy as np
+
+        weight = state["weight"].astype(np.float64)
+        channels = weight.shape[0]
+        base_bias = state.get("bias")
+        bias = np.zeros(channels) if base_bias is None else base_bias.astype(np.float64)
+        per_row = scale.reshape((channels,) + (1,) * (weight.ndim - 1))
+        return {
+            "weight": (weight * per_row).astype(np.float32),
+            "bias": (bias * scale + shift).astype(np.float32),
+        }
+
+    def multiply_adds(
+        self, attrs: A, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        """Multiplications of the layer's main arithmetic, for `inspect` (0: it only moves,
+        compares or adds values)."""
+        return 0
+
+    def sum_coefficients(self, attrs: A, inputs: int) -> tuple[float, ...] | None:
+        """For a layer whose output is a weighted sum of its inputs: the weights (verify
+        suggests other coefficients when its output differs)."""
+        return None
+
+    def records_argmax(self, attrs: A) -> bool:
+        """Whether the layer's second top is the argmax mask of windows over its first input
+        (MAX Pooling with two tops), which a max-unpooling layer reads."""
+        return False
+
+    def unpools(self, attrs: A, in_shapes: Sequence[Shape]) -> bool:
+        """Whether the layer puts values back where a `records_argmax` mask (its second input)
+        says; it then takes the pooled layer's input as a third input, for its run-time size."""
+        return False
 
 
-class DuplicateLayerType(RuntimeError):
-    """A layer type is registered twice (two plugins, or a plugin and a built-in layer)."""
-
-
-def register(cls: type[Layer]) -> type[Layer]:
-    """Class decorator: registers one instance of `cls` under each of its Caffe type names.
-
-    This is also the plugin interface: a plugin module defines `Layer` subclasses with this
-    decorator (see 'Custom layers' in the README).
-    """
-    instance = cls()
-    taken = [name for name in cls.types if name in _REGISTRY]
-    if taken:
-        owner = type(_REGISTRY[taken[0]])
-        raise DuplicateLayerType(
-            f"layer type {taken[0]!r} is already registered by {owner.__module__}.{owner.__name__}"
-        )
-    for name in cls.types:
-        _REGISTRY[name] = instance
-    return cls
-
-
-_entry_points_loaded = False
-
-
-def lookup(type_name: str) -> Layer | None:
-    """The layer registered for a Caffe type. A type that is not built in makes the installed
-    plugins (the `protocaffe.layers` entry points) load, once: scanning every installed
-    package's metadata costs more than the rest of start-up, and most nets need no plugin."""
-    global _entry_points_loaded
-    kind = _REGISTRY.get(type_name)
-    if kind is None and not _entry_points_loaded:
-        from protocaffe.plugins import load_entry_point_plugins
-
-        _entry_points_loaded = True
-        load_entry_point_plugins()
-        kind = _REGISTRY.get(type_name)
-    return kind
-
-
-def registered_types() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def unregister(type_name: str) -> None:
-    """Remove a type (for plugins and tests that register temporary layers)."""
-    _REGISTRY.pop(type_name, None)
-
-
-def fail(layer: LayerDef, message: str, loc: SourceLoc | None = None) -> ProtocaffeError:
+def fail(layer: LayerSource, message: str, loc: SourceLoc | None = None) -> ProtocaffeError:
     """An error about `layer`, at its location (or a more precise one)."""
     return ProtocaffeError.at(loc or layer.loc, message, layer.name, layer.type)
 
@@ -186,13 +267,13 @@ def spatial(
     return (values[0], values[1])
 
 
-def opt(msg: Any, name: str) -> int | None:
+def opt(msg: Message, name: str) -> int | None:
     """The value of an optional scalar field, or None when it is not set."""
-    has = msg.HasField
-    return int(getattr(msg, name)) if has(name) else None
+    value: Any = getattr(msg, name)
+    return int(value) if msg.HasField(name) else None
 
 
-def canonical_axis(axis: int, rank: int, layer: LayerDef) -> int:
+def canonical_axis(axis: int, rank: int, layer: LayerSource) -> int:
     if not -rank <= axis < rank:
         raise fail(layer, f"axis {axis} is out of range for a {rank}-D input")
     return axis % rank
@@ -260,6 +341,11 @@ def call(fn: str, *args: str, **kwargs: object) -> str:
     return f"{fn}({', '.join(parts)})"
 
 
+def pair(values: tuple[int, int]) -> int | tuple[int, int]:
+    """One int when both axes agree (`kernel_size=3`), else the pair."""
+    return values[0] if values[0] == values[1] else values
+
+
 @dataclass(frozen=True)
 class ChannelWeightAttrs(Attrs):
     """Attributes of a layer with one learned weight per channel (axis 1), or one shared."""
@@ -267,28 +353,30 @@ class ChannelWeightAttrs(Attrs):
     channel_shared: bool
 
 
-class ChannelWeightLayer(Layer):
+CW = TypeVar("CW", bound=ChannelWeightAttrs)
+
+
+class ChannelWeightLayer(Layer[CW]):
     """A layer whose one Caffe blob holds a weight per channel, or a single one when
     `channel_shared` (PReLU's slopes, Normalize's scale). The state_dict key is "weight"."""
 
     weight_init: ClassVar[Init] = Init.ONE
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+    def infer(self, attrs: CW, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
         if len(in_shapes[0]) < 2:
             raise fail(layer, f"expects an input with a channel axis, got {in_shapes[0]}")
         return [in_shapes[0]]
 
-    def channels(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> int:
-        assert isinstance(attrs, ChannelWeightAttrs)
+    def channels(self, attrs: CW, in_shapes: Sequence[Shape]) -> int:
         return 1 if attrs.channel_shared else in_shapes[0][1]
 
-    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+    def blobs(self, attrs: CW, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
         return [BlobSpec((self.channels(attrs, in_shapes),), self.weight_init)]
 
-    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+    def param_names(self, attrs: CW, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
         return ("weight",)
 
     def state(
-        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+        self, attrs: CW, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
     ) -> dict[str, np.ndarray]:
         return {"weight": blobs[0].reshape(-1)}

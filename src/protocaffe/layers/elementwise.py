@@ -1,41 +1,27 @@
-"""Element-wise activations and arithmetic on one input: output shape = input shape."""
+"""Element-wise functions of one input (activations and arithmetic): output shape = input
+shape."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
-from protocaffe.frontend.prototxt import LayerDef
-from protocaffe.ir.graph import Attrs, NoAttrs
+from protocaffe.ir.graph import Attrs, NoAttrs, Shape
 from protocaffe.layers.base import (
+    FUNCTIONAL,
     ChannelWeightAttrs,
     ChannelWeightLayer,
     Emission,
     EmitContext,
     Init,
     Layer,
+    LayerSource,
     f32,
     fail,
-    register,
 )
-
-if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
-    pass
-
-
-@dataclass(frozen=True)
-class ScalarAttrs(Attrs):
-    """The scalar parameters of one activation (names as in Caffe)."""
-
-    values: tuple[tuple[str, float], ...]
-
-    def __getitem__(self, key: str) -> float:
-        return dict(self.values)[key]
-
-
-def _scalars(**values: float) -> ScalarAttrs:
-    return ScalarAttrs(tuple(values.items()))
+from protocaffe.layers.registry import register
 
 
 def affine(x: str, scale: float, shift: float) -> str:
@@ -46,31 +32,67 @@ def affine(x: str, scale: float, shift: float) -> str:
     return expr
 
 
+@dataclass(frozen=True)
+class ReLUAttrs(Attrs):
+    negative_slope: float
+
+
 @register
-class ReLU(Layer):
+class ReLU(Layer[ReLUAttrs]):
     types = ("ReLU",)
 
-    def parse(self, layer: LayerDef) -> ScalarAttrs:
-        return _scalars(negative_slope=f32(layer.param.relu_param.negative_slope))
+    def parse(self, layer: LayerSource) -> ReLUAttrs:
+        return ReLUAttrs(f32(layer.param.relu_param.negative_slope))
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, ScalarAttrs)
-        slope = attrs["negative_slope"]
+    def emit(self, attrs: ReLUAttrs, ctx: EmitContext) -> Emission:
+        slope = attrs.negative_slope
         if slope == 0:
             return Emission(forward=f"torch.relu({ctx.x})")
-        return Emission(forward=f"F.leaky_relu({ctx.x}, {slope!r})")
+        return Emission(forward=f"F.leaky_relu({ctx.x}, {slope!r})", imports=(FUNCTIONAL,))
 
 
-class _Fixed(Layer):
+@dataclass(frozen=True)
+class ReLU6Attrs(Attrs):
+    negative_slope: float
+    threshold: float
+
+
+@register
+class ReLU6(Layer[ReLU6Attrs]):
+    """min(max(x, 0) + negative_slope * min(x, 0), threshold), threshold 6 by default.
+
+    Source: the mobile-net forks' relu6_layer.cpp (relu6_param's negative_slope and threshold,
+    as in this project's caffe.proto); several forks carry it, none is BVLC's.
+    """
+
+    types = ("ReLU6",)
+
+    def parse(self, layer: LayerSource) -> ReLU6Attrs:
+        p = layer.param.relu6_param
+        return ReLU6Attrs(f32(p.negative_slope), f32(p.threshold))
+
+    def emit(self, attrs: ReLU6Attrs, ctx: EmitContext) -> Emission:
+        if attrs.negative_slope == 0 and attrs.threshold == 6:
+            return Emission(forward=f"F.relu6({ctx.x})", imports=(FUNCTIONAL,))
+        if attrs.negative_slope == 0:
+            return Emission(forward=f"torch.clamp(torch.relu({ctx.x}), max={attrs.threshold!r})")
+        activated = f"F.leaky_relu({ctx.x}, {attrs.negative_slope!r})"
+        return Emission(
+            forward=f"torch.clamp({activated}, max={attrs.threshold!r})", imports=(FUNCTIONAL,)
+        )
+
+
+class _Fixed(Layer[NoAttrs]):
     """An activation with no parameters: one torch function.
 
     `function` is a class attribute: as a dataclass field, the instance that `register` creates
     got the base class's default "" and every subclass emitted the identity."""
 
     function: ClassVar[str] = ""
+    imports: ClassVar[tuple[str, ...]] = ()
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        return Emission(forward=f"{self.function}({ctx.x})")
+    def emit(self, attrs: NoAttrs, ctx: EmitContext) -> Emission:
+        return Emission(forward=f"{self.function}({ctx.x})", imports=self.imports)
 
 
 @register
@@ -97,45 +119,69 @@ class BNLL(_Fixed):
 
     types = ("BNLL",)
     function: ClassVar[str] = "F.softplus"
+    imports: ClassVar[tuple[str, ...]] = (FUNCTIONAL,)
+
+
+@dataclass(frozen=True)
+class ELUAttrs(Attrs):
+    alpha: float
 
 
 @register
-class ELU(Layer):
+class ELU(Layer[ELUAttrs]):
     types = ("ELU",)
 
-    def parse(self, layer: LayerDef) -> ScalarAttrs:
-        return _scalars(alpha=f32(layer.param.elu_param.alpha))
+    def parse(self, layer: LayerSource) -> ELUAttrs:
+        return ELUAttrs(f32(layer.param.elu_param.alpha))
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, ScalarAttrs)
-        return Emission(forward=f"F.elu({ctx.x}, {attrs['alpha']!r})")
+    def emit(self, attrs: ELUAttrs, ctx: EmitContext) -> Emission:
+        return Emission(forward=f"F.elu({ctx.x}, {attrs.alpha!r})", imports=(FUNCTIONAL,))
+
+
+@dataclass(frozen=True)
+class PowerAttrs(Attrs):
+    power: float
+    scale: float
+    shift: float
 
 
 @register
-class Power(Layer):
+class Power(Layer[PowerAttrs]):
     """(shift + scale * x) ^ power."""
 
     types = ("Power",)
 
-    def parse(self, layer: LayerDef) -> ScalarAttrs:
+    def parse(self, layer: LayerSource) -> PowerAttrs:
         p = layer.param.power_param
-        return _scalars(power=f32(p.power), scale=f32(p.scale), shift=f32(p.shift))
+        return PowerAttrs(power=f32(p.power), scale=f32(p.scale), shift=f32(p.shift))
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, ScalarAttrs)
-        inner = affine(ctx.x, attrs["scale"], attrs["shift"])
-        if attrs["power"] == 1:
+    def emit(self, attrs: PowerAttrs, ctx: EmitContext) -> Emission:
+        inner = affine(ctx.x, attrs.scale, attrs.shift)
+        if attrs.power == 1:
             return Emission(forward=inner if inner != ctx.x else f"{ctx.x}.clone()")
-        return Emission(forward=f"torch.pow({inner}, {attrs['power']!r})")
+        return Emission(forward=f"torch.pow({inner}, {attrs.power!r})")
+
+    def passes_through(
+        self, attrs: PowerAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        return (attrs.power, attrs.scale, attrs.shift) == (1, 1, 0)
+
+
+@dataclass(frozen=True)
+class ExpAttrs(Attrs):
+    """base ^ (shift + scale * x) as Caffe computes it: outer * exp(inner * x)."""
+
+    inner: float
+    outer: float
 
 
 @register
-class Exp(Layer):
+class Exp(Layer[ExpAttrs]):
     """base ^ (shift + scale * x), computed as Caffe does: outer * exp(inner * x)."""
 
     types = ("Exp",)
 
-    def parse(self, layer: LayerDef) -> ScalarAttrs:
+    def parse(self, layer: LayerSource) -> ExpAttrs:
         p = layer.param.exp_param
         base = f32(p.base)
         if base != -1 and base <= 0:
@@ -143,70 +189,78 @@ class Exp(Layer):
         log_base = 1.0 if base == -1 else math.log(base)
         shift = f32(p.shift)
         outer = 1.0 if shift == 0 else (math.e if base == -1 else base) ** shift
-        return _scalars(inner=log_base * f32(p.scale), outer=outer)
+        return ExpAttrs(inner=log_base * f32(p.scale), outer=outer)
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, ScalarAttrs)
-        expr = f"torch.exp({affine(ctx.x, attrs['inner'], 0.0)})"
-        if attrs["outer"] != 1:
-            expr = f"{attrs['outer']!r} * {expr}"
+    def emit(self, attrs: ExpAttrs, ctx: EmitContext) -> Emission:
+        expr = f"torch.exp({affine(ctx.x, attrs.inner, 0.0)})"
+        if attrs.outer != 1:
+            expr = f"{attrs.outer!r} * {expr}"
         return Emission(forward=expr)
 
 
+@dataclass(frozen=True)
+class LogAttrs(Attrs):
+    """log_base(shift + scale * x) = log(shift + scale * x) * base_scale."""
+
+    scale: float
+    shift: float
+    base_scale: float
+
+
 @register
-class Log(Layer):
+class Log(Layer[LogAttrs]):
     """log_base(shift + scale * x)."""
 
     types = ("Log",)
 
-    def parse(self, layer: LayerDef) -> ScalarAttrs:
+    def parse(self, layer: LayerSource) -> LogAttrs:
         p = layer.param.log_param
         base = f32(p.base)
         if base != -1 and (base <= 0 or base == 1):
             raise fail(layer, f"base must be -1 (e) or positive and not 1, got {base}")
         base_scale = 1.0 if base == -1 else 1.0 / math.log(base)
-        return _scalars(scale=f32(p.scale), shift=f32(p.shift), base_scale=base_scale)
+        return LogAttrs(scale=f32(p.scale), shift=f32(p.shift), base_scale=base_scale)
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, ScalarAttrs)
-        expr = f"torch.log({affine(ctx.x, attrs['scale'], attrs['shift'])})"
-        if attrs["base_scale"] != 1:
-            expr = f"{expr} * {attrs['base_scale']!r}"
+    def emit(self, attrs: LogAttrs, ctx: EmitContext) -> Emission:
+        expr = f"torch.log({affine(ctx.x, attrs.scale, attrs.shift)})"
+        if attrs.base_scale != 1:
+            expr = f"{expr} * {attrs.base_scale!r}"
         return Emission(forward=expr)
 
 
+@dataclass(frozen=True)
+class ThresholdAttrs(Attrs):
+    threshold: float
+
+
 @register
-class Threshold(Layer):
+class Threshold(Layer[ThresholdAttrs]):
     types = ("Threshold",)
 
-    def parse(self, layer: LayerDef) -> ScalarAttrs:
-        return _scalars(threshold=f32(layer.param.threshold_param.threshold))
+    def parse(self, layer: LayerSource) -> ThresholdAttrs:
+        return ThresholdAttrs(f32(layer.param.threshold_param.threshold))
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, ScalarAttrs)
-        return Emission(forward=f"({ctx.x} > {attrs['threshold']!r}).to({ctx.x}.dtype)")
+    def emit(self, attrs: ThresholdAttrs, ctx: EmitContext) -> Emission:
+        return Emission(forward=f"({ctx.x} > {attrs.threshold!r}).to({ctx.x}.dtype)")
 
 
 @register
-class PReLU(ChannelWeightLayer):
+class PReLU(ChannelWeightLayer[ChannelWeightAttrs]):
     types = ("PReLU",)
     weight_init = Init.SLOPE
 
-    def parse(self, layer: LayerDef) -> ChannelWeightAttrs:
+    def parse(self, layer: LayerSource) -> ChannelWeightAttrs:
         return ChannelWeightAttrs(bool(layer.param.prelu_param.channel_shared))
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
+    def emit(self, attrs: ChannelWeightAttrs, ctx: EmitContext) -> Emission:
         channels = self.channels(attrs, ctx.in_shapes)
         init = "nn.PReLU()" if channels == 1 else f"nn.PReLU({channels!r})"
         return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init)
 
 
 @register
-class Dropout(Layer):
+class Dropout(Layer[NoAttrs]):
     """The identity at test time (Caffe scales during training instead)."""
 
     types = ("Dropout",)
     identity = True
-
-    def parse(self, layer: LayerDef) -> NoAttrs:
-        return NoAttrs()

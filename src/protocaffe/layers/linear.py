@@ -1,26 +1,28 @@
-"""InnerProduct, Scale, Bias and Eltwise: the layers that are (multi-)linear in their inputs."""
+"""Linear maps: InnerProduct, Scale, Bias, Eltwise and SENet's Axpy, the layers that are
+(multi-)linear in their inputs."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from protocaffe.frontend.prototxt import LayerDef
-from protocaffe.ir.graph import Attrs, Shape
+from protocaffe.ir.graph import Attrs, NoAttrs, Shape
 from protocaffe.layers.base import (
     BlobSpec,
     Emission,
     EmitContext,
     Init,
     Layer,
+    LayerSource,
+    Role,
     call,
     canonical_axis,
     fail,
-    register,
     tuple_expr,
 )
+from protocaffe.layers.registry import register
 
 if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
     import numpy as np
@@ -35,10 +37,11 @@ class InnerProductAttrs(Attrs):
 
 
 @register
-class InnerProduct(Layer):
+class InnerProduct(Layer[InnerProductAttrs]):
     types = ("InnerProduct",)
+    role = Role.DENSE
 
-    def parse(self, layer: LayerDef) -> InnerProductAttrs:
+    def parse(self, layer: LayerSource) -> InnerProductAttrs:
         p = layer.param.inner_product_param
         if not p.HasField("num_output"):
             raise fail(layer, "inner_product_param.num_output is required")
@@ -50,14 +53,14 @@ class InnerProduct(Layer):
         axis = attrs.axis % len(shape)
         return axis, math.prod(shape[axis:])
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, InnerProductAttrs)
+    def infer(
+        self, attrs: InnerProductAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         shape = in_shapes[0]
         axis = canonical_axis(attrs.axis, len(shape), layer)
         return [shape[:axis] + (attrs.num_output,)]
 
-    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
-        assert isinstance(attrs, InnerProductAttrs)
+    def blobs(self, attrs: InnerProductAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
         _, k = self._fan_in(attrs, in_shapes[0])
         n = attrs.num_output
         specs = [BlobSpec((k, n) if attrs.transpose else (n, k), Init.FAN_IN, k)]
@@ -65,21 +68,18 @@ class InnerProduct(Layer):
             specs.append(BlobSpec((n,), Init.SMALL))
         return specs
 
-    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
-        assert isinstance(attrs, InnerProductAttrs)
+    def param_names(self, attrs: InnerProductAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
         return ("weight", "bias") if attrs.bias else ("weight",)
 
     def state(
-        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+        self, attrs: InnerProductAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
     ) -> dict[str, np.ndarray]:
-        assert isinstance(attrs, InnerProductAttrs)
         import numpy as np
 
         weight = np.ascontiguousarray(blobs[0].T) if attrs.transpose else blobs[0]
         return dict(zip(self.param_names(attrs, in_shapes), [weight, *blobs[1:]], strict=True))
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, InnerProductAttrs)
+    def emit(self, attrs: InnerProductAttrs, ctx: EmitContext) -> Emission:
         shape = ctx.in_shapes[0]
         axis, k = self._fan_in(attrs, shape)
         init = call(
@@ -88,6 +88,21 @@ class InnerProduct(Layer):
         x = ctx.x if axis == len(shape) - 1 else f"torch.flatten({ctx.x}, {axis})"
         note = "weight stored transposed in Caffe" if attrs.transpose else ""
         return Emission(forward=f"self.{ctx.attr}({x})", init=init, note=note)
+
+    def absorbs_affine(
+        self, attrs: InnerProductAttrs, in_shapes: Sequence[Shape]
+    ) -> InnerProductAttrs | None:
+        # Over axis 1 only: then output channel c is weight row c applied to the input.
+        if attrs.axis % len(in_shapes[0]) != 1:
+            return None
+        return replace(attrs, bias=True)
+
+    def multiply_adds(
+        self, attrs: InnerProductAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        shape = in_shapes[0]
+        axis = attrs.axis % len(shape)
+        return sum(math.prod(s) for s in out_shapes) * math.prod(shape[axis:])
 
 
 @dataclass(frozen=True)
@@ -141,11 +156,12 @@ def _broadcast(operand: str, trailing: int) -> str:
     return f"{operand}[{', '.join(['...'] + ['None'] * trailing)}]"
 
 
-class _Broadcast(Layer):
+class _Broadcast(Layer[BroadcastAttrs]):
     bottoms = (1, 2)
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, BroadcastAttrs)
+    def infer(
+        self, attrs: BroadcastAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         try:
             _operand_shape(attrs, in_shapes)
         except ValueError as exc:
@@ -158,31 +174,29 @@ class Scale(_Broadcast):
     """x * scale (+ bias), the scale learned or given as a second bottom."""
 
     types = ("Scale",)
+    role = Role.NORMALIZATION
 
-    def parse(self, layer: LayerDef) -> BroadcastAttrs:
+    def parse(self, layer: LayerSource) -> BroadcastAttrs:
         p = layer.param.scale_param
         return BroadcastAttrs(int(p.axis), int(p.num_axes), bool(p.bias_term))
 
-    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
-        assert isinstance(attrs, BroadcastAttrs)
+    def blobs(self, attrs: BroadcastAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
         operand = _operand_shape(attrs, in_shapes)
         specs = [] if len(in_shapes) == 2 else [BlobSpec(operand, Init.ONE)]
         if attrs.bias:
             specs.append(BlobSpec(operand, Init.SMALL))
         return specs
 
-    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
-        assert isinstance(attrs, BroadcastAttrs)
+    def param_names(self, attrs: BroadcastAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
         names = () if len(in_shapes) == 2 else ("weight",)
         return names + (("bias",) if attrs.bias else ())
 
     def state(
-        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+        self, attrs: BroadcastAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
     ) -> dict[str, np.ndarray]:
         return dict(zip(self.param_names(attrs, in_shapes), blobs, strict=True))
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, BroadcastAttrs)
+    def emit(self, attrs: BroadcastAttrs, ctx: EmitContext) -> Emission:
         operand = _operand_shape(attrs, ctx.in_shapes)
         trailing = _trailing(attrs, ctx.in_shapes, operand)
         if len(ctx.inputs) == 2:
@@ -199,6 +213,26 @@ class Scale(_Broadcast):
         )
         return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init, helpers=("Scale",))
 
+    def channel_affine(self, attrs: BroadcastAttrs, in_shapes: Sequence[Shape]) -> bool:
+        shape = in_shapes[0]
+        axis = attrs.axis % len(shape)
+        return axis == 1 and _operand_shape(attrs, [shape]) == (shape[1],)
+
+    def affine_coefficients(
+        self, attrs: BroadcastAttrs, state: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
+        weight = state["weight"].astype(np.float64).reshape(-1)
+        bias = state.get("bias")
+        shift = np.zeros_like(weight) if bias is None else bias.astype(np.float64).reshape(-1)
+        return weight, shift
+
+    def multiply_adds(
+        self, attrs: BroadcastAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        return sum(math.prod(s) for s in out_shapes)
+
 
 @register
 class Bias(_Broadcast):
@@ -206,26 +240,24 @@ class Bias(_Broadcast):
 
     types = ("Bias",)
 
-    def parse(self, layer: LayerDef) -> BroadcastAttrs:
+    def parse(self, layer: LayerSource) -> BroadcastAttrs:
         p = layer.param.bias_param
         return BroadcastAttrs(int(p.axis), int(p.num_axes), False)
 
-    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
-        assert isinstance(attrs, BroadcastAttrs)
+    def blobs(self, attrs: BroadcastAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
         if len(in_shapes) == 2:
             return []
         return [BlobSpec(_operand_shape(attrs, in_shapes), Init.SMALL)]
 
-    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+    def param_names(self, attrs: BroadcastAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
         return () if len(in_shapes) == 2 else ("bias",)
 
     def state(
-        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+        self, attrs: BroadcastAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
     ) -> dict[str, np.ndarray]:
         return dict(zip(self.param_names(attrs, in_shapes), blobs, strict=True))
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, BroadcastAttrs)
+    def emit(self, attrs: BroadcastAttrs, ctx: EmitContext) -> Emission:
         operand = _operand_shape(attrs, ctx.in_shapes)
         trailing = _trailing(attrs, ctx.in_shapes, operand)
         if len(ctx.inputs) == 2:
@@ -244,11 +276,12 @@ PROD, SUM, MAX = 0, 1, 2
 
 
 @register
-class Eltwise(Layer):
+class Eltwise(Layer[EltwiseAttrs]):
     types = ("Eltwise",)
+    role = Role.COMBINE
     bottoms = (2, None)
 
-    def parse(self, layer: LayerDef) -> EltwiseAttrs:
+    def parse(self, layer: LayerSource) -> EltwiseAttrs:
         p = layer.param.eltwise_param
         coeffs = tuple(float(c) for c in p.coeff)
         if coeffs and p.operation != SUM:
@@ -260,7 +293,9 @@ class Eltwise(Layer):
             )
         return EltwiseAttrs(int(p.operation), coeffs)
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+    def infer(
+        self, attrs: EltwiseAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         for i, shape in enumerate(in_shapes[1:], start=1):
             if shape != in_shapes[0]:
                 raise fail(
@@ -270,8 +305,7 @@ class Eltwise(Layer):
                 )
         return [in_shapes[0]]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, EltwiseAttrs)
+    def emit(self, attrs: EltwiseAttrs, ctx: EmitContext) -> Emission:
         if attrs.operation == PROD:
             return Emission(forward=" * ".join(ctx.inputs))
         if attrs.operation == MAX:
@@ -292,3 +326,36 @@ class Eltwise(Layer):
         for sign, term in terms[1:]:
             expr += f" {sign} {term}"
         return Emission(forward=expr, note=f"coeff {list(coeffs)}" if attrs.coeffs else "")
+
+    def sum_coefficients(self, attrs: EltwiseAttrs, inputs: int) -> tuple[float, ...] | None:
+        if attrs.operation != SUM:
+            return None
+        return attrs.coeffs or (1.0,) * inputs
+
+
+@register
+class Axpy(Layer[NoAttrs]):
+    """SENet's Axpy: a * x + y, with a of shape (N, C, 1, 1) scaling x and y of x's shape.
+
+    Source: hujie-frank/SENet, src/caffe/layers/axpy_layer.cpp (Forward_cpu).
+    """
+
+    types = ("Axpy",)
+    bottoms = (3, 3)
+
+    def parse(self, layer: LayerSource) -> NoAttrs:
+        return NoAttrs()
+
+    def infer(self, attrs: NoAttrs, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
+        scale, x, y = in_shapes
+        if x != y:
+            raise fail(layer, f"x {x} and y {y} must have the same shape")
+        if len(x) < 2 or scale[:2] != x[:2] or any(d != 1 for d in scale[2:]):
+            raise fail(layer, f"the scale {scale} must be (N, C, 1, 1) for x of shape {x}")
+        return [x]
+
+    def emit(self, attrs: NoAttrs, ctx: EmitContext) -> Emission:
+        a, x, y = ctx.inputs
+        rank_a, rank_x = len(ctx.in_shapes[0]), len(ctx.in_shapes[1])
+        scale = a if rank_a == rank_x else f"{a}.reshape({a}.shape[:2] + (1,) * {rank_x - 2})"
+        return Emission(forward=f"{scale} * {x} + {y}")

@@ -1,25 +1,32 @@
-"""Softmax, LRN, BatchNorm and MVN."""
+"""Normalisation: Softmax, LRN, BatchNorm, MVN, the segmentation forks' BN and SSD's
+Normalize."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
+    FUNCTIONAL,
     BlobSpec,
+    ChannelWeightAttrs,
+    ChannelWeightLayer,
     Emission,
     EmitContext,
     Init,
     Layer,
+    LayerSource,
+    Role,
     call,
     canonical_axis,
     f32,
     fail,
-    register,
+    tuple_expr,
 )
+from protocaffe.layers.registry import register
 
 if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
     import numpy as np
@@ -31,19 +38,20 @@ class SoftmaxAttrs(Attrs):
 
 
 @register
-class Softmax(Layer):
+class Softmax(Layer[SoftmaxAttrs]):
     types = ("Softmax",)
+    role = Role.PROBABILITY
 
-    def parse(self, layer: LayerDef) -> SoftmaxAttrs:
+    def parse(self, layer: LayerSource) -> SoftmaxAttrs:
         return SoftmaxAttrs(int(layer.param.softmax_param.axis))
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, SoftmaxAttrs)
+    def infer(
+        self, attrs: SoftmaxAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         canonical_axis(attrs.axis, len(in_shapes[0]), layer)
         return [in_shapes[0]]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, SoftmaxAttrs)
+    def emit(self, attrs: SoftmaxAttrs, ctx: EmitContext) -> Emission:
         axis = attrs.axis % len(ctx.in_shapes[0])
         return Emission(forward=f"torch.softmax({ctx.x}, dim={axis})")
 
@@ -61,22 +69,21 @@ class LRNAttrs(Attrs):
 
 
 @register
-class LRN(Layer):
+class LRN(Layer[LRNAttrs]):
     types = ("LRN",)
 
-    def parse(self, layer: LayerDef) -> LRNAttrs:
+    def parse(self, layer: LayerSource) -> LRNAttrs:
         p = layer.param.lrn_param
         if p.local_size % 2 == 0:
             raise fail(layer, f"local_size must be odd, got {p.local_size}")
         return LRNAttrs(int(p.local_size), f32(p.alpha), f32(p.beta), f32(p.k), int(p.norm_region))
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+    def infer(self, attrs: LRNAttrs, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
         if len(in_shapes[0]) != 4:
             raise fail(layer, f"expects a 4-D input, got {in_shapes[0]}")
         return [in_shapes[0]]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, LRNAttrs)
+    def emit(self, attrs: LRNAttrs, ctx: EmitContext) -> Emission:
         x = ctx.x
         if attrs.region == ACROSS_CHANNELS:
             # torch divides alpha by size, as Caffe does for ACROSS_CHANNELS.
@@ -88,14 +95,20 @@ class LRN(Layer):
                 beta=attrs.beta,
                 k=attrs.k,
             )
-            return Emission(forward=forward)
+            return Emission(forward=forward, imports=(FUNCTIONAL,))
         # WITHIN_CHANNEL: x / (1 + alpha * mean of x^2 over a padded size x size window)^beta.
         pad = (attrs.size - 1) // 2
         pooled = f"F.avg_pool2d({x} * {x}, {attrs.size}, stride=1, padding={pad})"
         return Emission(
             forward=f"{x} * (1.0 + {attrs.alpha!r} * {pooled}).pow({-attrs.beta!r})",
             note="WITHIN_CHANNEL",
+            imports=(FUNCTIONAL,),
         )
+
+    def multiply_adds(
+        self, attrs: LRNAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        return sum(math.prod(s) for s in out_shapes)
 
 
 @dataclass(frozen=True)
@@ -105,7 +118,7 @@ class BatchNormAttrs(Attrs):
 
 
 @register
-class BatchNorm(Layer):
+class BatchNorm(Layer[BatchNormAttrs]):
     """Caffe's BatchNorm: normalisation only (the affine part is a separate Scale layer).
 
     Its blobs are mean, variance and a one-element moving-average factor; the statistics are
@@ -113,18 +126,21 @@ class BatchNorm(Layer):
     """
 
     types = ("BatchNorm",)
+    role = Role.NORMALIZATION
 
-    def parse(self, layer: LayerDef) -> BatchNormAttrs:
+    def parse(self, layer: LayerSource) -> BatchNormAttrs:
         p = layer.param.batch_norm_param
         use_global = bool(p.use_global_stats) if p.HasField("use_global_stats") else True
         return BatchNormAttrs(f32(p.eps), use_global)
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+    def infer(
+        self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         if len(in_shapes[0]) < 2:
             raise fail(layer, f"expects an input with a channel axis, got {in_shapes[0]}")
         return [in_shapes[0]]
 
-    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+    def blobs(self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
         c = in_shapes[0][1]
         return [
             BlobSpec((c,), Init.SMALL),
@@ -132,14 +148,12 @@ class BatchNorm(Layer):
             BlobSpec((1,), Init.UNIT),
         ]
 
-    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
-        assert isinstance(attrs, BatchNormAttrs)
+    def param_names(self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
         return ("running_mean", "running_var") if attrs.use_global_stats else ()
 
     def state(
-        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+        self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
     ) -> dict[str, np.ndarray]:
-        assert isinstance(attrs, BatchNormAttrs)
         if not attrs.use_global_stats:
             return {}
         import numpy as np
@@ -148,13 +162,14 @@ class BatchNorm(Layer):
         scale = np.float32(0.0 if factor == 0 else 1.0 / factor)
         return {"running_mean": blobs[0] * scale, "running_var": blobs[1] * scale}
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, BatchNormAttrs)
+    def emit(self, attrs: BatchNormAttrs, ctx: EmitContext) -> Emission:
         shape = ctx.in_shapes[0]
         if not attrs.use_global_stats:
             forward = f"F.batch_norm({ctx.x}, None, None, training=True, eps={attrs.eps!r})"
             return Emission(
-                forward=forward, note="statistics of this batch (use_global_stats false)"
+                forward=forward,
+                note="statistics of this batch (use_global_stats false)",
+                imports=(FUNCTIONAL,),
             )
         cls = {2: "nn.BatchNorm1d", 3: "nn.BatchNorm1d", 4: "nn.BatchNorm2d", 5: "nn.BatchNorm3d"}
         init = call(
@@ -167,6 +182,25 @@ class BatchNorm(Layer):
         forward = f"self.{ctx.attr}(torch.flatten({ctx.x}, 2)).reshape({ctx.x}.shape)"
         return Emission(forward=forward, init=init)
 
+    def channel_affine(self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return attrs.use_global_stats
+
+    def affine_coefficients(
+        self, attrs: BatchNormAttrs, state: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
+        mean = state["running_mean"].astype(np.float64)
+        # Caffe and torch add eps to the float32 variance; do the same before widening.
+        variance = (state["running_var"] + np.float32(attrs.eps)).astype(np.float64)
+        scale = 1.0 / np.sqrt(variance)
+        return scale, -mean * scale
+
+    def multiply_adds(
+        self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        return sum(math.prod(s) for s in out_shapes)
+
 
 @dataclass(frozen=True)
 class MVNAttrs(Attrs):
@@ -176,14 +210,14 @@ class MVNAttrs(Attrs):
 
 
 @register
-class MVN(Layer):
+class MVN(Layer[MVNAttrs]):
     types = ("MVN",)
 
-    def parse(self, layer: LayerDef) -> MVNAttrs:
+    def parse(self, layer: LayerSource) -> MVNAttrs:
         p = layer.param.mvn_param
         return MVNAttrs(bool(p.across_channels), bool(p.normalize_variance), f32(p.eps))
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+    def infer(self, attrs: MVNAttrs, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
         # MVNLayer reads its input through the legacy (num, channels, height, width)
         # accessors: missing axes count as 1, the top is always 4-D, and more axes are refused.
         shape = in_shapes[0]
@@ -191,8 +225,7 @@ class MVN(Layer):
             raise fail(layer, f"expects at most 4 axes (Caffe's legacy N, C, H, W), got {shape}")
         return [shape + (1,) * (4 - len(shape))]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, MVNAttrs)
+    def emit(self, attrs: MVNAttrs, ctx: EmitContext) -> Emission:
         missing = 4 - len(ctx.in_shapes[0])
         x = f"{ctx.x}[{', '.join(['...'] + ['None'] * missing)}]" if missing else ctx.x
         forward = call(
@@ -203,3 +236,125 @@ class MVN(Layer):
             eps=attrs.eps,
         )
         return Emission(forward=forward, helpers=("caffe_mvn",))
+
+
+LEARN, INFERENCE = 0, 1
+
+
+# SegNet's BN hard-codes its variance epsilon (bn_layer.cpp: var_eps_ = 1e-9).
+SEGNET_EPS = 1e-9
+
+
+_PSPNET_FIELDS = ("slope_filler", "bias_filler", "momentum", "eps", "frozen")
+
+
+@dataclass(frozen=True)
+class BNAttrs(Attrs):
+    """`dialect` is "segnet" (scale, shift; bn_mode) or "pspnet" (slope, bias, mean, variance)."""
+
+    dialect: str
+    inference: bool
+    eps: float
+
+
+@register
+class BN(Layer[BNAttrs]):
+    """The `BN` layer of caffe-segnet / caffe-enet and of PSPNet: two different layers that share
+    a name. SegNet's (blobs: scale, shift) in INFERENCE mode is x * scale + shift (the statistics
+    were folded into them); in LEARN mode it normalises with the batch's own statistics. PSPNet's
+    (blobs: slope, bias, moving mean, moving variance) is a batch norm with stored statistics at
+    test time. The dialect is told by the fields the layer sets.
+
+    Sources: alexgkendall/caffe-segnet (and TimoSaemann/caffe-enet), src/caffe/layers/bn_layer.cpp;
+    hszhao/PSPNet, src/caffe/layers/bn_layer.cpp.
+    """
+
+    types = ("BN",)
+
+    def parse(self, layer: LayerSource) -> BNAttrs:
+        p = layer.param.bn_param
+        pspnet = not p.HasField("bn_mode") and (
+            any(p.HasField(name) for name in _PSPNET_FIELDS) or len(layer.param.param) == 4
+        )
+        if pspnet:
+            return BNAttrs("pspnet", True, f32(p.eps))
+        return BNAttrs("segnet", p.bn_mode == INFERENCE, SEGNET_EPS)
+
+    def infer(self, attrs: BNAttrs, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
+        if len(in_shapes[0]) != 4:
+            raise fail(layer, f"expects a 4-D input, got {in_shapes[0]}")
+        return [in_shapes[0]]
+
+    def blobs(self, attrs: BNAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        shape = (1, in_shapes[0][1], 1, 1)
+        specs = [BlobSpec(shape, Init.ONE), BlobSpec(shape, Init.SMALL)]
+        if attrs.dialect == "pspnet":
+            specs += [BlobSpec(shape, Init.SMALL), BlobSpec(shape, Init.POSITIVE)]
+        return specs
+
+    def param_names(self, attrs: BNAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        if attrs.dialect == "pspnet":
+            return ("weight", "bias", "running_mean", "running_var")
+        return ("weight", "bias")
+
+    def state(
+        self, attrs: BNAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        names = self.param_names(attrs, in_shapes)
+        return {name: blob.reshape(-1) for name, blob in zip(names, blobs, strict=True)}
+
+    def emit(self, attrs: BNAttrs, ctx: EmitContext) -> Emission:
+        channels = ctx.in_shapes[0][1]
+        if attrs.dialect == "pspnet":
+            init = call("nn.BatchNorm2d", repr(channels), eps=attrs.eps)
+            return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init, note="PSPNet BN")
+        init = call("Scale", tuple_expr((channels,)), trailing=2, bias=True)
+        if attrs.inference:
+            return Emission(
+                forward=f"self.{ctx.attr}({ctx.x})",
+                init=init,
+                note="SegNet BN, INFERENCE: x * scale + shift",
+                helpers=("Scale",),
+            )
+        normalised = f"F.batch_norm({ctx.x}, None, None, training=True, eps={attrs.eps!r})"
+        return Emission(
+            forward=f"self.{ctx.attr}({normalised})",
+            init=init,
+            note="SegNet BN, LEARN: statistics of this batch",
+            helpers=("Scale",),
+            imports=(FUNCTIONAL,),
+        )
+
+
+@dataclass(frozen=True)
+class NormalizeAttrs(ChannelWeightAttrs):
+    across_spatial: bool
+    eps: float
+
+
+@register
+class Normalize(ChannelWeightLayer[NormalizeAttrs]):
+    """L2 normalisation, then a learned scale: x / sqrt(sum(x^2) + eps) * scale, the sum taken
+    over channels at each position, or over all of C, H, W with `across_spatial`.
+
+    Source: weiliu89/caffe (branch ssd), src/caffe/layers/normalize_layer.cpp.
+    """
+
+    types = ("Normalize",)
+
+    def parse(self, layer: LayerSource) -> NormalizeAttrs:
+        p = layer.param.norm_param
+        return NormalizeAttrs(
+            channel_shared=bool(p.channel_shared),
+            across_spatial=bool(p.across_spatial),
+            eps=f32(p.eps),
+        )
+
+    def emit(self, attrs: NormalizeAttrs, ctx: EmitContext) -> Emission:
+        init = call(
+            "Normalize",
+            repr(self.channels(attrs, ctx.in_shapes)),
+            across_spatial=attrs.across_spatial,
+            eps=attrs.eps,
+        )
+        return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init, helpers=("Normalize",))

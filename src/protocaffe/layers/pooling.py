@@ -1,10 +1,12 @@
-"""Pooling (MAX, AVE, global) with Caffe's exact output sizes and AVE divisor.
+"""Pooling: Pooling (MAX, AVE, global) with Caffe's exact output sizes and AVE divisor, and
+Faster R-CNN's ROIPooling.
 
-Caffe's rounding rule lives in `caffe_pool_size` and nowhere else. PyTorch's pooling agrees with
-Caffe whenever both give the same output size and torch accepts the padding (pad <= kernel / 2);
-the AVE divisor then agrees too, because torch also clips the window at H + pad. Where they do
-not agree, the generated code calls the `caffe_pool2d` helper, which pads explicitly and divides
-by Caffe's own window count.
+Caffe's rounding rule is `caffe_pool_size`. PyTorch's pooling agrees with Caffe whenever both
+give the same output size and torch accepts the padding (pad <= kernel / 2); the AVE divisor
+then agrees too, because torch also clips the window at H + pad. Where they do not agree, the
+generated code calls the `caffe_pool2d` helper (templates/helpers), which pads explicitly and
+divides by Caffe's own window count; it computes the output size at run time with the same rule,
+and tests/test_pooling_property.py checks the two against each other over a grid of geometries.
 """
 
 from __future__ import annotations
@@ -13,19 +15,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
+    FUNCTIONAL,
     Emission,
     EmitContext,
     Layer,
+    LayerSource,
+    Role,
     call,
+    f32,
     fail,
     opt,
-    register,
+    pair,
     spatial,
     tuple_expr,
 )
+from protocaffe.layers.registry import register
 
 MAX, AVE, STOCHASTIC = 0, 1, 2
 CEIL = 0
@@ -54,16 +60,7 @@ def caffe_pool_size(size: int, k: int, s: int, p: int, ceil: bool) -> int:
     return out
 
 
-def torch_pool_size(size: int, k: int, s: int, p: int, ceil: bool) -> int:
-    """What torch's max_pool2d/avg_pool2d give for the same geometry."""
-    span = size + 2 * p - k
-    out = (math.ceil(span / s) if ceil else span // s) + 1
-    if ceil and (out - 1) * s >= size + p:
-        out -= 1
-    return out
-
-
-def _ceil_from(layer: LayerDef) -> bool:
+def _ceil_from(layer: LayerSource) -> bool:
     p = layer.param.pooling_param
     if p.HasField("ceil_mode"):
         return bool(p.ceil_mode)
@@ -71,11 +68,12 @@ def _ceil_from(layer: LayerDef) -> bool:
 
 
 @register
-class Pooling(Layer):
+class Pooling(Layer[PoolAttrs]):
     types = ("Pooling",)
     tops = (1, 2)  # a second top is the argmax mask (SegNet); it needs the Upsample family
+    role = Role.POOLING
 
-    def parse(self, layer: LayerDef) -> PoolAttrs:
+    def parse(self, layer: LayerSource) -> PoolAttrs:
         p = layer.param.pooling_param
         if p.pool == STOCHASTIC:
             raise fail(layer, "STOCHASTIC pooling is not supported (it is random at TEST time)")
@@ -98,8 +96,9 @@ class Pooling(Layer):
             raise fail(layer, "a mask top with global pooling is not supported")
         return PoolAttrs(p.pool, kernel, stride, pad, global_pooling, _ceil_from(layer), mask)
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, PoolAttrs)
+    def infer(
+        self, attrs: PoolAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         shape = in_shapes[0]
         if len(shape) != 4:
             raise fail(layer, f"expects a 4-D input, got {shape}")
@@ -125,8 +124,7 @@ class Pooling(Layer):
             )
         return [(n, c, out[0], out[1])] * (2 if attrs.mask else 1)
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, PoolAttrs)
+    def emit(self, attrs: PoolAttrs, ctx: EmitContext) -> Emission:
         is_max = attrs.method == MAX
         x = ctx.x
         if attrs.global_pooling:
@@ -137,19 +135,23 @@ class Pooling(Layer):
             forward = call(
                 "F.max_pool2d",
                 x,
-                repr(_pair(attrs.kernel)),
-                repr(_pair(attrs.stride)),
-                padding=_pair(attrs.pad) if attrs.pad != (0, 0) else None,
+                repr(pair(attrs.kernel)),
+                repr(pair(attrs.stride)),
+                padding=pair(attrs.pad) if attrs.pad != (0, 0) else None,
                 ceil_mode=True if attrs.ceil else None,
                 return_indices=True,
             )
-            return Emission(forward=forward, note="and the argmax mask (flat h * W + w)")
+            return Emission(
+                forward=forward,
+                note="and the argmax mask (flat h * W + w)",
+                imports=(FUNCTIONAL,),
+            )
         if _torch_agrees(attrs):
-            pad = _pair(attrs.pad)
+            pad = pair(attrs.pad)
             init = call(
                 "nn.MaxPool2d" if is_max else "nn.AvgPool2d",
-                kernel_size=_pair(attrs.kernel),
-                stride=_pair(attrs.stride),
+                kernel_size=pair(attrs.kernel),
+                stride=pair(attrs.stride),
                 padding=pad if pad != 0 else None,
                 ceil_mode=True if attrs.ceil else None,
             )
@@ -175,6 +177,9 @@ class Pooling(Layer):
             helpers=("caffe_pool2d",),
         )
 
+    def records_argmax(self, attrs: PoolAttrs) -> bool:
+        return attrs.mask
+
 
 def _torch_agrees(attrs: PoolAttrs) -> bool:
     """torch agrees with Caffe for every input size when it accepts the padding and, in ceil
@@ -183,5 +188,47 @@ def _torch_agrees(attrs: PoolAttrs) -> bool:
     return all(2 * p <= k and (not attrs.ceil or p > 0 or k >= s) for k, s, p in geometry)
 
 
-def _pair(values: tuple[int, int]) -> int | tuple[int, int]:
-    return values[0] if values[0] == values[1] else values
+@dataclass(frozen=True)
+class ROIPoolingAttrs(Attrs):
+    pooled: tuple[int, int]
+    spatial_scale: float
+
+
+@register
+class ROIPooling(Layer[ROIPoolingAttrs]):
+    """Max pooling of each region of interest into pooled_h x pooled_w bins. The second bottom
+    holds R rows [batch index, x1, y1, x2, y2] in image coordinates; the output is
+    (R, C, pooled_h, pooled_w), R known only at run time.
+
+    Source: rbgirshick/caffe-fast-rcnn, src/caffe/layers/roi_pooling_layer.cpp (Forward_cpu).
+    """
+
+    types = ("ROIPooling",)
+    bottoms = (2, 2)
+
+    def parse(self, layer: LayerSource) -> ROIPoolingAttrs:
+        p = layer.param.roi_pooling_param
+        pooled = (int(p.pooled_h), int(p.pooled_w))
+        if min(pooled) <= 0:
+            raise fail(layer, f"pooled_h and pooled_w must be positive, got {pooled}")
+        return ROIPoolingAttrs(pooled, f32(p.spatial_scale))
+
+    def infer(
+        self, attrs: ROIPoolingAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        features, rois = in_shapes
+        if len(features) != 4:
+            raise fail(layer, f"expects 4-D features, got {features}")
+        if len(rois) < 2 or rois[1] != 5:
+            raise fail(layer, f"the regions {rois} must be (R, 5)")
+        return [(rois[0], features[1]) + attrs.pooled]
+
+    def emit(self, attrs: ROIPoolingAttrs, ctx: EmitContext) -> Emission:
+        forward = call(
+            "roi_pool",
+            ctx.inputs[0],
+            ctx.inputs[1],
+            pooled=attrs.pooled,
+            spatial_scale=attrs.spatial_scale,
+        )
+        return Emission(forward=forward, helpers=("roi_pool",))

@@ -1,13 +1,21 @@
-"""ArgMax and Reduction: layers that shrink axes."""
+"""Reductions: ArgMax and Reduction, the layers that shrink axes."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
-from protocaffe.layers.base import Emission, EmitContext, Layer, canonical_axis, f32, fail, register
+from protocaffe.layers.base import (
+    Emission,
+    EmitContext,
+    Layer,
+    LayerSource,
+    canonical_axis,
+    f32,
+    fail,
+)
+from protocaffe.layers.registry import register
 
 
 @dataclass(frozen=True)
@@ -18,20 +26,21 @@ class ArgMaxAttrs(Attrs):
 
 
 @register
-class ArgMax(Layer):
+class ArgMax(Layer[ArgMaxAttrs]):
     """Indices (as floats, like Caffe) or values of the top_k largest entries."""
 
     types = ("ArgMax",)
 
-    def parse(self, layer: LayerDef) -> ArgMaxAttrs:
+    def parse(self, layer: LayerSource) -> ArgMaxAttrs:
         p = layer.param.argmax_param
         if p.top_k < 1:
             raise fail(layer, f"top_k must be at least 1, got {p.top_k}")
         axis = int(p.axis) if p.HasField("axis") else None
         return ArgMaxAttrs(int(p.top_k), bool(p.out_max_val), axis)
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, ArgMaxAttrs)
+    def infer(
+        self, attrs: ArgMaxAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         shape = in_shapes[0]
         if attrs.axis is not None:
             axis = canonical_axis(attrs.axis, len(shape), layer)
@@ -50,8 +59,7 @@ class ArgMax(Layer):
         out[2] = attrs.top_k
         return [tuple(out)]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, ArgMaxAttrs)
+    def emit(self, attrs: ArgMaxAttrs, ctx: EmitContext) -> Emission:
         x = ctx.x
         if attrs.axis is not None:
             axis = attrs.axis % len(ctx.in_shapes[0])
@@ -83,23 +91,23 @@ class ReductionAttrs(Attrs):
 
 
 @register
-class Reduction(Layer):
+class Reduction(Layer[ReductionAttrs]):
     """Reduces every axis from `axis` on: SUM, ASUM, SUMSQ or MEAN, times coeff."""
 
     types = ("Reduction",)
 
-    def parse(self, layer: LayerDef) -> ReductionAttrs:
+    def parse(self, layer: LayerSource) -> ReductionAttrs:
         p = layer.param.reduction_param
         return ReductionAttrs(int(p.operation), int(p.axis), f32(p.coeff))
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, ReductionAttrs)
+    def infer(
+        self, attrs: ReductionAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         shape = in_shapes[0]
         axis = canonical_axis(attrs.axis, len(shape), layer)
         return [shape[:axis]]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, ReductionAttrs)
+    def emit(self, attrs: ReductionAttrs, ctx: EmitContext) -> Emission:
         axis = attrs.axis % len(ctx.in_shapes[0])
         flat = f"torch.flatten({ctx.x}, {axis})"
         expr = {

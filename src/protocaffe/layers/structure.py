@@ -1,5 +1,5 @@
 """Layers that move data without arithmetic: Input, Concat, Slice, Split, Silence, Flatten,
-Reshape, Crop, Tile."""
+Reshape, Crop, Tile, and the forks' Permute (SSD) and ShuffleChannel (ShuffleNet)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocaffe.frontend.prototxt import LayerDef
-from protocaffe.ir.graph import Attrs, Shape
+from protocaffe.ir.graph import Attrs, NoAttrs, Shape
 from protocaffe.layers.base import (
     Emission,
     EmitContext,
     Layer,
+    LayerSource,
+    Role,
     canonical_axis,
     fail,
-    register,
+    tuple_expr,
 )
+from protocaffe.layers.registry import register
 
 
 @dataclass(frozen=True)
@@ -26,20 +28,23 @@ class InputAttrs(Attrs):
 
 
 @register
-class Input(Layer):
+class Input(Layer[InputAttrs]):
     """Declares the net's inputs; the graph builder turns its tops into forward() arguments."""
 
     types = ("Input",)
     bottoms = (0, 0)
     tops = (1, None)
 
-    def parse(self, layer: LayerDef) -> InputAttrs:
+    def parse(self, layer: LayerSource) -> InputAttrs:
         shapes = [tuple(int(d) for d in s.dim) for s in layer.param.input_param.shape]
         if len(shapes) == 1 and len(layer.tops) > 1:
             shapes = shapes * len(layer.tops)
         if len(shapes) != len(layer.tops):
             raise fail(layer, f"{len(layer.tops)} tops but {len(shapes)} input_param shapes")
         return InputAttrs(tuple(shapes))
+
+    def declared_inputs(self, attrs: InputAttrs) -> tuple[Shape, ...]:
+        return attrs.shapes
 
 
 @dataclass(frozen=True)
@@ -48,16 +53,18 @@ class AxisAttrs(Attrs):
 
 
 @register
-class Concat(Layer):
+class Concat(Layer[AxisAttrs]):
     types = ("Concat",)
+    role = Role.COMBINE
     bottoms = (1, None)
 
-    def parse(self, layer: LayerDef) -> AxisAttrs:
+    def parse(self, layer: LayerSource) -> AxisAttrs:
         p = layer.param.concat_param
         return AxisAttrs(int(p.concat_dim) if p.HasField("concat_dim") else int(p.axis))
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, AxisAttrs)
+    def infer(
+        self, attrs: AxisAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         first = in_shapes[0]
         axis = canonical_axis(attrs.axis, len(first), layer)
         for i, shape in enumerate(in_shapes[1:], start=1):
@@ -72,8 +79,7 @@ class Concat(Layer):
         total = sum(s[axis] for s in in_shapes)
         return [first[:axis] + (total,) + first[axis + 1 :]]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, AxisAttrs)
+    def emit(self, attrs: AxisAttrs, ctx: EmitContext) -> Emission:
         if len(ctx.inputs) == 1:
             return Emission(forward=ctx.x)
         axis = attrs.axis % len(ctx.in_shapes[0])
@@ -81,6 +87,11 @@ class Concat(Layer):
             forward=f"torch.cat([{', '.join(ctx.inputs)}], dim={axis})",
             note="bottoms in prototxt order",
         )
+
+    def passes_through(
+        self, attrs: AxisAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        return len(in_shapes) == 1
 
 
 @dataclass(frozen=True)
@@ -90,11 +101,12 @@ class SliceAttrs(Attrs):
 
 
 @register
-class Slice(Layer):
+class Slice(Layer[SliceAttrs]):
     types = ("Slice",)
+    role = Role.COMBINE
     tops = (1, None)
 
-    def parse(self, layer: LayerDef) -> SliceAttrs:
+    def parse(self, layer: LayerSource) -> SliceAttrs:
         p = layer.param.slice_param
         axis = int(p.slice_dim) if p.HasField("slice_dim") else int(p.axis)
         points = tuple(int(v) for v in p.slice_point)
@@ -105,8 +117,9 @@ class Slice(Layer):
             )
         return SliceAttrs(axis, points)
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, SliceAttrs)
+    def infer(
+        self, attrs: SliceAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         shape = in_shapes[0]
         axis = canonical_axis(attrs.axis, len(shape), layer)
         size = shape[axis]
@@ -126,8 +139,7 @@ class Slice(Layer):
             widths = [size // n] * n
         return [shape[:axis] + (w,) + shape[axis + 1 :] for w in widths]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, SliceAttrs)
+    def emit(self, attrs: SliceAttrs, ctx: EmitContext) -> Emission:
         axis = attrs.axis % len(ctx.in_shapes[0])
         if len(ctx.out_shapes) == 1:
             return Emission(forward=ctx.x)
@@ -136,29 +148,35 @@ class Slice(Layer):
             return Emission(forward=f"torch.tensor_split({ctx.x}, [{points}], dim={axis})")
         return Emission(forward=f"torch.chunk({ctx.x}, {len(ctx.out_shapes)}, dim={axis})")
 
+    def passes_through(
+        self, attrs: SliceAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        return len(out_shapes) == 1
+
 
 @register
-class Split(Layer):
+class Split(Layer[NoAttrs]):
     """Copies its bottom to every top: removed by a pass (the tops alias the bottom)."""
 
     types = ("Split",)
     tops = (1, None)
     identity = True
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+    def infer(self, attrs: NoAttrs, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
         return [in_shapes[0]] * len(layer.tops)
 
 
 @register
-class Silence(Layer):
+class Silence(Layer[NoAttrs]):
     """Consumes blobs so that Caffe does not report them as outputs: removed by a pass."""
 
     types = ("Silence",)
     bottoms = (1, None)
     tops = (0, 0)
     identity = True
+    silences = True
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
+    def infer(self, attrs: NoAttrs, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
         return []
 
 
@@ -169,15 +187,16 @@ class FlattenAttrs(Attrs):
 
 
 @register
-class Flatten(Layer):
+class Flatten(Layer[FlattenAttrs]):
     types = ("Flatten",)
 
-    def parse(self, layer: LayerDef) -> FlattenAttrs:
+    def parse(self, layer: LayerSource) -> FlattenAttrs:
         p = layer.param.flatten_param
         return FlattenAttrs(int(p.axis), int(p.end_axis))
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, FlattenAttrs)
+    def infer(
+        self, attrs: FlattenAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         shape = in_shapes[0]
         start = canonical_axis(attrs.axis, len(shape), layer)
         end = canonical_axis(attrs.end_axis, len(shape), layer)
@@ -185,8 +204,7 @@ class Flatten(Layer):
             raise fail(layer, f"end_axis {attrs.end_axis} comes before axis {attrs.axis}")
         return [shape[:start] + (math.prod(shape[start : end + 1]),) + shape[end + 1 :]]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, FlattenAttrs)
+    def emit(self, attrs: FlattenAttrs, ctx: EmitContext) -> Emission:
         rank = len(ctx.in_shapes[0])
         start, end = attrs.axis % rank, attrs.end_axis % rank
         args = f"{start}" if end == rank - 1 else f"{start}, {end}"
@@ -229,15 +247,16 @@ def reshape_plan(attrs: ReshapeAttrs, shape: Shape) -> list[int | str]:
 
 
 @register
-class Reshape(Layer):
+class Reshape(Layer[ReshapeAttrs]):
     types = ("Reshape",)
 
-    def parse(self, layer: LayerDef) -> ReshapeAttrs:
+    def parse(self, layer: LayerSource) -> ReshapeAttrs:
         p = layer.param.reshape_param
         return ReshapeAttrs(tuple(int(d) for d in p.shape.dim), int(p.axis), int(p.num_axes))
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, ReshapeAttrs)
+    def infer(
+        self, attrs: ReshapeAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         shape = in_shapes[0]
         try:
             plan = reshape_plan(attrs, shape)
@@ -255,8 +274,7 @@ class Reshape(Layer):
             raise fail(layer, f"cannot reshape {shape} ({total} elements) to {out}")
         return [out]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, ReshapeAttrs)
+    def emit(self, attrs: ReshapeAttrs, ctx: EmitContext) -> Emission:
         plan = reshape_plan(attrs, ctx.in_shapes[0])
         dims = [
             "-1" if d == "infer" else f"{ctx.x}.shape[{d[5:]}]" if isinstance(d, str) else str(d)
@@ -272,13 +290,14 @@ class CropAttrs(Attrs):
 
 
 @register
-class Crop(Layer):
+class Crop(Layer[CropAttrs]):
     """Crops bottom 0 to the shape of bottom 1 from `axis` on, at the given offsets."""
 
     types = ("Crop",)
+    role = Role.COMBINE
     bottoms = (2, 2)
 
-    def parse(self, layer: LayerDef) -> CropAttrs:
+    def parse(self, layer: LayerSource) -> CropAttrs:
         p = layer.param.crop_param
         return CropAttrs(int(p.axis), tuple(int(o) for o in p.offset))
 
@@ -292,8 +311,9 @@ class Crop(Layer):
         offsets = [attrs.offsets[0] if attrs.offsets else 0] * count
         return axis, offsets
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, CropAttrs)
+    def infer(
+        self, attrs: CropAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         shape, ref = in_shapes
         if len(shape) != len(ref):
             raise fail(layer, f"bottoms have different ranks: {shape} and {ref}")
@@ -314,8 +334,7 @@ class Crop(Layer):
             out[d] = ref[d]
         return [tuple(out)]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, CropAttrs)
+    def emit(self, attrs: CropAttrs, ctx: EmitContext) -> Emission:
         x, ref = ctx.inputs
         axis, offsets = self._offsets(attrs, len(ctx.in_shapes[0]))
         index = [":"] * axis
@@ -333,24 +352,100 @@ class TileAttrs(Attrs):
 
 
 @register
-class Tile(Layer):
+class Tile(Layer[TileAttrs]):
     types = ("Tile",)
 
-    def parse(self, layer: LayerDef) -> TileAttrs:
+    def parse(self, layer: LayerSource) -> TileAttrs:
         p = layer.param.tile_param
         if not p.HasField("tiles") or p.tiles <= 0:
             raise fail(layer, "tile_param.tiles must be a positive number")
         return TileAttrs(int(p.axis), int(p.tiles))
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, TileAttrs)
+    def infer(
+        self, attrs: TileAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         shape = in_shapes[0]
         axis = canonical_axis(attrs.axis, len(shape), layer)
         return [shape[:axis] + (shape[axis] * attrs.tiles,) + shape[axis + 1 :]]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, TileAttrs)
+    def emit(self, attrs: TileAttrs, ctx: EmitContext) -> Emission:
         rank = len(ctx.in_shapes[0])
         reps = ["1"] * rank
         reps[attrs.axis % rank] = str(attrs.tiles)
         return Emission(forward=f"{ctx.x}.repeat({', '.join(reps)})")
+
+
+@dataclass(frozen=True)
+class PermuteAttrs(Attrs):
+    order: tuple[int, ...]
+
+
+@register
+class Permute(Layer[PermuteAttrs]):
+    """Reorders axes; axes the `order` leaves out follow in their original order.
+
+    Source: weiliu89/caffe (branch ssd), src/caffe/layers/permute_layer.cpp.
+    """
+
+    types = ("Permute",)
+
+    def parse(self, layer: LayerSource) -> PermuteAttrs:
+        order = tuple(int(v) for v in layer.param.permute_param.order)
+        if len(set(order)) != len(order):
+            raise fail(layer, f"order {list(order)} repeats an axis")
+        return PermuteAttrs(order)
+
+    def _full(self, attrs: PermuteAttrs, rank: int) -> tuple[int, ...]:
+        return attrs.order + tuple(a for a in range(rank) if a not in attrs.order)
+
+    def infer(
+        self, attrs: PermuteAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        shape = in_shapes[0]
+        if any(a >= len(shape) for a in attrs.order):
+            raise fail(
+                layer, f"order {list(attrs.order)} names an axis beyond a {len(shape)}-D input"
+            )
+        return [tuple(shape[a] for a in self._full(attrs, len(shape)))]
+
+    def emit(self, attrs: PermuteAttrs, ctx: EmitContext) -> Emission:
+        order = self._full(attrs, len(ctx.in_shapes[0]))
+        if order == tuple(range(len(order))):
+            return Emission(forward=ctx.x)
+        return Emission(forward=f"{ctx.x}.permute{tuple_expr(order)}")
+
+
+@dataclass(frozen=True)
+class GroupAttrs(Attrs):
+    group: int
+
+
+@register
+class ShuffleChannel(Layer[GroupAttrs]):
+    """Channel shuffle: view channels as (group, C / group), transpose, flatten back.
+
+    Source: farmingyard/ShuffleNet, shuffle_channel_layer.cpp.
+    """
+
+    types = ("ShuffleChannel",)
+
+    def parse(self, layer: LayerSource) -> GroupAttrs:
+        group = int(layer.param.shuffle_channel_param.group)
+        if group <= 0:
+            raise fail(layer, f"group must be positive, got {group}")
+        return GroupAttrs(group)
+
+    def infer(
+        self, attrs: GroupAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        shape = in_shapes[0]
+        if len(shape) < 2 or shape[1] % attrs.group:
+            raise fail(layer, f"channels of {shape} are not divisible by group {attrs.group}")
+        return [shape]
+
+    def emit(self, attrs: GroupAttrs, ctx: EmitContext) -> Emission:
+        x = ctx.x
+        if attrs.group == 1:
+            return Emission(forward=x)
+        split = f"{x}.unflatten(1, ({attrs.group}, -1))"
+        return Emission(forward=f"{split}.transpose(1, 2).flatten(1, 2)")

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from protocaffe.ir.graph import Graph, Node, Value
-from protocaffe.layers import lookup
+from protocaffe.layers import layer_of
 
 
 def drop_pass_through(graph: Graph, passes_through: Callable[[Node], bool]) -> Graph:
@@ -27,11 +27,6 @@ def drop_pass_through(graph: Graph, passes_through: Callable[[Node], bool]) -> G
     return replace(graph, nodes=tuple(nodes), outputs=outputs, aliases=tuple(aliases))
 
 
-def _is_identity(node: Node) -> bool:
-    kind = lookup(node.op)
-    return kind is not None and kind.identity
-
-
 def remove_identities(graph: Graph) -> Graph:
-    """Drop identity layers; their outputs become aliases of their input."""
-    return drop_pass_through(graph, _is_identity)
+    """Drop identity layers (`Layer.identity`); their outputs become aliases of their input."""
+    return drop_pass_through(graph, lambda node: layer_of(node).identity)

@@ -1,13 +1,13 @@
 """Remove layers that pass one input through unchanged in this net (--optimize).
 
-Unlike Dropout or Split, these are only identities for some parameters: a Concat of one
-bottom, a Slice with one top, and Power with power 1, scale 1 and shift 0.
+Unlike Dropout or Split, these are only identities for some parameters (`Layer.passes_through`):
+a Concat of one bottom, a Slice with one top, Power with power 1, scale 1 and shift 0.
 """
 
 from __future__ import annotations
 
 from protocaffe.ir.graph import Graph, Node
-from protocaffe.layers.elementwise import ScalarAttrs
+from protocaffe.layers import layer_of
 from protocaffe.passes.identity import drop_pass_through
 
 
@@ -16,11 +16,9 @@ def _passes_through(node: Node) -> bool:
         return False
     if node.inputs[0].shape != node.outputs[0].shape:
         return False
-    if node.op in ("Concat", "Slice"):
-        return True
-    if node.op == "Power" and isinstance(node.attrs, ScalarAttrs):
-        return (node.attrs["power"], node.attrs["scale"], node.attrs["shift"]) == (1, 1, 0)
-    return False
+    in_shapes = [v.shape for v in node.inputs]
+    out_shapes = [v.shape for v in node.outputs]
+    return layer_of(node).passes_through(node.attrs, in_shapes, out_shapes)
 
 
 def remove_noops(graph: Graph) -> Graph:

@@ -20,6 +20,7 @@ import numpy as np
 
 from protocaffe.errors import Reporter
 from protocaffe.ir.graph import Graph, Node, Value
+from protocaffe.layers import layer_of
 from protocaffe.verify.compare import (
     Status,
     Tolerance,
@@ -323,25 +324,24 @@ def _with_diagnosis(
     ref = comparable(mine, ref_of[value])
     assert ref is not None
     diagnosis = diagnose_permutation(mine, ref, tol) or diagnose_affine(mine, ref, tol)
-    if diagnosis is None and node.op == "Eltwise":
-        diagnosis = _eltwise_diagnosis(node, mine, ref_of, tol)
+    if diagnosis is None:
+        diagnosis = _sum_diagnosis(node, mine, ref_of, tol)
     if diagnosis is None:
         return row
     return replace(row, diagnosis=diagnosis)
 
 
-def _eltwise_diagnosis(
+def _sum_diagnosis(
     node: Node, mine: np.ndarray, ref_of: Mapping[Value, np.ndarray], tol: Tolerance
 ) -> str | None:
-    from protocaffe.layers.linear import SUM, EltwiseAttrs
-
-    attrs = node.attrs
-    if not isinstance(attrs, EltwiseAttrs) or attrs.operation != SUM:
+    """For a layer that sums its inputs with coefficients (Eltwise SUM): other coefficients
+    that explain the output, if any."""
+    coeffs = layer_of(node).sum_coefficients(node.attrs, len(node.inputs))
+    if coeffs is None:
         return None
     bottoms = [ref_of.get(v) for v in node.inputs]
     if any(b is None for b in bottoms):
         return None
-    coeffs = attrs.coeffs or (1.0,) * len(bottoms)
     arrays = [
         b.reshape(mine.shape) if b is not None and b.size == mine.size else b for b in bottoms
     ]

@@ -20,24 +20,22 @@ from pathlib import Path
 from protocaffe.atomic import write_bytes
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
 from protocaffe.ir.graph import Graph, Node, Shape, Value
+from protocaffe.layers import layer_of
+from protocaffe.layers.base import Role
 
 PICTURE_FORMATS = ("svg", "png", "pdf")
 
-# Fill colours by what a layer does, so that the eye finds convolutions, merges and pooling.
-_COLOURS: dict[str, str] = {
-    "Convolution": "#cfe2f3",
-    "Deconvolution": "#cfe2f3",
-    "InnerProduct": "#d9d2e9",
-    "Pooling": "#d9ead3",
-    "Concat": "#fce5cd",
-    "Eltwise": "#fce5cd",
-    "Crop": "#fce5cd",
-    "Slice": "#fce5cd",
-    "BatchNorm": "#fff2cc",
-    "Scale": "#fff2cc",
-    "Softmax": "#f4cccc",
+# Fill colours by what a layer does (`Layer.role`), so that the eye finds convolutions, merges
+# and pooling.
+_COLOURS: dict[Role, str] = {
+    Role.CONVOLUTION: "#cfe2f3",
+    Role.DENSE: "#d9d2e9",
+    Role.POOLING: "#d9ead3",
+    Role.COMBINE: "#fce5cd",
+    Role.NORMALIZATION: "#fff2cc",
+    Role.PROBABILITY: "#f4cccc",
+    Role.OTHER: "#eeeeee",
 }
-_DEFAULT_COLOUR = "#eeeeee"
 
 
 def _quoted(*lines: str) -> str:
@@ -96,7 +94,7 @@ def _node_label(node: Node) -> str:
 
 
 def _colour(node: Node) -> str:
-    return '"' + _COLOURS.get(node.op, _DEFAULT_COLOUR) + '"'
+    return '"' + _COLOURS[layer_of(node).role] + '"'
 
 
 def render_dot(dot_text: str, fmt: str, where: Path) -> bytes:

@@ -1,5 +1,4 @@
-"""The SSD fork's layers (weiliu89/caffe, branch ssd): Normalize, Permute, PriorBox and
-DetectionOutput."""
+"""Detection: SSD's PriorBox (default boxes) and DetectionOutput (decoding, per-class NMS)."""
 
 from __future__ import annotations
 
@@ -7,94 +6,10 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
-from protocaffe.layers.base import (
-    ChannelWeightAttrs,
-    ChannelWeightLayer,
-    Emission,
-    EmitContext,
-    Layer,
-    call,
-    f32,
-    fail,
-    register,
-    tuple_expr,
-)
-
-if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
-    pass
-
-
-@dataclass(frozen=True)
-class NormalizeAttrs(ChannelWeightAttrs):
-    across_spatial: bool
-    eps: float
-
-
-@register
-class Normalize(ChannelWeightLayer):
-    """L2 normalisation, then a learned scale: x / sqrt(sum(x^2) + eps) * scale, the sum taken
-    over channels at each position, or over all of C, H, W with `across_spatial`."""
-
-    types = ("Normalize",)
-
-    def parse(self, layer: LayerDef) -> NormalizeAttrs:
-        p = layer.param.norm_param
-        return NormalizeAttrs(
-            channel_shared=bool(p.channel_shared),
-            across_spatial=bool(p.across_spatial),
-            eps=f32(p.eps),
-        )
-
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, NormalizeAttrs)
-        init = call(
-            "Normalize",
-            repr(self.channels(attrs, ctx.in_shapes)),
-            across_spatial=attrs.across_spatial,
-            eps=attrs.eps,
-        )
-        return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init, helpers=("Normalize",))
-
-
-@dataclass(frozen=True)
-class PermuteAttrs(Attrs):
-    order: tuple[int, ...]
-
-
-@register
-class Permute(Layer):
-    """Reorders axes; axes the `order` leaves out follow in their original order."""
-
-    types = ("Permute",)
-
-    def parse(self, layer: LayerDef) -> PermuteAttrs:
-        order = tuple(int(v) for v in layer.param.permute_param.order)
-        if len(set(order)) != len(order):
-            raise fail(layer, f"order {list(order)} repeats an axis")
-        return PermuteAttrs(order)
-
-    def _full(self, attrs: PermuteAttrs, rank: int) -> tuple[int, ...]:
-        return attrs.order + tuple(a for a in range(rank) if a not in attrs.order)
-
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, PermuteAttrs)
-        shape = in_shapes[0]
-        if any(a >= len(shape) for a in attrs.order):
-            raise fail(
-                layer, f"order {list(attrs.order)} names an axis beyond a {len(shape)}-D input"
-            )
-        return [tuple(shape[a] for a in self._full(attrs, len(shape)))]
-
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, PermuteAttrs)
-        order = self._full(attrs, len(ctx.in_shapes[0]))
-        if order == tuple(range(len(order))):
-            return Emission(forward=ctx.x)
-        return Emission(forward=f"{ctx.x}.permute{tuple_expr(order)}")
+from protocaffe.layers.base import Emission, EmitContext, Layer, LayerSource, call, f32, fail
+from protocaffe.layers.registry import register
 
 
 @dataclass(frozen=True)
@@ -118,14 +33,17 @@ def single(value: float) -> float:
 
 
 @register
-class PriorBox(Layer):
+class PriorBox(Layer[PriorBoxAttrs]):
     """SSD's default boxes for one feature map: computed from the feature map's and the image's
-    run-time sizes, so they follow the input when the module runs at another resolution."""
+    run-time sizes, so they follow the input when the module runs at another resolution.
+
+    Source: weiliu89/caffe (branch ssd), src/caffe/layers/prior_box_layer.cpp.
+    """
 
     types = ("PriorBox",)
     bottoms = (2, 2)
 
-    def parse(self, layer: LayerDef) -> PriorBoxAttrs:
+    def parse(self, layer: LayerSource) -> PriorBoxAttrs:
         p = layer.param.prior_box_param
         min_sizes = [single(v) for v in p.min_size]
         max_sizes = [single(v) for v in p.max_size]
@@ -187,15 +105,15 @@ class PriorBox(Layer):
             f32(p.offset),
         )
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, PriorBoxAttrs)
+    def infer(
+        self, attrs: PriorBoxAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         feature, image = in_shapes
         if len(feature) != 4 or len(image) != 4:
             raise fail(layer, f"expects 4-D bottoms, got {feature} and {image}")
         return [(1, 2, feature[2] * feature[3] * len(attrs.boxes) * 4)]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, PriorBoxAttrs)
+    def emit(self, attrs: PriorBoxAttrs, ctx: EmitContext) -> Emission:
         forward = call(
             "prior_box",
             ctx.inputs[0],
@@ -230,18 +148,21 @@ class DetectionOutputAttrs(Attrs):
 
 
 @register
-class DetectionOutput(Layer):
+class DetectionOutput(Layer[DetectionOutputAttrs]):
     """Decode the boxes, run per-class NMS and keep the best: Caffe's CPU DetectionOutput.
 
     Its output is (1, 1, rows, 7), one row [image, label, score, xmin, ymin, xmax, ymax] per
     detection, in label order then by score; with no detection at all, one row of -1 per image
     (with its image index). The number of rows is known only at run time.
+
+    Source: weiliu89/caffe (branch ssd), src/caffe/layers/detection_output_layer.cpp
+    (Forward_cpu) and src/caffe/util/bbox_util.cpp (DecodeBBoxes, ApplyNMSFast).
     """
 
     types = ("DetectionOutput",)
     bottoms = (3, 3)
 
-    def parse(self, layer: LayerDef) -> DetectionOutputAttrs:
+    def parse(self, layer: LayerSource) -> DetectionOutputAttrs:
         p = layer.param.detection_output_param
         if not p.HasField("num_classes") or p.num_classes < 1:
             raise fail(layer, "detection_output_param.num_classes is required")
@@ -266,8 +187,9 @@ class DetectionOutput(Layer):
             clip=bool(p.clip),
         )
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, DetectionOutputAttrs)
+    def infer(
+        self, attrs: DetectionOutputAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         loc, conf, prior = in_shapes
         num_priors = math.prod(prior[2:]) // 4 if len(prior) >= 3 else 0
         loc_classes = 1 if attrs.share_location else attrs.num_classes
@@ -281,8 +203,7 @@ class DetectionOutput(Layer):
             )
         return [(1, 1, 1, 7)]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, DetectionOutputAttrs)
+    def emit(self, attrs: DetectionOutputAttrs, ctx: EmitContext) -> Emission:
         loc, conf, prior = ctx.inputs
         forward = call(
             "detection_output",

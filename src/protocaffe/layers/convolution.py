@@ -1,12 +1,13 @@
-"""Convolution and Deconvolution (2-D, with group, dilation, per-axis kernel/stride/pad)."""
+"""Convolution: Convolution and Deconvolution (2-D, with group, dilation, per-axis kernel,
+stride and pad), and the depthwise convolution of the mobile-net forks."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
     BlobSpec,
@@ -14,12 +15,15 @@ from protocaffe.layers.base import (
     EmitContext,
     Init,
     Layer,
+    LayerSource,
+    Role,
     call,
     fail,
     opt,
-    register,
+    pair,
     spatial,
 )
+from protocaffe.layers.registry import register
 
 if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
     import numpy as np
@@ -37,14 +41,15 @@ class ConvAttrs(Attrs):
     transposed: bool
 
 
-def parse_conv(layer: LayerDef, transposed: bool) -> ConvAttrs:
+def parse_conv(layer: LayerSource, transposed: bool) -> ConvAttrs:
     p = layer.param.convolution_param
     if not p.HasField("num_output"):
         raise fail(layer, "convolution_param.num_output is required")
     if p.axis != 1:
         raise fail(layer, f"convolution over axis {p.axis} is not supported (only axis 1)")
     for name in ("kernel_size", "stride", "pad", "dilation"):
-        if len(getattr(p, name)) > 2:
+        values: Sequence[int] = getattr(p, name)
+        if len(values) > 2:
             raise fail(layer, f"{name} has more than 2 values: only 2-D convolution is supported")
     kernel = spatial(list(p.kernel_size), None, opt(p, "kernel_h"), opt(p, "kernel_w"), 0)
     stride = spatial(list(p.stride), None, opt(p, "stride_h"), opt(p, "stride_w"), 1)
@@ -80,14 +85,16 @@ def deconv_out_size(size: int, k: int, s: int, p: int, d: int) -> int:
 
 
 @register
-class Convolution(Layer):
+class Convolution(Layer[ConvAttrs]):
     types = ("Convolution", "Deconvolution")
+    role = Role.CONVOLUTION
 
-    def parse(self, layer: LayerDef) -> ConvAttrs:
+    def parse(self, layer: LayerSource) -> ConvAttrs:
         return parse_conv(layer, transposed=layer.type == "Deconvolution")
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, ConvAttrs)
+    def infer(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         shape = in_shapes[0]
         if len(shape) != 4:
             raise fail(layer, f"expects a 4-D input, got {shape}")
@@ -109,8 +116,7 @@ class Convolution(Layer):
             )
         return [(n, attrs.num_output, out[0], out[1])]
 
-    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
-        assert isinstance(attrs, ConvAttrs)
+    def blobs(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
         c = in_shapes[0][1]
         kh, kw = attrs.kernel
         if attrs.transposed:
@@ -124,32 +130,95 @@ class Convolution(Layer):
             specs.append(BlobSpec((attrs.num_output,), Init.SMALL))
         return specs
 
-    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
-        assert isinstance(attrs, ConvAttrs)
+    def param_names(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
         return ("weight", "bias") if attrs.bias else ("weight",)
 
     def state(
-        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
     ) -> dict[str, np.ndarray]:
         return dict(zip(self.param_names(attrs, in_shapes), blobs, strict=True))
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, ConvAttrs)
+    def emit(self, attrs: ConvAttrs, ctx: EmitContext) -> Emission:
         c = ctx.in_shapes[0][1]
         cls = "nn.ConvTranspose2d" if attrs.transposed else "nn.Conv2d"
         init = call(
             cls,
             repr(c),
             repr(attrs.num_output),
-            kernel_size=_pair(attrs.kernel),
-            stride=_pair(attrs.stride) if attrs.stride != (1, 1) else None,
-            padding=_pair(attrs.pad) if attrs.pad != (0, 0) else None,
-            dilation=_pair(attrs.dilation) if attrs.dilation != (1, 1) else None,
+            kernel_size=pair(attrs.kernel),
+            stride=pair(attrs.stride) if attrs.stride != (1, 1) else None,
+            padding=pair(attrs.pad) if attrs.pad != (0, 0) else None,
+            dilation=pair(attrs.dilation) if attrs.dilation != (1, 1) else None,
             groups=attrs.group if attrs.group != 1 else None,
             bias=False if not attrs.bias else None,
         )
         return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init)
 
+    def absorbs_affine(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> ConvAttrs | None:
+        # A Deconvolution's output channel mixes weight column c of every input row: it does
+        # not fold this way.
+        return None if attrs.transposed else replace(attrs, bias=True)
 
-def _pair(values: tuple[int, int]) -> int | tuple[int, int]:
-    return values[0] if values[0] == values[1] else values
+    def multiply_adds(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        kh, kw = attrs.kernel
+        if attrs.transposed:
+            # Every input element is multiplied into num_output / group * kh * kw outputs.
+            in_elements = math.prod(in_shapes[0])
+            return in_elements * attrs.num_output // attrs.group * kh * kw
+        out_elements = sum(math.prod(s) for s in out_shapes)
+        return out_elements * in_shapes[0][1] // attrs.group * kh * kw
+
+
+@register
+class ConvolutionDepthwise(Layer[ConvAttrs]):
+    """Depthwise convolution: output channel c convolves input channel c alone.
+
+    Source: conv_dw_layer.cpp (sp2823's ConvolutionDepthwiseLayer, BVLC/caffe pull request
+    5665), the layer of farmingyard/ShuffleNet's and the MobileNet forks' nets.
+
+    Its weight blob is (C, 1, kh, kw), which is `nn.Conv2d(C, C, groups=C)`'s layout, so it is a
+    Convolution whose group is the number of input channels (fixed once the input is known).
+    """
+
+    types = ("ConvolutionDepthwise",)
+    _conv = Convolution()
+
+    def parse(self, layer: LayerSource) -> ConvAttrs:
+        return parse_conv(layer, transposed=False)
+
+    def infer(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        channels = in_shapes[0][1] if len(in_shapes[0]) == 4 else 0
+        if attrs.num_output != channels:
+            raise fail(
+                layer,
+                f"num_output {attrs.num_output} must equal the input channels {channels} "
+                "(one filter per channel)",
+            )
+        return self._conv.infer(_depthwise(attrs, in_shapes), in_shapes, layer)
+
+    def blobs(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        return self._conv.blobs(_depthwise(attrs, in_shapes), in_shapes)
+
+    def param_names(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        return self._conv.param_names(_depthwise(attrs, in_shapes), in_shapes)
+
+    def state(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        return self._conv.state(_depthwise(attrs, in_shapes), in_shapes, blobs)
+
+    def emit(self, attrs: ConvAttrs, ctx: EmitContext) -> Emission:
+        return self._conv.emit(_depthwise(attrs, ctx.in_shapes), ctx)
+
+    def multiply_adds(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        return self._conv.multiply_adds(attrs, in_shapes, out_shapes)
+
+
+def _depthwise(attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> ConvAttrs:
+    return replace(attrs, group=in_shapes[0][1])

@@ -1,110 +1,22 @@
-"""Layers of the segmentation forks: BN (SegNet/ENet and PSPNet dialects), Interp
-(DeepLab/PSPNet) and Upsample (SegNet/ENet max-unpooling with a mask, and nearest `scale`)."""
+"""Resampling: Interp (bilinear, DeepLab/PSPNet) and Upsample (max-unpooling with a mask,
+SegNet/ENet, and nearest `scale`, the YOLO forks)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from protocaffe.frontend.prototxt import LayerDef
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
-    BlobSpec,
     Emission,
     EmitContext,
-    Init,
     Layer,
+    LayerSource,
     call,
-    f32,
     fail,
-    register,
     tuple_expr,
 )
-
-if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
-    import numpy as np
-
-LEARN, INFERENCE = 0, 1
-# SegNet's BN hard-codes its variance epsilon (bn_layer.cpp: var_eps_ = 1e-9).
-SEGNET_EPS = 1e-9
-_PSPNET_FIELDS = ("slope_filler", "bias_filler", "momentum", "eps", "frozen")
-
-
-@dataclass(frozen=True)
-class BNAttrs(Attrs):
-    """`dialect` is "segnet" (scale, shift; bn_mode) or "pspnet" (slope, bias, mean, variance)."""
-
-    dialect: str
-    inference: bool
-    eps: float
-
-
-@register
-class BN(Layer):
-    """The `BN` layer of caffe-segnet / caffe-enet and of PSPNet: two different layers that share
-    a name. SegNet's (blobs: scale, shift) in INFERENCE mode is x * scale + shift (the statistics
-    were folded into them); in LEARN mode it normalises with the batch's own statistics. PSPNet's
-    (blobs: slope, bias, moving mean, moving variance) is a batch norm with stored statistics at
-    test time. The dialect is told by the fields the layer sets."""
-
-    types = ("BN",)
-
-    def parse(self, layer: LayerDef) -> BNAttrs:
-        p = layer.param.bn_param
-        pspnet = not p.HasField("bn_mode") and (
-            any(p.HasField(name) for name in _PSPNET_FIELDS) or len(layer.param.param) == 4
-        )
-        if pspnet:
-            return BNAttrs("pspnet", True, f32(p.eps))
-        return BNAttrs("segnet", p.bn_mode == INFERENCE, SEGNET_EPS)
-
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        if len(in_shapes[0]) != 4:
-            raise fail(layer, f"expects a 4-D input, got {in_shapes[0]}")
-        return [in_shapes[0]]
-
-    def blobs(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
-        assert isinstance(attrs, BNAttrs)
-        shape = (1, in_shapes[0][1], 1, 1)
-        specs = [BlobSpec(shape, Init.ONE), BlobSpec(shape, Init.SMALL)]
-        if attrs.dialect == "pspnet":
-            specs += [BlobSpec(shape, Init.SMALL), BlobSpec(shape, Init.POSITIVE)]
-        return specs
-
-    def param_names(self, attrs: Attrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
-        assert isinstance(attrs, BNAttrs)
-        if attrs.dialect == "pspnet":
-            return ("weight", "bias", "running_mean", "running_var")
-        return ("weight", "bias")
-
-    def state(
-        self, attrs: Attrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        names = self.param_names(attrs, in_shapes)
-        return {name: blob.reshape(-1) for name, blob in zip(names, blobs, strict=True)}
-
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, BNAttrs)
-        channels = ctx.in_shapes[0][1]
-        if attrs.dialect == "pspnet":
-            init = call("nn.BatchNorm2d", repr(channels), eps=attrs.eps)
-            return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init, note="PSPNet BN")
-        init = call("Scale", tuple_expr((channels,)), trailing=2, bias=True)
-        if attrs.inference:
-            return Emission(
-                forward=f"self.{ctx.attr}({ctx.x})",
-                init=init,
-                note="SegNet BN, INFERENCE: x * scale + shift",
-                helpers=("Scale",),
-            )
-        normalised = f"F.batch_norm({ctx.x}, None, None, training=True, eps={attrs.eps!r})"
-        return Emission(
-            forward=f"self.{ctx.attr}({normalised})",
-            init=init,
-            note="SegNet BN, LEARN: statistics of this batch",
-            helpers=("Scale",),
-        )
+from protocaffe.layers.registry import register
 
 
 @dataclass(frozen=True)
@@ -138,12 +50,16 @@ def interp_size(size: int, attrs: InterpAttrs, fixed: int | None) -> int:
 
 
 @register
-class Interp(Layer):
-    """Bilinear resize with Caffe's corner-aligned rule, after cropping `-pad_beg`/`-pad_end`."""
+class Interp(Layer[InterpAttrs]):
+    """Bilinear resize with Caffe's corner-aligned rule, after cropping `-pad_beg`/`-pad_end`.
+
+    Source: DeepLab v2 (deeplab-public-ver2) and hszhao/PSPNet, src/caffe/layers/interp_layer.cpp
+    (Reshape) and src/caffe/util/interp.cpp (caffe_cpu_interp2).
+    """
 
     types = ("Interp",)
 
-    def parse(self, layer: LayerDef) -> InterpAttrs:
+    def parse(self, layer: LayerSource) -> InterpAttrs:
         p = layer.param.interp_param
 
         def given(name: str) -> int | None:
@@ -170,8 +86,9 @@ class Interp(Layer):
             raise fail(layer, "Interp with a second bottom (size reference) is not supported")
         return attrs
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, InterpAttrs)
+    def infer(
+        self, attrs: InterpAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         shape = in_shapes[0]
         if len(shape) != 4:
             raise fail(layer, f"expects a 4-D input, got {shape}")
@@ -184,8 +101,7 @@ class Interp(Layer):
             raise fail(layer, f"the cropped input {eff} or the output {out} is empty")
         return [shape[:2] + (out[0], out[1])]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, InterpAttrs)
+    def emit(self, attrs: InterpAttrs, ctx: EmitContext) -> Emission:
         factors = not _fixed_size(attrs)
         forward = call(
             "caffe_interp",
@@ -210,15 +126,19 @@ class UpsampleAttrs(Attrs):
 
 
 @register
-class Upsample(Layer):
+class Upsample(Layer[UpsampleAttrs]):
     """Two forks' `Upsample`. With two bottoms (SegNet/ENet) it is max-unpooling: each value goes
     to the flat index (h * W + w) that the Pooling layer's mask top recorded, zeros elsewhere.
-    With one bottom (caffe-yolov3 and others) it repeats each value `scale` times per axis."""
+    With one bottom (caffe-yolov3 and others) it repeats each value `scale` times per axis.
+
+    Sources: alexgkendall/caffe-segnet (and TimoSaemann/caffe-enet),
+    src/caffe/layers/upsample_layer.cpp; ChenYingpeng/caffe-yolov3, upsample_layer.cpp.
+    """
 
     types = ("Upsample",)
     bottoms = (1, 3)  # a third input is added by a pass: the tensor whose size to restore
 
-    def parse(self, layer: LayerDef) -> UpsampleAttrs:
+    def parse(self, layer: LayerSource) -> UpsampleAttrs:
         p = layer.param.upsample_param
         size: tuple[int, int] | None = None
         if p.HasField("upsample_h") and p.HasField("upsample_w"):
@@ -236,8 +156,9 @@ class Upsample(Layer):
             raise fail(layer, f"has {len(layer.bottoms)} bottoms, expects 1 or 2")
         return UpsampleAttrs(scale, pad_out, size)
 
-    def infer(self, attrs: Attrs, in_shapes: Sequence[Shape], layer: LayerDef) -> list[Shape]:
-        assert isinstance(attrs, UpsampleAttrs)
+    def infer(
+        self, attrs: UpsampleAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
         shape = in_shapes[0]
         if len(shape) != 4:
             raise fail(layer, f"expects a 4-D input, got {shape}")
@@ -251,8 +172,7 @@ class Upsample(Layer):
         w = shape[3] * attrs.scale[1] - attrs.pad_out[1]
         return [shape[:2] + (h, w)]
 
-    def emit(self, attrs: Attrs, ctx: EmitContext) -> Emission:
-        assert isinstance(attrs, UpsampleAttrs)
+    def emit(self, attrs: UpsampleAttrs, ctx: EmitContext) -> Emission:
         x = ctx.x
         if len(ctx.inputs) == 1:
             sh, sw = attrs.scale
@@ -274,3 +194,6 @@ class Upsample(Layer):
         return Emission(
             forward=f"caffe_unpool({x}, {mask}, {size})", note=note, helpers=("caffe_unpool",)
         )
+
+    def unpools(self, attrs: UpsampleAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return len(in_shapes) == 2
