@@ -96,6 +96,9 @@ class ProposalLayer(Layer[ProposalAttrs]):
 register_helper(
     "rpn_proposals",
     '''
+import torch
+
+
 def rpn_proposals(
     scores: torch.Tensor,
     deltas: torch.Tensor,

@@ -1,3 +1,7 @@
+import torch
+from torch import nn
+
+
 class Bias(nn.Module):
     """Caffe's Bias layer: x + bias, broadcast over `trailing` axes after it."""
 

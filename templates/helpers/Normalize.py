@@ -1,3 +1,7 @@
+import torch
+from torch import nn
+
+
 class Normalize(nn.Module):
     """SSD's Normalize: x / sqrt(sum(x^2) + eps) * weight; the sum runs over channels at each
     position, or over everything but the batch axis when `across_spatial`."""

@@ -1,3 +1,7 @@
+import torch
+from torch import nn
+
+
 class Scale(nn.Module):
     """Caffe's Scale layer: x * weight (+ bias), broadcast over `trailing` axes after them."""
 

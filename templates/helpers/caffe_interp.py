@@ -1,3 +1,7 @@
+import torch
+import torch.nn.functional as F
+
+
 def caffe_interp(
     x: torch.Tensor,
     zoom_factor: int | None = None,

@@ -1,3 +1,6 @@
+import torch
+
+
 def caffe_mvn(
     x: torch.Tensor, across_channels: bool, normalize_variance: bool, eps: float
 ) -> torch.Tensor:

@@ -1,3 +1,7 @@
+import torch
+import torch.nn.functional as F
+
+
 def caffe_pool2d(
     x: torch.Tensor,
     kernel: tuple[int, int],

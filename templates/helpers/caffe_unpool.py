@@ -1,3 +1,6 @@
+import torch
+
+
 def caffe_unpool(
     x: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]
 ) -> torch.Tensor:

@@ -1,3 +1,6 @@
+import torch
+
+
 def _decode_boxes(
     loc: torch.Tensor, priors: torch.Tensor, variances: torch.Tensor, code_type: str, encoded: bool
 ) -> torch.Tensor:

@@ -1,3 +1,6 @@
+import torch
+
+
 def prior_box(
     feature: torch.Tensor,
     image: torch.Tensor,

@@ -1,3 +1,6 @@
+import torch
+
+
 def roi_pool(
     features: torch.Tensor, rois: torch.Tensor, pooled: tuple[int, int], spatial_scale: float
 ) -> torch.Tensor:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import ast
 import os
-import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
-from protocaffe.backend.helpers import helper_names, helper_source
+from protocaffe.backend.helpers import helper_imports, helper_names, helper_source
 from protocaffe.backend.names import RESERVED, RULE, Namespace, sanitize
 from protocaffe.errors import ProtocaffeError
 from protocaffe.ir.graph import Graph, Node, Value
-from protocaffe.layers import lookup
-from protocaffe.layers.base import EmitContext, fmt_shape
+from protocaffe.layers import layer_of
+from protocaffe.layers.base import FUNCTIONAL, Emission, EmitContext, fmt_shape
 from protocaffe.version import __version__
 
 
@@ -89,7 +89,8 @@ class Emitted:
 
 
 def checked_import(statement: str, node: Node) -> str:
-    """A plugin's declared import, if it is exactly one `import`/`from ... import` statement."""
+    """An emitter's declared import, if it is exactly one `import`/`from ... import` statement
+    (normalised, so that equal imports are written once)."""
     try:
         tree = ast.parse(statement)
     except SyntaxError:
@@ -131,6 +132,18 @@ def _value_name(value: Value, node: Node | None) -> str:
     return node.name
 
 
+def local_names(graph: Graph) -> dict[Value, str]:
+    """The local variable that holds each value in forward(): the inputs, then each node's
+    outputs in graph order. Views name values this way too, without emitting anything."""
+    # A local named like a helper function would shadow it inside forward().
+    names = Namespace(RESERVED | helper_names())
+    local = {value: names.name(value, value.blob) for value in graph.inputs}
+    for node in graph.nodes:
+        for value in node.outputs:
+            local[value] = names.name(value, _value_name(value, node))
+    return local
+
+
 def trace_text(node: Node) -> str:
     """The trace comment naming the Caffe layer(s) a node computes: `'name' Type`, followed by
     ` + 'name' Type` for each layer a pass folded into it."""
@@ -142,22 +155,51 @@ def emit_module(
     graph: Graph, regenerate: str | None = None, source_name: str | None = None
 ) -> Emitted:
     """The pieces of model.py for `graph`. `regenerate` is the command line the header shows;
-    `source_name` how it names the prototxt (default: `shown_source(graph.source)`)."""
-    attrs_ns = Namespace()
-    # A local named like a helper function would shadow it inside forward().
-    locals_ns = Namespace(RESERVED | helper_names())
-    local: dict[Value, str] = {}
-    for value in graph.inputs:
-        local[value] = locals_ns.name(value, value.blob)
+    `source_name` how it names the prototxt (default: `shown_source(graph.source)`).
 
-    init: list[Line] = []
-    forward: list[Line] = []
-    helpers: list[str] = []
-    extra_imports: set[str] = set()  # declared by plugin emitters
-    node_attrs: dict[str, str] = {}
+    The steps: name every value (`local_names`), emit each node's lines (`_emit_body`), gather
+    the imports the emissions and helpers declare (`module_imports`), and write the module's
+    and the class's docstrings (`_module_docstring`, `_class_docstring`)."""
+    local = local_names(graph)
+    body = _emit_body(graph, local)
+    results = [local[v] for v in graph.outputs]
+    return_type = (
+        "torch.Tensor"
+        if len(results) == 1
+        else "tuple[" + ", ".join(["torch.Tensor"] * len(results)) + "]"
+    )
+    parts = ModuleParts(
+        docstring=_module_docstring(graph, regenerate, source_name),
+        imports=module_imports(body.imports),
+        helpers=[helper_source(name) for name in body.helpers],
+        class_name=class_name_for(graph.name),
+        class_doc=_class_docstring(graph),
+        init=body.init,
+        signature=", ".join(["self"] + [f"{local[v]}: torch.Tensor" for v in graph.inputs]),
+        forward=body.forward,
+        result=results[0] if len(results) == 1 else ", ".join(results),
+        return_type=return_type,
+    )
+    return Emitted(parts, body.attrs, local)
+
+
+@dataclass
+class _Body:
+    """The class body's lines and what they need."""
+
+    init: list[Line] = field(default_factory=list)
+    forward: list[Line] = field(default_factory=list)
+    helpers: list[str] = field(default_factory=list)  # in order of first use
+    imports: set[str] = field(default_factory=set)  # declared by emitters and helpers
+    attrs: dict[str, str] = field(default_factory=dict)  # node name -> module attribute
+
+
+def _emit_body(graph: Graph, local: Mapping[Value, str]) -> _Body:
+    """One `forward` line per node (and an `__init__` line for a node with a module), each
+    with its trace comment."""
+    attrs_ns = Namespace()
+    body = _Body()
     for index, node in enumerate(graph.nodes):
-        kind = lookup(node.op)
-        assert kind is not None, node.op
         # Keyed by the node itself: two layers may share a name (Caffe allows it).
         attr = attrs_ns.name(("node", index), node.name)
         ctx = EmitContext(
@@ -166,47 +208,48 @@ def emit_module(
             in_shapes=tuple(v.shape for v in node.inputs),
             out_shapes=tuple(v.shape for v in node.outputs),
         )
-        emission = kind.emit(node.attrs, ctx)
+        emission = layer_of(node).emit(node.attrs, ctx)
         for helper in emission.helpers:
-            if helper not in helpers:
-                helpers.append(helper)
-        for statement in emission.imports:
-            extra_imports.add(checked_import(statement, node))
+            if helper not in body.helpers:
+                body.helpers.append(helper)
+                body.imports.update(helper_imports(helper))
+        body.imports.update(checked_import(statement, node) for statement in emission.imports)
         trace = trace_text(node)
         if emission.init is not None:
-            node_attrs[node.name] = attr
-            init.append(Line(f"self.{attr} = {emission.init}", trace if attr != node.name else ""))
-        for value in node.outputs:
-            local[value] = locals_ns.name(value, _value_name(value, node))
-        targets = ", ".join(local[v] for v in node.outputs)
-        comment = trace
-        shapes = [v.shape for v in node.outputs]
-        if not node.inputs or shapes != [node.inputs[0].shape] * len(shapes):
-            comment += " -> " + ", ".join(fmt_shape(s) for s in shapes)
-        if emission.note:
-            comment += f": {emission.note}"
-        forward.append(Line(f"{targets} = {emission.forward}", comment))
+            body.attrs[node.name] = attr
+            comment = trace if attr != node.name else ""
+            body.init.append(Line(f"self.{attr} = {emission.init}", comment))
+        body.forward.append(_forward_line(node, emission, local, trace))
+    return body
 
-    results = [local[v] for v in graph.outputs]
-    result = results[0] if len(results) == 1 else ", ".join(results)
-    return_type = (
-        "torch.Tensor"
-        if len(results) == 1
-        else "tuple[" + ", ".join(["torch.Tensor"] * len(results)) + "]"
-    )
-    signature = ", ".join(["self"] + [f"{local[v]}: torch.Tensor" for v in graph.inputs])
 
-    helper_texts = [helper_source(name) for name in helpers]
-    code = "\n".join(line.code for line in init + forward) + "\n".join(helper_texts)
-    # isort's order (plain imports before from-imports), so that `ruff check` accepts the file.
-    imports = ["import torch", "from torch import nn"]
-    if re.search(r"\bF\.", code):
-        imports.insert(1, "import torch.nn.functional as F")
-    if "Optional[" in code:
-        imports.insert(0, "from typing import Optional")
-        imports.insert(1, "")
-    imports += sorted(extra_imports - set(imports))
+def _forward_line(node: Node, emission: Emission, local: Mapping[Value, str], trace: str) -> Line:
+    targets = ", ".join(local[v] for v in node.outputs)
+    comment = trace
+    shapes = [v.shape for v in node.outputs]
+    if not node.inputs or shapes != [node.inputs[0].shape] * len(shapes):
+        comment += " -> " + ", ".join(fmt_shape(s) for s in shapes)
+    if emission.note:
+        comment += f": {emission.note}"
+    return Line(f"{targets} = {emission.forward}", comment)
 
+
+# Every generated module imports these; `F` comes in when an emitter or helper declares it.
+TORCH_IMPORTS = ("import torch", "from torch import nn")
+
+
+def module_imports(declared: Iterable[str]) -> list[str]:
+    """The module's import lines: torch's first (isort's order, plain imports before
+    from-imports, so that `ruff check` accepts the file), then the other declared ones, sorted."""
+    wanted = set(declared)
+    torch_group = ["import torch"]
+    if FUNCTIONAL in wanted:
+        torch_group.append(FUNCTIONAL)
+    torch_group.append("from torch import nn")
+    return torch_group + sorted(wanted - set(torch_group))
+
+
+def _module_docstring(graph: Graph, regenerate: str | None, source_name: str | None) -> list[str]:
     name = graph.name or "net"
     regenerate_lines = (
         # The command stays one unit, so that it can be copied from one line.
@@ -214,7 +257,7 @@ def emit_module(
         if regenerate is not None
         else []
     )
-    docstring = [
+    return [
         *wrap_units(
             [f"{doc_text(name)},", "generated", "by", "protocaffe", __version__, "from"]
             + [f"{doc_text(source_name or shown_source(graph.source))}."]
@@ -225,24 +268,15 @@ def emit_module(
         "",
         *wrap_units(RULE.split(), LINE_LENGTH),
     ]
+
+
+def _class_docstring(graph: Graph) -> list[str]:
+    name = graph.name or "net"
     inputs = [f"{doc_text(v.blob)} {fmt_shape(v.shape)}," for v in graph.inputs]
     outputs = [f"{doc_text(v.blob)}," for v in graph.outputs]
-    class_doc = wrap_units(
+    return wrap_units(
         ["Caffe", "net", f"{doc_text(name)}:", "inputs"]
         + [*inputs[:-1], inputs[-1][:-1] + ";", "outputs"]
         + [*outputs[:-1], outputs[-1][:-1], "(Caffe's", "order)."],
         LINE_LENGTH - 4 - len('"""'),
     )
-    parts = ModuleParts(
-        docstring=docstring,
-        imports=imports,
-        helpers=helper_texts,
-        class_name=class_name_for(graph.name),
-        class_doc=class_doc,
-        init=init,
-        signature=signature,
-        forward=forward,
-        result=result,
-        return_type=return_type,
-    )
-    return Emitted(parts, node_attrs, local)

@@ -3,6 +3,10 @@
 The templates sit at the top of the repository (`templates/`). A wheel carries them inside the
 package as `protocaffe/templates` (see pyproject.toml); a source checkout or an editable install
 reads them from the repository. This module is the one place that knows both.
+
+A helper (templates/helpers/NAME.py, or a plugin's `register_helper` source) starts with the
+import statements it needs (`import torch.nn.functional as F`); the generated module gets those
+imports once, at its top, and the rest of the helper's source where helpers go.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ def templates_dir() -> Path:
     raise FileNotFoundError(f"protocaffe templates not found in {_PACKAGED} or {_REPOSITORY}")
 
 
-_PLUGIN_HELPERS: dict[str, str] = {}
+_PLUGIN_HELPERS: dict[str, tuple[tuple[str, ...], str]] = {}  # name -> (imports, code)
 
 
 def register_helper(name: str, source: str) -> None:
@@ -33,27 +37,50 @@ def register_helper(name: str, source: str) -> None:
     """
     if name in _PLUGIN_HELPERS or (templates_dir() / "helpers" / f"{name}.py").is_file():
         raise ValueError(f"helper {name!r} is already defined")
-    _PLUGIN_HELPERS[name] = source.strip("\n") + "\n"
+    _PLUGIN_HELPERS[name] = _split_imports(source)
 
 
 def helper_source(name: str) -> str:
-    """The source of helper `name` (a plugin's, or templates/helpers/NAME.py), without trailing
-    blank lines."""
+    """The code of helper `name` (a plugin's, or templates/helpers/NAME.py) after its imports,
+    without leading or trailing blank lines."""
+    return _helper(name)[1]
+
+
+def helper_imports(name: str) -> tuple[str, ...]:
+    """The import statements helper `name` starts with, normalised (ast.unparse)."""
+    return _helper(name)[0]
+
+
+def _helper(name: str) -> tuple[tuple[str, ...], str]:
     if name in _PLUGIN_HELPERS:
         return _PLUGIN_HELPERS[name]
     return _template_helper(name)
 
 
 @cache
-def _template_helper(name: str) -> str:
-    return (templates_dir() / "helpers" / f"{name}.py").read_text(encoding="utf-8").rstrip() + "\n"
+def _template_helper(name: str) -> tuple[tuple[str, ...], str]:
+    return _split_imports((templates_dir() / "helpers" / f"{name}.py").read_text(encoding="utf-8"))
+
+
+def _split_imports(source: str) -> tuple[tuple[str, ...], str]:
+    """(the leading import statements, the code after them) of a helper's source."""
+    imports: list[str] = []
+    lines = source.splitlines(keepends=True)
+    start = 0
+    for statement in ast.parse(source).body:
+        if not isinstance(statement, ast.Import | ast.ImportFrom):
+            break
+        imports.append(ast.unparse(statement))
+        start = statement.end_lineno or start
+    code = "".join(lines[start:]).strip("\n").rstrip() + "\n"
+    return tuple(imports), code
 
 
 def helper_names() -> frozenset[str]:
     """The names every helper snippet binds at module level (the templates' and the plugins').
 
     Generated code may call any of them, so no layer or blob may take one of these names."""
-    plugin_names = (_bound_names(source) for source in _PLUGIN_HELPERS.values())
+    plugin_names = (_bound_names(code) for _, code in _PLUGIN_HELPERS.values())
     return _template_helper_names().union(*plugin_names)
 
 
