@@ -1,16 +1,19 @@
-"""The Python API: `convert` returns the generated source and weights; `load` returns a module.
+"""The Python API: `compile` returns the graph IR, `convert` the generated source and weights,
+`load` a ready module.
 
 The pipeline, in order: read the prototxt (frontend) -> lower to the graph IR -> run the passes
--> emit and render model.py (backend) -> map caffemodel blobs to the state_dict.
+(`compile` ends here; views and verify start from its graph) -> emit and render model.py
+(backend) -> map caffemodel blobs to the state_dict.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import linecache
 import os
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +22,9 @@ from protocaffe.backend.emit import Emitted, emit_module
 from protocaffe.backend.render import render_module
 from protocaffe.errors import Diagnostic, Reporter
 from protocaffe.frontend.lower import build_graph
-from protocaffe.frontend.prototxt import read_prototxt
+from protocaffe.frontend.prototxt import NetDef, read_prototxt
 from protocaffe.ir.graph import Graph
-from protocaffe.passes import DEFAULT_PIPELINE, Pass, run_pipeline
+from protocaffe.passes import DEFAULT_PIPELINE, LOWERING, Pass, run_pipeline
 
 if TYPE_CHECKING:  # numpy and torch only when weights are asked for: model.py alone needs neither
     import numpy as np
@@ -55,6 +58,28 @@ class Conversion:
         return {k: torch.from_numpy(np.array(v)) for k, v in self.arrays.items()}
 
 
+def compile(  # shadows the builtin in this module, which calls it as builtins.compile
+    prototxt: str | os.PathLike[str] | NetDef,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    passes: Sequence[Pass] = DEFAULT_PIPELINE,
+    reporter: Reporter | None = None,
+    dump: Callable[[str, Graph], None] | None = None,
+) -> Graph:
+    """The graph IR of `prototxt` (a path, or a NetDef already read) after `passes`.
+
+    `input_shapes` overrides declared input shapes; `dump(step, graph)` sees the IR after the
+    lowering and after each pass. Raises `protocaffe.errors.ProtocaffeError` for bad input.
+    """
+    reporter = reporter if reporter is not None else Reporter()
+    net = prototxt if isinstance(prototxt, NetDef) else read_prototxt(prototxt, reporter)
+    shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
+    graph = build_graph(net, reporter, shapes)
+    if dump is not None:
+        dump(LOWERING, graph)
+    return run_pipeline(graph, passes, dump)
+
+
 def convert(
     prototxt: str | os.PathLike[str],
     caffemodel: str | os.PathLike[str] | None = None,
@@ -72,7 +97,24 @@ def convert(
     the path is absolute). Raises `protocaffe.errors.ProtocaffeError` for bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
-    graph, emitted = _compile(prototxt, input_shapes, passes, reporter, command, source_name)
+    graph = compile(prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter)
+    return convert_graph(
+        graph, caffemodel, reporter=reporter, command=command, source_name=source_name
+    )
+
+
+def convert_graph(
+    graph: Graph,
+    caffemodel: str | os.PathLike[str] | None = None,
+    *,
+    reporter: Reporter | None = None,
+    command: str | None = None,
+    source_name: str | None = None,
+) -> Conversion:
+    """`convert` from a graph that `compile` made: emit and render model.py, and map the
+    weights of `caffemodel`, if given."""
+    reporter = reporter if reporter is not None else Reporter()
+    emitted = emit_module(graph, regenerate=command, source_name=source_name)
     source = render_module(emitted.parts)
     arrays = _weights(graph, emitted, caffemodel, reporter) if caffemodel is not None else None
     return _conversion(source, graph, emitted, arrays, reporter)
@@ -154,9 +196,7 @@ def _compile(
     command: str | None = None,
     source_name: str | None = None,
 ) -> tuple[Graph, Emitted]:
-    net = read_prototxt(prototxt, reporter)
-    shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
-    graph = run_pipeline(build_graph(net, reporter, shapes), passes)
+    graph = compile(prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter)
     return graph, emit_module(graph, regenerate=command, source_name=source_name)
 
 
@@ -203,7 +243,7 @@ def module_from_source(source: str, class_name: str, module_name: str = "protoca
     filename = f"<protocaffe:{module_name}:{hashlib.sha256(source.encode()).hexdigest()[:16]}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     module.__file__ = filename
-    exec(compile(source, filename, "exec"), module.__dict__)
+    exec(builtins.compile(source, filename, "exec"), module.__dict__)
     return getattr(module, class_name)()
 
 

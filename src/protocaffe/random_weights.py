@@ -15,7 +15,8 @@ from protocaffe.errors import Reporter
 from protocaffe.frontend.caffemodel_writer import write_caffemodel
 from protocaffe.frontend.lower import build_graph
 from protocaffe.frontend.prototxt import read_prototxt
-from protocaffe.layers import lookup
+from protocaffe.ir.graph import Graph
+from protocaffe.layers import layer_of
 from protocaffe.layers.base import BlobSpec, Init
 
 
@@ -43,16 +44,19 @@ def random_weights(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     reporter: Reporter | None = None,
 ) -> None:
+    """Write seeded random weights for every layer of `prototxt` that has weights."""
     reporter = reporter if reporter is not None else Reporter()
     net = read_prototxt(prototxt, reporter)
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
-    graph = build_graph(net, reporter, shapes)
+    write_random_weights(build_graph(net, reporter, shapes), output, seed)
+
+
+def write_random_weights(graph: Graph, output: str | os.PathLike[str], seed: int = 0) -> None:
+    """`random_weights` for a lowered graph (one no pass has changed: each node a Caffe layer)."""
     rng = np.random.default_rng(seed)
     layers = []
     for node in graph.nodes:
-        kind = lookup(node.op)
-        assert kind is not None
-        specs = kind.blobs(node.attrs, [v.shape for v in node.inputs])
+        specs = layer_of(node).blobs(node.attrs, [v.shape for v in node.inputs])
         if specs:
             layers.append((node.name, node.op, [random_blob(s, rng) for s in specs]))
     write_caffemodel(output, graph.name, layers)

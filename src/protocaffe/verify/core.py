@@ -1,10 +1,11 @@
 """`verify()`: run a Caffe net on a reference and its PyTorch module on the same input, and
 compare every Caffe blob in topological order.
 
-The module is generated on the fly, or read from a given model.py (possibly hand-edited). Its
-forward() is instrumented in memory (see record.py) and each recorded local is tied to an SSA
-value of a fresh conversion's graph: by the Caffe layer named in the line's trace comment, else
-by the variable name the backend gives that value.
+The net is compiled once (`api.compile`); its graph gives the declared inputs, the random
+weights and the module. The module is generated from it, or read from a given model.py (possibly
+hand-edited). Its forward() is instrumented in memory (see record.py) and each recorded local is
+tied to an SSA value of the graph: by the Caffe layer named in the line's trace comment, else by
+the variable name the backend gives that value.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from protocaffe import api
 from protocaffe.errors import Reporter
+from protocaffe.frontend.prototxt import read_prototxt
 from protocaffe.ir.graph import Graph, Node, Value
 from protocaffe.layers import layer_of
+from protocaffe.passes import DEFAULT_PIPELINE, run_pipeline
 from protocaffe.verify.compare import (
     Status,
     Tolerance,
@@ -81,21 +85,23 @@ def verify(
     if opts.reference not in REFERENCES:
         raise VerifyError(f"unknown reference {opts.reference!r} (choose from {REFERENCES})")
     reporter = reporter if reporter is not None else Reporter()
+    net = read_prototxt(prototxt, reporter)
+    lowered = api.compile(net, input_shapes=opts.input_shapes, passes=(), reporter=reporter)
+    inputs = _inputs(lowered, opts)
+    shapes = {name: tuple(a.shape) for name, a in inputs.items()}
+    if shapes != {v.blob: v.shape for v in lowered.inputs}:
+        # An input of another size reshapes the net, as Caffe's Reshape does at run time; the
+        # file was read and reported on already.
+        lowered = api.compile(net, input_shapes=shapes, passes=(), reporter=Reporter())
+    graph = run_pipeline(lowered, DEFAULT_PIPELINE)
     with tempfile.TemporaryDirectory(prefix="protocaffe-verify-") as work:
-        inputs = _inputs(prototxt, opts)
-        shapes = {name: tuple(a.shape) for name, a in inputs.items()}
         weights = caffemodel
         if weights is None:
-            from protocaffe.random_weights import random_weights
+            from protocaffe.random_weights import write_random_weights
 
             weights = Path(work) / "random.caffemodel"
-            random_weights(
-                prototxt, weights, seed=opts.seed, input_shapes=shapes, reporter=reporter
-            )
-        from protocaffe.api import convert
-
-        conversion = convert(prototxt, weights, input_shapes=shapes, reporter=reporter)
-        graph = conversion.graph
+            write_random_weights(lowered, weights, seed=opts.seed)
+        conversion = api.convert_graph(graph, weights, reporter=reporter)
         ours = _run_module(conversion, opts, inputs, graph)
         queries = [LayerQuery(n.name, n.op, tuple(v.blob for v in n.outputs)) for n in graph.nodes]
         refs = _run_reference(opts.reference, prototxt, weights, inputs, queries)
@@ -110,13 +116,7 @@ def verify(
     return report
 
 
-def _inputs(prototxt: str | os.PathLike[str], opts: VerifyOptions) -> dict[str, np.ndarray]:
-    from protocaffe.frontend.lower import build_graph
-    from protocaffe.frontend.prototxt import read_prototxt
-
-    net = read_prototxt(prototxt, Reporter())
-    overrides = {name: tuple(int(d) for d in shape) for name, shape in opts.input_shapes.items()}
-    graph = build_graph(net, Reporter(), overrides)
+def _inputs(graph: Graph, opts: VerifyOptions) -> dict[str, np.ndarray]:
     declared = {v.blob: v.shape for v in graph.inputs}  # an unknown override raised already
     given: dict[str, np.ndarray] = {}
     for name, value in opts.inputs.items():

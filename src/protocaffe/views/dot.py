@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from protocaffe.atomic import write_bytes
+from protocaffe.backend.emit import local_names
 from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
 from protocaffe.ir.graph import Graph, Node, Shape, Value
 from protocaffe.layers import layer_of
@@ -126,7 +127,7 @@ def write_picture(
     reporter: Reporter | None = None,
 ) -> None:
     """Write the picture of `prototxt` to `output`; its suffix picks DOT text or a format."""
-    from protocaffe.api import convert
+    from protocaffe import api
     from protocaffe.passes import DEFAULT_PIPELINE, OPTIMIZE_PIPELINE
 
     fmt = output.suffix.lower().lstrip(".")
@@ -135,12 +136,12 @@ def write_picture(
             SourceLoc(output.as_posix()),
             f"unknown picture format {output.suffix!r}: use .svg, .png, .pdf or .dot",
         )
-    conversion = convert(
+    graph = api.compile(
         prototxt,
         input_shapes=input_shapes,
         passes=OPTIMIZE_PIPELINE if optimize else DEFAULT_PIPELINE,
         reporter=reporter,
     )
-    text = graph_dot(conversion.graph, conversion.emitted.locals)
+    text = graph_dot(graph, local_names(graph))
     content = text.encode("utf-8") if fmt in ("dot", "gv") else render_dot(text, fmt, output)
     write_bytes(output, content)

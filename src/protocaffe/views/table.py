@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from protocaffe import api
+from protocaffe.backend.emit import local_names
 from protocaffe.errors import Reporter
 from protocaffe.ir.graph import Shape
 from protocaffe.passes import DEFAULT_PIPELINE, Pass
@@ -49,10 +51,8 @@ def layer_table(
     reporter: Reporter | None = None,
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
 ) -> Table:
-    from protocaffe.api import convert
-
-    conversion = convert(prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter)
-    graph, local = conversion.graph, conversion.emitted.locals
+    graph = api.compile(prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter)
+    local = local_names(graph)
     rows = [
         Row(
             name=node.name,
