@@ -2,7 +2,7 @@
 
 One test per corpus case, so that a failure names its model. Nets with more than
 `FAST_PARAMETERS` weights are marked slow and run only with PROTOCAFFE_FULL_CORPUS=1 (the
-standalone runner, `python -m protocaffe.verify.conformance`, always runs everything).
+standalone runner, `python tests/conformance.py`, always runs everything).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("cv2")
 
-from protocaffe.verify.conformance import (
+from conformance import (
     FAST_PARAMETERS,
     CaffeOutputCase,
     CorpusCase,

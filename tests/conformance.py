@@ -1,7 +1,8 @@
 """Conformance over a corpus of real prototxts: verify every supported model, blob by blob.
 
-Usable on its own (`python -m protocaffe.verify.conformance --out conformance.md`) and from
-pytest (tests/test_conformance_corpus.py parametrises over `corpus_cases()`).
+Usable on its own (`python tests/conformance.py --out conformance.md`) and from pytest
+(tests/test_conformance_corpus.py parametrises over `corpus_cases()`). It is a harness for the
+shared corpus (../shared, found by shared_dir.py), not part of the installed package.
 
 - Every model folder of the corpus whose layer types are all registered is verified against
   OpenCV with seeded random weights (whatever layer families are registered when it runs, fork
@@ -14,7 +15,6 @@ pytest (tests/test_conformance_corpus.py parametrises over `corpus_cases()`).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -22,10 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from shared_dir import shared_dir
 
+from protocaffe import api
 from protocaffe.errors import ProtocaffeError, Reporter
+from protocaffe.frontend.lower import TRAINING_ONLY
+from protocaffe.frontend.prototxt import read_prototxt
 from protocaffe.ir.graph import Shape
+from protocaffe.layers import lookup
 from protocaffe.verify.compare import Tolerance, errors, within
+from protocaffe.views.cost import parameter_count as node_parameters
 
 # Inputs verified at another size than declared, with why. Caffe reshapes a net to its input
 # at run time, and no layer of these nets depends on the spatial size. OpenPose's deploy files
@@ -82,16 +88,6 @@ class CaseResult:
     seconds: float = 0.0
 
 
-def shared_dir() -> Path:
-    """$PROTOCAFFE_SHARED, else the `shared` folder next to the repository (or next to the
-    folder that holds it, for a git worktree such as /work/wt/<branch>)."""
-    if os.environ.get("PROTOCAFFE_SHARED"):
-        return Path(os.environ["PROTOCAFFE_SHARED"])
-    repo = Path(__file__).resolve().parents[3]
-    candidates = [repo.parent / "shared", repo.parent.parent / "shared"]
-    return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
 def corpus_cases(corpus: Path | None = None) -> list[CorpusCase]:
     corpus = corpus if corpus is not None else shared_dir() / "corpus"
     cases: list[CorpusCase] = []
@@ -111,11 +107,8 @@ def corpus_cases(corpus: Path | None = None) -> list[CorpusCase]:
 
 
 def _declared_inputs(prototxt: Path, shapes: Mapping[str, Shape]) -> dict[str, Shape] | None:
-    from protocaffe.frontend.lower import build_graph
-    from protocaffe.frontend.prototxt import read_prototxt
-
     try:
-        graph = build_graph(read_prototxt(prototxt, Reporter()), Reporter(), dict(shapes))
+        graph = api.compile(prototxt, input_shapes=shapes, passes=())
     except ProtocaffeError:
         return None  # unsupported or broken: run_case reports why
     return {v.blob: v.shape for v in graph.inputs}
@@ -135,32 +128,15 @@ def _batch_limited(prototxt: Path, shapes: dict[str, Shape]) -> tuple[dict[str, 
 
 def parameter_count(case: CorpusCase) -> int:
     """How many weights the net has at the case's input size (0 when it does not build)."""
-    import math
-
-    from protocaffe.frontend.lower import build_graph
-    from protocaffe.frontend.prototxt import read_prototxt
-    from protocaffe.layers import lookup
-
     try:
-        net = read_prototxt(case.prototxt, Reporter())
-        graph = build_graph(net, Reporter(), dict(case.input_shapes))
+        graph = api.compile(case.prototxt, input_shapes=case.input_shapes, passes=())
     except ProtocaffeError:
         return 0
-    total = 0
-    for node in graph.nodes:
-        kind = lookup(node.op)
-        if kind is not None:
-            specs = kind.blobs(node.attrs, [v.shape for v in node.inputs])
-            total += sum(math.prod(spec.shape) for spec in specs)
-    return total
+    return sum(node_parameters(node) for node in graph.nodes)
 
 
 def unsupported_types(prototxt: Path) -> list[str]:
-    """Layer types of the net that no registered layer family handles."""
-    from protocaffe.frontend.lower import TRAINING_ONLY
-    from protocaffe.frontend.prototxt import read_prototxt
-    from protocaffe.layers import lookup
-
+    """Layer types of the net that no registered layer definition handles."""
     net = read_prototxt(prototxt, Reporter())
     return sorted(
         {layer.type for layer in net.layers}
@@ -171,7 +147,6 @@ def unsupported_types(prototxt: Path) -> list[str]:
 def run_case(
     case: CorpusCase, tolerance: Tolerance | None = None, reference: str = "opencv"
 ) -> CaseResult:
-    from protocaffe.frontend.prototxt import read_prototxt
     from protocaffe.verify.core import VerifyError, verify
     from protocaffe.verify.inputs import InputError
 
@@ -365,7 +340,9 @@ def _first_line(exc: ProtocaffeError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=None, help="default: ../shared/corpus")
+    parser.add_argument(
+        "--corpus", type=Path, default=None, help="default: ../shared/corpus ($PROTOCAFFE_SHARED)"
+    )
     parser.add_argument("--out", type=Path, help="write the markdown table here")
     parser.add_argument("--only", action="append", default=[], help="model folder (repeatable)")
     parser.add_argument("--rtol", type=float, default=Tolerance().rtol)
