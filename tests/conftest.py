@@ -43,7 +43,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update-golden",
         action="store_true",
-        help="rewrite golden/*/model.py from the current generator (refused when CI is set)",
+        help="rewrite the golden files from the current generator (refused when CI is set)",
     )
 
 

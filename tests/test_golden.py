@@ -1,8 +1,10 @@
-"""Golden files: the reviewed model.py of representative nets, compared byte for byte.
+"""Golden files: the reviewed output for representative nets, compared byte for byte.
 
-A mismatch prints a unified diff and the command that accepts the new output. Each golden
-module must also import, load converted random weights with strict=True, and be a fixed
-point of black under protocaffe's pinned Mode.
+For each net: model.py plain and --optimize (model-optimized.py), the graph IR after each
+pipeline (ir.txt, ir-optimized.txt: what a pass did shows in their diff), and, for nets with
+weights, the weight manifest (model.manifest.txt). A mismatch prints a unified diff and the
+command that accepts the new output. Each golden module must also import, load converted
+weights with strict=True, and be a fixed point of black under protocaffe's pinned Mode.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ import torch
 from caffe_check import assert_close
 from shared_dir import SHARED
 
+from protocaffe import api
 from protocaffe.api import convert, module_from_source
+from protocaffe.backend.outputs import weight_manifest
 from protocaffe.backend.render import format_source
+from protocaffe.ir.printer import format_graph
+from protocaffe.passes import DEFAULT_PIPELINE, OPTIMIZE_PIPELINE
 from protocaffe.random_weights import random_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,10 +41,15 @@ class Net:
     what: str  # why this net is here
     corpus: bool = False
     opencv: bool = False  # also compare the golden module's output with OpenCV's
+    weights: str | None = None  # a caffemodel next to the prototxt: its manifest is golden too
 
     @property
     def path(self) -> Path:
         return (SHARED / "corpus" if self.corpus else REPO) / self.prototxt
+
+    @property
+    def weights_path(self) -> Path | None:
+        return self.path.parent / self.weights if self.weights is not None else None
 
 
 NETS = {
@@ -46,6 +57,7 @@ NETS = {
         "examples/tinynet/deploy.prototxt",
         "the bundled example: BatchNorm + Scale in place, ceil pooling, concat order, coeffs",
         opencv=True,
+        weights="tinynet.caffemodel",
     ),
     "inception_block": Net(
         "tests/fixtures/inception_block.prototxt",
@@ -76,37 +88,66 @@ NETS = {
         "a corpus net whose real weights are a legacy V1 binary",
         opencv=True,
         corpus=True,
+        weights="cifar10_quick_iter_5000.caffemodel",
     ),
 }
 
 
-def generate(net: Net) -> str:
+def generate(net: Net, optimize: bool = False) -> str:
     """model.py for `net`: repository nets are named by their path in the repository."""
+    passes = OPTIMIZE_PIPELINE if optimize else DEFAULT_PIPELINE
     if net.corpus:
-        return convert(net.path).source
+        return convert(net.path, passes=passes).source
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
-        return convert(net.prototxt).source
+        return convert(net.prototxt, passes=passes).source
     finally:
         os.chdir(cwd)
 
 
-def params(names):
-    """One pytest param per net; corpus nets skip when ../shared is absent."""
+def ir_text(net: Net, optimize: bool) -> str:
+    return format_graph(
+        api.compile(net.path, passes=OPTIMIZE_PIPELINE if optimize else DEFAULT_PIPELINE)
+    )
+
+
+def manifest(net: Net) -> str:
+    assert net.weights_path is not None
+    arrays = convert(net.path, net.weights_path).arrays
+    assert arrays is not None
+    return weight_manifest(arrays)
+
+
+# The golden files of each net, and how each is made.
+ARTEFACTS = {
+    "model.py": generate,
+    "model-optimized.py": lambda net: generate(net, optimize=True),
+    "ir.txt": lambda net: ir_text(net, optimize=False),
+    "ir-optimized.txt": lambda net: ir_text(net, optimize=True),
+    "model.manifest.txt": manifest,
+}
+
+
+def params(names, artefacts=("model.py",)):
+    """One pytest param per net (and artefact); corpus nets skip when ../shared is absent."""
     found = []
     for name in names:
         net = NETS[name]
         absent = net.corpus and not net.path.exists()
         marks = [pytest.mark.skip(reason=f"{net.path} is absent")] if absent else []
-        found.append(pytest.param(name, id=name, marks=marks))
+        for artefact in artefacts:
+            if artefact == "model.manifest.txt" and net.weights is None:
+                continue
+            values = (name,) if len(artefacts) == 1 else (name, artefact)
+            found.append(pytest.param(*values, id="/".join(values), marks=marks))
     return found
 
 
-@pytest.mark.parametrize("name", params(NETS))
-def test_matches_golden(name, request):
-    actual = generate(NETS[name])
-    golden = GOLDEN / name / "model.py"
+@pytest.mark.parametrize(("name", "artefact"), params(NETS, tuple(ARTEFACTS)))
+def test_matches_golden(name, artefact, request):
+    actual = ARTEFACTS[artefact](NETS[name])
+    golden = GOLDEN / name / artefact
     if request.config.getoption("--update-golden"):
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(actual, encoding="utf-8")
@@ -118,25 +159,28 @@ def test_matches_golden(name, request):
             difflib.unified_diff(
                 expected.splitlines(keepends=True),
                 actual.splitlines(keepends=True),
-                f"golden/{name}/model.py",
+                f"golden/{name}/{artefact}",
                 "generated",
             )
         )
-        pytest.fail(f"generated code differs from the golden file:\n{diff}\nAccept it: {UPDATE}")
+        pytest.fail(f"the output differs from the golden file:\n{diff}\nAccept it: {UPDATE}")
 
 
-@pytest.mark.parametrize("name", params(NETS))
-def test_golden_module_loads_and_runs(name, tmp_path):
+@pytest.mark.parametrize(("name", "artefact"), params(NETS, ("model.py", "model-optimized.py")))
+def test_golden_module_loads_and_runs(name, artefact, tmp_path):
     """The golden file itself (what reviewers read) imports, takes the converted weights with
     strict=True, and runs on the declared input shapes."""
     net = NETS[name]
-    source = (GOLDEN / name / "model.py").read_text(encoding="utf-8")
+    source = (GOLDEN / name / artefact).read_text(encoding="utf-8")
     assert format_source(source) == source, "not a fixed point of black"
     real = sorted(net.path.parent.glob("*.caffemodel")) if net.corpus else []
     weights = real[0] if real else tmp_path / "random.caffemodel"
     if not real:
         random_weights(net.path, weights, seed=0)
-    conversion = convert(net.path, weights)
+    optimize = artefact == "model-optimized.py"
+    conversion = convert(
+        net.path, weights, passes=OPTIMIZE_PIPELINE if optimize else DEFAULT_PIPELINE
+    )
     module = module_from_source(source, conversion.class_name, f"golden_{name}")
     state = conversion.state_dict
     assert state is not None

@@ -13,10 +13,13 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from protocaffe.errors import ProtocaffeError, Reporter, Severity
 from protocaffe.version import __version__
+
+if TYPE_CHECKING:
+    from protocaffe.ir.graph import Graph
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 
@@ -98,7 +101,19 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     inspect = _command(sub, "inspect", "one row per layer: shapes, parameters, mult-adds")
-    inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    shown = inspect.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    shown.add_argument(
+        "--ir", action="store_true", help="print the graph IR after the passes, one node a line"
+    )
+    shown.add_argument(
+        "--dump-ir",
+        action="store_true",
+        help="print the graph IR after the lowering and after each pass (to debug a pass)",
+    )
+    inspect.add_argument(
+        "--optimize", action="store_true", help="the module --optimize makes (fewer layers)"
+    )
 
     graph = _command(sub, "graph", "draw the net with Graphviz (.svg, .png, .pdf or .dot)")
     graph.add_argument("-o", "--output", required=True, help="net.svg, net.png, net.pdf or net.dot")
@@ -261,10 +276,30 @@ def _check(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def _inspect(args: argparse.Namespace, reporter: Reporter) -> int:
-    from protocaffe.views.table import layer_table, table_json, table_text
+    from protocaffe.passes import DEFAULT_PIPELINE, OPTIMIZE_PIPELINE
 
     _load_plugins(args)
-    table = layer_table(args.prototxt, dict(args.input_shape), reporter)
+    passes = OPTIMIZE_PIPELINE if args.optimize else DEFAULT_PIPELINE
+    if args.ir or args.dump_ir:
+        from protocaffe import api
+        from protocaffe.ir.printer import format_graph
+
+        def dump(step: str, graph: Graph) -> None:
+            sys.stdout.write(f"# IR after {step}\n{format_graph(graph)}\n")
+
+        graph = api.compile(
+            args.prototxt,
+            input_shapes=dict(args.input_shape),
+            passes=passes,
+            reporter=reporter,
+            dump=dump if args.dump_ir else None,
+        )
+        if args.ir:
+            sys.stdout.write(format_graph(graph))
+        return EXIT_OK
+    from protocaffe.views.table import layer_table, table_json, table_text
+
+    table = layer_table(args.prototxt, dict(args.input_shape), reporter, passes)
     sys.stdout.write(table_json(table) if args.json else table_text(table))
     return EXIT_OK
 

@@ -69,6 +69,12 @@ class Graph:
     # tools can still map every Caffe blob to the value that now holds it.
     aliases: tuple[tuple[Value, Value], ...] = field(default=())
 
+    def __str__(self) -> str:
+        """One line per node (see printer.py), as `protocaffe inspect --ir` prints it."""
+        from protocaffe.ir.printer import format_graph
+
+        return format_graph(self)
+
     def users(self, value: Value) -> Iterator[Node]:
         """The nodes that read `value`, in graph order (each once)."""
         return iter(self._users.get(value, ()))
