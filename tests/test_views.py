@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from review_support import FIXTURES, corpus_prototxt
 
+from protocaffe import api
+from protocaffe.backend.emit import local_names
 from protocaffe.cli import EXIT_ERROR, EXIT_OK, main
 from protocaffe.views.dot import graph_dot
 from protocaffe.views.table import layer_table
@@ -65,6 +67,28 @@ def test_inspect_totals_match_published_counts(
     assert table.params == params
     if mult_adds is not None:
         assert table.mult_adds == mult_adds
+
+
+DEPTHWISE = """input: "x"
+input_shape { dim: 1 dim: 6 dim: 9 dim: 9 }
+layer { name: "dw" type: "ConvolutionDepthwise" bottom: "x" top: "dw"
+  convolution_param { num_output: 6 kernel_size: 3 stride: 2 pad: 1 } }
+"""
+
+
+def test_inspect_counts_a_depthwise_convolution_per_channel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Output channel c reads input channel c alone: 6 x 5 x 5 outputs, 3 x 3 products each
+    (not 6 x 3 x 3, as if every output read every input channel)."""
+    net = tmp_path / "dw.prototxt"
+    net.write_text(DEPTHWISE)
+    (row,) = _inspect_json(net, capsys)["layers"]  # type: ignore[misc]
+    assert row["output_shapes"] == [[1, 6, 5, 5]]
+    assert row["params"] == 6 * 1 * 3 * 3 + 6
+    assert row["mult_adds"] == 6 * 5 * 5 * 3 * 3
+    graph = api.compile(net)
+    assert '"#cfe2f3"' in graph_dot(graph, local_names(graph))  # drawn as a convolution
 
 
 def test_inspect_text_has_a_row_per_layer_and_totals(capsys: pytest.CaptureFixture[str]) -> None:

@@ -183,6 +183,7 @@ class ConvolutionDepthwise(Layer[ConvAttrs]):
     """
 
     types = ("ConvolutionDepthwise",)
+    role = Role.CONVOLUTION
     _conv = Convolution()
 
     def parse(self, layer: LayerSource) -> ConvAttrs:
@@ -217,7 +218,7 @@ class ConvolutionDepthwise(Layer[ConvAttrs]):
     def multiply_adds(
         self, attrs: ConvAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
     ) -> int:
-        return self._conv.multiply_adds(attrs, in_shapes, out_shapes)
+        return self._conv.multiply_adds(_depthwise(attrs, in_shapes), in_shapes, out_shapes)
 
 
 def _depthwise(attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> ConvAttrs:
