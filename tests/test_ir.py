@@ -59,3 +59,11 @@ def test_dump_ir_shows_each_step(capsys: pytest.CaptureFixture[str]) -> None:
     assert steps == [
         f"# IR after {name}" for name in [LOWERING] + [p.__name__ for p in OPTIMIZE_PIPELINE]
     ]
+
+
+def test_the_readme_shows_tinynets_ir_as_printed() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start = readme.index("for `examples/tinynet`:\n\n") + len("for `examples/tinynet`:\n\n")
+    block = readme[start : readme.index("\n\n", start) + 1]
+    shown = "".join(line.removeprefix("    ") + "\n" for line in block.splitlines())
+    assert shown == format_graph(api.compile(TINYNET)), "update README's 'How it works'"
