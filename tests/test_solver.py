@@ -9,6 +9,7 @@ and exit 2 without writing anything, and strings from the file cannot escape int
 from __future__ import annotations
 
 import ast
+import difflib
 import shutil
 import subprocess
 import sys
@@ -299,3 +300,44 @@ def test_every_ignored_field_is_named(tmp_path: Path, capsys: pytest.CaptureFixt
         "solver.prototxt:2:1: note: not carried over (settings of Caffe's own loop, not of the "
         "update): display, device_id, random_seed"
     )
+
+
+REPO = Path(__file__).resolve().parents[1]
+# Reviewed optim.py files: the bundled example solvers, compared byte for byte.
+GOLDEN_SOLVERS = {
+    "solver-lenet-sgd-inv": "examples/solvers/lenet_sgd_inv.prototxt",
+    "solver-adam-multistep": "examples/solvers/adam_multistep.prototxt",
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_SOLVERS))
+def test_matches_golden(name: str, request: pytest.FixtureRequest) -> None:
+    source = GOLDEN_SOLVERS[name]
+    golden = REPO / "golden" / name / "optim.py"
+    command = f"protocaffe solver {source} -o {golden.relative_to(REPO).as_posix()}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO)
+        actual = solver_source(source, Reporter(), command, source)
+    if request.config.getoption("--update-golden"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(actual, encoding="utf-8")
+        return
+    expected = golden.read_text(encoding="utf-8")
+    # The reviewed file itself works: one Caffe iteration on a small module.
+    optim = load(expected)
+    model = torch.nn.Linear(3, 2)
+    optimizer, scheduler = optim.make_optimizer(model)
+    model(torch.ones(1, 3)).sum().backward()
+    before = model.weight.detach().clone()
+    optimizer.step()
+    scheduler.step()
+    assert not torch.equal(model.weight, before)
+    diff = "".join(
+        difflib.unified_diff(
+            expected.splitlines(keepends=True),
+            actual.splitlines(keepends=True),
+            f"golden/{name}/optim.py",
+            "generated",
+        )
+    )
+    assert not diff, f"{diff}\nAccept it: pytest tests/test_solver.py --update-golden"

@@ -40,12 +40,14 @@ _RULE_FIELDS = {
     "Adam": ("momentum", "momentum2", "delta"),
 }
 
-# What each constant is, where its name does not say it all.
-_COMMENTS = {
+# What each constant is, where its name does not say it all; (type, field) before field.
+_COMMENTS: dict[str | tuple[str, str], str] = {
     "max_iter": "Caffe's number of iterations: the length of your loop",
     "iter_size": "backward passes summed per optimizer.step(); the step divides by it",
     "clip_gradients": "negative: no clipping",
-    "momentum2": "Adam's beta2",
+    ("Adam", "momentum"): "Adam's beta1",
+    ("Adam", "momentum2"): "Adam's beta2",
+    ("AdaDelta", "momentum"): "AdaDelta's rho, the decay of both running averages",
 }
 
 
@@ -203,7 +205,12 @@ def optim_parts(
         fields.append("max_iter")
     fields += [f for f in _RULE_FIELDS[solver.type] if f not in fields]
     fields += _COMMON_FIELDS
-    constants = [Constant(f.upper(), _literal(solver, f), _COMMENTS.get(f, "")) for f in fields]
+    constants = [
+        Constant(
+            f.upper(), _literal(solver, f), _COMMENTS.get((solver.type, f), _COMMENTS.get(f, ""))
+        )
+        for f in fields
+    ]
 
     rule = RULE_CLASSES[solver.type]
     keywords = ["lr", *_RULE_FIELDS[solver.type], *_COMMON_FIELDS]
