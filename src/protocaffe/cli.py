@@ -123,6 +123,18 @@ def _parser() -> argparse.ArgumentParser:
     rand.add_argument("-o", "--output", required=True, help="the .caffemodel to write")
     rand.add_argument("--seed", type=int, default=0)
     _add_verify(sub)
+
+    solver = sub.add_parser(
+        "solver", help="write optim.py: a Caffe solver.prototxt as a PyTorch optimizer"
+    )
+    solver.add_argument("solver", metavar="solver.prototxt")
+    solver.add_argument("-o", "--output", required=True, help="the file to write, e.g. optim.py")
+    solver.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    solver.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 with a diff if the file on disk differs from the output",
+    )
     return parser
 
 
@@ -333,6 +345,28 @@ def _verify(args: argparse.Namespace, reporter: Reporter) -> int:
     return run_verify(args, reporter)
 
 
+def _solver(args: argparse.Namespace, reporter: Reporter) -> int:
+    from protocaffe.atomic import write_text
+    from protocaffe.backend.optim import solver_source
+    from protocaffe.backend.outputs import diff_files
+
+    command = ["protocaffe", "solver", _shown_path(args.solver), "-o", _shown_path(args.output)]
+    text = solver_source(args.solver, reporter, shlex.join(command), _shown_path(args.solver))
+    output = Path(args.output)
+    if not args.check:
+        write_text(output, text)
+        return EXIT_OK
+    diff = diff_files(output.parent, {output.name: text.encode("utf-8")})
+    if diff:
+        sys.stdout.write(diff)
+        print(
+            f"{output.as_posix()}: out of date; regenerate with the command in its header",
+            file=sys.stderr,
+        )
+        return EXIT_MISMATCH
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     reporter = Reporter()
@@ -342,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verify": _verify,
         "inspect": _inspect,
         "graph": _graph,
+        "solver": _solver,
     }
     try:
         status = commands[args.command](args, reporter)
