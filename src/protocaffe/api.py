@@ -25,6 +25,7 @@ from protocaffe.frontend.lower import build_graph
 from protocaffe.frontend.prototxt import NetDef, read_prototxt
 from protocaffe.ir.graph import Graph
 from protocaffe.passes import DEFAULT_PIPELINE, LOWERING, Pass, run_pipeline
+from protocaffe.passes.outputs import select_outputs
 
 if TYPE_CHECKING:  # numpy and torch only when weights are asked for: model.py alone needs neither
     import numpy as np
@@ -62,21 +63,28 @@ def compile(  # shadows the builtin in this module, which calls it as builtins.c
     prototxt: str | os.PathLike[str] | NetDef,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    outputs: Sequence[str] | None = None,
+    phase: str = "TEST",
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
     reporter: Reporter | None = None,
     dump: Callable[[str, Graph], None] | None = None,
 ) -> Graph:
     """The graph IR of `prototxt` (a path, or a NetDef already read) after `passes`.
 
-    `input_shapes` overrides declared input shapes; `dump(step, graph)` sees the IR after the
-    lowering and after each pass. Raises `protocaffe.errors.ProtocaffeError` for bad input.
+    `input_shapes` overrides declared input shapes; `outputs` names the blobs the module returns
+    instead of Caffe's outputs (and leaves out what they do not need: passes/outputs.py);
+    `phase` ("TEST" or "TRAIN") selects the layers by their include/exclude rules;
+    `dump(step, graph)` sees the IR after the lowering and after each pass. Raises
+    `protocaffe.errors.ProtocaffeError` for bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
-    net = prototxt if isinstance(prototxt, NetDef) else read_prototxt(prototxt, reporter)
+    net = prototxt if isinstance(prototxt, NetDef) else read_prototxt(prototxt, reporter, phase)
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     graph = build_graph(net, reporter, shapes)
     if dump is not None:
         dump(LOWERING, graph)
+    if outputs is not None:
+        passes = (select_outputs(outputs), *passes)
     return run_pipeline(graph, passes, dump)
 
 
@@ -85,19 +93,29 @@ def convert(
     caffemodel: str | os.PathLike[str] | None = None,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    outputs: Sequence[str] | None = None,
+    phase: str = "TEST",
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
     reporter: Reporter | None = None,
     command: str | None = None,
     source_name: str | None = None,
 ) -> Conversion:
-    """Compile `prototxt` (and map the weights of `caffemodel`, if given).
+    """Compile `prototxt` (and map the weights of `caffemodel`, if given); `input_shapes`,
+    `outputs`, `phase` and `passes` as for `compile`.
 
     `command`, when given, is the command line that the generated header says regenerates it;
     `source_name` how the header names the prototxt (default: its path, or its file name when
     the path is absolute). Raises `protocaffe.errors.ProtocaffeError` for bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
-    graph = compile(prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter)
+    graph = compile(
+        prototxt,
+        input_shapes=input_shapes,
+        outputs=outputs,
+        phase=phase,
+        passes=passes,
+        reporter=reporter,
+    )
     return convert_graph(
         graph, caffemodel, reporter=reporter, command=command, source_name=source_name
     )
@@ -127,6 +145,8 @@ def write_conversion(
     *,
     fmt: str = "safetensors",
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    outputs: Sequence[str] | None = None,
+    phase: str = "TEST",
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
     manifest: bool = True,
     reporter: Reporter | None = None,
@@ -153,8 +173,9 @@ def write_conversion(
 
     reporter = reporter if reporter is not None else Reporter()
     out = Path(output)
+    options = _Options(input_shapes, outputs, phase, passes)
     if caffemodel is None:
-        graph, emitted = _compile(prototxt, input_shapes, passes, reporter, command, source_name)
+        graph, emitted = _compile(prototxt, options, reporter, command, source_name)
         source = render_module(emitted.parts)
         write_text(out / "model.py", source)
         return _conversion(source, graph, emitted, None, reporter)
@@ -163,7 +184,7 @@ def write_conversion(
     # Left in this order, the pool (reading) is waited for before the digests are stopped.
     with BlobDigests() as digests, ThreadPoolExecutor(1) as pool:
         reading = pool.submit(_read_and_hash, caffemodel, digests if manifest else None)
-        graph, emitted = _compile(prototxt, input_shapes, passes, reporter, command, source_name)
+        graph, emitted = _compile(prototxt, options, reporter, command, source_name)
         arrays = state_arrays(graph, reading.result(), emitted.attrs, reporter)
         suffix = "safetensors" if fmt == "safetensors" else "pt"
         # Nested: all three files are complete before any replaces the previous one, so a run
@@ -188,15 +209,31 @@ def write_conversion(
     return _conversion(source, graph, emitted, arrays, reporter)
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What `compile` takes besides the prototxt."""
+
+    input_shapes: Mapping[str, Sequence[int]] | None
+    outputs: Sequence[str] | None
+    phase: str
+    passes: Sequence[Pass]
+
+
 def _compile(
     prototxt: str | os.PathLike[str],
-    input_shapes: Mapping[str, Sequence[int]] | None,
-    passes: Sequence[Pass],
+    options: _Options,
     reporter: Reporter,
     command: str | None = None,
     source_name: str | None = None,
 ) -> tuple[Graph, Emitted]:
-    graph = compile(prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter)
+    graph = compile(
+        prototxt,
+        input_shapes=options.input_shapes,
+        outputs=options.outputs,
+        phase=options.phase,
+        passes=options.passes,
+        reporter=reporter,
+    )
     return graph, emit_module(graph, regenerate=command, source_name=source_name)
 
 
@@ -252,9 +289,14 @@ def load(
     caffemodel: str | os.PathLike[str] | None = None,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    outputs: Sequence[str] | None = None,
+    phase: str = "TEST",
 ) -> torch.nn.Module:
-    """A ready module in eval mode (with the caffemodel's weights, if given)."""
-    conversion = convert(prototxt, caffemodel, input_shapes=input_shapes)
+    """A ready module in eval mode (with the caffemodel's weights, if given); the options are
+    `compile`'s."""
+    conversion = convert(
+        prototxt, caffemodel, input_shapes=input_shapes, outputs=outputs, phase=phase
+    )
     model: torch.nn.Module = module_from_source(conversion.source, conversion.class_name)
     state = conversion.state_dict
     if state is not None:

@@ -99,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing; exit 1 with a diff if the files on disk differ from the output",
     )
+    _add_outputs(convert)
+    convert.add_argument(
+        "--phase",
+        choices=("TEST", "TRAIN"),
+        default="TEST",
+        help="which layers of a train_val net to keep, by their include/exclude rules "
+        "(default TEST, as a deploy net runs)",
+    )
 
     inspect = _command(sub, "inspect", "one row per layer: shapes, parameters, mult-adds")
     shown = inspect.add_mutually_exclusive_group()
@@ -149,6 +157,25 @@ def _size(text: str) -> tuple[int, int]:
     return size
 
 
+def _names(text: str) -> list[str]:
+    names = [name for name in text.split(",") if name]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected NAME[,NAME...], got {text!r}")
+    return names
+
+
+def _add_outputs(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--outputs",
+        type=_names,
+        action="extend",
+        metavar="NAME[,NAME...]",
+        help="return these blobs (e.g. the logits before Softmax) instead of Caffe's outputs, "
+        "and leave out every layer and input they do not need; an in-place blob is its last "
+        "version",
+    )
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
@@ -189,6 +216,7 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.add_argument("--atol", type=float, default=None)
     check.add_argument("--seed", type=int, default=0, help="for random inputs and weights")
     check.add_argument("--json", help="write the whole report here")
+    _add_outputs(check)
 
 
 def _report(reporter: Reporter, quiet: bool) -> None:
@@ -216,6 +244,10 @@ def regenerate_command(args: argparse.Namespace) -> str:
         words.append("--optimize")
     if args.no_manifest:
         words.append("--no-manifest")
+    if args.outputs:
+        words += ["--outputs", ",".join(args.outputs)]
+    if args.phase != "TEST":
+        words += ["--phase", args.phase]
     for name, shape in args.input_shape:
         words += ["--input-shape", f"{name}={','.join(str(d) for d in shape)}"]
     for module in args.plugin:
@@ -254,6 +286,8 @@ def _write_output(
         folder,
         fmt=args.format,
         input_shapes=dict(args.input_shape),
+        outputs=args.outputs,
+        phase=args.phase,
         passes=OPTIMIZE_PIPELINE if args.optimize else DEFAULT_PIPELINE,
         manifest=not args.no_manifest,
         reporter=reporter,

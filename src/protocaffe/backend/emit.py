@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from protocaffe.backend.helpers import helper_imports, helper_names, helper_source
 from protocaffe.backend.names import RESERVED, RULE, Namespace, sanitize
 from protocaffe.errors import ProtocaffeError
-from protocaffe.ir.graph import Graph, Node, Value
+from protocaffe.ir.graph import Graph, Node, ParamSpec, Value
 from protocaffe.layers import layer_of
 from protocaffe.layers.base import FUNCTIONAL, Emission, EmitContext, fmt_shape
 from protocaffe.version import __version__
@@ -64,6 +64,14 @@ class Line:
 
 
 @dataclass(frozen=True)
+class OutputField:
+    """One field of the NamedTuple a module with several outputs returns."""
+
+    name: str
+    comment: str  # the Caffe blob's name where the field's name differs from it
+
+
+@dataclass(frozen=True)
 class ModuleParts:
     """What the template lays out."""
 
@@ -77,6 +85,11 @@ class ModuleParts:
     forward: list[Line]
     result: str
     return_type: str
+    # The NamedTuple of a module with several outputs (None for one output) and its fields.
+    outputs_class: str | None
+    output_fields: list[OutputField]
+    # caffe_param_groups(): one dict(...) per run of blobs with the same multipliers.
+    param_groups: list[str]
 
 
 @dataclass(frozen=True)
@@ -162,25 +175,83 @@ def emit_module(
     and the class's docstrings (`_module_docstring`, `_class_docstring`)."""
     local = local_names(graph)
     body = _emit_body(graph, local)
+    class_name = class_name_for(graph.name)
     results = [local[v] for v in graph.outputs]
-    return_type = (
-        "torch.Tensor"
-        if len(results) == 1
-        else "tuple[" + ", ".join(["torch.Tensor"] * len(results)) + "]"
-    )
+    typing = {"Any"}  # caffe_param_groups' annotation
+    outputs_class: str | None = None
+    fields: list[OutputField] = []
+    if len(results) > 1:
+        outputs_class, fields = _outputs_tuple(graph, class_name)
+        typing.add("NamedTuple")
+    body.imports.add(f"from typing import {', '.join(sorted(typing))}")
     parts = ModuleParts(
         docstring=_module_docstring(graph, regenerate, source_name),
         imports=module_imports(body.imports),
         helpers=[helper_source(name) for name in body.helpers],
-        class_name=class_name_for(graph.name),
+        class_name=class_name,
         class_doc=_class_docstring(graph),
         init=body.init,
         signature=", ".join(["self"] + [f"{local[v]}: torch.Tensor" for v in graph.inputs]),
         forward=body.forward,
-        result=results[0] if len(results) == 1 else ", ".join(results),
-        return_type=return_type,
+        result=(results[0] if outputs_class is None else f"{outputs_class}({', '.join(results)})"),
+        return_type="torch.Tensor" if outputs_class is None else outputs_class,
+        outputs_class=outputs_class,
+        output_fields=fields,
+        param_groups=_param_groups(body.learnable),
     )
     return Emitted(parts, body.attrs, local)
+
+
+# Names a NamedTuple field may not take: tuple's own methods (a field would hide them).
+_TUPLE_ATTRS = frozenset({"count", "index"})
+
+
+def _outputs_tuple(graph: Graph, class_name: str) -> tuple[str, list[OutputField]]:
+    """The NamedTuple class a module with several outputs returns: one field per output, in
+    the module's output order, named after its Caffe blob (sanitised; NamedTuple fields may
+    not start with "_", so such a name gets an "out" prefix)."""
+    taken = helper_names() | {class_name}
+    tuple_name = class_name + "Outputs"
+    while tuple_name in taken:
+        tuple_name += "_"
+    names = Namespace(RESERVED | _TUPLE_ATTRS)
+    fields = []
+    for index, value in enumerate(graph.outputs):
+        wanted = sanitize(value.blob)
+        if wanted.startswith("_"):
+            wanted = "out" + wanted
+        field_name = names.name(index, wanted)
+        comment = comment_text(value.blob) if field_name != value.blob else ""
+        fields.append(OutputField(field_name, comment))
+    return tuple_name, fields
+
+
+@dataclass(frozen=True)
+class _Learnable:
+    """One learnable Caffe blob as the module holds it: `self.<expr>`, and its ParamSpec."""
+
+    expr: str
+    spec: ParamSpec
+
+
+def _param_groups(learnable: list[_Learnable]) -> list[str]:
+    """caffe_param_groups' dicts: the blobs in Caffe's order of learnable parameters
+    (Net::AppendParam: layer by layer, blob by blob, a shared one where it first appears),
+    without those with lr_mult 0, one dict per run with the same multipliers."""
+    runs: list[tuple[ParamSpec, list[str]]] = []
+    for blob in learnable:
+        if blob.spec.lr_mult == 0:
+            continue
+        key = ParamSpec(blob.spec.lr_mult, blob.spec.decay_mult)
+        if runs and runs[-1][0] == key:
+            runs[-1][1].append(blob.expr)
+        else:
+            runs.append((key, [blob.expr]))
+    return [
+        f"dict(params=[{', '.join(exprs)}], lr_mult={key.lr_mult!r}, "
+        f"decay_mult={key.decay_mult!r})"
+        for key, exprs in runs
+    ]
 
 
 @dataclass
@@ -192,6 +263,9 @@ class _Body:
     helpers: list[str] = field(default_factory=list)  # in order of first use
     imports: set[str] = field(default_factory=set)  # declared by emitters and helpers
     attrs: dict[str, str] = field(default_factory=dict)  # node name -> module attribute
+    learnable: list[_Learnable] = field(default_factory=list)  # Caffe's order
+    # Each shared parameter's first holder (`param { name }` -> self.<expr>, layer name).
+    shared: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _emit_body(graph: Graph, local: Mapping[Value, str]) -> _Body:
@@ -219,8 +293,47 @@ def _emit_body(graph: Graph, local: Mapping[Value, str]) -> _Body:
             body.attrs[node.name] = attr
             comment = trace if attr != node.name else ""
             body.init.append(Line(f"self.{attr} = {emission.init}", comment))
+            _training_lines(node, attr, body)
         body.forward.append(_forward_line(node, emission, local, trace))
     return body
+
+
+def _training_lines(node: Node, attr: str, body: _Body) -> None:
+    """After a node's module: a line per blob it shares with an earlier layer (`param { name
+    }`: one parameter, used by both), and `requires_grad_(False)` for blobs with lr_mult 0
+    (the whole module's when all of its own are); the learnable blobs in Caffe's order."""
+    kind = layer_of(node)
+    originals = node.fused or (node,)
+    keys = kind.learnable(node.attrs, [v.shape for v in node.inputs])
+    specs = originals[0].param_specs
+    frozen: list[str] = []
+    own: list[str] = []
+    for index, key in enumerate(keys):
+        if key is None:
+            continue
+        spec = specs[index] if index < len(specs) else ParamSpec()
+        expr = f"{attr}.{key}"
+        if spec.share and spec.share in body.shared:
+            owner, owner_layer = body.shared[spec.share]
+            body.init.append(
+                Line(
+                    f"self.{expr} = self.{owner}",
+                    f"Caffe: param {comment_text(spec.share)} is shared with "
+                    f"{comment_text(owner_layer)}",
+                )
+            )
+            continue
+        if spec.share:
+            body.shared[spec.share] = (expr, node.name)
+        body.learnable.append(_Learnable(f"self.{expr}", spec))
+        own.append(expr)
+        if spec.lr_mult == 0:
+            frozen.append(expr)
+    if frozen and frozen == own and len(own) == len([k for k in keys if k is not None]):
+        body.init.append(Line(f"self.{attr}.requires_grad_(False)", "lr_mult 0"))
+        return
+    for expr in frozen:
+        body.init.append(Line(f"self.{expr}.requires_grad_(False)", "lr_mult 0"))
 
 
 def _forward_line(node: Node, emission: Emission, local: Mapping[Value, str], trace: str) -> Line:

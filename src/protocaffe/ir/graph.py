@@ -41,6 +41,17 @@ class NoAttrs(Attrs):
 
 
 @dataclass(frozen=True)
+class ParamSpec:
+    """How Caffe trains one weight blob of a layer, as the net settles it (Net::AppendParam):
+    its learning-rate and weight-decay multipliers and, for a blob tied to other layers' by
+    `param { name }`, that name (`share`): every blob with one name is one parameter."""
+
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+    share: str = ""
+
+
+@dataclass(frozen=True)
 class Node:
     """One Caffe layer: `op` is the Caffe type (V2 spelling), `name` the layer name verbatim."""
 
@@ -56,6 +67,8 @@ class Node:
     # keeps first, then the layers folded into it in dataflow order. Their Caffe weights make
     # its state (see passes/fold.py); empty for a node that is one Caffe layer.
     fused: tuple[Node, ...] = ()
+    # One per Caffe weight blob, in blob order (empty for a layer without weights).
+    param_specs: tuple[ParamSpec, ...] = ()
 
 
 @dataclass(frozen=True)

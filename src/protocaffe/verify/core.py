@@ -25,6 +25,7 @@ from protocaffe.frontend.prototxt import read_prototxt
 from protocaffe.ir.graph import Graph, Node, Value
 from protocaffe.layers import layer_of
 from protocaffe.passes import DEFAULT_PIPELINE, run_pipeline
+from protocaffe.passes.outputs import select_outputs
 from protocaffe.verify.compare import (
     Status,
     Tolerance,
@@ -67,6 +68,7 @@ class VerifyOptions:
     reference: str = "opencv"
     tolerance: Tolerance = field(default_factory=Tolerance)
     seed: int = 0
+    outputs: Sequence[str] | None = None  # the module's outputs (convert --outputs)
 
 
 def verify(
@@ -93,7 +95,10 @@ def verify(
         # An input of another size reshapes the net, as Caffe's Reshape does at run time; the
         # file was read and reported on already.
         lowered = api.compile(net, input_shapes=shapes, passes=(), reporter=Reporter())
-    graph = run_pipeline(lowered, DEFAULT_PIPELINE)
+    passes = DEFAULT_PIPELINE
+    if opts.outputs is not None:
+        passes = (select_outputs(opts.outputs), *passes)
+    graph = run_pipeline(lowered, passes)
     with tempfile.TemporaryDirectory(prefix="protocaffe-verify-") as work:
         weights = caffemodel
         if weights is None:
