@@ -12,6 +12,15 @@ in order, wrapping around), runs that many iterations with `solver.step`, and wr
   "Iteration N, lr = X" line per iteration, from SGDSolver::ApplyUpdate, and a "Gradient
   clipping" line whenever ClipGradients scales the gradients);
 or error.txt if Caffe refused the case.
+
+BatchNorm's statistics: BVLC Caffe never lets a solver change them (BatchNormLayer::LayerSetUp
+gives its three blobs lr_mult 0 and refuses any other). The oracle (brocolli-caffe 9.0.2) does
+not: UpgradeNetBatchNorm (upgrade_proto.cpp) clears a BatchNorm's three `param` specs, as BVLC
+does, but its LayerSetUp lacks BVLC's block that then sets lr_mult 0, so its statistics get
+lr_mult 1 and decay_mult 1 whatever the prototxt says, and weight decay shrinks them. The
+driver undoes that: it saves every BatchNorm blob once the iteration's forward passes have
+accumulated into them (the solver's on_gradients_ready callback, just before ApplyUpdate) and
+puts them back after the update, which is what BVLC master computes.
 """
 
 import os
@@ -35,7 +44,21 @@ def run(case):
     solver.net.set_input_arrays(data, label)
     with open(os.path.join(case, "iterations.txt")) as f:
         iterations = int(f.read())
-    solver.step(iterations)
+    net = solver.net
+    layers = zip(net._layer_names, net.layers, strict=True)
+    batchnorms = [name for name, layer in layers if layer.type == "BatchNorm"]
+    saved = {}
+
+    def save_statistics():
+        for name in batchnorms:
+            saved[name] = [blob.data.copy() for blob in net.params[name]]
+
+    solver.add_callback(lambda: None, save_statistics)
+    for _ in range(iterations):
+        solver.step(1)
+        for name in batchnorms:  # undo the update BVLC Caffe would not have made
+            for blob, value in zip(net.params[name], saved[name], strict=True):
+                blob.data[...] = value
     blobs = {}
     for layer, params in solver.net.params.items():
         for index, blob in enumerate(params):

@@ -1,13 +1,19 @@
 """`protocaffe solver` against real Caffe's training loop: each solver type and each lr_policy.
 
-For every case, the same small net (Convolution + ReLU + Pooling + InnerProduct +
-SoftmaxWithLoss), the same initial weights (one caffemodel both sides load) and the same batches
-train for 20 iterations in real Caffe (`caffe.get_solver(...).step`, run by
+For every case, the same small net (Convolution + BatchNorm + Scale + ReLU + Pooling +
+InnerProduct + SoftmaxWithLoss), the same initial weights (one caffemodel both sides load) and
+the same batches train for 20 iterations in real Caffe (`caffe.get_solver(...).step`, run by
 tests/caffe_solver_driver.py under the oracle's Python, all cases in one process) and with the
-generated optim.py on the module protocaffe converts from the net's deploy version. Compared:
+generated optim.py on the module protocaffe converts from the very train net (its MemoryData
+layer becomes the input, the loss is left out, `--outputs ip,side`; the module's own
+caffe_param_groups() carries the net's lr_mult/decay_mult). Compared:
 - every weight blob after the last iteration, within 1e-4 of the blob's largest magnitude, and
   the whole change of each blob (final - initial) within 1e-3 of the largest change, so that a
   wrong update cannot hide behind weights that barely move;
+- BatchNorm's statistics after the last iteration (Caffe accumulates them in every forward pass
+  of TRAIN, iter_size passes per iteration; the module in train() likewise), within 1e-4. The
+  train net gives the statistics `param { lr_mult: 0 decay_mult: 0 }` x3: the oracle (unlike
+  BVLC master) would otherwise let weight decay shrink them;
 - the learning rate of every iteration: Caffe's is read from its own log ("Iteration N, lr = X",
   which SGDSolver::ApplyUpdate prints with `display: 1`, to 6 significant digits); ours is the
   optimizer's "lr" when optimizer.step() runs. Nothing on the Caffe side computes a rate.
@@ -58,6 +64,10 @@ layer {{ name: "conv" type: "Convolution" bottom: "data" top: "conv" {conv}
 layer {{ name: "relu" type: "ReLU" bottom: "conv" top: "conv" }}
 layer {{ name: "pool" type: "Pooling" bottom: "conv" top: "pool"
   pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
+layer {{ name: "bn" type: "BatchNorm" bottom: "pool" top: "pool"
+  param {{ lr_mult: 0 decay_mult: 0 }} param {{ lr_mult: 0 decay_mult: 0 }}
+  param {{ lr_mult: 0 decay_mult: 0 }} }}
+layer {{ name: "scale" type: "Scale" bottom: "pool" top: "pool" scale_param {{ bias_term: true }} }}
 layer {{ name: "ip" type: "InnerProduct" bottom: "pool" top: "ip" {ip}
   inner_product_param {{ num_output: {classes} }} }}
 layer {{ name: "side" type: "InnerProduct" bottom: "pool" top: "side"
@@ -70,10 +80,6 @@ layer {{ name: "data" type: "MemoryData" top: "data" top: "label"
 """
 TRAIN_LOSS = """layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label"
   top: "loss" }
-"""
-DEPLOY_HEAD = f"""name: "solver_net"
-input: "data"
-input_shape {{ dim: {BATCH} dim: {SHAPE[0]} dim: {SHAPE[1]} dim: {SHAPE[2]} }}
 """
 
 
@@ -91,6 +97,8 @@ class Blob:
 BLOBS = (
     ("conv.weight", "conv/0"),
     ("conv.bias", "conv/1"),
+    ("scale.weight", "scale/0"),
+    ("scale.bias", "scale/1"),
     ("ip.weight", "ip/0"),
     ("ip.bias", "ip/1"),
     ("side.weight", "side/0"),
@@ -101,12 +109,13 @@ BLOBS = (
 def _variant(mults: tuple[tuple[float, float], ...] | None) -> tuple[Blob, ...]:
     if mults is None:
         return tuple(Blob(attr, caffe) for attr, caffe in BLOBS)
-    mults += ((1.0, 1.0), (1.0, 1.0))  # "side": default multipliers
+    one = (1.0, 1.0)  # "scale" and "side": default multipliers
+    mults = mults[:2] + (one, one) + mults[2:] + (one, one)
     return tuple(Blob(a, c, lr, decay) for (a, c), (lr, decay) in zip(BLOBS, mults, strict=True))
 
 
-# ParamSpecs of the train net. "plain" gives none (Caffe's default multipliers 1, and the module
-# without caffe_param_groups); the others include lr_mult 0 blobs and a whole frozen layer.
+# ParamSpecs of the train net. "plain" gives none (Caffe's default multipliers 1); the others
+# include lr_mult 0 blobs and a whole frozen layer.
 VARIANTS = {
     "plain": _variant(None),
     "mults": _variant(((1.0, 1.0), (2.0, 0.0), (0.5, 3.0), (0.0, 0.0))),
@@ -221,12 +230,12 @@ class CaffeRun:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("solvers")
-    deploy = root / "deploy.prototxt"
-    deploy.write_text(
-        DEPLOY_HEAD + LAYERS.format(conv="", ip="", classes=CLASSES), encoding="utf-8"
+    plain = root / "plain.prototxt"
+    plain.write_text(
+        TRAIN_HEAD + LAYERS.format(conv="", ip="", classes=CLASSES) + TRAIN_LOSS, encoding="utf-8"
     )
     init = root / "init.caffemodel"
-    random_weights(deploy, init, seed=7)
+    random_weights(plain, init, seed=7)
     rng = np.random.default_rng(11)
     data = rng.normal(0.0, 1.0, (BATCH * BATCHES, *SHAPE)).astype(np.float32)
     label = rng.integers(0, CLASSES, BATCH * BATCHES).astype(np.float32)
@@ -256,13 +265,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    conversion = convert(deploy, init)
-    state = conversion.state_dict
-    assert state is not None
     yield {
         "root": root,
-        "conversion": conversion,
-        "state": state,
         "init": {
             f"{layer.name}/{i}": np.asarray(blob, np.float32)
             for layer in read_caffemodel(init).layers
@@ -294,22 +298,20 @@ def load_optim(source: str) -> types.ModuleType:
 def train_torch(
     setup: dict[str, Any], case: Case, optim: types.ModuleType
 ) -> tuple[dict[str, np.ndarray], list[float]]:
-    conversion = setup["conversion"]
+    folder = setup["root"] / case.name
+    # The train net itself: MemoryData's data top is the input (its label is read only by the
+    # loss, which is left out), the loss reads ip: --outputs ip, side (Caffe's order).
+    conversion = convert(
+        folder / "train.prototxt", folder / "init.caffemodel", outputs=["ip", "side"]
+    )
     model = module_from_source(conversion.source, conversion.class_name)
-    model.load_state_dict(setup["state"], strict=True)
+    assert conversion.state_dict is not None
+    model.load_state_dict(conversion.state_dict, strict=True)
     model.train()
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters(remove_duplicate=False))
     blobs = VARIANTS[case.variant]
-    if case.variant != "plain":
-        # What the training-semantics codegen is to emit; written by hand until it does.
-        for blob in blobs:
-            params[blob.attr].requires_grad_(blob.lr_mult != 0)
-        groups = [
-            {"params": [params[b.attr]], "lr_mult": b.lr_mult, "decay_mult": b.decay_mult}
-            for b in blobs
-            if b.lr_mult != 0
-        ]
-        model.caffe_param_groups = lambda: groups
+    for blob in blobs:  # model.py freezes the lr_mult 0 blobs
+        assert params[blob.attr].requires_grad == (blob.lr_mult != 0), blob.attr
     optimizer, scheduler = optim.make_optimizer(model)
     rates = []
     batch = 0
@@ -324,6 +326,11 @@ def train_torch(
         optimizer.step()
         scheduler.step()
     weights = {b.caffe: params[b.attr].detach().numpy().copy() for b in blobs}
+    # BatchNorm's blobs as Caffe keeps them: sums, and the factor they are divided by.
+    factor = model.bn.factor.numpy().copy()
+    weights["bn/0"] = model.bn.running_mean.numpy() * factor
+    weights["bn/1"] = model.bn.running_var.numpy() * factor
+    weights["bn/2"] = factor
     return weights, rates
 
 
@@ -362,3 +369,9 @@ def test_solver_matches_caffe(setup: dict[str, Any], case: Case) -> None:
             continue
         # The run must move each trainable blob well beyond the tolerances, or they prove little.
         assert relative(theirs, before) > 100 * WEIGHT_RTOL, f"{blob.caffe} barely moved"
+    for index in range(3):
+        name = f"bn/{index}"
+        theirs, ours = caffe.weights[name], weights[name]
+        print(f"{case.name} {name}: {relative(ours, theirs):.1e}")
+        assert relative(ours, theirs) <= WEIGHT_RTOL, f"{name}: BatchNorm statistics differ"
+        assert relative(theirs, setup["init"][name]) > 100 * WEIGHT_RTOL, f"{name} did not move"

@@ -213,7 +213,10 @@ class _Lowering:
                     self.define_input(top, shapes.get(top, ()), layer.loc, layer, fed=True)
                 else:
                     self.dropped[top] = layer
-            self.reporter.note(layer.loc, _LEFT_OUT[layer.type], layer.name, layer.type)
+            note = _LEFT_OUT[layer.type]
+            if layer.param.HasField("transform_param"):
+                note += "; its transform_param is not part of the module (preprocess as it does)"
+            self.reporter.note(layer.loc, note, layer.name, layer.type)
             return True
         kind = lookup(layer.type)
         silences = kind is not None and kind.silences
