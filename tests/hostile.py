@@ -160,16 +160,18 @@ def check_generated(conversion: Conversion, prototxt_strings: list[str]) -> None
     assert len(set(assigned)) == len(assigned)
     assert attrs <= set(assigned)
 
-    # caffe_param_groups: a docstring, then a list of dict(params=[self.a.b, ...],
-    # lr_mult=float, decay_mult=float).
+    # caffe_param_groups: a docstring, then a list of {"params": [self.a.b, ...], "lr_mult":
+    # float, "decay_mult": float}.
     assert isinstance(groups.body[-1], ast.Return) and len(groups.body) == 2
     returned = groups.body[-1].value
     assert isinstance(returned, ast.List)
+    group_keys = []
     for group in returned.elts:
-        assert isinstance(group, ast.Call) and ast.unparse(group.func) == "dict"
-        assert [k.arg for k in group.keywords] == ["params", "lr_mult", "decay_mult"]
-        _check_expression(group.keywords[0].value, set(), attrs, helpers)
-        assert all(isinstance(k.value, ast.Constant) for k in group.keywords[1:])
+        assert isinstance(group, ast.Dict)
+        assert [ast.literal_eval(k) for k in group.keys] == ["params", "lr_mult", "decay_mult"]
+        group_keys += group.keys
+        _check_expression(group.values[0], set(), attrs, helpers)
+        assert all(isinstance(v, ast.Constant) for v in group.values[1:])
 
     # forward: its arguments and assignments only bind allocated locals; then one return.
     args = [a.arg for a in forward.args.args]
@@ -187,8 +189,9 @@ def check_generated(conversion: Conversion, prototxt_strings: list[str]) -> None
     assert isinstance(forward.body[-1], ast.Return)
     _check_expression(forward.body[-1].value, bound | generated, attrs, helpers)
 
-    # String constants anywhere in the net class other than its docstrings: none.
-    docs = [class_doc, *(_docstring(m) for m in (init, forward, groups))]
+    # String constants anywhere in the net class other than its docstrings and the groups' keys:
+    # none.
+    docs = [class_doc, *(_docstring(m) for m in (init, forward, groups)), *group_keys]
     for node in ast.walk(net):
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
             assert any(node is doc for doc in docs)

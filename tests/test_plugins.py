@@ -130,9 +130,9 @@ def test_faster_rcnn_converts_with_the_example_plugin(
             line for line in conversion.source.splitlines() if line.startswith(("import", "from"))
         ]
         assert imports == [
+            "from typing import Any, NamedTuple",
             "import torch",
             "from torch import nn",
-            "from typing import Any, NamedTuple",
         ]
         image = np.random.default_rng(0).standard_normal((1, 3, 160, 192)).astype(np.float32)
         info = np.array([[160, 192, 1.0]], np.float32)

@@ -5,9 +5,10 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 from torch import nn
-from typing import Any
 
 
 class CIFAR10_quick_test(nn.Module):
@@ -47,14 +48,14 @@ class CIFAR10_quick_test(nn.Module):
         do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
         """
         return [
-            dict(params=[self.conv1.weight], lr_mult=1.0, decay_mult=1.0),
-            dict(params=[self.conv1.bias], lr_mult=2.0, decay_mult=1.0),
-            dict(params=[self.conv2.weight], lr_mult=1.0, decay_mult=1.0),
-            dict(params=[self.conv2.bias], lr_mult=2.0, decay_mult=1.0),
-            dict(params=[self.conv3.weight], lr_mult=1.0, decay_mult=1.0),
-            dict(params=[self.conv3.bias], lr_mult=2.0, decay_mult=1.0),
-            dict(params=[self.ip1.weight], lr_mult=1.0, decay_mult=1.0),
-            dict(params=[self.ip1.bias], lr_mult=2.0, decay_mult=1.0),
-            dict(params=[self.ip2.weight], lr_mult=1.0, decay_mult=1.0),
-            dict(params=[self.ip2.bias], lr_mult=2.0, decay_mult=1.0),
+            {"params": [self.conv1.weight], "lr_mult": 1.0, "decay_mult": 1.0},
+            {"params": [self.conv1.bias], "lr_mult": 2.0, "decay_mult": 1.0},
+            {"params": [self.conv2.weight], "lr_mult": 1.0, "decay_mult": 1.0},
+            {"params": [self.conv2.bias], "lr_mult": 2.0, "decay_mult": 1.0},
+            {"params": [self.conv3.weight], "lr_mult": 1.0, "decay_mult": 1.0},
+            {"params": [self.conv3.bias], "lr_mult": 2.0, "decay_mult": 1.0},
+            {"params": [self.ip1.weight], "lr_mult": 1.0, "decay_mult": 1.0},
+            {"params": [self.ip1.bias], "lr_mult": 2.0, "decay_mult": 1.0},
+            {"params": [self.ip2.weight], "lr_mult": 1.0, "decay_mult": 1.0},
+            {"params": [self.ip2.bias], "lr_mult": 2.0, "decay_mult": 1.0},
         ]

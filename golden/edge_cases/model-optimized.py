@@ -5,10 +5,11 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any, NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from typing import Any, NamedTuple
 
 
 def caffe_pool2d(
@@ -94,14 +95,14 @@ class Edge_cases(nn.Module):
         do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
         """
         return [
-            dict(
-                params=[
+            {
+                "params": [
                     self.class_.weight,
                     self.class_.bias,
                     self._1x1.weight,
                     self.up.weight,
                 ],
-                lr_mult=1.0,
-                decay_mult=1.0,
-            ),
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
         ]

@@ -5,10 +5,11 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from typing import Any
 
 
 class InceptionBlock(nn.Module):
@@ -92,8 +93,8 @@ class InceptionBlock(nn.Module):
         do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
         """
         return [
-            dict(
-                params=[
+            {
+                "params": [
                     self.conv1_7x7_s2.weight,
                     self.conv1_7x7_s2.bias,
                     self.inception_1x1.weight,
@@ -111,7 +112,7 @@ class InceptionBlock(nn.Module):
                     self.loss3_classifier.weight,
                     self.loss3_classifier.bias,
                 ],
-                lr_mult=1.0,
-                decay_mult=1.0,
-            ),
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
         ]

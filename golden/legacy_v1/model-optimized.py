@@ -5,9 +5,10 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 from torch import nn
-from typing import Any
 
 
 class LegacyV1(nn.Module):
@@ -42,10 +43,10 @@ class LegacyV1(nn.Module):
         do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
         """
         return [
-            dict(params=[self.conv1.weight], lr_mult=1.0, decay_mult=1.0),
-            dict(params=[self.conv1.bias], lr_mult=2.0, decay_mult=1.0),
-            dict(
-                params=[
+            {"params": [self.conv1.weight], "lr_mult": 1.0, "decay_mult": 1.0},
+            {"params": [self.conv1.bias], "lr_mult": 2.0, "decay_mult": 1.0},
+            {
+                "params": [
                     self.conv2.weight,
                     self.conv2.bias,
                     self.ip1.weight,
@@ -53,7 +54,7 @@ class LegacyV1(nn.Module):
                     self.ip2.weight,
                     self.ip2.bias,
                 ],
-                lr_mult=1.0,
-                decay_mult=1.0,
-            ),
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
         ]

@@ -5,9 +5,10 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 from torch import nn
-from typing import Any
 
 
 class ResNetBlock(nn.Module):
@@ -48,8 +49,8 @@ class ResNetBlock(nn.Module):
         do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
         """
         return [
-            dict(
-                params=[
+            {
+                "params": [
                     self.conv1.weight,
                     self.conv1.bias,
                     self.res2a_branch1.weight,
@@ -61,7 +62,7 @@ class ResNetBlock(nn.Module):
                     self.fc10.weight,
                     self.fc10.bias,
                 ],
-                lr_mult=1.0,
-                decay_mult=1.0,
-            ),
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
         ]

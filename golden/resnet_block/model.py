@@ -5,10 +5,11 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from typing import Any
 
 
 class FrozenBatchNorm(nn.Module):
@@ -97,9 +98,7 @@ class CaffeBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and not self.batch_stats_in_eval:
             return F.batch_norm(x, self.running_mean, self.running_var, eps=self.eps)
-        dims = [0]
-        for axis in range(2, x.dim()):
-            dims.append(axis)
+        dims = [0] + list(range(2, x.dim()))  # every axis but the channels
         mean = x.mean(dims, keepdim=True)
         centred = x - mean
         var = (centred * centred).mean(dims, keepdim=True)
@@ -176,8 +175,8 @@ class ResNetBlock(nn.Module):
         do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
         """
         return [
-            dict(
-                params=[
+            {
+                "params": [
                     self.conv1.weight,
                     self.scale_conv1.weight,
                     self.scale_conv1.bias,
@@ -193,7 +192,7 @@ class ResNetBlock(nn.Module):
                     self.fc10.weight,
                     self.fc10.bias,
                 ],
-                lr_mult=1.0,
-                decay_mult=1.0,
-            ),
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
         ]

@@ -4,9 +4,10 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 from torch import nn
-from typing import Any
 
 
 class Net(nn.Module):
@@ -199,8 +200,8 @@ class Net(nn.Module):
         do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
         """
         return [
-            dict(
-                params=[
+            {
+                "params": [
                     self.conv1.weight,
                     self.conv1.bias,
                     self.fire2_squeeze1x1.weight,
@@ -254,7 +255,7 @@ class Net(nn.Module):
                     self.conv10.weight,
                     self.conv10.bias,
                 ],
-                lr_mult=1.0,
-                decay_mult=1.0,
-            ),
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
         ]

@@ -5,9 +5,10 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 from torch import nn
-from typing import Any
 
 
 class TinyNet(nn.Module):
@@ -47,8 +48,8 @@ class TinyNet(nn.Module):
         do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
         """
         return [
-            dict(
-                params=[
+            {
+                "params": [
                     self.conv1.weight,
                     self.conv1.bias,
                     self.branch_a.weight,
@@ -59,8 +60,8 @@ class TinyNet(nn.Module):
                     self.shortcut.bias,
                     self.fc.weight,
                 ],
-                lr_mult=1.0,
-                decay_mult=1.0,
-            ),
-            dict(params=[self.fc.bias], lr_mult=2.0, decay_mult=0.0),
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
+            {"params": [self.fc.bias], "lr_mult": 2.0, "decay_mult": 0.0},
         ]

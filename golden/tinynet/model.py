@@ -5,10 +5,11 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from typing import Any
 
 
 class CaffeBatchNorm(nn.Module):
@@ -50,9 +51,7 @@ class CaffeBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and not self.batch_stats_in_eval:
             return F.batch_norm(x, self.running_mean, self.running_var, eps=self.eps)
-        dims = [0]
-        for axis in range(2, x.dim()):
-            dims.append(axis)
+        dims = [0] + list(range(2, x.dim()))  # every axis but the channels
         mean = x.mean(dims, keepdim=True)
         centred = x - mean
         var = (centred * centred).mean(dims, keepdim=True)
@@ -142,8 +141,8 @@ class TinyNet(nn.Module):
         do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
         """
         return [
-            dict(
-                params=[
+            {
+                "params": [
                     self.conv1.weight,
                     self.conv1.bias,
                     self.conv1_scale.weight,
@@ -156,8 +155,8 @@ class TinyNet(nn.Module):
                     self.shortcut.bias,
                     self.fc.weight,
                 ],
-                lr_mult=1.0,
-                decay_mult=1.0,
-            ),
-            dict(params=[self.fc.bias], lr_mult=2.0, decay_mult=0.0),
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
+            {"params": [self.fc.bias], "lr_mult": 2.0, "decay_mult": 0.0},
         ]

@@ -42,9 +42,7 @@ class CaffeBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and not self.batch_stats_in_eval:
             return F.batch_norm(x, self.running_mean, self.running_var, eps=self.eps)
-        dims = [0]
-        for axis in range(2, x.dim()):
-            dims.append(axis)
+        dims = [0] + list(range(2, x.dim()))  # every axis but the channels
         mean = x.mean(dims, keepdim=True)
         centred = x - mean
         var = (centred * centred).mean(dims, keepdim=True)

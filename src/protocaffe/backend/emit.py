@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from protocaffe.backend.names import RESERVED, RULE, Namespace, sanitize
 from protocaffe.errors import ProtocaffeError
 from protocaffe.ir.graph import Graph, Node, ParamSpec, Value
 from protocaffe.layers import layer_of
-from protocaffe.layers.base import FUNCTIONAL, Emission, EmitContext, fmt_shape
+from protocaffe.layers.base import Emission, EmitContext, fmt_shape
 from protocaffe.version import __version__
 
 
@@ -88,7 +89,7 @@ class ModuleParts:
     # The NamedTuple of a module with several outputs (None for one output) and its fields.
     outputs_class: str | None
     output_fields: list[OutputField]
-    # caffe_param_groups(): one dict(...) per run of blobs with the same multipliers.
+    # caffe_param_groups(): one dict literal per run of blobs with the same multipliers.
     param_groups: list[str]
 
 
@@ -209,17 +210,20 @@ _TUPLE_ATTRS = frozenset({"count", "index"})
 def _outputs_tuple(graph: Graph, class_name: str) -> tuple[str, list[OutputField]]:
     """The NamedTuple class a module with several outputs returns: one field per output, in
     the module's output order, named after its Caffe blob (sanitised; NamedTuple fields may
-    not start with "_", so such a name gets an "out" prefix)."""
+    not start with "_", so such a name gets an "out" prefix, and tuple's own `count` and
+    `index` get a "_" suffix, as Python's names do)."""
     taken = helper_names() | {class_name}
     tuple_name = class_name + "Outputs"
     while tuple_name in taken:
         tuple_name += "_"
-    names = Namespace(RESERVED | _TUPLE_ATTRS)
+    names = Namespace()
     fields = []
     for index, value in enumerate(graph.outputs):
         wanted = sanitize(value.blob)
         if wanted.startswith("_"):
             wanted = "out" + wanted
+        if wanted in _TUPLE_ATTRS:
+            wanted += "_"
         field_name = names.name(index, wanted)
         comment = comment_text(value.blob) if field_name != value.blob else ""
         fields.append(OutputField(field_name, comment))
@@ -248,8 +252,8 @@ def _param_groups(learnable: list[_Learnable]) -> list[str]:
         else:
             runs.append((key, [blob.expr]))
     return [
-        f"dict(params=[{', '.join(exprs)}], lr_mult={key.lr_mult!r}, "
-        f"decay_mult={key.decay_mult!r})"
+        f'{{"params": [{", ".join(exprs)}], "lr_mult": {key.lr_mult!r}, '
+        f'"decay_mult": {key.decay_mult!r}}}'
         for key, exprs in runs
     ]
 
@@ -352,14 +356,26 @@ TORCH_IMPORTS = ("import torch", "from torch import nn")
 
 
 def module_imports(declared: Iterable[str]) -> list[str]:
-    """The module's import lines: torch's first (isort's order, plain imports before
-    from-imports, so that `ruff check` accepts the file), then the other declared ones, sorted."""
-    wanted = set(declared)
-    torch_group = ["import torch"]
-    if FUNCTIONAL in wanted:
-        torch_group.append(FUNCTIONAL)
-    torch_group.append("from torch import nn")
-    return torch_group + sorted(wanted - set(torch_group))
+    """The module's import lines in isort's order, so that `ruff check` accepts the file: the
+    standard library's (`typing`), a blank line, then the others (torch's); within each group
+    plain imports before from-imports, by module. Every module imports torch and nn."""
+    wanted = set(declared) | set(TORCH_IMPORTS)
+    standard = sorted((s for s in wanted if _is_standard(s)), key=_import_order)
+    others = sorted((s for s in wanted if not _is_standard(s)), key=_import_order)
+    return [*standard, *([""] if standard else []), *others]
+
+
+def _imported_module(statement: str) -> str:
+    """`a.b` of `import a.b as c` or `from a.b import c` (statements are normalised)."""
+    return statement.split()[1]
+
+
+def _is_standard(statement: str) -> bool:
+    return _imported_module(statement).split(".")[0] in sys.stdlib_module_names
+
+
+def _import_order(statement: str) -> tuple[bool, str, str]:
+    return statement.startswith("from "), _imported_module(statement), statement
 
 
 def _module_docstring(graph: Graph, regenerate: str | None, source_name: str | None) -> list[str]:
