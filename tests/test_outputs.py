@@ -57,6 +57,13 @@ def test_logits_instead_of_prob() -> None:
         )
 
 
+def test_left_out_layers_weights_are_no_surprise() -> None:
+    """The layers --outputs leaves out have weights in the caffemodel: expected, no note."""
+    conversion = convert(TINYNET, TINYNET_WEIGHTS, outputs=["conv1"])
+    assert "fc" in conversion.graph.left_out
+    assert not [d for d in conversion.diagnostics if "no layer of that name" in d.message]
+
+
 def test_an_in_place_blob_is_its_last_version() -> None:
     """`conv1` is written by conv1, then in place by BatchNorm, Scale and ReLU: the name means
     what Caffe's net.blobs['conv1'] holds after a forward pass, the ReLU's output."""

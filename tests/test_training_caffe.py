@@ -219,6 +219,7 @@ for _case in SHARED_NETS:
 @dataclass
 class Result:
     case: Case
+    case_folder: Path
     conversion: Conversion
     inputs: dict[str, np.ndarray]
     diffs: dict[str, np.ndarray]
@@ -257,7 +258,7 @@ def _write_case(folder: Path, case: Case) -> Result:
         diffs = {v.blob: rng.normal(0, 1, v.shape).astype(np.float32) for v in real_outputs}
         np.savez(folder / "diffs.npz", **diffs)
     (folder / "case.txt").write_text(f"{case.phase} {case.passes}")
-    return Result(case, conversion, inputs, diffs, {}, {})
+    return Result(case, folder, conversion, inputs, diffs, {}, {})
 
 
 def run_in_caffe(folders: list[Path]) -> str:
@@ -442,6 +443,19 @@ def test_cause9_shared_copies_differ(results: dict[str, Result], case: str) -> N
         np.testing.assert_array_equal(
             state[f"{layer_name}.weight"].numpy(), result.case.weights[last][0]  # type: ignore[index]
         )
+    # --outputs that leaves the last holder out still loads the whole net's copy, as Caffe's
+    # net.blobs of the whole net has it.
+    first = SHARING_LAYERS[case][0]
+    blob = {"siamese": "feat_l", "recursive": "rb0"}[case]
+    prototxt = result.case_folder / "net.prototxt"
+    pruned = convert(prototxt, result.case_folder / "net.caffemodel", outputs=[blob])
+    assert last in pruned.graph.left_out and first in {n.name for n in pruned.graph.nodes}
+    module = module_from_source(pruned.source, pruned.class_name)
+    module.load_state_dict(pruned.state_dict, strict=True)
+    args = [torch.from_numpy(result.inputs[v.blob]) for v in pruned.graph.inputs]
+    with torch.no_grad():
+        ours = module.eval()(*args).numpy()
+    assert_close(ours, result.caffe_blobs[blob], 1e-5, what=f"--outputs {blob}")
 
 
 @pytest.mark.parametrize("case", sorted(SHARED_NETS))

@@ -136,8 +136,9 @@ def state_arrays(
         blobs = _checked(node, attrs[node.name], by_name, model, used, shared)
         if blobs is not None:
             nodes.append(blobs)
+    left_out = set(graph.left_out)
     for layer in model.layers:
-        if layer.name not in used and layer.blobs:
+        if layer.name not in used and layer.name not in left_out and layer.blobs:
             reporter.note(
                 SourceLoc(model.path, offset=layer.offset),
                 "has weights but no layer of that name in the prototxt needs them; ignored",
@@ -157,15 +158,15 @@ def _shared_blobs(
     copy in the file wins. A note says so when the copies differ."""
     import numpy as np
 
-    shares: dict[str, tuple[str, ...]] = {}  # layer name -> share name per blob ("" if none)
-    for node in graph.nodes:
-        for original in node.fused or (node,):
-            if any(spec.share for spec in original.param_specs):
-                shares[original.name] = tuple(spec.share for spec in original.param_specs)
+    # Every layer of the whole net that holds a copy, also those a pass left out (--outputs).
+    shares: dict[str, list[tuple[int, str]]] = {}  # layer name -> (blob index, share name)
+    for shared in graph.shared_params:
+        for layer_name, index in shared.holders:
+            shares.setdefault(layer_name, []).append((index, shared.name))
     copies: dict[str, list[tuple[np.ndarray, str]]] = {}
     for layer in model.layers:
-        for index, share in enumerate(shares.get(layer.name, ())):
-            if share and index < len(layer.blobs):
+        for index, share in shares.get(layer.name, ()):
+            if index < len(layer.blobs):
                 copies.setdefault(share, []).append((layer.blobs[index], layer.name))
     for share, found in copies.items():
         last, source = found[-1]

@@ -28,7 +28,7 @@ from typing import Any
 
 from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc
 from protocaffe.frontend.prototxt import LayerDef, NetDef
-from protocaffe.ir.graph import Attrs, Graph, Node, ParamSpec, Shape, Value
+from protocaffe.ir.graph import Attrs, Graph, Node, ParamSpec, Shape, SharedParam, Value
 from protocaffe.layers import Layer, lookup
 
 PLUGIN_DOCS = "see 'Custom layers' in the protocaffe README"
@@ -318,7 +318,14 @@ class _Lowering:
         outputs = self._net_outputs(unread)
         specs = self.params.settled()
         nodes = [replace(n, param_specs=specs.get(i, ())) for i, n in enumerate(self.nodes)]
-        return Graph(net.name, net.path, tuple(inputs), tuple(nodes), tuple(outputs))
+        return Graph(
+            net.name,
+            net.path,
+            tuple(inputs),
+            tuple(nodes),
+            tuple(outputs),
+            shared_params=self.params.holders(),
+        )
 
     def _net_outputs(self, unread: set[Value]) -> list[Value]:
         """Caffe's outputs: blobs whose last version no layer reads, in name order (Net::Init
@@ -427,6 +434,7 @@ class _Params:
     def __init__(self) -> None:
         self.shared: dict[str, _SharedParam] = {}
         self.blobs: dict[int, tuple[_BlobSpec, ...]] = {}  # by the node's index
+        self.holding: dict[str, list[tuple[str, int]]] = {}  # share name -> (layer, blob index)
 
     def read(
         self,
@@ -471,6 +479,7 @@ class _Params:
                         "buffer; protocaffe ties learnable parameters only",
                     )
                 self._share(layer, spec, index, blob.shape, lr, decay)
+                self.holding.setdefault(spec.name, []).append((layer.name, index))
             specs.append(_BlobSpec(spec.name, lr, decay))
         if specs:
             self.blobs[node] = tuple(specs)
@@ -521,6 +530,9 @@ class _Params:
                     f"Caffe aborts here: Shared param {name!r} has mismatched {field} "
                     f"({value:g} here, {settled:g} before)",
                 )
+
+    def holders(self) -> tuple[SharedParam, ...]:
+        return tuple(SharedParam(name, tuple(found)) for name, found in self.holding.items())
 
     def settled(self) -> dict[int, tuple[ParamSpec, ...]]:
         """Each node's ParamSpecs (by its index) with the multipliers the net settled on."""
