@@ -18,6 +18,7 @@ def argmax_values(x: Array, top_k: int, out_max_val: bool, axis: int | None) -> 
     """ArgMax of x with Caffe's top shape and tie order (axis None: per sample, flattened)."""
     shape = x.shape
     if axis is not None:
+        axis %= x.ndim
         outer, dim, inner = count(shape, 0, axis), shape[axis], count(shape, axis + 1)
         top_shape = list(shape)
         top_shape[axis] = top_k
@@ -69,7 +70,11 @@ def argmax(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
 SUM, ASUM, SUMSQ, MEAN = 1, 2, 3, 4
 
 
-def reduction_values(x: Array, operation: int, axis: int, coeff: float) -> Array:
+def reduction_values(x: Array, operation: int | str, axis: int, coeff: float) -> Array:
+    """ReductionLayer::Forward_cpu (operation: 1-4 or SUM, ASUM, SUMSQ, MEAN)."""
+    if isinstance(operation, str):
+        operation = {"SUM": SUM, "ASUM": ASUM, "SUMSQ": SUMSQ, "MEAN": MEAN}[operation]
+    axis %= x.ndim
     rows = as_f32(x).reshape(count(x.shape, 0, axis), -1)
     dim = rows.shape[1]
     r64 = rows.astype(np.float64)

@@ -24,39 +24,67 @@ from protocaffe.verify.reference.params import as_f32, f32, legacy_shape
 from protocaffe.verify.reference.registry import Array, RefLayer, register
 
 
-def interp_size(
-    layer: RefLayer | None, height: int, width: int, p: object
+def interp_output_size(
+    height: int,
+    width: int,
+    *,
+    zoom: int | None = None,
+    shrink: int | None = None,
+    out_height: int | None = None,
+    out_width: int | None = None,
+    pad_beg: int = 0,
+    pad_end: int = 0,
 ) -> tuple[int, int, int, int]:
-    """InterpLayer::Reshape: (effective input height, width, output height, width)."""
-    has = p.HasField  # type: ignore[attr-defined]
-    pad_beg, pad_end = int(p.pad_beg), int(p.pad_end)  # type: ignore[attr-defined]
+    """InterpLayer::Reshape: (effective input height, width, output height, width). None is a
+    field the prototxt does not set; the first matching rule wins, as in the C++."""
     h_eff, w_eff = height + pad_beg + pad_end, width + pad_beg + pad_end
-    shrink, zoom = int(p.shrink_factor), int(p.zoom_factor)  # type: ignore[attr-defined]
-    if has("shrink_factor") and not has("zoom_factor"):
-        _require(layer, shrink >= 1, "Shrink factor must be positive")
+    if shrink is not None and zoom is None:
+        _require(shrink >= 1, "Shrink factor must be positive")
         h_out, w_out = (h_eff - 1) // shrink + 1, (w_eff - 1) // shrink + 1
-    elif has("zoom_factor") and not has("shrink_factor"):
-        _require(layer, zoom >= 1, "Zoom factor must be positive")
+    elif zoom is not None and shrink is None:
+        _require(zoom >= 1, "Zoom factor must be positive")
         h_out, w_out = h_eff + (h_eff - 1) * (zoom - 1), w_eff + (w_eff - 1) * (zoom - 1)
-    elif has("height") and has("width"):
-        h_out, w_out = int(p.height), int(p.width)  # type: ignore[attr-defined]
-    elif has("shrink_factor") and has("zoom_factor"):
-        _require(layer, shrink >= 1, "Shrink factor must be positive")
-        _require(layer, zoom >= 1, "Zoom factor must be positive")
+    elif out_height is not None and out_width is not None:
+        h_out, w_out = out_height, out_width
+    elif shrink is not None and zoom is not None:
+        _require(shrink >= 1, "Shrink factor must be positive")
+        _require(zoom >= 1, "Zoom factor must be positive")
         h_out, w_out = (h_eff - 1) // shrink + 1, (w_eff - 1) // shrink + 1
         h_out, w_out = h_out + (h_out - 1) * (zoom - 1), w_out + (w_out - 1) * (zoom - 1)
     else:
-        _require(layer, False, "Interp needs shrink_factor, zoom_factor or height and width")
-    _require(layer, h_eff > 0 and w_eff > 0, "height/width should be positive")
-    _require(layer, h_out > 0 and w_out > 0, "height/width should be positive")
+        raise ValueError("Interp needs shrink_factor, zoom_factor or height and width")
+    _require(h_eff > 0 and w_eff > 0, "height/width should be positive")
+    _require(h_out > 0 and w_out > 0, "height/width should be positive")
     return h_eff, w_eff, h_out, w_out
 
 
-def _require(layer: RefLayer | None, condition: bool, message: str) -> None:
-    if layer is not None:
-        layer.check(condition, message)
-    elif not condition:
+def _require(condition: bool, message: str) -> None:
+    if not condition:
         raise ValueError(message)
+
+
+def interp_values(
+    x: Array,
+    *,
+    zoom: int | None = None,
+    shrink: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    pad_beg: int = 0,
+    pad_end: int = 0,
+) -> Array:
+    """The Interp layer's top for x (N, C, H, W) and the given fields."""
+    h1, w1, h2, w2 = interp_output_size(
+        x.shape[2],
+        x.shape[3],
+        zoom=zoom,
+        shrink=shrink,
+        out_height=height,
+        out_width=width,
+        pad_beg=pad_beg,
+        pad_end=pad_end,
+    )
+    return interp2(x, pad_beg, h1, w1, h2, w2)
 
 
 def interp2(x: Array, pad_beg: int, h1: int, w1: int, h2: int, w2: int) -> Array:
@@ -92,8 +120,23 @@ def interp(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     layer.check(p.pad_end <= 0, "Only supports non-pos padding (cropping) for now")
     x = bottoms[0]
     n, c, h, w = legacy_shape(layer, x.shape)
-    h1, w1, h2, w2 = interp_size(layer, h, w, p)
-    return [interp2(x.reshape(n, c, h, w), int(p.pad_beg), h1, w1, h2, w2)]
+
+    def field(name: str) -> int | None:
+        return int(getattr(p, name)) if p.HasField(name) else None
+
+    try:
+        top = interp_values(
+            x.reshape(n, c, h, w),
+            zoom=field("zoom_factor"),
+            shrink=field("shrink_factor"),
+            height=field("height"),
+            width=field("width"),
+            pad_beg=int(p.pad_beg),
+            pad_end=int(p.pad_end),
+        )
+    except ValueError as exc:
+        raise layer.fail(f"Caffe aborts here: {exc}") from None
+    return [top]
 
 
 def unpool(x: Array, mask: Array, out_h: int, out_w: int) -> Array:
@@ -103,6 +146,8 @@ def unpool(x: Array, mask: Array, out_h: int, out_w: int) -> Array:
     out = np.zeros((n * c, out_h * out_w), np.float32)
     index = mask.reshape(n * c, -1).astype(np.int64)
     values = as_f32(x).reshape(n * c, -1)
+    if index.size and index.min() < 0:
+        raise ValueError("the mask holds -1: a pooling window saw no input")
     if index.size and (index.max() >= out_h * out_w):
         raise ValueError(
             f"upsample top index {int(index.max())} out of range - check scale settings match "
