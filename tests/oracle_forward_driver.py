@@ -3,11 +3,11 @@ oracle's own Python (pycaffe, numpy 1.x), imports caffe once, and forks a child 
 that a Caffe CHECK failure (SIGABRT) costs only that case.
 
 Usage: python oracle_forward_driver.py CASE_DIR...
-Each CASE_DIR holds net.prototxt, inputs.npz and case.json ({"seed": int, "bn_factor": float}).
-The child fills every parameter blob with seeded random values, saves them with net.save()
-(net.caffemodel, so the reference reads a file real Caffe wrote), runs forward() and writes
-blobs.npz (arrays arr_0, arr_1, ...) with blobs.json (their names). If Caffe refuses the net,
-error.txt holds its message instead.
+Each CASE_DIR holds net.prototxt, inputs.npz and case.json ({"seed": int, "bn_factor": float}
+or {"weights": path}). Without given weights the child fills every parameter blob with seeded
+random values and saves them with net.save() (net.caffemodel, so the reference reads a file
+real Caffe wrote). It runs forward() and writes every blob as blobs/<i>.npy with blobs.json
+(their names). If Caffe refuses the net, error.txt holds its message instead.
 """
 
 import json
@@ -47,16 +47,22 @@ def fill(net, seed, bn_factor):
 def run(case):
     with open(os.path.join(case, "case.json")) as f:
         spec = json.load(f)
-    net = caffe.Net(os.path.join(case, "net.prototxt"), caffe.TEST)
-    fill(net, spec["seed"], spec.get("bn_factor", 1.0))
-    net.save(os.path.join(case, "net.caffemodel"))
+    prototxt = os.path.join(case, "net.prototxt")
+    if spec.get("weights"):
+        net = caffe.Net(prototxt, spec["weights"], caffe.TEST)
+    else:
+        net = caffe.Net(prototxt, caffe.TEST)
+        fill(net, spec["seed"], spec.get("bn_factor", 1.0))
+        net.save(os.path.join(case, "net.caffemodel"))
     inputs = np.load(os.path.join(case, "inputs.npz"))
     for name in inputs.files:
         net.blobs[name].reshape(*inputs[name].shape)
         net.blobs[name].data[...] = inputs[name]
     net.forward()
     names = list(net.blobs.keys())
-    np.savez(os.path.join(case, "blobs.npz"), *[np.array(net.blobs[n].data) for n in names])
+    os.mkdir(os.path.join(case, "blobs"))
+    for i, name in enumerate(names):
+        np.save(os.path.join(case, "blobs", f"{i}.npy"), net.blobs[name].data)
     with open(os.path.join(case, "blobs.json"), "w") as f:
         json.dump(names, f)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,24 +71,46 @@ class Case:
     notes: list[str] = field(default_factory=list)
 
 
+class LazyBlobs(Mapping[str, np.ndarray]):
+    """The blobs Caffe wrote, each read (memory-mapped) when asked for."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        names = json.loads((folder / "blobs.json").read_text())
+        self._index = {name: i for i, name in enumerate(names)}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return np.load(self._folder / "blobs" / f"{self._index[name]}.npy", mmap_mode="r")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
 @dataclass
 class CaffeResult:
     folder: Path
-    blobs: dict[str, np.ndarray] | None
+    blobs: Mapping[str, np.ndarray] | None
     error: str | None
 
 
-def run_in_caffe(root: Path, cases: Iterable[Case]) -> dict[str, CaffeResult]:
-    """Write each case under root and run them all in one oracle process."""
+def run_in_caffe(
+    root: Path, cases: Iterable[Case], weights: Mapping[str, Path] | None = None
+) -> dict[str, CaffeResult]:
+    """Write each case under root and run them all in one oracle process (with the given
+    caffemodel per case name, else with random weights that Caffe draws and saves)."""
     folders = {}
     for case in cases:
         folder = root / case.name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "net.prototxt").write_text(case.text)
         np.savez(folder / "inputs.npz", **case.inputs)
-        (folder / "case.json").write_text(
-            json.dumps({"seed": case.seed, "bn_factor": case.bn_factor})
-        )
+        spec: dict[str, object] = {"seed": case.seed, "bn_factor": case.bn_factor}
+        if weights and case.name in weights:
+            spec["weights"] = str(weights[case.name])
+        (folder / "case.json").write_text(json.dumps(spec))
         folders[case.name] = folder
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -111,11 +133,8 @@ def run_in_caffe(root: Path, cases: Iterable[Case]) -> dict[str, CaffeResult]:
     for name, folder in folders.items():
         if (folder / "error.txt").exists():
             results[name] = CaffeResult(folder, None, (folder / "error.txt").read_text())
-        elif (folder / "blobs.npz").exists():
-            names = json.loads((folder / "blobs.json").read_text())
-            with np.load(folder / "blobs.npz") as data:
-                blobs = {n: data[f"arr_{i}"] for i, n in enumerate(names)}
-            results[name] = CaffeResult(folder, blobs, None)
+        elif (folder / "blobs.json").exists():
+            results[name] = CaffeResult(folder, LazyBlobs(folder), None)
         else:
             results[name] = CaffeResult(
                 folder, None, f"the driver did not run it:\n{driver.stderr[-2000:]}"
@@ -123,10 +142,10 @@ def run_in_caffe(root: Path, cases: Iterable[Case]) -> dict[str, CaffeResult]:
     return results
 
 
-def reference_blobs(case: Case, folder: Path) -> dict[str, np.ndarray]:
-    """The reference's blobs for a case, with the weights Caffe saved."""
+def reference_blobs(case: Case, folder: Path, model: Path | None = None) -> dict[str, np.ndarray]:
+    """The reference's blobs for a case, with the weights Caffe saved (or `model`)."""
     net = read_prototxt_text(case.text, str(folder / "net.prototxt"), Reporter())
-    model = folder / "net.caffemodel"
+    model = model if model is not None else folder / "net.caffemodel"
     weights = read_caffemodel(model) if model.exists() else None
     return ReferenceNet(net, weights).forward(case.inputs)
 
