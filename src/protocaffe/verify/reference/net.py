@@ -354,7 +354,14 @@ class ReferenceNet:
                         f"Caffe aborts here: incompatible number of blobs: the caffemodel has "
                         f"{len(layer.source)}, the layer has none"
                     )
-                yield Step(layer.index, layer.name, {t: env[t] for t in layer.tops})
+                step = Step(layer.index, layer.name, {t: env[t] for t in layer.tops})
+                del bottoms, tops
+                if not keep_all:  # before the yield, so the consumer's step is all that is left
+                    for name in planned.free_after:
+                        env.pop(name, None)
+                yield step
+                del step
+                continue
             if not keep_all:
                 for name in planned.free_after:
                     env.pop(name, None)
