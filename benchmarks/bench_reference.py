@@ -7,7 +7,7 @@ wall and CPU seconds, the whole process's wall seconds (start-up, reading the pr
 caffemodel included) and its peak RSS.
 
     PYTHONPATH=src python benchmarks/bench_reference.py                   # the three below
-    PYTHONPATH=src python benchmarks/bench_reference.py --corpus          # every corpus net
+    PYTHONPATH=src python benchmarks/bench_reference.py --corpus   # every corpus net, batch <= 2
     PYTHONPATH=src python benchmarks/bench_reference.py vgg16:1x3x224x224
 
 NET is a corpus folder name, optionally with input shapes (`name:1x3x368x656`, the first
@@ -99,13 +99,23 @@ def measure(name: str, first: tuple[int, ...] | None, work: Path) -> dict[str, o
 
 
 def main() -> int:
+    from protocaffe.errors import ProtocaffeError
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("nets", nargs="*", help="corpus names, optionally name:NxCxHxW")
-    parser.add_argument("--corpus", action="store_true", help="every corpus net, declared sizes")
+    parser.add_argument(
+        "--corpus", action="store_true", help="every corpus net, at the conformance sizes"
+    )
     args = parser.parse_args()
     specs = args.nets or DEFAULT
-    if args.corpus:
-        specs = sorted(p.name for p in (_shared() / "corpus").iterdir() if p.is_dir())
+    if args.corpus:  # at the sizes the corpus conformance runs (batch <= 2, OpenPose resized)
+        from protocaffe.verify.conformance import corpus_cases
+
+        specs = []
+        for case in corpus_cases(_shared() / "corpus"):
+            if case.weights is None:
+                shape = next(iter(case.input_shapes.values()), None)
+                specs.append(case.model + (":" + "x".join(map(str, shape)) if shape else ""))
     print(f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores; one BLAS thread")
     print(
         f"{'net':32} {'input':>14} {'layers':>6} {'fwd wall':>9} {'fwd cpu':>8} "
@@ -116,7 +126,10 @@ def main() -> int:
             name, _, dims = spec.partition(":")
             first = tuple(int(d) for d in dims.split("x")) if dims else None
             started = time.perf_counter()
-            r = measure(name, first, Path(work))
+            try:
+                r = measure(name, first, Path(work))
+            except ProtocaffeError as exc:
+                r = {"net": name, "error": str(exc.diagnostics[0])}
             if "error" in r:
                 print(f"{name:32} error: {r['error']} ({time.perf_counter() - started:.0f}s)")
                 continue
