@@ -147,6 +147,97 @@ def _arity(layer: LayerDef, op: RefOp) -> Diagnostic | None:
     return None
 
 
+class _Walk(NamedTuple):
+    """Net::Init's pass over the layers: what runs, what is fed, what is left out."""
+
+    plan: list[tuple[int, LayerDef, RefOp, tuple[bool, ...]]]  # (index, layer, op, in place)
+    required: list[str]
+    optional: list[str]
+    skipped: list[int]
+
+
+def _check_types(net: NetDef) -> None:
+    """One located error per layer whose type has no reference (or a wrong blob count)."""
+    problems: list[Diagnostic] = []
+    for layer in net.layers:
+        if layer.type in DATA_LAYERS or layer.type in SINK_LAYERS or layer.type == "Input":
+            continue
+        op = lookup(layer.type)
+        if op is None:
+            problems.append(
+                Diagnostic(
+                    layer.loc,
+                    f"the numpy reference has no implementation of layer type {layer.type!r}; "
+                    "a plugin can add one (protocaffe.verify.reference.register)",
+                    layer.name,
+                    layer.type,
+                )
+            )
+        elif (arity := _arity(layer, op)) is not None:
+            problems.append(arity)
+    if problems:
+        raise ProtocaffeError(problems)
+
+
+def _readers(net: NetDef) -> Counter[tuple[int, int]]:
+    """How many bottoms read each blob version (the (layer, top) that wrote it), over every
+    layer of the net: Caffe's InsertSplits counts the same way."""
+    version: dict[str, tuple[int, int]] = {i.name: (-1, k) for k, i in enumerate(net.inputs)}
+    readers: Counter[tuple[int, int]] = Counter()
+    for index, layer in enumerate(net.layers):
+        for bottom in layer.bottoms:
+            if bottom in version:
+                readers[version[bottom]] += 1
+        for j, top in enumerate(layer.tops):
+            version[top] = (index, j)
+    return readers
+
+
+def _walk(net: NetDef) -> _Walk:
+    """Net::Init's blob rules (AppendBottom, AppendTop after InsertSplits), layer by layer."""
+    readers = _readers(net)
+    walk = _Walk([], [i.name for i in net.inputs], [], [])
+    version: dict[str, tuple[int, int]] = {n: (-1, k) for k, n in enumerate(walk.required)}
+
+    def abort(layer: LayerDef, message: str) -> ProtocaffeError:
+        return ProtocaffeError.at(
+            layer.loc, f"Caffe aborts here: {message}", layer.name, layer.type
+        )
+
+    for index, layer in enumerate(net.layers):
+        for bottom in layer.bottoms:
+            if bottom not in version:
+                raise abort(layer, f"unknown bottom blob {bottom!r}")
+        op = lookup(layer.type)
+        in_place: list[bool] = []
+        for j, top in enumerate(layer.tops):
+            same = j < len(layer.bottoms) and layer.bottoms[j] == top
+            if same and readers[version[top]] > 1:
+                raise abort(
+                    layer,
+                    f"top blob {top!r} produced by multiple sources ({top!r} is read by another "
+                    "layer as well, so Caffe gives this layer a split copy of it and the layer "
+                    "is no longer in place)",
+                )
+            if not same and top in version:
+                raise abort(layer, f"top blob {top!r} produced by multiple sources")
+            if same and op is not None and not op.in_place:
+                raise abort(layer, f"{layer.type} Layer does not allow in-place computation")
+            in_place.append(same)
+            version[top] = (index, j)
+        if layer.type == "Input":
+            walk.required.extend(layer.tops)
+        elif layer.type in DATA_LAYERS:
+            walk.optional.extend(layer.tops)
+            walk.skipped.append(index)
+        elif layer.type in SINK_LAYERS:
+            walk.skipped.append(index)
+        else:
+            assert op is not None  # _check_types ran first
+            walk.plan.append((index, layer, op, tuple(in_place)))
+    return walk
+
+
 class ReferenceNet:
     """A Caffe net ready to run in numpy. `weights` is a caffemodel (as `read_caffemodel`
     returns it), a mapping from layer name to that layer's blobs, or None for a net without
@@ -155,113 +246,28 @@ class ReferenceNet:
 
     def __init__(self, net: NetDef, weights: Weights = None) -> None:
         self.net = net
-        sources = _blob_sources(net, weights)
-        problems: list[Diagnostic] = []
-        for layer in net.layers:
-            if layer.type in DATA_LAYERS or layer.type in SINK_LAYERS or layer.type == "Input":
-                continue
-            op = lookup(layer.type)
-            if op is None:
-                problems.append(
-                    Diagnostic(
-                        layer.loc,
-                        f"the numpy reference has no implementation of layer type "
-                        f"{layer.type!r}; a plugin can add one "
-                        "(protocaffe.verify.reference.register)",
-                        layer.name,
-                        layer.type,
-                    )
-                )
-            else:
-                arity = _arity(layer, op)
-                if arity is not None:
-                    problems.append(arity)
-        if problems:
-            raise ProtocaffeError(problems)
-
-        required: list[str] = [i.name for i in net.inputs]
-        optional: list[str] = []
-        # Caffe's blob table: name -> the (layer, top) that wrote its current version.
-        version: dict[str, tuple[int, int]] = {name: (-1, k) for k, name in enumerate(required)}
-        readers: Counter[tuple[int, int]] = Counter()
-        for index, layer in enumerate(net.layers):
-            for bottom in layer.bottoms:
-                if bottom in version:
-                    readers[version[bottom]] += 1
-            for j, top in enumerate(layer.tops):
-                version[top] = (index, j)
-
-        version = {name: (-1, k) for k, name in enumerate(required)}
-        plan: list[tuple[int, LayerDef, RefOp | None, tuple[bool, ...]]] = []
-        self.skipped: tuple[int, ...] = ()
-        skipped: list[int] = []
-        for index, layer in enumerate(net.layers):
-            for bottom in layer.bottoms:
-                if bottom not in version:
-                    raise ProtocaffeError.at(
-                        layer.loc,
-                        f"Caffe aborts here: unknown bottom blob {bottom!r}",
-                        layer.name,
-                        layer.type,
-                    )
-            op = lookup(layer.type)
-            in_place: list[bool] = []
-            for j, top in enumerate(layer.tops):
-                same = j < len(layer.bottoms) and layer.bottoms[j] == top
-                if same and readers[version[top]] > 1:
-                    raise ProtocaffeError.at(
-                        layer.loc,
-                        f"Caffe aborts here: top blob {top!r} produced by multiple sources "
-                        f"({top!r} is read by another layer as well, so Caffe gives this layer "
-                        "a split copy of it and the layer is no longer in place)",
-                        layer.name,
-                        layer.type,
-                    )
-                if not same and top in version:
-                    raise ProtocaffeError.at(
-                        layer.loc,
-                        f"Caffe aborts here: top blob {top!r} produced by multiple sources",
-                        layer.name,
-                        layer.type,
-                    )
-                if same and op is not None and not op.in_place:
-                    raise ProtocaffeError.at(
-                        layer.loc,
-                        f"Caffe aborts here: {layer.type} Layer does not allow in-place "
-                        "computation",
-                        layer.name,
-                        layer.type,
-                    )
-                in_place.append(same)
-                version[top] = (index, j)
-            if layer.type == "Input":
-                required.extend(layer.tops)
-            elif layer.type in DATA_LAYERS:
-                optional.extend(layer.tops)
-                skipped.append(index)
-            elif layer.type in SINK_LAYERS:
-                skipped.append(index)
-            else:
-                plan.append((index, layer, op, tuple(in_place)))
-        self.skipped = tuple(skipped)
-        self.inputs: tuple[str, ...] = tuple(required)
-        self.optional_inputs: tuple[str, ...] = tuple(optional)
+        _check_types(net)
+        walk = _walk(net)
+        self.skipped: tuple[int, ...] = tuple(walk.skipped)
+        self.inputs: tuple[str, ...] = tuple(walk.required)
+        self.optional_inputs: tuple[str, ...] = tuple(walk.optional)
 
         # Caffe's outputs: blobs that no (running) layer reads, sorted as std::set sorts them.
-        available = set(required) | set(optional)
-        for _, layer, _, _ in plan:
+        available = set(walk.required) | set(walk.optional)
+        for _, layer, _, _ in walk.plan:
             available.difference_update(layer.bottoms)
             available.update(layer.tops)
         self.outputs: tuple[str, ...] = tuple(sorted(available))
 
+        # Liveness: after the step that reads a blob last, nobody needs it (outputs excepted).
         last_use: dict[str, int] = {}
-        for step, (_, layer, _, _) in enumerate(plan):
+        for step, (_, layer, _, _) in enumerate(walk.plan):
             for name in layer.bottoms + layer.tops:
                 last_use[name] = step
         keep = set(self.outputs)
+        sources = _blob_sources(net, weights)
         self._plan: list[_Planned] = []
-        for step, (index, layer, op, in_place_tops) in enumerate(plan):
-            assert op is not None
+        for step, (index, layer, op, in_place) in enumerate(walk.plan):
             names = dict.fromkeys(layer.bottoms + layer.tops)
             free = tuple(n for n in names if last_use[n] == step and n not in keep)
             ref = RefLayer(
@@ -274,11 +280,10 @@ class ReferenceNet:
                 tops=layer.tops,
                 source=sources.get(index),
             )
-            self._plan.append(_Planned(ref, op, in_place_tops, free))
-        # Inputs no layer reads are dropped at once unless they are outputs.
+            self._plan.append(_Planned(ref, op, in_place, free))
         read = {n for p in self._plan for n in p.layer.bottoms}
         self._unread_inputs = tuple(
-            n for n in required + optional if n not in read and n not in keep
+            n for n in self.inputs + self.optional_inputs if n not in read and n not in keep
         )
 
     @classmethod
@@ -335,36 +340,34 @@ class ReferenceNet:
             for name in self._unread_inputs:
                 env.pop(name, None)
         for planned in self._plan:
-            layer, op = planned.layer, planned.op
-            bottoms = []
-            for name in layer.bottoms:
-                if name not in env:
-                    if layer.type == "Silence":
-                        break
-                    raise layer.fail(
-                        f"reads blob {name!r}, which a data layer produces in Caffe; "
-                        "give it as an input"
-                    )
-                bottoms.append(env[name])
-            else:
-                tops = op.forward(layer, bottoms)
-                self._store(planned, bottoms, tops, env)
-                if layer.source and not layer.weights_read:
-                    raise layer.fail(
-                        f"Caffe aborts here: incompatible number of blobs: the caffemodel has "
-                        f"{len(layer.source)}, the layer has none"
-                    )
-                step = Step(layer.index, layer.name, {t: env[t] for t in layer.tops})
-                del bottoms, tops
-                if not keep_all:  # before the yield, so the consumer's step is all that is left
-                    for name in planned.free_after:
-                        env.pop(name, None)
-                yield step
-                del step
-                continue
-            if not keep_all:
+            step = self._run_layer(planned, env)
+            if not keep_all:  # before the yield, so that the step is all the consumer holds
                 for name in planned.free_after:
                     env.pop(name, None)
+            if step is not None:
+                yield step
+            del step
+
+    def _run_layer(self, planned: _Planned, env: dict[str, Array]) -> Step | None:
+        """Run one layer on the blobs in env and store its tops there; None for a Silence of a
+        blob no one gave (a data layer's label)."""
+        layer = planned.layer
+        missing = [name for name in layer.bottoms if name not in env]
+        if missing and layer.type == "Silence":
+            return None
+        if missing:
+            raise layer.fail(
+                f"reads blob {missing[0]!r}, which a data layer produces in Caffe; give it as "
+                "an input"
+            )
+        bottoms = [env[name] for name in layer.bottoms]
+        self._store(planned, bottoms, planned.op.forward(layer, bottoms), env)
+        if layer.source and not layer.weights_read:
+            raise layer.fail(
+                f"Caffe aborts here: incompatible number of blobs: the caffemodel has "
+                f"{len(layer.source)}, the layer has none"
+            )
+        return Step(layer.index, layer.name, {t: env[t] for t in layer.tops})
 
     @staticmethod
     def _store(
