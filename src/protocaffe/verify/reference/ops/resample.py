@@ -89,7 +89,12 @@ def interp_values(
 
 def interp2(x: Array, pad_beg: int, h1: int, w1: int, h2: int, w2: int) -> Array:
     """caffe_cpu_interp2 (not packed) of the region of x starting at (-pad_beg, -pad_beg) of
-    size h1 x w1 into h2 x w2: the weights are float32 as in the C++ (Dtype lambdas)."""
+    size h1 x w1 into h2 x w2, with float32 weights as in the C++ (Dtype lambdas).
+
+    Each output is h0 * (w0 * p00 + w1 * p01) + h1 * (w0 * p10 + w1 * p11): the two inner
+    sums are the same numbers for every output row that reads those input rows, so they are
+    computed once per input row (a separable pass with identical float steps), a block of
+    channels at a time to bound the memory."""
     x = as_f32(x)
     y0 = x0 = -pad_beg
     if (h1, w1) == (h2, w2):
@@ -106,11 +111,16 @@ def interp2(x: Array, pad_beg: int, h1: int, w1: int, h2: int, w2: int) -> Array
     l0h, l0w = f32(1) - l1h, f32(1) - l1w
     rows0, rows1 = y0 + hi, y0 + hi + hp
     cols0, cols1 = x0 + wi, x0 + wi + wp
-    a = x[:, :, rows0][:, :, :, cols0]
-    b = x[:, :, rows0][:, :, :, cols1]
-    c = x[:, :, rows1][:, :, :, cols0]
-    d = x[:, :, rows1][:, :, :, cols1]
-    return np.asarray(l0h * (l0w * a + l1w * b) + l1h * (l0w * c + l1w * d), dtype=np.float32)
+    n, c = x.shape[:2]
+    out = np.empty((n, c, h2, w2), np.float32)
+    block = max(1, (1 << 22) // max(1, h2 * w2))  # channels per step (about 16 MB of output)
+    for start in range(0, c, block):
+        part = x[:, start : start + block, y0 : y0 + h1]
+        across = l0w * part[:, :, :, cols0] + l1w * part[:, :, :, cols1]  # every input row
+        top = l0h * across[:, :, rows0 - y0]
+        top += l1h * across[:, :, rows1 - y0]
+        out[:, start : start + block] = top
+    return out
 
 
 @register("Interp")
