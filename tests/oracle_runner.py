@@ -180,7 +180,8 @@ def assert_blobs_match(
             continue
         finite = np.isfinite(caffe)
         scale = max(1.0, float(np.max(np.abs(caffe[finite]), initial=0.0)))
-        diff = np.abs(mine.astype(np.float64) - caffe)
+        with np.errstate(invalid="ignore"):  # inf - inf where both are inf (checked above)
+            diff = np.abs(mine.astype(np.float64) - caffe)
         bound = case.atol * scale + case.rtol * np.abs(caffe.astype(np.float64))
         bad = finite & (diff > bound)
         first = int(np.argmax(bad))

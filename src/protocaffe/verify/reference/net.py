@@ -279,6 +279,7 @@ class ReferenceNet:
                 bottoms=layer.bottoms,
                 tops=layer.tops,
                 source=sources.get(index),
+                model_given=weights is not None,
             )
             self._plan.append(_Planned(ref, op, in_place, free))
         read = {n for p in self._plan for n in p.layer.bottoms}

@@ -61,6 +61,7 @@ class RefLayer:
     # The layer's blobs from the caffemodel (None: the file has no layer of this name); an
     # element is None where a shared parameter (`param { name }`) has no value anywhere.
     source: tuple[Array | None, ...] | None = None
+    model_given: bool = True  # False: the net runs without any caffemodel
     weights_read: bool = False
 
     def fail(self, message: str) -> ProtocaffeError:
@@ -78,6 +79,8 @@ class RefLayer:
         if self.source is None:
             if not shapes:
                 return []
+            if not self.model_given:
+                raise self.fail(f"the layer has {len(shapes)} blob(s) but no weights were given")
             raise self.fail(
                 f"the caffemodel has no layer named {self.name!r}; Caffe would fill its "
                 f"{len(shapes)} blob(s) from the prototxt's fillers, which a reference cannot "

@@ -48,6 +48,26 @@ def _geometry(
     return axis, kernel, stride, pad, dilation
 
 
+def conv_output_size(
+    spatial: tuple[int, ...],
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pad: tuple[int, ...],
+    dilation: tuple[int, ...],
+    transposed: bool,
+) -> tuple[int, ...]:
+    """ConvolutionLayer / DeconvolutionLayer::compute_output_shape (C++ integer division)."""
+    extent = [d * (k - 1) + 1 for d, k in zip(dilation, kernel, strict=True)]
+    if transposed:
+        return tuple(
+            s * (n - 1) + e - 2 * p for n, s, e, p in zip(spatial, stride, extent, pad, strict=True)
+        )
+    return tuple(
+        trunc_div(n + 2 * p - e, s) + 1
+        for n, p, e, s in zip(spatial, pad, extent, stride, strict=True)
+    )
+
+
 def im2col_conv(
     x: Array,
     weight: Array,
@@ -66,10 +86,7 @@ def im2col_conv(
     kernel = weight.shape[2:]
     out_channels = weight.shape[0]
     extent = [d * (k - 1) + 1 for d, k in zip(dilation, kernel, strict=True)]
-    out = [
-        trunc_div(n + 2 * p - e, s) + 1
-        for n, p, e, s in zip(spatial, pad, extent, stride, strict=True)
-    ]
+    out = list(conv_output_size(spatial, kernel, stride, pad, dilation, transposed=False))
     if min(out, default=1) <= 0:
         raise ValueError(f"output size {tuple(out)} is not positive")
     # Zero padding, plus whatever the last windows overhang past it.
@@ -125,8 +142,7 @@ def col2im_deconv(
     kernel = weight.shape[2:]
     og = weight.shape[1]
     ig = in_channels // group
-    extent = [d * (k - 1) + 1 for d, k in zip(dilation, kernel, strict=True)]
-    out = [s * (n - 1) + e - 2 * p for n, s, e, p in zip(spatial, stride, extent, pad, strict=True)]
+    out = list(conv_output_size(spatial, kernel, stride, pad, dilation, transposed=True))
     if min(out, default=1) <= 0:
         raise ValueError(f"output size {tuple(out)} is not positive")
     full = [o + 2 * p for o, p in zip(out, pad, strict=True)]
@@ -169,6 +185,9 @@ def _conv_layer(layer: RefLayer, bottoms: list[Array], transposed: bool) -> list
     layer.check(group > 0 and channels % group == 0, f"channels {channels} % group {group} != 0")
     layer.check(num_output % group == 0, "Number of output should be multiples of group.")
     conv_out, conv_in = (channels, num_output) if transposed else (num_output, channels)
+    out = conv_output_size(shape[axis + 1 :], kernel, stride, pad, dilation, transposed)
+    # A zero-sized top makes Caffe abort on its first data access (Blob: "Check failed: data_").
+    layer.check(min(out) > 0, f"the top would be empty: output size {out}")
     shapes = [(conv_out, conv_in // group, *kernel)]
     if p.bias_term:
         shapes.append((num_output,))
@@ -184,7 +203,7 @@ def _conv_layer(layer: RefLayer, bottoms: list[Array], transposed: bool) -> list
             else:
                 y = im2col_conv(flat, blobs[0], bias, stride, pad, dilation, group)
         except ValueError as exc:
-            raise layer.fail(f"Caffe computes an empty top here: {exc}") from None
+            raise layer.fail(f"Caffe aborts here: {exc}") from None
         tops.append(y.reshape(batch + y.shape[1:]))
     return tops
 
@@ -227,12 +246,11 @@ def convolution_depthwise(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     dilation = _dw_pair(layer, "dilation", 1)
     layer.check(min(kernel) > 0 and min(stride) > 0, "kernel and stride must be positive")
     channels = x.shape[1]
+    out = conv_output_size(x.shape[2:], kernel, stride, pad, dilation, transposed=False)
+    layer.check(min(out) > 0, f"the top would be empty: output size {out}")
     shapes: list[tuple[int, ...]] = [(channels, 1, *kernel)]
     if p.bias_term:
         shapes.append((channels,))
     blobs = layer.weights(*shapes)
     bias = blobs[1] if p.bias_term else None
-    try:
-        return [im2col_conv(x, blobs[0], bias, stride, pad, dilation, channels)]
-    except ValueError as exc:
-        raise layer.fail(f"Caffe computes an empty top here: {exc}") from None
+    return [im2col_conv(x, blobs[0], bias, stride, pad, dilation, channels)]

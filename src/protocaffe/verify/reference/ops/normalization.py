@@ -104,7 +104,8 @@ def batch_norm(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
         c_rows = centered.reshape(rows.shape).astype(np.float64)
         var = (c_rows * c_rows).mean(axis=(0, 2)).astype(np.float32)
     std = np.sqrt(var + eps)
-    return [centered / std.reshape(shape)]
+    with np.errstate(divide="ignore", invalid="ignore"):  # eps 0 and no variance: 0/0 as Caffe
+        return [centered / std.reshape(shape)]
 
 
 @register("MVN")
