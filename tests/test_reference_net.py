@@ -154,7 +154,8 @@ def test_a_weightless_layer_with_blobs_in_the_file_is_refused() -> None:
 def test_weights_go_to_the_first_layer_of_a_name() -> None:
     """CopyTrainedLayersFrom looks layers up by name from the start: with two layers named
     "conv", the caffemodel's "conv" fills the first; the second has none."""
-    text = HEAD + CONV + CONV.replace('bottom: "data" top: "conv"', 'bottom: "conv" top: "conv2"')
+    second = CONV.replace('bottom: "data" top: "conv"', 'bottom: "conv" top: "conv2"')
+    text = HEAD + CONV + second.replace("kernel_size: 3", "kernel_size: 1")
     w = {"conv": [np.ones((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)]}
     with pytest.raises(ProtocaffeError) as caught:
         run_all(_net(text), w, {"data": X})
