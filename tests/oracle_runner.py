@@ -12,13 +12,13 @@ import json
 import os
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from protocaffe.errors import ProtocaffeError, Reporter
-from protocaffe.frontend.caffemodel import read_caffemodel
+from protocaffe.frontend.caffemodel import read_caffemodel, write_caffemodel
 from protocaffe.frontend.prototxt import read_prototxt_text
 from protocaffe.verify.reference import ReferenceNet
 
@@ -68,7 +68,8 @@ class Case:
     rtol: float = 2e-5
     atol: float = 2e-6
     exact: bool = False
-    notes: list[str] = field(default_factory=list)
+    # Weights to give both sides (layer name -> blobs), instead of random ones drawn by Caffe.
+    blobs: dict[str, list[np.ndarray]] | None = None
 
 
 class LazyBlobs(Mapping[str, np.ndarray]):
@@ -110,6 +111,10 @@ def run_in_caffe(
         spec: dict[str, object] = {"seed": case.seed, "bn_factor": case.bn_factor}
         if weights and case.name in weights:
             spec["weights"] = str(weights[case.name])
+        elif case.blobs is not None:
+            model = folder / "net.caffemodel"
+            write_caffemodel(model, "t", [(n, "", b) for n, b in case.blobs.items()])
+            spec["weights"] = str(model)
         (folder / "case.json").write_text(json.dumps(spec))
         folders[case.name] = folder
     env = {

@@ -127,8 +127,42 @@ def _refused_cases() -> list[Case]:
     return cases
 
 
+def _shared_parameter_cases() -> list[Case]:
+    """Issue 13, cause 9: layers that name the same `param` share one blob in Caffe. The
+    caffemodel holds a different copy for each: Caffe copies them in file order into the one
+    shared blob, so every sharer uses the copy of the last one."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(1, 2, 6, 6)).astype(np.float32)
+    conv = (
+        'layer {{ name: "{n}" type: "Convolution" bottom: "{b}" top: "{n}" '
+        'param {{ name: "shared_w" }} param {{ name: "shared_b" }} '
+        "convolution_param {{ num_output: 2 kernel_size: 3 pad: 1 }} }}\n"
+    )
+    text = net_text(
+        {"data": x.shape},
+        "".join(conv.format(n=f"c{i}", b=b) for i, b in enumerate(["data", "c0", "c1"])),
+    )
+    copies = {
+        f"c{i}": [
+            rng.normal(size=(2, 2, 3, 3)).astype(np.float32),
+            rng.normal(size=2).astype(np.float32),
+        ]
+        for i in range(3)
+    }
+    order = {"c2": copies["c2"], "c0": copies["c0"], "c1": copies["c1"]}  # c1 is copied last
+    return [
+        Case("shared-params-file-order", text, {"data": x}, blobs=copies),
+        Case("shared-params-other-order", text, {"data": x}, blobs=order),
+    ]
+
+
 ORACLE_TYPES = sorted(CASES)
-ALL = generate(ORACLE_TYPES, PER_TYPE) + _memory_cases() + _refused_cases()
+ALL = (
+    generate(ORACLE_TYPES, PER_TYPE)
+    + _memory_cases()
+    + _refused_cases()
+    + _shared_parameter_cases()
+)
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +189,10 @@ def test_memory_nets_show_sharing(caffe_results) -> None:
         result.blobs["tanh"], np.tanh(np.maximum(result.blobs["data"], 0)), rtol=1e-6
     )
     assert (result.blobs["data"] >= 0).all()
+
+
+def test_shared_parameters_follow_the_last_copy(caffe_results) -> None:
+    """The shared-parameter nets do what issue 13 says: all three convolutions use one copy."""
+    a, b = caffe_results["shared-params-file-order"], caffe_results["shared-params-other-order"]
+    assert a.blobs is not None and b.blobs is not None
+    assert not np.allclose(a.blobs["c2"], b.blobs["c2"])  # the copy that wins differs
