@@ -20,6 +20,8 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +59,14 @@ def _param(case: CorpusCase) -> object:
     return pytest.param(case, id=case.name.replace(" (real weights)", "[real]"), marks=marks)
 
 
-CASES = [_param(c) for c in corpus_cases(shared_dir() / "corpus")]
+CASES = [
+    _param(replace(c, input_shapes={**c.input_shapes, **EXTRA_SHAPES.get(c.model, {})}))
+    for c in corpus_cases(shared_dir() / "corpus")
+]
 
 
 def input_shapes(net: NetDef, ref: ReferenceNet, case: CorpusCase) -> dict[str, tuple[int, ...]]:
-    overrides = dict(case.input_shapes) | EXTRA_SHAPES.get(case.model, {})
+    overrides = dict(case.input_shapes)
     shapes: dict[str, tuple[int, ...]] = {i.name: i.shape for i in net.inputs}
     for layer in net.layers:
         if layer.type == "Input":
@@ -83,13 +88,32 @@ def _opencv_layers(
         return str(exc)
 
 
+_WORKER: list[ProcessPoolExecutor] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_opencv_worker():
+    yield
+    for pool in _WORKER:
+        pool.shutdown(cancel_futures=True)
+    _WORKER.clear()
+
+
 def opencv_layers(prototxt: Path, caffemodel: Path, inputs: dict, queries: list) -> dict | str:
-    """run_opencv in a spawned process: OpenCV can corrupt its heap on nets it rejects."""
+    """run_opencv in a spawned worker process: OpenCV can corrupt its heap on nets it rejects
+    (a crashed worker is replaced)."""
     pytest.importorskip("cv2")
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_opencv_layers, str(prototxt), str(caffemodel), inputs, queries).result(
-            timeout=600
+    if not _WORKER:
+        _WORKER.append(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
+    try:
+        return (
+            _WORKER[0]
+            .submit(_opencv_layers, str(prototxt), str(caffemodel), inputs, queries)
+            .result(timeout=600)
         )
+    except BrokenProcessPool:
+        _WORKER.clear()
+        return "OpenCV crashed on this net"
 
 
 def _detections_close(ours: np.ndarray, theirs: np.ndarray) -> bool:
