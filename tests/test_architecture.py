@@ -8,6 +8,9 @@
 3. Generating model.py imports neither torch nor numpy.
 4. Layer code takes its attributes typed (`Layer[PoolAttrs]`), never `assert isinstance(attrs`.
 5. The plugin example and the README's plugin import only the published plugin API.
+6. The numpy reference (verify/reference/) is a second implementation of Caffe: besides itself
+   it imports numpy, the standard library, protocaffe's errors, the schema (proto/) and the
+   frontend readers, never the lowering, the IR, the layers, the passes or the backend.
 """
 
 from __future__ import annotations
@@ -130,6 +133,58 @@ def test_the_readers_import_nothing_above_the_schema(path: Path) -> None:
         or target in FRONTEND_LOWERING
     ]
     assert not wrong, "\n".join(wrong)
+
+
+REFERENCE = PACKAGE / "verify" / "reference"
+# What the numpy reference may import of protocaffe (prefixes), and of third parties.
+REFERENCE_MAY_IMPORT = ("protocaffe.errors", "protocaffe.proto", "protocaffe.verify.reference")
+REFERENCE_THIRD_PARTY = {"numpy"}
+
+
+def _reference_import_problems(path: Path) -> list[str]:
+    shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    wrong = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [(node.lineno, node.module)]
+        else:
+            continue
+        for line, name in names:
+            top = name.split(".")[0]
+            if top == "protocaffe":
+                reader = _unit(name) == "protocaffe.frontend" and name not in FRONTEND_LOWERING
+                if not (reader or name.startswith(REFERENCE_MAY_IMPORT)):
+                    wrong.append(f"{shown}:{line}: the reference imports {name}")
+            elif top not in sys.stdlib_module_names and top not in REFERENCE_THIRD_PARTY:
+                wrong.append(f"{shown}:{line}: the reference imports {name}")
+    return wrong
+
+
+@pytest.mark.parametrize(
+    "path", sorted(REFERENCE.rglob("*.py")), ids=lambda p: str(p.relative_to(REFERENCE))
+)
+def test_the_reference_imports_only_numpy_the_schema_and_the_readers(path: Path) -> None:
+    wrong = _reference_import_problems(path)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_reference_rule_sees_the_compiler(tmp_path: Path) -> None:
+    """The rule is not vacuous: the lowering, the layers and torch are each refused."""
+    bad = tmp_path / "probe.py"
+    bad.write_text(
+        "import torch\n"
+        "from protocaffe.frontend.lower import build_graph\n"
+        "from protocaffe.layers import lookup\n"
+        "from protocaffe.frontend.prototxt import read_prototxt\n"
+    )
+    found = _reference_import_problems(bad)
+    assert [line.rsplit(" ", 1)[-1] for line in found] == [
+        "torch",
+        "protocaffe.frontend.lower",
+        "protocaffe.layers",
+    ]
 
 
 def test_the_floor_checker_sees_an_upward_import(tmp_path: Path) -> None:
