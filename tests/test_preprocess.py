@@ -221,7 +221,7 @@ def test_lenets_transform_param_becomes_preprocess(
         "preprocess() (scale 0.00390625)"
     ) in err
     source = (tmp_path / "out" / "model.py").read_text()
-    assert "From the transform_param of layer 'mnist' (line 11)." in source
+    assert "Arguments from the transform_param of layer 'mnist' (line 11)." in source
     digit = synthetic(37, 41)[:, :, 1]
     ref = cv2.dnn.blobFromImage(digit, 0.00390625, (28, 28), (0,), False, False)
     ours = generated_module(source).preprocess(digit).numpy()

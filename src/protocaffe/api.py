@@ -28,6 +28,19 @@ from protocaffe.frontend.prototxt import NetDef, read_prototxt
 from protocaffe.ir.graph import Graph
 from protocaffe.passes import DEFAULT_PIPELINE, LOWERING, OPTIMIZE_PIPELINE, Pass, run_pipeline
 
+__all__ = [
+    "Conversion",
+    "ImageOptions",
+    "compile",
+    "convert",
+    "convert_graph",
+    "generated_module",
+    "load",
+    "module_from_source",
+    "restore_generated",
+    "write_conversion",
+]
+
 if TYPE_CHECKING:  # numpy and torch only when weights are asked for: model.py alone needs neither
     import numpy as np
     import torch

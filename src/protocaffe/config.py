@@ -115,7 +115,9 @@ def read_config(path: Path, convert: argparse.ArgumentParser) -> Config:
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         loc = SourceLoc(shown, int(found[1]), int(found[2])) if found else SourceLoc(shown)
         raise ProtocaffeError.at(loc, f"invalid TOML: {message}") from None
-    tables = data.get("tool", {}).get("protocaffe", {}).get("nets")
+    tables: object = data
+    for key in ("tool", "protocaffe", "nets"):
+        tables = tables.get(key) if isinstance(tables, dict) else None
     if not isinstance(tables, list) or not tables:
         raise ProtocaffeError.at(
             SourceLoc(shown), f"no [[{TABLE}]] tables: list the nets to convert there"

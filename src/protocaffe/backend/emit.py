@@ -228,7 +228,7 @@ def emit_module(
 def _preprocess_parts(spec: Preprocess) -> PreprocessParts:
     """preprocess(image): one call of the blob_from_image helper, and a docstring that says
     which cv2.dnn.blobFromImage call it equals and where its arguments came from."""
-    image = "a gray or BGR image" if spec.gray else "a BGR image (as cv2.imread reads it)"
+    kind = "gray or BGR:" if spec.gray else "BGR as cv2.imread reads it:"
     same = call(
         "cv2.dnn.blobFromImage",
         "image",
@@ -238,33 +238,24 @@ def _preprocess_parts(spec: Preprocess) -> PreprocessParts:
         swapRB=spec.swap_rb,
         crop=spec.crop,
     )
-    units = ["The", "input", doc_text(spec.input), fmt_shape(spec.shape), "from"]
-    units += [*image.split(), "H", "x", "W", "x", "C,", "uint8", "or", "float:", "the", "blob"]
-    units += [*same.split(" "), "makes."]
+    units = ["Input", doc_text(spec.input), fmt_shape(spec.shape), "from", "an", "H", "x", "W"]
+    units += ["x", "C", "(or", "H", "x", "W)", "uint8", "or", "float", "image,", *kind.split()]
+    units += ["what", *same.split(" "), "makes", "of", "it."]
     if spec.gray:
-        units += [
-            "A",
-            "BGR",
-            "image",
-            "is",
-            "first",
-            "made",
-            "gray",
-            "as",
-            "cv2.cvtColor(COLOR_BGR2GRAY)",
-            "does.",
-        ]
+        gray = "(A BGR image is made gray first, as cv2.cvtColor does.)"
+        units += gray.split(" ")
     origin = []
     if spec.transform_layer is not None:
         name, line = spec.transform_layer
         origin.append(f"the transform_param of layer {doc_text(name)} (line {line})")
     if spec.options:
         origin.append("convert's options")
+    sources = ["Arguments", "from", *" and from ".join(origin).split(" ")]
     if spec.mean_file is not None:
-        origin.append(f"mean: the per-channel average of {doc_text(spec.mean_file)}")
-    doc = wrap_units(units, LINE_LENGTH - 4)
-    if origin:
-        doc += ["", *wrap_units(("From " + "; ".join(origin) + ".").split(" "), LINE_LENGTH - 4)]
+        sources[-1] += ";"
+        sources += ["mean:", "the", "per-channel", "average", "of", doc_text(spec.mean_file)]
+    sources[-1] += "."
+    doc = [*wrap_units(units, LINE_LENGTH - 4), "", *wrap_units(sources, LINE_LENGTH - 4)]
     expression = call(
         "blob_from_image",
         "image",
