@@ -52,12 +52,14 @@ def test_lenet_train_test_converts_with_a_note_per_left_out_layer() -> None:
     assert lines == [
         f'{where}:5: note: layer "mnist" (Data): not in the TEST phase; left out',
         f'{where}:14: note: layer "mnist" (Data): left out: a data layer; its tops that layers '
-        "read are inputs of the module; its transform_param is not part of the module "
-        "(preprocess as it does)",
+        "read are inputs of the module",
         f'{where}:99: note: layer "accuracy" (Accuracy): left out: a metric, not part of the model',
         f'{where}:107: note: layer "loss" (SoftmaxWithLoss): left out: a loss; the blobs it reads '
         "are outputs of the module (--outputs chooses them): compute the loss on them in the "
         "training loop",
+        # The TEST data layer's transform_param (scale: 0.00390625, line 20) as preprocess().
+        f'{where}:20: note: layer "mnist" (Data): transform_param becomes model.py\'s '
+        "preprocess() (scale 0.00390625)",
     ]
 
 

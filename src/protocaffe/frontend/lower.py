@@ -26,10 +26,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc
+from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc, did_you_mean
 from protocaffe.frontend.prototxt import LayerDef, NetDef
 from protocaffe.ir.graph import Attrs, Graph, Node, ParamSpec, Shape, SharedParam, Value
 from protocaffe.layers import Layer, lookup
+from protocaffe.layers.registry import registered_types
 
 PLUGIN_DOCS = "see 'Custom layers' in the protocaffe README"
 
@@ -102,17 +103,23 @@ def build_graph(
 
 def _check_types(net: NetDef) -> None:
     """One error that lists every layer whose type protocaffe does not know."""
+    missing = [
+        layer
+        for layer in net.layers
+        if lookup(layer.type) is None and layer.type not in TRAINING_ONLY
+    ]
+    known = [*registered_types(), *TRAINING_ONLY] if missing else []
     unknown = [
         Diagnostic(
             layer.loc,
             f"unknown layer type '{layer.type}'"
+            + (did_you_mean(layer.type, known) if layer.type != "Python" else "")
             + (" (Python layers run arbitrary code)" if layer.type == "Python" else "")
             + f"; {PLUGIN_DOCS} to add it",
             layer.name,
             layer.type,
         )
-        for layer in net.layers
-        if lookup(layer.type) is None and layer.type not in TRAINING_ONLY
+        for layer in missing
     ]
     if unknown:
         raise ProtocaffeError(unknown)
@@ -213,10 +220,8 @@ class _Lowering:
                     self.define_input(top, shapes.get(top, ()), layer.loc, layer, fed=True)
                 else:
                     self.dropped[top] = layer
-            note = _LEFT_OUT[layer.type]
-            if layer.param.HasField("transform_param"):
-                note += "; its transform_param is not part of the module (preprocess as it does)"
-            self.reporter.note(layer.loc, note, layer.name, layer.type)
+            # (A transform_param becomes preprocess(): backend/preprocess.py says so itself.)
+            self.reporter.note(layer.loc, _LEFT_OUT[layer.type], layer.name, layer.type)
             return True
         kind = lookup(layer.type)
         silences = kind is not None and kind.silences
