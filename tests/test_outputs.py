@@ -4,13 +4,12 @@ On tinynet: what is left out (layers and inputs), what an in-place blob's name m
 NamedTuple of several outputs, the errors, the header's regenerate command with `--check` and
 `verify`. On the corpus nets the issue names, each against a reference on those blobs:
 GoogLeNet's logits and an SSD net's three heads against OpenCV 4.x, blob by blob (`verify`);
-SegNet's scores before its ArgMax against the full module's own blob (no external reference
-runs SegNet: neither OpenCV nor the oracle has its Upsample). The export checks of
-test_exportable run on the three modules: the SSD heads (several outputs, a NamedTuple, the
-priors as an output) with PROTOCAFFE_SLOW=1, as CI runs; GoogLeNet's logits and SegNet's
-scores, which are the swept modules without their last layer, with PROTOCAFFE_SLOW=2 (all
-three passed, in 21 minutes on 2 cores shared with other jobs: SegNet 10, SSD and GoogLeNet 5
-each).
+SegNet's scores before its ArgMax against the numpy reference (neither OpenCV nor the oracle
+has its Upsample). The export checks of test_exportable run on the three modules: the SSD
+heads (several outputs, a NamedTuple, the priors as an output) with PROTOCAFFE_SLOW=1, as CI
+runs; GoogLeNet's logits and SegNet's scores, which are the swept modules without their last
+layer, with PROTOCAFFE_SLOW=2 (all three passed, in 21 minutes on 2 cores shared with other
+jobs: SegNet 10, SSD and GoogLeNet 5 each).
 """
 
 from __future__ import annotations
@@ -143,8 +142,10 @@ def test_the_header_regenerates_and_check_and_verify_follow(tmp_path: Path) -> N
     done = cli(tmp_path, "convert", *args, "--outputs", "fc,conv1")
     assert done.returncode == 0, done.stderr
     source = (tmp_path / "out" / "model.py").read_text()
+    # Run in the output folder, paths relative to it (as every header's command).
     command = (
-        "protocaffe convert net/deploy.prototxt net/tinynet.caffemodel -o out --outputs fc,conv1"
+        "protocaffe convert ../net/deploy.prototxt ../net/tinynet.caffemodel -o . "
+        "--outputs fc,conv1"
     )
     assert f"'{command}'" in source
     assert cli(tmp_path, "convert", *args, "--outputs", "fc,conv1", "--check").returncode == 0
@@ -210,27 +211,34 @@ def test_ssd_heads_match_opencv() -> None:
     assert "mbox_conf_softmax" not in {row.layer for row in report.rows}
 
 
-def test_segnet_scores_match_the_full_module(tmp_path: Path) -> None:
-    """SegNet's class scores before its ArgMax (conv1_1_D). No reference runs SegNet (its
-    Upsample is in neither OpenCV nor the oracle), so the module is compared with the full
-    module's own conv1_1_D (taken with a forward hook), and the full module's ArgMax with the
-    scores' argmax: the pruned module computes the blob the full one does."""
+def test_segnet_scores_match_the_numpy_reference(tmp_path: Path) -> None:
+    """SegNet's class scores before its ArgMax (conv1_1_D), against the numpy reference
+    (protocaffe.verify.reference: transcribed from caffe-segnet's C++ for its BN and masked
+    Upsample, which neither OpenCV nor the oracle has), with seeded random weights; and the
+    reference's ArgMax is the argmax of the scores."""
+    from protocaffe.verify.reference import ReferenceNet
+
     needs(SEGNET)
     weights = tmp_path / "random.caffemodel"
     random_weights(SEGNET, weights, seed=0)
-    full = load(convert(SEGNET, weights))
     scores = convert(SEGNET, weights, outputs=["conv1_1_D"])
     assert scores.graph.nodes[-1].name == "conv1_1_D"
     assert all(node.op != "ArgMax" for node in scores.graph.nodes)
-    seen: list[torch.Tensor] = []
-    full.conv1_1_D.register_forward_hook(lambda module, args, out: seen.append(out))
-    x = torch.randn(1, 3, 360, 480, generator=torch.Generator().manual_seed(1))
+    x = np.random.default_rng(1).normal(size=(1, 3, 360, 480)).astype(np.float32)
     with torch.no_grad():
-        argmax = full(x)
-        ours = load(scores)(x)
-    assert ours.shape == (1, 12, 360, 480)
-    torch.testing.assert_close(ours, seen[0], rtol=0, atol=0)
-    assert torch.equal(argmax[:, 0].long(), ours.argmax(dim=1))
+        ours = load(scores)(torch.from_numpy(x)).numpy()
+    blobs = ReferenceNet.load(SEGNET, weights).forward({"data": x})
+    reference = blobs["conv1_1_D"]
+    assert ours.shape == reference.shape == (1, 12, 360, 480)
+    # SegNet's Upsample puts each value where its max-pooling mask says, and a max over
+    # values that tie to float32 rounding picks another position when the sums run in another
+    # order: the module itself in float32 and in float64 differ by up to 3.3e-3 of the largest
+    # score on 2.1% of the elements (measured). So: nearly all elements to 1e-5, every element
+    # to 1e-2, and the reference's ArgMax on nearly every pixel.
+    scale = float(np.abs(reference).max())
+    error = np.abs(ours - reference) / scale
+    assert error.max() < 1e-2 and (error < 1e-5).mean() > 0.95, (error.max(), (error < 1e-5).mean())
+    assert (blobs["argmax"][:, 0] == ours.argmax(axis=1)).mean() > 0.99
 
 
 SLOW = os.environ.get("PROTOCAFFE_SLOW", "")
