@@ -13,7 +13,7 @@ import hashlib
 import linecache
 import os
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,16 +65,19 @@ def compile(  # shadows the builtin in this module, which calls it as builtins.c
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
     reporter: Reporter | None = None,
     dump: Callable[[str, Graph], None] | None = None,
+    dialects: Collection[str] = (),
 ) -> Graph:
     """The graph IR of `prototxt` (a path, or a NetDef already read) after `passes`.
 
     `input_shapes` overrides declared input shapes; `dump(step, graph)` sees the IR after the
-    lowering and after each pass. Raises `protocaffe.errors.ProtocaffeError` for bad input.
+    lowering and after each pass; `dialects` names the fork dialects to read the net in
+    (`protocaffe.frontend.dialects.DIALECTS`). Raises `protocaffe.errors.ProtocaffeError` for
+    bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
     net = prototxt if isinstance(prototxt, NetDef) else read_prototxt(prototxt, reporter)
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
-    graph = build_graph(net, reporter, shapes)
+    graph = build_graph(net, reporter, shapes, dialects)
     if dump is not None:
         dump(LOWERING, graph)
     return run_pipeline(graph, passes, dump)
@@ -89,6 +92,7 @@ def convert(
     reporter: Reporter | None = None,
     command: str | None = None,
     source_name: str | None = None,
+    dialects: Collection[str] = (),
 ) -> Conversion:
     """Compile `prototxt` (and map the weights of `caffemodel`, if given).
 
@@ -97,7 +101,9 @@ def convert(
     the path is absolute). Raises `protocaffe.errors.ProtocaffeError` for bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
-    graph = compile(prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter)
+    graph = compile(
+        prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter, dialects=dialects
+    )
     return convert_graph(
         graph, caffemodel, reporter=reporter, command=command, source_name=source_name
     )
@@ -133,6 +139,7 @@ def write_conversion(
     progress: ProgressCallback | None = None,
     command: str | None = None,
     source_name: str | None = None,
+    dialects: Collection[str] = (),
 ) -> Conversion:
     """`convert`, writing `output`/model.py and, with weights, `output`/model.<fmt> and the
     weight manifest (model.manifest.txt).
@@ -154,7 +161,9 @@ def write_conversion(
     reporter = reporter if reporter is not None else Reporter()
     out = Path(output)
     if caffemodel is None:
-        graph, emitted = _compile(prototxt, input_shapes, passes, reporter, command, source_name)
+        graph, emitted = _compile(
+            prototxt, input_shapes, passes, reporter, command, source_name, dialects
+        )
         source = render_module(emitted.parts)
         write_text(out / "model.py", source)
         return _conversion(source, graph, emitted, None, reporter)
@@ -163,7 +172,9 @@ def write_conversion(
     # Left in this order, the pool (reading) is waited for before the digests are stopped.
     with BlobDigests() as digests, ThreadPoolExecutor(1) as pool:
         reading = pool.submit(_read_and_hash, caffemodel, digests if manifest else None)
-        graph, emitted = _compile(prototxt, input_shapes, passes, reporter, command, source_name)
+        graph, emitted = _compile(
+            prototxt, input_shapes, passes, reporter, command, source_name, dialects
+        )
         arrays = state_arrays(graph, reading.result(), emitted.attrs, reporter)
         suffix = "safetensors" if fmt == "safetensors" else "pt"
         # Nested: all three files are complete before any replaces the previous one, so a run
@@ -195,8 +206,11 @@ def _compile(
     reporter: Reporter,
     command: str | None = None,
     source_name: str | None = None,
+    dialects: Collection[str] = (),
 ) -> tuple[Graph, Emitted]:
-    graph = compile(prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter)
+    graph = compile(
+        prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter, dialects=dialects
+    )
     return graph, emit_module(graph, regenerate=command, source_name=source_name)
 
 
@@ -252,9 +266,10 @@ def load(
     caffemodel: str | os.PathLike[str] | None = None,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    dialects: Collection[str] = (),
 ) -> torch.nn.Module:
     """A ready module in eval mode (with the caffemodel's weights, if given)."""
-    conversion = convert(prototxt, caffemodel, input_shapes=input_shapes)
+    conversion = convert(prototxt, caffemodel, input_shapes=input_shapes, dialects=dialects)
     model: torch.nn.Module = module_from_source(conversion.source, conversion.class_name)
     state = conversion.state_dict
     if state is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from protocaffe.errors import ProtocaffeError, Reporter, Severity
+from protocaffe.frontend.dialects import DIALECTS
 from protocaffe.version import __version__
 
 if TYPE_CHECKING:
@@ -54,6 +55,17 @@ def _command(
         default=[],
         metavar="NAME=N,C,H,W",
         help="override the declared shape of an input (repeatable)",
+    )
+    command.add_argument(
+        "--dialect",
+        action="append",
+        default=[],
+        choices=sorted(DIALECTS),
+        metavar="NAME",
+        help="read the net as this Caffe fork does where forks give one prototxt two meanings "
+        f"(repeatable; one of: {', '.join(sorted(DIALECTS))}; see 'Fork dialects' in the "
+        "README); without it protocaffe follows BVLC Caffe and notes the layers a dialect "
+        "would change",
     )
     command.add_argument(
         "--plugin",
@@ -208,6 +220,8 @@ def regenerate_command(args: argparse.Namespace) -> str:
         words += ["--input-shape", f"{name}={','.join(str(d) for d in shape)}"]
     for module in args.plugin:
         words += ["--plugin", module]
+    for dialect in sorted(set(args.dialect)):
+        words += ["--dialect", dialect]
     return shlex.join(words)
 
 
@@ -248,6 +262,7 @@ def _write_output(
         progress=progress,
         command=regenerate_command(args),
         source_name=_shown_path(args.prototxt),
+        dialects=args.dialect,
     )
 
 
@@ -293,13 +308,14 @@ def _inspect(args: argparse.Namespace, reporter: Reporter) -> int:
             passes=passes,
             reporter=reporter,
             dump=dump if args.dump_ir else None,
+            dialects=args.dialect,
         )
         if args.ir:
             sys.stdout.write(format_graph(graph))
         return EXIT_OK
     from protocaffe.views.table import layer_table, table_json, table_text
 
-    table = layer_table(args.prototxt, dict(args.input_shape), reporter, passes)
+    table = layer_table(args.prototxt, dict(args.input_shape), reporter, passes, args.dialect)
     sys.stdout.write(table_json(table) if args.json else table_text(table))
     return EXIT_OK
 
@@ -308,7 +324,14 @@ def _graph(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.views.dot import write_picture
 
     _load_plugins(args)
-    write_picture(args.prototxt, Path(args.output), dict(args.input_shape), args.optimize, reporter)
+    write_picture(
+        args.prototxt,
+        Path(args.output),
+        dict(args.input_shape),
+        args.optimize,
+        reporter,
+        dialects=args.dialect,
+    )
     return EXIT_OK
 
 
@@ -322,6 +345,7 @@ def _random_weights(args: argparse.Namespace, reporter: Reporter) -> int:
         seed=args.seed,
         input_shapes=dict(args.input_shape),
         reporter=reporter,
+        dialects=args.dialect,
     )
     return EXIT_OK
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc
+from protocaffe.frontend.dialects import apply_dialects
 from protocaffe.frontend.prototxt import LayerDef, NetDef
 from protocaffe.ir.graph import Attrs, Graph, Node, Shape, Value
 from protocaffe.layers import Layer, lookup
@@ -31,12 +32,15 @@ TRAINING_ONLY = frozenset(
         "AnnotatedData",
         "ContrastiveLoss",
         "Data",
+        "DenseImageData",  # SegNet's image + label map reader
+        "DetectionEvaluate",  # SSD's mAP statistics (reads the ground-truth label)
         "DummyData",
         "EuclideanLoss",
         "HDF5Data",
         "HDF5Output",
         "HingeLoss",
         "ImageData",
+        "ImageLabelmapData",  # HED's image + edge map reader
         "ImageSegData",
         "InfogainLoss",
         "MatWrite",  # DeepLab's test nets write their outputs to .mat files
@@ -46,17 +50,23 @@ TRAINING_ONLY = frozenset(
         "SigmoidCrossEntropyLoss",
         "SmoothL1Loss",
         "SoftmaxWithLoss",
+        "VideoData",  # C3D
         "WindowData",
     }
 )
 
 
 def build_graph(
-    net: NetDef, reporter: Reporter, input_shapes: Mapping[str, Shape] | None = None
+    net: NetDef,
+    reporter: Reporter,
+    input_shapes: Mapping[str, Shape] | None = None,
+    dialects: Collection[str] = (),
 ) -> Graph:
     """Lower `net`; `input_shapes` overrides declared input shapes (and may name the tops of
-    training-only data layers, which then become inputs)."""
+    training-only data layers, which then become inputs); `dialects` names the fork dialects
+    to read it in (frontend/dialects.py)."""
     _check_types(net)
+    net = apply_dialects(net, dialects, reporter)
     lowering = _Lowering(net, reporter, input_shapes or {})
     for decl in net.inputs:
         lowering.define_input(decl.name, decl.shape, decl.loc, None)
@@ -170,6 +180,16 @@ class _Lowering:
             self.reporter.note(layer.loc, "training-only layer; left out", layer.name, layer.type)
             return True
         kind = lookup(layer.type)
+        if kind is not None and kind.evaluates(layer):
+            for top in layer.tops:
+                self.dropped[top] = layer
+            self.reporter.note(
+                layer.loc,
+                "evaluation-only layer (it reads labels); left out",
+                layer.name,
+                layer.type,
+            )
+            return True
         silences = kind is not None and kind.silences
         if silences and all(b in self.dropped and b not in self.env for b in layer.bottoms):
             # DeepLab's test nets silence the label tops of their data layer.

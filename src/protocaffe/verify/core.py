@@ -67,6 +67,7 @@ class VerifyOptions:
     reference: str = "opencv"
     tolerance: Tolerance = field(default_factory=Tolerance)
     seed: int = 0
+    dialects: Sequence[str] = ()  # fork dialects to read the net in (convert --dialect)
 
 
 def verify(
@@ -86,13 +87,21 @@ def verify(
         raise VerifyError(f"unknown reference {opts.reference!r} (choose from {REFERENCES})")
     reporter = reporter if reporter is not None else Reporter()
     net = read_prototxt(prototxt, reporter)
-    lowered = api.compile(net, input_shapes=opts.input_shapes, passes=(), reporter=reporter)
+    lowered = api.compile(
+        net,
+        input_shapes=opts.input_shapes,
+        passes=(),
+        reporter=reporter,
+        dialects=opts.dialects,
+    )
     inputs = _inputs(lowered, opts)
     shapes = {name: tuple(a.shape) for name, a in inputs.items()}
     if shapes != {v.blob: v.shape for v in lowered.inputs}:
         # An input of another size reshapes the net, as Caffe's Reshape does at run time; the
         # file was read and reported on already.
-        lowered = api.compile(net, input_shapes=shapes, passes=(), reporter=Reporter())
+        lowered = api.compile(
+            net, input_shapes=shapes, passes=(), reporter=Reporter(), dialects=opts.dialects
+        )
     graph = run_pipeline(lowered, DEFAULT_PIPELINE)
     with tempfile.TemporaryDirectory(prefix="protocaffe-verify-") as work:
         weights = caffemodel
