@@ -2,7 +2,7 @@
 C++ (repository, commit, file and function are named in each reference function's module:
 protocaffe/verify/reference/ops/{conv,neuron,reorder,ctc,yolo,rcnn,coordmap}.py). Real Caffe
 (the oracle build) runs none of these layers (its PSROIPooling has no CPU forward); OpenCV 4.x
-runs Mish only (test_fork_dialects.py compares it there too).
+runs Mish only; the Mish reference is the fork's C++ as here.
 
 Each type runs on seeded random parameters, odd sizes and batches of one and more; every blob
 of the generated module is compared with the reference's.

@@ -31,11 +31,13 @@ TRAINING_ONLY = frozenset(
     {
         "Accuracy",
         "AnnotatedData",
+        "BinAccuracy",  # DeconvNet (V1)
         "ContrastiveLoss",
         "Data",
         "DenseImageData",  # SegNet's image + label map reader
         "DetectionEvaluate",  # SSD's mAP statistics (reads the ground-truth label)
         "DummyData",
+        "EltwiseAccuracy",  # DeconvNet (V1)
         "EuclideanLoss",
         "HDF5Data",
         "HDF5Output",
@@ -48,11 +50,19 @@ TRAINING_ONLY = frozenset(
         "MemoryData",
         "MultiBoxLoss",
         "MultinomialLogisticLoss",
+        "RedAccuracy",  # DeconvNet (V1)
+        "RedSoftmaxLoss",  # DeconvNet (V1)
+        "SegAccuracy",  # DeepLab v1 (V1)
         "SigmoidCrossEntropyLoss",
         "SmoothL1Loss",
         "SoftmaxWithLoss",
         "VideoData",  # C3D
+        "VideoSegmentationData",  # C3D (V1)
+        "VideoWithVoxelTruthData",  # C3D (V1)
+        "VolumeData",  # C3D (V1)
+        "VoxelSoftmaxLoss",  # C3D (V1)
         "WindowData",
+        "WindowSegData",  # DeconvNet (V1)
     }
 )
 

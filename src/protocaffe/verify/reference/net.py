@@ -50,15 +50,21 @@ DATA_LAYERS = frozenset(
         "ImageSegData",  # DeepLab
         "MemoryData",
         "VideoData",
+        "VideoSegmentationData",  # C3D (V1)
+        "VideoWithVoxelTruthData",  # C3D (V1)
+        "VolumeData",  # C3D (V1)
         "WindowData",
+        "WindowSegData",  # DeconvNet (V1)
     }
 )
 # Layers that only score or save a forward: they do not run.
 SINK_LAYERS = frozenset(
     {
         "Accuracy",
+        "BinAccuracy",  # DeconvNet (V1)
         "ContrastiveLoss",
         "DetectionEvaluate",
+        "EltwiseAccuracy",  # DeconvNet (V1)
         "EuclideanLoss",
         "HDF5Output",
         "HingeLoss",
@@ -66,9 +72,13 @@ SINK_LAYERS = frozenset(
         "MatWrite",  # DeepLab
         "MultiBoxLoss",
         "MultinomialLogisticLoss",
+        "RedAccuracy",  # DeconvNet (V1)
+        "RedSoftmaxLoss",  # DeconvNet (V1)
+        "SegAccuracy",  # DeepLab v1 (V1)
         "SigmoidCrossEntropyLoss",
         "SmoothL1Loss",
         "SoftmaxWithLoss",
+        "VoxelSoftmaxLoss",  # C3D (V1)
     }
 )
 
