@@ -54,7 +54,7 @@ NETS: dict[str, tuple[dict[str, tuple[int, ...]], str]] = {
     "ctc": ({"x": (7, 1, 5)}, layer("c", "CTCGreedyDecoder", "x")),
     "yolov3": ({"x": (1, 21, 3, 5)}, layer("d", "Yolov3DetectionOutput", "x", params=_YOLO)),
     "roi-align": (
-        {"f": (1, 3, 9, 11), "rois": (4, 5)},
+        {"f": (3, 3, 9, 11), "rois": (4, 5)},
         layer(
             "a",
             "ROIAlign",
@@ -73,10 +73,6 @@ EXPORT_LIMITS: dict[tuple[str, str], str] = {
     ("yolov3", "export"): "the number of detections is data-dependent (rows kept by the threshold "
     "and NMS); torch.export needs a static or unbacked-size formulation",
     ("yolov3", "onnx"): "the ONNX exporter goes through torch.export (see yolov3-export)",
-    ("roi-align", "script"): "the rcnn helper defines functions inside a function, which "
-    "TorchScript does not compile",
-    ("roi-align", "onnx"): "ONNX Runtime's GatherND rejects the clamped neighbour indices of "
-    "the exported bilinear sampling (torch.export itself works)",
 }
 
 

@@ -47,18 +47,21 @@ def roi_align_grid(
     low_h, low_w = low_h.to(torch.int64), low_w.to(torch.int64)
     planes = features.reshape(features.shape[0], channels, height * width).transpose(1, 2)
     image = images[:, None, None]
-
-    def at(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        return planes[image, rows[:, :, None] * width + cols[:, None, :]]  # (R, Gh, Gw, C)
-
     value = (
-        (hw * hh)[..., None] * at(low_h, low_w)
-        + (lw * hh)[..., None] * at(low_h, high_w)
-        + (hw * lh)[..., None] * at(high_h, low_w)
-        + (lw * lh)[..., None] * at(high_h, high_w)
+        (hw * hh)[..., None] * _roi_samples(planes, image, low_h, low_w, width)
+        + (lw * hh)[..., None] * _roi_samples(planes, image, low_h, high_w, width)
+        + (hw * lh)[..., None] * _roi_samples(planes, image, high_h, low_w, width)
+        + (lw * lh)[..., None] * _roi_samples(planes, image, high_h, high_w, width)
     )
     value = torch.where(outside[..., None], torch.zeros_like(value), value)
     return value.permute(0, 3, 1, 2).contiguous()
+
+
+def _roi_samples(
+    planes: torch.Tensor, image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, width: int
+) -> torch.Tensor:
+    """The (R, Gh, Gw, C) values at grid rows x cols of each region's image plane."""
+    return planes[image, rows[:, :, None] * width + cols[:, None, :]]
 
 
 def _round_half_away(x: torch.Tensor) -> torch.Tensor:
