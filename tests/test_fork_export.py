@@ -73,6 +73,7 @@ EXPORT_LIMITS: dict[tuple[str, str], str] = {
     ("yolov3", "export"): "the number of detections is data-dependent (rows kept by the threshold "
     "and NMS); torch.export needs a static or unbacked-size formulation",
     ("yolov3", "onnx"): "the ONNX exporter goes through torch.export (see yolov3-export)",
+    ("yolov3", "compile"): "fullgraph=True: the same data-dependent row count (see yolov3-export)",
 }
 
 
