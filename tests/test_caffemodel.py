@@ -24,7 +24,7 @@ from shared_dir import CORPUS, SHARED
 from protocaffe.errors import ProtocaffeError
 from protocaffe.frontend.caffemodel import CaffeModel, read_caffemodel
 from protocaffe.frontend.caffemodel_writer import write_caffemodel
-from protocaffe.frontend.upgrade import V1_LAYER_TYPES
+from protocaffe.frontend.upgrade import V1_FORK_TYPES, V1_LAYER_TYPES
 from protocaffe.proto.schema import message_class
 
 CORPUS_MODELS = sorted(CORPUS.glob("*/*.caffemodel"))
@@ -153,9 +153,11 @@ def test_corpus_arrays_are_zero_copy_views_of_the_mapping() -> None:
 
 def test_v1_table_matches_the_schema() -> None:
     enum = message_class("V1LayerParameter").DESCRIPTOR.enum_types_by_name["LayerType"]
-    assert {v.number: v.name for v in enum.values} == {
+    # BVLC's values by number; the forks' (names only: their numbers collide) above 1000.
+    assert {v.number: v.name for v in enum.values if v.number < 1000} == {
         n: name for n, (name, _) in V1_LAYER_TYPES.items()
     }
+    assert {v.name for v in enum.values if v.number >= 1000} == set(V1_FORK_TYPES)
 
 
 # -- the writer -------------------------------------------------------------------------------

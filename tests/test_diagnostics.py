@@ -127,7 +127,7 @@ def test_unknown_layer_types_suggest_the_type_meant(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text = HEAD + (
-        'layer { name: "a" type: "DepthwiseConvolution" bottom: "data" top: "a" }\n'
+        'layer { name: "a" type: "ConvolutionDepthwize" bottom: "data" top: "a" }\n'
         'layer { name: "b" type: "Relu" bottom: "a" top: "b" }\n'
         'layer { name: "c" type: "Convolutoin" bottom: "b" top: "c" }\n'
         'layer { name: "d" type: "Frobnicate" bottom: "c" top: "d" }\n'
@@ -136,8 +136,8 @@ def test_unknown_layer_types_suggest_the_type_meant(
     assert status == EXIT_ERROR
     readme = "see 'Custom layers' in the protocaffe README to add it"
     assert err == (
-        'net.prototxt:4: layer "a" (DepthwiseConvolution): unknown layer type '
-        f"'DepthwiseConvolution' (did you mean 'ConvolutionDepthwise'?); {readme}\n"
+        'net.prototxt:4: layer "a" (ConvolutionDepthwize): unknown layer type '
+        f"'ConvolutionDepthwize' (did you mean 'ConvolutionDepthwise'?); {readme}\n"
         "net.prototxt:5: layer \"b\" (Relu): unknown layer type 'Relu' (did you mean 'ReLU'?); "
         f"{readme}\n"
         "net.prototxt:6: layer \"c\" (Convolutoin): unknown layer type 'Convolutoin' (did you "

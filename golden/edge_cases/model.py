@@ -19,16 +19,18 @@ def caffe_pool2d(
     pad: tuple[int, int],
     ceil: bool,
     average: bool,
+    extra: int = 0,
 ) -> torch.Tensor:
     """Caffe's pooling, for geometries where torch's output size or padding rule differ.
 
     Pads explicitly to Caffe's output size (ceil, then drop a last window that starts in the
     padding when pad > 0) and, for AVE, divides by Caffe's window size clipped at H + pad.
+    `extra` more rows and columns: ChenYingpeng/darknet2caffe's rule (--dialect darknet-pool).
     """
     sizes: list[int] = []
     for i in range(2):
         span = x.shape[2 + i] + 2 * pad[i] - kernel[i]
-        out = (-(-span // stride[i]) if ceil else span // stride[i]) + 1
+        out = (-(-span // stride[i]) if ceil else span // stride[i]) + 1 + extra
         if pad[i] > 0 and (out - 1) * stride[i] >= x.shape[2 + i] + pad[i]:
             out -= 1
         sizes.append(out)

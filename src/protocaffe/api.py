@@ -14,7 +14,7 @@ import linecache
 import os
 import sys
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,19 +88,21 @@ def compile(  # shadows the builtin in this module, which calls it as builtins.c
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
     reporter: Reporter | None = None,
     dump: Callable[[str, Graph], None] | None = None,
+    dialects: Collection[str] = (),
 ) -> Graph:
     """The graph IR of `prototxt` (a path, or a NetDef already read) after `passes`.
 
     `input_shapes` overrides declared input shapes; `outputs` names the blobs the module returns
     instead of Caffe's outputs (and leaves out what they do not need: passes/outputs.py);
     `phase` ("TEST" or "TRAIN") selects the layers by their include/exclude rules when reading
-    a path; `dump(step, graph)` sees the IR after the lowering and after each pass. Raises
-    `protocaffe.errors.ProtocaffeError` for bad input.
+    a path; `dump(step, graph)` sees the IR after the lowering and after each pass; `dialects`
+    names the fork dialects to read the net in (`protocaffe.frontend.dialects.DIALECTS`).
+    Raises `protocaffe.errors.ProtocaffeError` for bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
     net = prototxt if isinstance(prototxt, NetDef) else read_prototxt(prototxt, reporter, phase)
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
-    graph = build_graph(net, reporter, shapes)
+    graph = build_graph(net, reporter, shapes, dialects)
     if dump is not None:
         dump(LOWERING, graph)
     if outputs is not None:
@@ -122,6 +124,7 @@ def convert(
     reporter: Reporter | None = None,
     command: str | None = None,
     source_name: str | None = None,
+    dialects: Collection[str] = (),
 ) -> Conversion:
     """Compile `prototxt` into model.py's source, and map the weights of `caffemodel` (if
     given) to its state_dict.
@@ -141,7 +144,7 @@ def convert(
     `protocaffe.errors.ProtocaffeError`, whose lines say file:line and layer, for bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
-    selection = _Selection(input_shapes, outputs, phase, _pipeline(optimize, passes))
+    selection = _Selection(input_shapes, outputs, phase, _pipeline(optimize, passes), dialects)
     graph, emitted = _compile(
         prototxt, selection, reporter, command, source_name, class_name, preprocess
     )
@@ -202,6 +205,7 @@ def write_conversion(
     progress: ProgressCallback | None = None,
     command: str | None = None,
     source_name: str | None = None,
+    dialects: Collection[str] = (),
 ) -> Conversion:
     """`convert`, writing `output`/model.py and, with weights, `output`/model.<fmt> and the
     weight manifest (model.manifest.txt).
@@ -235,7 +239,7 @@ def write_conversion(
     out = Path(output)
     if not force:
         check_replaceable(out)
-    selection = _Selection(input_shapes, outputs, phase, _pipeline(optimize, passes))
+    selection = _Selection(input_shapes, outputs, phase, _pipeline(optimize, passes), dialects)
     options = (command, source_name, class_name, preprocess)
     if caffemodel is None:
         graph, emitted = _compile(prototxt, selection, reporter, *options)
@@ -272,12 +276,13 @@ def write_conversion(
 
 @dataclass(frozen=True)
 class _Selection:
-    """What `compile` takes besides the prototxt: which layers, shapes and outputs."""
+    """What `compile` takes besides the prototxt: which layers, shapes, outputs and dialects."""
 
     input_shapes: Mapping[str, Sequence[int]] | None
     outputs: Sequence[str] | None
     phase: str
     passes: Sequence[Pass]
+    dialects: Collection[str] = ()
 
 
 def _compile(
@@ -296,6 +301,7 @@ def _compile(
         outputs=selection.outputs,
         passes=selection.passes,
         reporter=reporter,
+        dialects=selection.dialects,
     )
     spec = resolve_preprocess(net, graph, preprocess, reporter)
     emitted = emit_module(
@@ -421,6 +427,7 @@ def load(
     phase: str = "TEST",
     optimize: bool = False,
     class_name: str | None = None,
+    dialects: Collection[str] = (),
 ) -> torch.nn.Module:
     """A ready module in eval mode, with the caffemodel's weights if given (else those its
     layers initialise themselves with).
@@ -437,6 +444,7 @@ def load(
         phase=phase,
         optimize=optimize,
         class_name=class_name,
+        dialects=dialects,
     )
     model: torch.nn.Module = module_from_source(conversion.source, conversion.class_name)
     state = conversion.state_dict

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from protocaffe.config import path_argument
 from protocaffe.errors import ProtocaffeError, Reporter, Severity, SourceLoc
+from protocaffe.frontend.dialects import DIALECTS
 from protocaffe.version import __version__
 
 if TYPE_CHECKING:
@@ -60,6 +61,17 @@ def _command(
         default=[],
         metavar="NAME=N,C,H,W",
         help="override the declared shape of an input (repeatable)",
+    )
+    command.add_argument(
+        "--dialect",
+        action="append",
+        default=[],
+        choices=sorted(DIALECTS),
+        metavar="NAME",
+        help="read the net as this Caffe fork does where forks give one prototxt two meanings "
+        f"(repeatable; one of: {', '.join(sorted(DIALECTS))}; see 'Fork dialects' in the "
+        "README); without it protocaffe follows BVLC Caffe and notes the layers a dialect "
+        "would change",
     )
     command.add_argument(
         "--plugin",
@@ -476,6 +488,7 @@ def _write_output(
         class_name=args.class_name,
         preprocess=_image_options(args),
         force=args.force,
+        dialects=args.dialect,
     )
 
 
@@ -523,13 +536,14 @@ def _inspect(args: argparse.Namespace, reporter: Reporter) -> int:
             passes=passes,
             reporter=reporter,
             dump=dump if args.dump_ir else None,
+            dialects=args.dialect,
         )
         if args.ir:
             sys.stdout.write(format_graph(graph))
         return EXIT_OK
     from protocaffe.views.table import layer_table, table_json, table_text
 
-    table = layer_table(args.prototxt, dict(args.input_shape), reporter, passes)
+    table = layer_table(args.prototxt, dict(args.input_shape), reporter, passes, args.dialect)
     sys.stdout.write(table_json(table) if args.json else table_text(table))
     return EXIT_OK
 
@@ -538,7 +552,14 @@ def _graph(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.views.dot import write_picture
 
     _load_plugins(args)
-    write_picture(args.prototxt, Path(args.output), dict(args.input_shape), args.optimize, reporter)
+    write_picture(
+        args.prototxt,
+        Path(args.output),
+        dict(args.input_shape),
+        args.optimize,
+        reporter,
+        dialects=args.dialect,
+    )
     return EXIT_OK
 
 
@@ -552,6 +573,7 @@ def _random_weights(args: argparse.Namespace, reporter: Reporter) -> int:
         seed=args.seed,
         input_shapes=dict(args.input_shape),
         reporter=reporter,
+        dialects=args.dialect,
     )
     return EXIT_OK
 

@@ -7,7 +7,7 @@ order 1 through deep nets: plain N(0, 0.1) saturates them (AlexNet's logits reac
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -43,12 +43,13 @@ def random_weights(
     seed: int = 0,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     reporter: Reporter | None = None,
+    dialects: Collection[str] = (),
 ) -> None:
     """Write seeded random weights for every layer of `prototxt` that has weights."""
     reporter = reporter if reporter is not None else Reporter()
     net = read_prototxt(prototxt, reporter)
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
-    write_random_weights(build_graph(net, reporter, shapes), output, seed)
+    write_random_weights(build_graph(net, reporter, shapes, dialects), output, seed)
 
 
 def write_random_weights(graph: Graph, output: str | os.PathLike[str], seed: int = 0) -> None:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import difflib
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc, did_you_mean
+from protocaffe.frontend.dialects import apply_dialects
 from protocaffe.frontend.prototxt import LayerDef, NetDef
 from protocaffe.ir.graph import Attrs, Graph, Node, ParamSpec, Shape, SharedParam, Value
 from protocaffe.layers import Layer, lookup
@@ -38,10 +39,17 @@ PLUGIN_DOCS = "see 'Custom layers' in the protocaffe README"
 DATA_LAYERS = frozenset(
     {
         "AnnotatedData",
+        "BinAccuracy",  # DeconvNet (V1)
+        "ContrastiveLoss",
         "Data",
+        "DenseImageData",  # SegNet's image + label map reader
+        "DetectionEvaluate",  # SSD's mAP statistics (reads the ground-truth label)
         "DummyData",
+        "EltwiseAccuracy",  # DeconvNet (V1)
+        "EuclideanLoss",
         "HDF5Data",
         "ImageData",
+        "ImageLabelmapData",  # HED's image + edge map reader
         "ImageSegData",
         "MemoryData",
         "WindowData",
@@ -56,9 +64,19 @@ LOSS_LAYERS = frozenset(
         "InfogainLoss",
         "MultiBoxLoss",
         "MultinomialLogisticLoss",
+        "RedAccuracy",  # DeconvNet (V1)
+        "RedSoftmaxLoss",  # DeconvNet (V1)
+        "SegAccuracy",  # DeepLab v1 (V1)
         "SigmoidCrossEntropyLoss",
         "SmoothL1Loss",
         "SoftmaxWithLoss",
+        "VideoData",  # C3D
+        "VideoSegmentationData",  # C3D (V1)
+        "VideoWithVoxelTruthData",  # C3D (V1)
+        "VolumeData",  # C3D (V1)
+        "VoxelSoftmaxLoss",  # C3D (V1)
+        "WindowData",
+        "WindowSegData",  # DeconvNet (V1)
     }
 )
 # Layers that only measure or save results.
@@ -88,11 +106,16 @@ _LEFT_OUT = {
 
 
 def build_graph(
-    net: NetDef, reporter: Reporter, input_shapes: Mapping[str, Shape] | None = None
+    net: NetDef,
+    reporter: Reporter,
+    input_shapes: Mapping[str, Shape] | None = None,
+    dialects: Collection[str] = (),
 ) -> Graph:
     """Lower `net`; `input_shapes` overrides declared input shapes (and may name the tops of
-    training-only data layers, which then become inputs)."""
+    training-only data layers, which then become inputs); `dialects` names the fork dialects
+    to read it in (frontend/dialects.py)."""
     _check_types(net)
+    net = apply_dialects(net, dialects, reporter)
     lowering = _Lowering(net, reporter, input_shapes or {})
     for decl in net.inputs:
         lowering.define_input(decl.name, decl.shape, decl.loc, None)
@@ -224,6 +247,16 @@ class _Lowering:
             self.reporter.note(layer.loc, _LEFT_OUT[layer.type], layer.name, layer.type)
             return True
         kind = lookup(layer.type)
+        if kind is not None and kind.evaluates(layer):
+            for top in layer.tops:
+                self.dropped[top] = layer
+            self.reporter.note(
+                layer.loc,
+                "evaluation-only layer (it reads labels); left out",
+                layer.name,
+                layer.type,
+            )
+            return True
         silences = kind is not None and kind.silences
         if silences and all(b in self.dropped and b not in self.env for b in layer.bottoms):
             # DeepLab's test nets silence the label tops of their data layer.

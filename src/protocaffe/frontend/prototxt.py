@@ -43,6 +43,8 @@ class LayerDef:
     param: LayerParameter
     loc: SourceLoc
     locations: Locations
+    # The fork dialects the layer is read in (frontend/dialects.py sets them; see --dialect).
+    dialects: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

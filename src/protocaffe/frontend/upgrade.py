@@ -55,8 +55,45 @@ V1_LAYER_TYPES: Final[dict[int, tuple[str, str]]] = {
 }
 
 
-# V1 enum name -> V2 type string (UpgradeV1LayerType); NONE has no V2 type.
-V1_TYPES: Final[dict[str, str]] = {name: v2 for name, v2 in V1_LAYER_TYPES.values() if v2}
+# Fork values of V1LayerParameter.LayerType, by name -> the V2 type the same fork spells (or
+# protocaffe implements) for it. Their numbers collide between forks and with BVLC's (C3D's
+# CONVOLUTION3D is BVLC's ARGMAX, 30), so only names are mapped: a prototxt holds names, and a
+# binary V1 caffemodel's layers are matched to the prototxt's by name. Sources (caffe.proto and
+# each fork's upgrade_proto.cpp): s9xie/hed @ 912632b9 (CROP); HyeonwooNoh/caffe @ d9e8494a
+# (DeconvNet: CROP, UNPOOLING, BN, accuracy and data layers); TheLegendAli/DeepLab-Context @
+# fb04e9e2 (DeepLab v1: IMAGE_SEG_DATA, SEG_ACCURACY, INTERP, MAT_WRITE); facebook/C3D @
+# 71336a22 (C3D v1.0: *3D, VIDEO_DATA, ...); eric612/MobileNet-YOLO (RELU6).
+V1_FORK_TYPES: Final[dict[str, str]] = {
+    "BIN_ACCURACY": "BinAccuracy",
+    "BN": "BN",  # DeconvNet's bn_layer: INFERENCE mode is x * scale + shift, as SegNet's
+    "CONVOLUTION3D": "Convolution3D",
+    "CROP": "AutoCrop",  # HED's and DeconvNet's crop: offsets from the coordinate maps
+    "DECONVOLUTION3D": "Deconvolution3D",
+    "ELTWISE_ACCURACY": "EltwiseAccuracy",
+    "ELTWISE_PRODUCT": "EltwiseProduct",
+    "IMAGE_SEG_DATA": "ImageSegData",
+    "INTERP": "Interp",
+    "MAT_WRITE": "MatWrite",
+    "POOLING3D": "Pooling3D",
+    "RED_ACCURACY": "RedAccuracy",
+    "RED_SOFTMAX_LOSS": "RedSoftmaxLoss",
+    "RELU6": "ReLU6",
+    "SEG_ACCURACY": "SegAccuracy",
+    "UNPOOLING": "Unpooling",
+    "VIDEO_DATA": "VideoData",
+    "VIDEO_SEGMENTATION_DATA": "VideoSegmentationData",
+    "VIDEO_WITH_VOXEL_TRUTH_DATA": "VideoWithVoxelTruthData",
+    "VOLUME_DATA": "VolumeData",
+    "VOXEL_SOFTMAX_LOSS": "VoxelSoftmaxLoss",
+    "WINDOW_SEG_DATA": "WindowSegData",
+}
+
+# V1 enum name -> V2 type string (UpgradeV1LayerType, and the forks' names); NONE has no V2
+# type.
+V1_TYPES: Final[dict[str, str]] = {
+    **{name: v2 for name, v2 in V1_LAYER_TYPES.values() if v2},
+    **V1_FORK_TYPES,
+}
 
 # V0 `layer { type: "..." }` strings, as V2 type strings (Caffe's UpgradeV0LayerType).
 V0_TYPES = {

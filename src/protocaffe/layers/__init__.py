@@ -1,21 +1,26 @@
 """The op library: one `Layer` definition per Caffe type, grouped by the maths they do.
 
 convolution, pooling, resampling, linear, elementwise, normalization, reduction, structure,
-detection: importing this package registers them all. base.py is the contract (and the
+detection, and the fork families reorder (Transpose, Reverse, Flip, Reorg), ctc, yolo and rcnn:
+importing this package registers them all. base.py is the contract (and the
 LayerSource protocol a layer reads), registry.py finds a definition by type, loading.py loads
 plugins. The package imports nothing above the IR (see docs/architecture.md).
 """
 
 from protocaffe.layers import (  # noqa: F401  (imported for their registrations)
     convolution,
+    ctc,
     detection,
     elementwise,
     linear,
     normalization,
     pooling,
+    rcnn,
     reduction,
+    reorder,
     resampling,
     structure,
+    yolo,
 )
 from protocaffe.layers.base import Layer
 from protocaffe.layers.registry import layer_of, lookup, register, registered_types

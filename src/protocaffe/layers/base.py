@@ -61,6 +61,12 @@ class LayerSource(Protocol):
     @property
     def loc(self) -> SourceLoc: ...
 
+    @property
+    def dialects(self) -> frozenset[str]:
+        """The fork dialects the net is read in (`convert --dialect`): where forks give one
+        prototxt two meanings, a layer follows BVLC unless its fork's dialect is named here."""
+        ...
+
 
 class Init(enum.Enum):
     """How `random-weights` fills a blob so that activations stay of order 1."""
@@ -187,6 +193,11 @@ class Layer(Generic[A]):
         raise NotImplementedError
 
     # --- Optional hooks: what the lowering, passes and views ask of an op. ------------------
+
+    def evaluates(self, layer: LayerSource) -> bool:
+        """Whether this use of the layer only scores a forward pass (a fork's accuracy form,
+        with a label bottom): it is left out of the module like Accuracy, with a note."""
+        return False
 
     def declared_inputs(self, attrs: A) -> tuple[Shape, ...] | None:
         """For a layer that declares the net's inputs (Input): the shape of each top, which

@@ -176,10 +176,13 @@ class ConvolutionDepthwise(Layer[ConvAttrs]):
     """Depthwise convolution: output channel c convolves input channel c alone.
 
     Source: conv_dw_layer.cpp (sp2823's ConvolutionDepthwiseLayer, BVLC/caffe pull request
-    5665), the layer of farmingyard/ShuffleNet's and the MobileNet forks' nets.
+    5665; farmingyard/caffe-mobilenet @ f7d7d130), the layer of farmingyard/ShuffleNet's and the
+    MobileNet forks' nets.
 
     Its weight blob is (C, 1, kh, kw), which is `nn.Conv2d(C, C, groups=C)`'s layout, so it is a
-    Convolution whose group is the number of input channels (fixed once the input is known).
+    Convolution whose group and number of outputs are the input channels (fixed once the input
+    is known). LayerSetUp and Reshape never read `num_output` or `group`: a prototxt whose
+    num_output differs from the input channels (MnasNet's) builds in Caffe, and here.
     """
 
     types = ("ConvolutionDepthwise",)
@@ -187,18 +190,26 @@ class ConvolutionDepthwise(Layer[ConvAttrs]):
     _conv = Convolution()
 
     def parse(self, layer: LayerSource) -> ConvAttrs:
-        return parse_conv(layer, transposed=False)
+        p = layer.param.convolution_param
+        for name in ("kernel_size", "stride", "pad", "dilation"):
+            if len(getattr(p, name)) > 2:
+                raise fail(layer, f"{name} has more than 2 values: the layer is 2-D")
+        kernel = spatial(list(p.kernel_size), None, opt(p, "kernel_h"), opt(p, "kernel_w"), 0)
+        stride = spatial(list(p.stride), None, opt(p, "stride_h"), opt(p, "stride_w"), 1)
+        pad = spatial(list(p.pad), None, opt(p, "pad_h"), opt(p, "pad_w"), 0)
+        dilation = spatial(list(p.dilation), None, None, None, 1)
+        if min(kernel) <= 0:
+            raise fail(layer, f"kernel size must be positive, got {kernel}")
+        if min(stride) <= 0 or min(dilation) <= 0:
+            raise fail(layer, "stride and dilation must be positive")
+        # num_output and group are set from the input channels (_depthwise).
+        return ConvAttrs(0, kernel, stride, pad, dilation, 1, bool(p.bias_term), False)
 
     def infer(
         self, attrs: ConvAttrs, in_shapes: Sequence[Shape], layer: LayerSource
     ) -> list[Shape]:
-        channels = in_shapes[0][1] if len(in_shapes[0]) == 4 else 0
-        if attrs.num_output != channels:
-            raise fail(
-                layer,
-                f"num_output {attrs.num_output} must equal the input channels {channels} "
-                "(one filter per channel)",
-            )
+        if len(in_shapes[0]) != 4:
+            raise fail(layer, f"expects a 4-D input, got {in_shapes[0]}")
         return self._conv.infer(_depthwise(attrs, in_shapes), in_shapes, layer)
 
     def blobs(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
@@ -222,4 +233,111 @@ class ConvolutionDepthwise(Layer[ConvAttrs]):
 
 
 def _depthwise(attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> ConvAttrs:
-    return replace(attrs, group=in_shapes[0][1])
+    channels = in_shapes[0][1]
+    return replace(attrs, group=channels, num_output=channels)
+
+
+@dataclass(frozen=True)
+class DepthwiseConvolutionAttrs(Attrs):
+    conv: ConvAttrs
+    gpu: bool  # --dialect depthwise-gpu: the fork's GPU kernel, not its CPU path
+
+
+@register
+class DepthwiseConvolution(Layer[DepthwiseConvolutionAttrs]):
+    """yonghenglh6's DepthwiseConvolution (MobileNet-YOLO, MobileNetV3, VGG-depthwise-SSD).
+
+    Its CPU path (Forward_cpu) is BaseConvolutionLayer's: exactly a Convolution with the
+    prototxt's group, dilation and num_output, which is what protocaffe emits. Its GPU kernel
+    (ConvForward in depthwise_conv_layer.cu) computes one filter per input channel from the
+    first C * kh * kw weights, ignoring group, dilation and num_output; the two agree when
+    group = num_output = C, as in nearly every net. `--dialect depthwise-gpu` follows the GPU
+    kernel (models were trained on GPUs), where it is a depthwise convolution: dilation 1,
+    num_output = C, and maps at least as large as the kernel (on smaller ones the kernel's
+    weight offset `kernel - hend` is wrong).
+
+    Source: yonghenglh6/DepthwiseConvolution @ 2b9cf52a, caffe/src/caffe/layers/
+    depthwise_conv_layer.cpp (Forward_cpu, compute_output_shape) and depthwise_conv_layer.cu
+    (ConvForward).
+    """
+
+    types = ("DepthwiseConvolution",)
+    role = Role.CONVOLUTION
+    _conv = Convolution()
+
+    def parse(self, layer: LayerSource) -> DepthwiseConvolutionAttrs:
+        conv = parse_conv(layer, transposed=False)
+        gpu = "depthwise-gpu" in layer.dialects
+        if gpu and conv.dilation != (1, 1):
+            raise fail(
+                layer,
+                f"dilation {conv.dilation} under --dialect depthwise-gpu: the fork's GPU kernel "
+                "ignores dilation but sizes its output with it",
+            )
+        return DepthwiseConvolutionAttrs(conv, gpu)
+
+    def _as_conv(self, attrs: DepthwiseConvolutionAttrs, in_shapes: Sequence[Shape]) -> ConvAttrs:
+        if not attrs.gpu:
+            return attrs.conv
+        return _depthwise(attrs.conv, in_shapes)
+
+    def infer(
+        self, attrs: DepthwiseConvolutionAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        shape = in_shapes[0]
+        if attrs.gpu:
+            if len(shape) != 4 or attrs.conv.num_output != shape[1]:
+                raise fail(
+                    layer,
+                    f"num_output {attrs.conv.num_output} must equal the input channels of "
+                    f"{shape} under --dialect depthwise-gpu (one filter per channel)",
+                )
+            if shape[2] < attrs.conv.kernel[0] or shape[3] < attrs.conv.kernel[1]:
+                raise fail(
+                    layer,
+                    f"the {shape[2]}x{shape[3]} map is smaller than the kernel "
+                    f"{attrs.conv.kernel}: the fork's GPU kernel picks the wrong weights there",
+                )
+        return self._conv.infer(attrs.conv, in_shapes, layer)
+
+    def blobs(self, attrs: DepthwiseConvolutionAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        # The caffemodel holds BaseConvolutionLayer's blobs either way.
+        return self._conv.blobs(attrs.conv, in_shapes)
+
+    def param_names(
+        self, attrs: DepthwiseConvolutionAttrs, in_shapes: Sequence[Shape]
+    ) -> tuple[str, ...]:
+        return self._conv.param_names(attrs.conv, in_shapes)
+
+    def state(
+        self,
+        attrs: DepthwiseConvolutionAttrs,
+        in_shapes: Sequence[Shape],
+        blobs: Sequence[np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        state = self._conv.state(attrs.conv, in_shapes, blobs)
+        if attrs.gpu:
+            # ConvForward reads filter c at weight + c * kh * kw of the flat blob.
+            channels, (kh, kw) = in_shapes[0][1], attrs.conv.kernel
+            flat = state["weight"].reshape(-1)[: channels * kh * kw]
+            state["weight"] = flat.reshape(channels, 1, kh, kw)
+        return state
+
+    def emit(self, attrs: DepthwiseConvolutionAttrs, ctx: EmitContext) -> Emission:
+        emission = self._conv.emit(self._as_conv(attrs, ctx.in_shapes), ctx)
+        if attrs.gpu:
+            return replace(emission, note="the fork's GPU kernel (--dialect depthwise-gpu)")
+        return emission
+
+    def absorbs_affine(
+        self, attrs: DepthwiseConvolutionAttrs, in_shapes: Sequence[Shape]
+    ) -> DepthwiseConvolutionAttrs | None:
+        return replace(attrs, conv=replace(attrs.conv, bias=True))
+
+    def multiply_adds(
+        self,
+        attrs: DepthwiseConvolutionAttrs,
+        in_shapes: Sequence[Shape],
+        out_shapes: Sequence[Shape],
+    ) -> int:
+        return self._conv.multiply_adds(self._as_conv(attrs, in_shapes), in_shapes, out_shapes)

@@ -289,3 +289,17 @@ class Dropout(Layer[DropoutAttrs]):
         self, attrs: DropoutAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
     ) -> bool:
         return True
+
+
+@register
+class Mish(_Fixed):
+    """x * tanh(softplus(x)), softplus switching to x above 20 and to exp(x) below -20.
+
+    Source: ChenYingpeng/darknet2caffe @ f6d9ea33, caffe_layers/mish_layer/mish_layer.cpp
+    (MishLayer::Forward_cpu, softplus_activate with MISH_THRESHOLD 20). torch's mish uses the
+    same threshold; below -20 it computes log1p(exp(x)), which is exp(x) in float32.
+    """
+
+    types = ("Mish",)
+    function: ClassVar[str] = "F.mish"
+    imports: ClassVar[tuple[str, ...]] = (FUNCTIONAL,)

@@ -48,13 +48,15 @@ class PoolAttrs(Attrs):
     # A second top holds the argmax of each window as a flat index h * W + w into its channel
     # plane (SegNet); Caffe takes the first maximum in row-major order, as torch does.
     mask: bool = False
+    # --dialect darknet-pool: one more output row and column (ChenYingpeng/darknet2caffe).
+    extra: int = 0
 
 
-def caffe_pool_size(size: int, k: int, s: int, p: int, ceil: bool) -> int:
-    """Caffe's pooled size: ceil (or floor), then, only when pad > 0, drop a last window that
-    would start in the padding (PoolingLayer::Reshape)."""
+def caffe_pool_size(size: int, k: int, s: int, p: int, ceil: bool, extra: int = 0) -> int:
+    """Caffe's pooled size: ceil (or floor), `extra` more (the darknet dialect), then, only when
+    pad > 0, drop a last window that would start in the padding (PoolingLayer::Reshape)."""
     span = size + 2 * p - k
-    out = (math.ceil(span / s) if ceil else span // s) + 1
+    out = (math.ceil(span / s) if ceil else span // s) + 1 + extra
     if p > 0 and (out - 1) * s >= size + p:
         out -= 1
     return out
@@ -94,7 +96,16 @@ class Pooling(Layer[PoolAttrs]):
         mask = len(layer.tops) == 2
         if mask and global_pooling:
             raise fail(layer, "a mask top with global pooling is not supported")
-        return PoolAttrs(p.pool, kernel, stride, pad, global_pooling, _ceil_from(layer), mask)
+        # ChenYingpeng/darknet2caffe's PoolingLayer::Reshape: `(kernel_h - stride_h) % 2 == 1`
+        # adds a row and a column (C++'s % keeps a negative difference from firing).
+        rise = kernel[0] - stride[0]
+        darknet = "darknet-pool" in layer.dialects and rise > 0 and rise % 2 == 1
+        if darknet and (global_pooling or mask):
+            raise fail(layer, "--dialect darknet-pool with global pooling or a mask top")
+        extra = 1 if darknet else 0
+        # The fork always rounds up (it removed round_mode).
+        ceil = True if "darknet-pool" in layer.dialects else _ceil_from(layer)
+        return PoolAttrs(p.pool, kernel, stride, pad, global_pooling, ceil, mask, extra)
 
     def infer(
         self, attrs: PoolAttrs, in_shapes: Sequence[Shape], layer: LayerSource
@@ -106,7 +117,7 @@ class Pooling(Layer[PoolAttrs]):
         if attrs.global_pooling:
             return [(n, c, 1, 1)]
         out = [
-            caffe_pool_size(dim, k, s, p, attrs.ceil)
+            caffe_pool_size(dim, k, s, p, attrs.ceil, attrs.extra)
             for dim, k, s, p in zip((h, w), attrs.kernel, attrs.stride, attrs.pad, strict=True)
         ]
         # Caffe accepts a kernel larger than the input as long as one window remains.
@@ -170,12 +181,12 @@ class Pooling(Layer[PoolAttrs]):
             tuple_expr(attrs.pad),
             ceil=attrs.ceil,
             average=not is_max,
+            extra=attrs.extra or None,
         )
-        return Emission(
-            forward=forward,
-            note="Caffe's window rule differs from torch's here",
-            helpers=("caffe_pool2d",),
-        )
+        note = "Caffe's window rule differs from torch's here"
+        if attrs.extra:
+            note = "darknet's size rule (--dialect darknet-pool)"
+        return Emission(forward=forward, note=note, helpers=("caffe_pool2d",))
 
     def records_argmax(self, attrs: PoolAttrs) -> bool:
         return attrs.mask
@@ -185,6 +196,8 @@ def _torch_agrees(attrs: PoolAttrs) -> bool:
     """torch agrees with Caffe for every input size when it accepts the padding and, in ceil
     mode, when pad > 0 or kernel >= stride (then both drop the same last window)."""
     geometry = zip(attrs.kernel, attrs.stride, attrs.pad, strict=True)
+    if attrs.extra:
+        return False
     return all(2 * p <= k and (not attrs.ceil or p > 0 or k >= s) for k, s, p in geometry)
 
 

@@ -129,7 +129,9 @@ class UpsampleAttrs(Attrs):
 class Upsample(Layer[UpsampleAttrs]):
     """Two forks' `Upsample`. With two bottoms (SegNet/ENet) it is max-unpooling: each value goes
     to the flat index (h * W + w) that the Pooling layer's mask top recorded, zeros elsewhere.
-    With one bottom (caffe-yolov3 and others) it repeats each value `scale` times per axis.
+    With one bottom (caffe-yolov3 and others) it repeats each value `scale` times per axis;
+    an unset `scale` is 1 there, as in the YOLO forks' caffe.proto and the oracle build, and 2
+    under `--dialect segnet-upsample` (SegNet's default, which applies to its masked form).
 
     Sources: alexgkendall/caffe-segnet (and TimoSaemann/caffe-enet),
     src/caffe/layers/upsample_layer.cpp; ChenYingpeng/caffe-yolov3, upsample_layer.cpp.
@@ -147,8 +149,14 @@ class Upsample(Layer[UpsampleAttrs]):
                 raise fail(layer, f"upsample_h/upsample_w must be positive, got {size}")
         if p.HasField("scale_h") or p.HasField("scale_w"):
             scale = (int(p.scale_h or p.scale), int(p.scale_w or p.scale))
+        elif p.HasField("scale") or len(layer.bottoms) > 1:
+            scale = (int(p.scale), int(p.scale))  # unset with a mask: SegNet's default, 2
         else:
-            scale = (int(p.scale), int(p.scale))
+            # One bottom, no scale: the YOLO forks' (and the oracle build's) default of 1;
+            # SegNet's caffe.proto, which this schema follows, says 2 (--dialect
+            # segnet-upsample).
+            default = 2 if "segnet-upsample" in layer.dialects else 1
+            scale = (default, default)
         if size is None and min(scale) < 1:
             raise fail(layer, f"scale must be positive, got {scale}")
         pad_out = (int(p.pad_out_h), int(p.pad_out_w))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from protocaffe.ir.graph import Attrs, NoAttrs, Shape
 from protocaffe.layers.base import (
@@ -343,6 +343,46 @@ class Crop(Layer[CropAttrs]):
             stop = f"{offset} + {ref}.shape[{axis + i}]" if offset else f"{ref}.shape[{axis + i}]"
             index.append(f"{start}:{stop}")
         return Emission(forward=f"{x}[{', '.join(index)}]")
+
+
+@register
+class AutoCrop(Layer[CropAttrs]):
+    """RCF's AutoCrop: crops bottom 0 to bottom 1's height and width at offsets that Caffe
+    derives from the layers between the two bottoms (their coordinate maps), which is the
+    old two-bottom Crop of s9xie/hed under another name (and DeconvNet's V1 CROP). The offsets
+    are computed on the NetDef (`protocaffe.frontend.dialects`), which writes them into the
+    layer's crop_param; the layer is then a Crop from axis 2.
+
+    Source: yun-liu/rcf @ ce460ff6, src/caffe/layers/auto_crop_layer.cpp (LayerSetUp, Reshape,
+    Forward_cpu) and include/caffe/util/coords.hpp.
+    """
+
+    types = ("AutoCrop",)
+    role = Role.COMBINE
+    bottoms = (2, 2)
+    _crop = Crop()
+
+    def parse(self, layer: LayerSource) -> CropAttrs:
+        p = layer.param.crop_param
+        if len(p.offset) != 2 or p.axis != 2:
+            raise fail(
+                layer,
+                "AutoCrop's offsets come from the net's geometry, which protocaffe resolves "
+                "when it lowers the whole net (build_graph); this layer was not resolved",
+            )
+        return self._crop.parse(layer)
+
+    def infer(
+        self, attrs: CropAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        if len(in_shapes[0]) != 4:
+            raise fail(layer, f"expects 4-D bottoms, got {in_shapes[0]}")
+        return self._crop.infer(attrs, in_shapes, layer)
+
+    def emit(self, attrs: CropAttrs, ctx: EmitContext) -> Emission:
+        emission = self._crop.emit(attrs, ctx)
+        offsets = ", ".join(str(o) for o in attrs.offsets)
+        return replace(emission, note=f"offsets {offsets} from the geometry")
 
 
 @dataclass(frozen=True)

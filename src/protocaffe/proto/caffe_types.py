@@ -152,6 +152,23 @@ class LayerParameter(Message, Protocol):
     interp_param: InterpParameter
     upsample_param: UpsampleParameter
     relu6_param: ReLU6Parameter
+    yolo_detection_output_param: YoloDetectionOutputParameter
+    yolov3_detection_output_param: Yolov3DetectionOutputParameter
+    reorg_param: ReorgParameter
+    mish_param: MishParameter
+    transpose_param: TransposeParameter
+    reverse_param: ReverseParameter
+    ctc_decoder_param: CTCDecoderParameter
+    flip_param: FlipParameter
+    psroi_pooling_param: PSROIPoolingParameter
+    bbox_reg_param: BBoxRegParameter
+    box_output_param: BoxOutputParameter
+    scale_route_param: ScaleRouteParameter
+    decode_bbox_param: DecodeBBoxParameter
+    box_group_output_param: BoxGroupOutputParameter
+    unpooling_param: UnpoolingParameter
+    convolution3d_param: Convolution3DParameter
+    pooling3d_param: Pooling3DParameter
 
 
 class TransformationParameter(Message, Protocol):
@@ -228,6 +245,10 @@ class ConvolutionParameter(Message, Protocol):
     engine: int
     axis: int
     force_nd_im2col: bool
+    kernel_depth: int
+    temporal_stride: int
+    filter_group: int
+    temporal_pad: int
 
 
 class CropParameter(Message, Protocol):
@@ -384,6 +405,8 @@ class PoolingParameter(Message, Protocol):
     global_pooling: bool
     round_mode: int
     ceil_mode: bool
+    kernel_depth: int
+    temporal_stride: int
 
 
 class PowerParameter(Message, Protocol):
@@ -530,6 +553,9 @@ class V1LayerParameter(Message, Protocol):
     transform_param: TransformationParameter
     loss_param: LossParameter
     layer: V0LayerParameter
+    interp_param: InterpParameter
+    unpooling_param: UnpoolingParameter
+    bn_param: BNParameter
 
 
 class V0LayerParameter(Message, Protocol):
@@ -691,6 +717,7 @@ class ROIPoolingParameter(Message, Protocol):
     pooled_h: int
     pooled_w: int
     spatial_scale: float
+    pad_ratio: float
 
 
 class BNParameter(Message, Protocol):
@@ -726,3 +753,146 @@ class UpsampleParameter(Message, Protocol):
 class ReLU6Parameter(Message, Protocol):
     negative_slope: float
     threshold: float
+
+
+class YoloDetectionOutputParameter(Message, Protocol):
+    side: int
+    num_classes: int
+    num_box: int
+    coords: int
+    confidence_threshold: float
+    nms_threshold: float
+    biases: Sequence[float]
+    label_map_file: str
+
+
+class Yolov3DetectionOutputParameter(Message, Protocol):
+    num_classes: int
+    num_box: int
+    confidence_threshold: float
+    nms_threshold: float
+    biases: Sequence[float]
+    anchors_scale: Sequence[int]
+    mask_group_num: int
+    mask: Sequence[int]
+    gaussian_box: bool
+
+
+class ReorgParameter(Message, Protocol):
+    stride: int
+    reverse: bool
+
+
+class MishParameter(Message, Protocol):
+    pass
+
+
+class TransposeParameter(Message, Protocol):
+    dim: Sequence[int]
+
+
+class ReverseParameter(Message, Protocol):
+    axis: int
+
+
+class CTCDecoderParameter(Message, Protocol):
+    blank_index: int
+    ctc_merge_repeated: bool
+
+
+class FlipParameter(Message, Protocol):
+    flip_width: bool
+    flip_height: bool
+
+
+class PSROIPoolingParameter(Message, Protocol):
+    spatial_scale: float
+    output_dim: int
+    group_size: int
+
+
+class BBoxRegParameter(Message, Protocol):
+    bbox_mean: Sequence[float]
+    bbox_std: Sequence[float]
+    cls_aware: bool
+
+
+class DecodeBBoxParameter(Message, Protocol):
+    gt_iou_thr: float
+
+
+class BoxOutputParameter(Message, Protocol):
+    fg_thr: float
+    iou_thr: float
+    nms_type: str
+    field_h: Sequence[int]
+    field_w: Sequence[int]
+    downsample_rate: Sequence[int]
+    field_whr: float
+    field_xyr: float
+    max_nms_num: int
+    max_post_nms_num: int
+    min_size: float
+
+
+class BoxGroupParameter(Message, Protocol):
+    field_h: Sequence[int]
+    field_w: Sequence[int]
+    stride: int
+
+
+class BoxGroupOutputParameter(Message, Protocol):
+    fg_thr: float
+    iou_thr: float
+    nms_type: str
+    box_group_param: Sequence[BoxGroupParameter]
+    field_whr: float
+    field_xyr: float
+    max_nms_num: int
+    max_post_nms_num: int
+    min_size: float
+
+
+class ScaleRouteParameter(Message, Protocol):
+    low_scale: float
+    high_scale: float
+
+
+class UnpoolingParameter(Message, Protocol):
+    unpool: int
+    pad: int
+    pad_h: int
+    pad_w: int
+    kernel_size: int
+    kernel_h: int
+    kernel_w: int
+    stride: int
+    stride_h: int
+    stride_w: int
+    unpool_size: int
+    unpool_h: int
+    unpool_w: int
+
+
+class Convolution3DParameter(Message, Protocol):
+    num_output: int
+    bias_term: bool
+    pad: int
+    kernel_size: int
+    group: int
+    kernel_depth: int
+    stride: int
+    temporal_stride: int
+    weight_filler: FillerParameter
+    bias_filler: FillerParameter
+    filter_group: int
+    temporal_pad: int
+
+
+class Pooling3DParameter(Message, Protocol):
+    pool: int
+    kernel_size: int
+    stride: int
+    pad: int
+    kernel_depth: int
+    temporal_stride: int

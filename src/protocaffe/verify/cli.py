@@ -43,6 +43,7 @@ def options_from_args(args: argparse.Namespace) -> VerifyOptions:
         ),
         seed=args.seed,
         outputs=args.outputs,
+        dialects=tuple(args.dialect),
     )
 
 

@@ -72,6 +72,7 @@ class VerifyOptions:
     tolerance: Tolerance = field(default_factory=Tolerance)
     seed: int = 0
     outputs: Sequence[str] | None = None  # the module's outputs (convert --outputs)
+    dialects: Sequence[str] = ()  # fork dialects to read the net in (convert --dialect)
 
 
 def verify(
@@ -91,7 +92,13 @@ def verify(
         raise VerifyError(f"unknown reference {opts.reference!r} (choose from {REFERENCES})")
     reporter = reporter if reporter is not None else Reporter()
     net = read_prototxt(prototxt, reporter)
-    lowered = api.compile(net, input_shapes=opts.input_shapes, passes=(), reporter=reporter)
+    lowered = api.compile(
+        net,
+        input_shapes=opts.input_shapes,
+        passes=(),
+        reporter=reporter,
+        dialects=opts.dialects,
+    )
     inputs = _inputs(lowered, opts)
     shapes = {name: tuple(a.shape) for name, a in inputs.items()}
     declared = {v.blob: v.shape for v in lowered.inputs}
@@ -99,7 +106,13 @@ def verify(
         # An input of another size reshapes the net, as Caffe's Reshape does at run time; the
         # file was read and reported on already.
         with _blame_inputs(opts, shapes, declared):
-            lowered = api.compile(net, input_shapes=shapes, passes=(), reporter=Reporter())
+            lowered = api.compile(
+                net,
+                input_shapes=shapes,
+                passes=(),
+                reporter=Reporter(),
+                dialects=opts.dialects,
+            )
     passes = DEFAULT_PIPELINE
     if opts.outputs is not None:
         passes = (select_outputs(opts.outputs), *passes)

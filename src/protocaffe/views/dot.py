@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from protocaffe.atomic import write_bytes
@@ -125,6 +125,7 @@ def write_picture(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     optimize: bool = False,
     reporter: Reporter | None = None,
+    dialects: Collection[str] = (),
 ) -> None:
     """Write the picture of `prototxt` to `output`; its suffix picks DOT text or a format."""
     from protocaffe import api
@@ -141,6 +142,7 @@ def write_picture(
         input_shapes=input_shapes,
         passes=OPTIMIZE_PIPELINE if optimize else DEFAULT_PIPELINE,
         reporter=reporter,
+        dialects=dialects,
     )
     text = graph_dot(graph, local_names(graph))
     content = text.encode("utf-8") if fmt in ("dot", "gv") else render_dot(text, fmt, output)

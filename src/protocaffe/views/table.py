@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from protocaffe import api
@@ -50,8 +50,11 @@ def layer_table(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     reporter: Reporter | None = None,
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
+    dialects: Collection[str] = (),
 ) -> Table:
-    graph = api.compile(prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter)
+    graph = api.compile(
+        prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter, dialects=dialects
+    )
     local = local_names(graph)
     rows = [
         Row(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -44,20 +44,27 @@ DATA_LAYERS = frozenset(
         "Data",
         "DenseImageData",  # SegNet
         "DummyData",
+        "ImageLabelmapData",  # HED
         "HDF5Data",
         "ImageData",
         "ImageSegData",  # DeepLab
         "MemoryData",
         "VideoData",
+        "VideoSegmentationData",  # C3D (V1)
+        "VideoWithVoxelTruthData",  # C3D (V1)
+        "VolumeData",  # C3D (V1)
         "WindowData",
+        "WindowSegData",  # DeconvNet (V1)
     }
 )
 # Layers that only score or save a forward: they do not run.
 SINK_LAYERS = frozenset(
     {
         "Accuracy",
+        "BinAccuracy",  # DeconvNet (V1)
         "ContrastiveLoss",
         "DetectionEvaluate",
+        "EltwiseAccuracy",  # DeconvNet (V1)
         "EuclideanLoss",
         "HDF5Output",
         "HingeLoss",
@@ -65,13 +72,25 @@ SINK_LAYERS = frozenset(
         "MatWrite",  # DeepLab
         "MultiBoxLoss",
         "MultinomialLogisticLoss",
+        "RedAccuracy",  # DeconvNet (V1)
+        "RedSoftmaxLoss",  # DeconvNet (V1)
+        "SegAccuracy",  # DeepLab v1 (V1)
         "SigmoidCrossEntropyLoss",
         "SmoothL1Loss",
         "SoftmaxWithLoss",
+        "VoxelSoftmaxLoss",  # C3D (V1)
     }
 )
 
 Weights = CaffeModel | Mapping[str, Sequence[npt.ArrayLike]] | None
+
+
+def _is_sink(layer: LayerDef) -> bool:
+    """A layer that only scores a forward: a SINK_LAYERS type, or the accuracy form of the OCR
+    forks' CTCGreedyDecoder (with a label bottom; senlinuc/caffe_ocr ctc_decoder_layer.cpp)."""
+    if layer.type == "CTCGreedyDecoder":
+        return len(layer.bottoms) == 2
+    return layer.type in SINK_LAYERS
 
 
 class Step(NamedTuple):
@@ -160,7 +179,7 @@ def _check_types(net: NetDef) -> None:
     """One located error per layer whose type has no reference (or a wrong blob count)."""
     problems: list[Diagnostic] = []
     for layer in net.layers:
-        if layer.type in DATA_LAYERS or layer.type in SINK_LAYERS or layer.type == "Input":
+        if _is_sink(layer) or layer.type in DATA_LAYERS or layer.type == "Input":
             continue
         op = lookup(layer.type)
         if op is None:
@@ -230,7 +249,7 @@ def _walk(net: NetDef) -> _Walk:
         elif layer.type in DATA_LAYERS:
             walk.optional.extend(layer.tops)
             walk.skipped.append(index)
-        elif layer.type in SINK_LAYERS:
+        elif _is_sink(layer):
             walk.skipped.append(index)
         else:
             assert op is not None  # _check_types ran first
@@ -244,8 +263,11 @@ class ReferenceNet:
     weights. Errors (an unknown layer type, a net Caffe would refuse) are raised here, each one
     located; weight shapes are checked when their layer runs, as they depend on its inputs."""
 
-    def __init__(self, net: NetDef, weights: Weights = None) -> None:
+    def __init__(
+        self, net: NetDef, weights: Weights = None, dialects: Collection[str] = ()
+    ) -> None:
         self.net = net
+        self.dialects = frozenset(dialects)
         _check_types(net)
         walk = _walk(net)
         self.skipped: tuple[int, ...] = tuple(walk.skipped)
@@ -280,6 +302,8 @@ class ReferenceNet:
                 tops=layer.tops,
                 source=sources.get(index),
                 model_given=weights is not None,
+                dialects=self.dialects,
+                net=net,
             )
             self._plan.append(_Planned(ref, op, in_place, free))
         read = {n for p in self._plan for n in p.layer.bottoms}

@@ -63,6 +63,10 @@ class RefLayer:
     source: tuple[Array | None, ...] | None = None
     model_given: bool = True  # False: the net runs without any caffemodel
     weights_read: bool = False
+    # The fork dialects the net is read in (`convert --dialect`), and the whole net (a NetDef),
+    # for the fork layers whose set-up reads the net's geometry (HED's Crop, RCF's AutoCrop).
+    dialects: frozenset[str] = frozenset()
+    net: Any = None
 
     def fail(self, message: str) -> ProtocaffeError:
         return ProtocaffeError.at(self.loc, message, self.name, self.type)

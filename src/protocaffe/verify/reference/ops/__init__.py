@@ -3,26 +3,36 @@ registers every built-in layer type."""
 
 from protocaffe.verify.reference.ops import (
     conv,
+    coordmap,
+    ctc,
     detection,
     linear,
     neuron,
     normalization,
     pooling,
     proposal,
+    rcnn,
     reduction,
+    reorder,
     resample,
     structure,
+    yolo,
 )
 
 __all__ = [
     "conv",
+    "coordmap",
+    "ctc",
     "detection",
     "linear",
     "neuron",
     "normalization",
     "pooling",
     "proposal",
+    "rcnn",
     "reduction",
+    "reorder",
     "resample",
     "structure",
+    "yolo",
 ]

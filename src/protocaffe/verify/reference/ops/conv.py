@@ -254,3 +254,68 @@ def convolution_depthwise(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     blobs = layer.weights(*shapes)
     bias = blobs[1] if p.bias_term else None
     return [im2col_conv(x, blobs[0], bias, stride, pad, dilation, channels)]
+
+
+@register("DepthwiseConvolution", bottoms=(1, None), tops=(1, None))
+def depthwise_convolution(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """yonghenglh6/DepthwiseConvolution @ 2b9cf52a, caffe/src/caffe/layers/
+    depthwise_conv_layer.cpp: Forward_cpu is BaseConvolutionLayer's forward_cpu_gemm (a
+    Convolution with the prototxt's group and dilation). Under `--dialect depthwise-gpu`,
+    depthwise_conv_layer.cu ConvForward instead (`depthwise_gpu_values`)."""
+    if "depthwise-gpu" not in layer.dialects:
+        return _conv_layer(layer, bottoms, transposed=False)
+    p = layer.param.convolution_param
+    tops = []
+    for x in bottoms:
+        layer.check(x.ndim == 4, f"expects a 4-D input, got {x.shape}")
+        _, kernel, stride, pad, dilation = _geometry(layer, x.shape)
+        channels, num_output, group = x.shape[1], int(p.num_output), int(p.group)
+        layer.check(
+            num_output == channels,
+            f"the GPU kernel writes num_output {num_output} channels from {channels} filters",
+        )
+        shapes: list[tuple[int, ...]] = [(num_output, channels // group, *kernel)]
+        if p.bias_term:
+            shapes.append((num_output,))
+        blobs = layer.weights(*shapes)
+        out = conv_output_size(x.shape[2:], kernel, stride, pad, dilation, transposed=False)
+        layer.check(min(out) > 0, f"the top would be empty: output size {out}")
+        bias = blobs[1] if p.bias_term else None
+        tops.append(depthwise_gpu_values(x, blobs[0], bias, kernel, stride, pad, out))
+    return tops
+
+
+def depthwise_gpu_values(
+    x: Array,
+    weight: Array,
+    bias: Array | None,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pad: tuple[int, ...],
+    out: tuple[int, ...],
+) -> Array:
+    """ConvForward of depthwise_conv_layer.cu, one output position at a time for every (n, c):
+    the window clipped to the map, filter c at `weight + c * kh * kw` of the flat blob, and the
+    kernel's weight row offset `kernel_h - hend` when hend < kernel_h (dilation ignored)."""
+    n, channels, height, width = x.shape
+    kh, kw = kernel
+    filters = as_f32(weight).reshape(-1)[: channels * kh * kw].reshape(channels, kh, kw)
+    top = np.zeros((n, channels, out[0], out[1]), np.float32)
+    for ph in range(out[0]):
+        for pw in range(out[1]):
+            hstart, wstart = ph * stride[0] - pad[0], pw * stride[1] - pad[1]
+            hend = min(hstart + kh, height + pad[0])
+            wend = min(wstart + kw, width + pad[1])
+            hstart, wstart = max(hstart, 0), max(wstart, 0)
+            hend, wend = min(hend, height), min(wend, width)
+            khstart = kh - hend if hend < kh else 0
+            kwstart = kw - wend if wend < kw else 0
+            acc = np.zeros((n, channels), np.float32)
+            for h in range(hstart, hend):
+                for w in range(wstart, wend):
+                    tap = filters[:, khstart + h - hstart, kwstart + w - wstart]
+                    acc = acc + x[:, :, h, w] * tap[None, :]
+            if bias is not None:
+                acc = acc + bias[None, :]
+            top[:, :, ph, pw] = acc
+    return top

@@ -170,3 +170,17 @@ def prelu(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
 def dropout(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     """TEST phase: a copy of the input (Caffe scales during training only)."""
     return [bottoms[0]]
+
+
+@register("Mish")
+def mish(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """ChenYingpeng/darknet2caffe @ f6d9ea33, caffe_layers/mish_layer/mish_layer.cpp
+    (Forward_cpu): x * tanh_activate(softplus_activate(x, 20)) in float, softplus x above 20,
+    expf(x) below -20, else logf(expf(x) + 1); tanh_activate(v) = 2 / (1 + expf(-2v)) - 1."""
+    x = as_f32(bottoms[0])
+    with np.errstate(over="ignore"):
+        softplus = np.where(
+            x > f32(20), x, np.where(x < f32(-20), np.exp(x), np.log(np.exp(x) + f32(1)))
+        ).astype(np.float32)
+        tanh_sp = f32(2) / (f32(1) + np.exp(f32(-2) * softplus)) - f32(1)
+    return [(x * tanh_sp).astype(np.float32)]

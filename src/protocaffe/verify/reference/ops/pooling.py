@@ -26,10 +26,12 @@ MAX, AVE, STOCHASTIC = 0, 1, 2
 CEIL = 0
 
 
-def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil: bool, padded: bool) -> int:
+def pooled_size(
+    size: int, kernel: int, stride: int, pad: int, ceil: bool, padded: bool, extra: int = 0
+) -> int:
     """PoolingLayer::Reshape for one axis; `padded` is (pad_h || pad_w), not this axis' pad."""
     rounding = math.ceil if ceil else math.floor
-    out = int(rounding(f32(size + 2 * pad - kernel) / f32(stride))) + 1
+    out = int(rounding(f32(size + 2 * pad - kernel) / f32(stride))) + 1 + extra
     if padded and (out - 1) * stride >= size + pad:
         out -= 1
     return out
@@ -42,14 +44,17 @@ def pool2d(
     pad: tuple[int, int],
     average: bool,
     ceil: bool = True,
+    extra: int = 0,
 ) -> tuple[Array, Array]:
     """Caffe's 2-D pooling of x (N, C, H, W): (top, mask). The mask (MAX only; zeros for AVE)
-    holds the flat index h * W + w of each window's maximum, -1 for a window with no input."""
+    holds the flat index h * W + w of each window's maximum, -1 for a window with no input.
+    `extra` rows and columns are added before the padding check (ChenYingpeng/darknet2caffe
+    caffe_layers/pooling_layer/pooling_layer.cpp, PoolingLayer::Reshape)."""
     n, c, height, width = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
     padded = bool(ph or pw)
-    oh = pooled_size(height, kh, sh, ph, ceil, padded)
-    ow = pooled_size(width, kw, sw, pw, ceil, padded)
+    oh = pooled_size(height, kh, sh, ph, ceil, padded, extra)
+    ow = pooled_size(width, kw, sw, pw, ceil, padded, extra)
     if oh <= 0 or ow <= 0:
         raise ValueError(f"the output size {oh}x{ow} is not positive")
     # Windows start at i * stride - pad; pad the input so that every window is in range.
@@ -157,8 +162,15 @@ def pooling(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
             "Caffe aborts here: STOCHASTIC pooling has no CPU forward (NOT_IMPLEMENTED)"
         )
     layer.check(len(layer.tops) == 1 or method == MAX, "only MAX pooling has a second (mask) top")
+    extra = 0
+    if "darknet-pool" in layer.dialects:
+        # ChenYingpeng/darknet2caffe: `if ((kernel_h_ - stride_h_) % 2 == 1)` both sizes grow
+        # (C++'s % of a negative difference is never 1); the fork always rounds up.
+        rise = kernel[0] - stride[0]
+        extra = 1 if rise > 0 and rise % 2 == 1 else 0
+        ceil = True
     try:
-        top, mask = pool2d(x, kernel, stride, pad, method == AVE, ceil)
+        top, mask = pool2d(x, kernel, stride, pad, method == AVE, ceil, extra)
     except ValueError as exc:
         raise layer.fail(f"Caffe aborts here: {exc}") from None
     return [top, mask][: len(layer.tops)]

@@ -175,7 +175,9 @@ def upsample(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     x = bottoms[0]
     if len(bottoms) == 1:  # the YOLO forks' nearest-neighbour Upsample
         layer.check(x.ndim == 4, f"expects a 4-D input, got {x.shape}")
-        scale = int(p.scale) if p.HasField("scale") else 1
+        # The YOLO forks' default is 1; SegNet's caffe.proto says 2 (--dialect segnet-upsample).
+        default = 2 if "segnet-upsample" in layer.dialects else 1
+        scale = int(p.scale) if p.HasField("scale") else default
         layer.check(scale >= 1, "scale must be positive")
         return [np.ascontiguousarray(np.repeat(np.repeat(as_f32(x), scale, axis=2), scale, axis=3))]
     mask = bottoms[1]

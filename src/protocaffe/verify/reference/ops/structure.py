@@ -153,6 +153,11 @@ def reshape(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
 @register("Crop", bottoms=(2, 2))
 def crop(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     p = layer.param.crop_param
+    if "hed-crop" in layer.dialects and not p.offset and p.axis == 2:
+        # s9xie/hed's Crop: offsets from the net's geometry (ops/coordmap.py).
+        from protocaffe.verify.reference.ops.coordmap import geometric_crop
+
+        return geometric_crop(layer, bottoms)
     x, ref = bottoms
     layer.check(x.ndim == ref.ndim, f"bottoms {x.shape} and {ref.shape} differ in rank")
     start = canonical_axis(layer, int(p.axis), x.shape)
