@@ -255,6 +255,35 @@ def test_transform_param_mean_crop_and_mirror(
     assert_like_opencv(generated_module(source).preprocess(photo).numpy(), ref, photo, 1.0)
 
 
+def test_a_missing_mean_file_warns_and_the_net_still_converts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A train_val file names its mean file relative to Caffe's folder, which users rarely
+    have: the net converts, without a preprocess() that would silently skip the mean, and
+    --mean-file supplies it."""
+    monkeypatch.chdir(tmp_path)
+    text = LENET_TRAIN_VAL.replace(
+        "transform_param { scale: 0.00390625 }",
+        "transform_param { mean_file: 'examples/mean.binaryproto' }",
+    )
+    (tmp_path / "train_val.prototxt").write_text(text)
+    args = ["convert", "train_val.prototxt", "-o", "out", "--input-shape", "data=1,3,31,31"]
+    capsys.readouterr()
+    assert main(args) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "(Data): transform_param: mean_file 'examples/mean.binaryproto' not found" in err
+    assert "model.py gets no preprocess(); give the file with --mean-file to add it" in err
+    assert "def preprocess(" not in (tmp_path / "out" / "model.py").read_text()
+    mean = np.full((3, 31, 31), 7.0, np.float32)
+    write_mean_file(tmp_path / "mean.binaryproto", mean)
+    assert main([*args, "--force", "--mean-file", "mean.binaryproto"]) == EXIT_OK
+    assert "not found" not in capsys.readouterr().err
+    photo = synthetic(31, 31)
+    ref = cv2.dnn.blobFromImage(photo, 1.0, (31, 31), (7.0, 7.0, 7.0), False, False)
+    module = generated_module((tmp_path / "out" / "model.py").read_text())
+    assert_like_opencv(module.preprocess(photo).numpy(), ref, photo, 1.0)
+
+
 def test_the_module_with_preprocess_is_clean_and_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -74,7 +74,10 @@ def resolve_preprocess(
     `given` options; None when there is neither."""
     given = given if given is not None else ImageOptions()
     data_layer = _data_layer(net, graph)
-    transform = _from_transform(net, data_layer, reporter) if data_layer is not None else None
+    mean_given = given.mean is not None or given.mean_file is not None
+    transform = (
+        _from_transform(net, data_layer, reporter, mean_given) if data_layer is not None else None
+    )
     if transform is None and given == ImageOptions():
         return None
     merged = transform if transform is not None else ImageOptions()
@@ -104,7 +107,12 @@ def _data_layer(net: NetDef, graph: Graph) -> LayerDef | None:
     return None
 
 
-def _from_transform(net: NetDef, layer: LayerDef, reporter: Reporter) -> ImageOptions:
+def _from_transform(
+    net: NetDef, layer: LayerDef, reporter: Reporter, mean_given: bool
+) -> ImageOptions | None:
+    """The data layer's transform_param as options; None when its mean_file is missing (and
+    no mean replaces it): a preprocess() without the mean would be silently wrong, and the
+    net itself converts without it."""
     transform = layer.param.transform_param
     loc = layer.locations.of_field(cast(Message, layer.param), "transform_param") or layer.loc
 
@@ -121,15 +129,20 @@ def _from_transform(net: NetDef, layer: LayerDef, reporter: Reporter) -> ImageOp
     if transform.mean_file and transform.mean_value:
         raise fail("mean_file and mean_value cannot both be given (Caffe refuses it too)")
     mean_file: str | None = None
-    if transform.mean_file:
+    if transform.mean_file and not mean_given:
         # Caffe opens it relative to its working directory when training; here it is found
         # relative to the prototxt, never to the working directory.
         candidate = Path(net.path).parent / transform.mean_file
         if not candidate.is_file():
-            raise fail(
-                f"mean_file {transform.mean_file!r} not found next to the prototxt "
-                f"({candidate.as_posix()}); give its path with --mean-file"
+            reporter.warn(
+                loc,
+                f"transform_param: mean_file {transform.mean_file!r} not found next to the "
+                f"prototxt ({candidate.as_posix()}): model.py gets no preprocess(); give the "
+                "file with --mean-file to add it",
+                layer.name,
+                layer.type,
             )
+            return None
         mean_file = str(candidate)
     crop = int(transform.crop_size)
     options = ImageOptions(
