@@ -3,7 +3,8 @@
 `--image` follows `cv2.dnn.blobFromImage(image, scalefactor, size, mean, swapRB, crop)`:
 resize (or, with crop, resize keeping the aspect ratio and centre-crop) to `size` (W x H), subtract
 `mean` (in the image's channel order after the optional R/B swap), multiply by `scalefactor`, and
-lay out NCHW float32.
+lay out NCHW float32. The image is read gray for a net whose input has 1 channel (LeNet), BGR
+for 3.
 """
 
 from __future__ import annotations
@@ -56,8 +57,17 @@ def image_blob(spec: ImageSpec, declared: Shape) -> np.ndarray:
         data = np.fromfile(spec.path, dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"{spec.path}: cannot read the image ({exc.strerror})") from exc
+    # The image is read with the net's channel count: gray for a 1-channel input (as
+    # cv2.dnn.blobFromImage gets it from imread(path, IMREAD_GRAYSCALE)), BGR for 3.
+    channels = declared[1] if len(declared) == 4 else 3
+    if channels not in (1, 3):
+        raise InputError(
+            f"{spec.path}: the net's input has {channels} channels; an image gives 1 (gray) "
+            "or 3 (BGR): give the input as --input NAME=FILE.npy"
+        )
+    flags = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     # imdecode, unlike imread, reports a bad file by returning None without logging.
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise InputError(f"{spec.path}: cannot read the image")
     if spec.size is not None:
