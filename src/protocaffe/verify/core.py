@@ -19,6 +19,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,10 @@ import numpy as np
 from protocaffe import api
 from protocaffe.backend.emit import local_names
 from protocaffe.backend.weights import state_arrays
-from protocaffe.errors import Reporter
+from protocaffe.errors import ProtocaffeError, Reporter
 from protocaffe.frontend.caffemodel import CaffeModel, read_caffemodel
 from protocaffe.frontend.prototxt import NetDef, read_prototxt
-from protocaffe.ir.graph import Graph
+from protocaffe.ir.graph import Graph, Shape
 from protocaffe.passes import DEFAULT_PIPELINE, OPTIMIZE_PIPELINE, run_pipeline
 from protocaffe.verify.backend import REFERENCE_NAMES, Reference, ReferenceUnavailable, RefStep
 from protocaffe.verify.compare import Tolerance
@@ -41,7 +42,9 @@ from protocaffe.verify.inputs import (
     check_inputs,
     image_blob,
     load_npy,
+    module_preprocess,
     random_input,
+    read_image,
 )
 from protocaffe.verify.record import Instrumented, InstrumentError, instrument
 from protocaffe.verify.report import ReferenceChoice, VerifyReport
@@ -93,10 +96,12 @@ def verify(
     lowered = api.compile(net, input_shapes=opts.input_shapes, passes=(), reporter=reporter)
     inputs = _inputs(lowered, opts)
     shapes = {name: tuple(a.shape) for name, a in inputs.items()}
-    if shapes != {v.blob: v.shape for v in lowered.inputs}:
+    declared = {v.blob: v.shape for v in lowered.inputs}
+    if shapes != declared:
         # An input of another size reshapes the net, as Caffe's Reshape does at run time; the
         # file was read and reported on already.
-        lowered = api.compile(net, input_shapes=shapes, passes=(), reporter=Reporter())
+        with _blame_inputs(opts, shapes, declared):
+            lowered = api.compile(net, input_shapes=shapes, passes=(), reporter=Reporter())
     graph = run_pipeline(lowered, DEFAULT_PIPELINE)
     with tempfile.TemporaryDirectory(prefix="protocaffe-verify-") as work:
         weights = caffemodel
@@ -108,7 +113,8 @@ def verify(
         model = read_caffemodel(weights)
         session = _Session(net, graph, lowered, model, opts, reporter)
         session.random_weights = caffemodel is None
-        rows, choice = session.run(prototxt, weights, inputs)
+        with _blame_inputs(opts, shapes, declared):
+            rows, choice = session.run(prototxt, weights, inputs)
     report = VerifyReport(
         prototxt=str(prototxt),
         module=_module_label(opts),
@@ -128,6 +134,34 @@ def _module_label(opts: VerifyOptions) -> str:
     return "generated (--optimize)" if opts.optimize else "generated"
 
 
+def _source(opts: VerifyOptions, name: str) -> str | None:
+    """The file an input came from (an --input .npy or the --image), if any."""
+    given = opts.inputs.get(name)
+    if given is not None and not isinstance(given, np.ndarray):
+        return os.fspath(given)
+    return opts.image.path if opts.image is not None and name not in opts.inputs else None
+
+
+@contextmanager
+def _blame_inputs(
+    opts: VerifyOptions, shapes: Mapping[str, tuple[int, ...]], declared: Mapping[str, Shape]
+) -> Iterator[None]:
+    """An error of the net reshaped to the given inputs is the input file's, not the
+    prototxt's: the net does not take an input of that shape."""
+    try:
+        yield
+    except ProtocaffeError as exc:
+        changed = [name for name in shapes if shapes[name] != declared.get(name)]
+        if not changed:
+            raise
+        name = changed[0]
+        where = _source(opts, name) or f"input {name!r}"
+        raise InputError(
+            f"{where}: input {name!r} has shape {shapes[name]}, which the net cannot take (it "
+            f"declares {declared[name]}): {exc.diagnostics[0]}"
+        ) from None
+
+
 def _inputs(graph: Graph, opts: VerifyOptions) -> dict[str, np.ndarray]:
     declared = {v.blob: v.shape for v in graph.inputs}  # an unknown override raised already
     given: dict[str, np.ndarray] = {}
@@ -139,12 +173,33 @@ def _inputs(graph: Graph, opts: VerifyOptions) -> dict[str, np.ndarray]:
         if not declared:
             raise InputError("the net declares no input to feed the image to")
         first = next(iter(declared))
-        given[first] = image_blob(opts.image, declared[first])
-    given = check_inputs(given, declared)
+        given[first] = _image(opts, opts.image, declared[first])
+    for name, array in given.items():
+        try:
+            check_inputs({name: array}, declared)
+        except InputError as exc:
+            where = _source(opts, name)
+            raise InputError(f"{where}: {exc}" if where is not None else str(exc)) from None
     arrays: dict[str, np.ndarray] = {}
     for index, (name, shape) in enumerate(declared.items()):
         arrays[name] = given[name] if name in given else random_input(shape, opts.seed + index)
     return arrays
+
+
+def _image(opts: VerifyOptions, image: ImageSpec, declared: Shape) -> np.ndarray:
+    """The image's blob: by the module's own preprocess() when it has one and no
+    blobFromImage option is given, else as cv2.dnn.blobFromImage prepares it (gray for a
+    1-channel net)."""
+    preprocess = module_preprocess(opts.module) if opts.module and image.plain else None
+    if preprocess is None:
+        return image_blob(image, declared)
+    try:
+        blob = preprocess(read_image(image.path))  # BGR, as cv2.imread gives it to a user
+    except InputError:
+        raise
+    except Exception as exc:  # the module's code
+        raise InputError(f"{image.path}: the module's preprocess() failed: {exc!r}") from exc
+    return np.ascontiguousarray(np.asarray(blob), dtype=np.float32)
 
 
 # --- choosing the reference ---------------------------------------------------------------
