@@ -7,15 +7,20 @@ runs, and Faster R-CNN's proposal layer is a plugin's, with its numpy reference)
 reference itself is proven layer by layer and net by net against real Caffe and OpenCV
 (test_reference_*.py); here the module is checked against it.
 
-Nets with more than FAST_PARAMETERS weights run only with PROTOCAFFE_FULL_CORPUS=1, like
-test_conformance_corpus.py. PROTOCAFFE_VERIFY_REPORT=FILE appends one JSON line per run (net,
-module, blobs compared, largest error, seconds) for the table in the README.
+The whole sweep (every net, plain and --optimize: about 45 minutes on 2 cores) runs with
+PROTOCAFFE_SLOW=2. Otherwise a sample of it runs, drawn with a fixed seed so that a failure
+reproduces: ENet (a net only the numpy reference runs) and SAMPLE_SMALL other runs of the nets
+with at most FAST_PARAMETERS weights, plus, with PROTOCAFFE_FULL_CORPUS=1 (CI), SAMPLE_LARGE
+run of a larger net of at most SAMPLE_LARGE_PARAMETERS weights. PROTOCAFFE_VERIFY_REPORT=FILE
+appends one JSON line per run (net, module, blobs compared, largest error, seconds) for the
+table in the README.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import time
 from dataclasses import replace
@@ -28,6 +33,12 @@ from shared_dir import CORPUS
 from protocaffe.verify import Status, verify
 
 FULL = os.environ.get("PROTOCAFFE_FULL_CORPUS") == "1"
+SWEEP = os.environ.get("PROTOCAFFE_SLOW") == "2"
+SAMPLE_SEED = 12
+SAMPLE_SMALL = 5
+SAMPLE_LARGE = 1
+SAMPLE_LARGE_PARAMETERS = 30_000_000
+ALWAYS = "enet-cityscapes-default"
 REPORT = os.environ.get("PROTOCAFFE_VERIFY_REPORT")
 PLUGINS = Path(__file__).resolve().parents[1] / "examples" / "plugins"
 # DeepLab's test net reads its image from an ImageSegData layer: its top is given as an input
@@ -38,21 +49,43 @@ NEEDS_PLUGIN = {"faster-rcnn-vgg16-voc": "faster_rcnn_proposal"}
 
 
 def _cases() -> list[object]:
-    params = []
+    runs: list[tuple[CorpusCase, bool, str, int]] = []
     for case in corpus_cases(CORPUS):
         case = replace(case, input_shapes={**case.input_shapes, **EXTRA_SHAPES.get(case.model, {})})
-        marks = []
         if case.model in NEEDS_PLUGIN:
             _load_plugin(case.model)
-        if parameter_count(case) > FAST_PARAMETERS:
-            marks.append(pytest.mark.slow)
-            if not FULL:
-                marks.append(pytest.mark.skip(reason="large net: set PROTOCAFFE_FULL_CORPUS=1"))
+        weights = parameter_count(case)
         name = case.name.replace(" (real weights)", "[real]")
         for optimize in (False, True):
-            label = f"{name}-{'optimize' if optimize else 'default'}"
-            params.append(pytest.param(case, optimize, id=label, marks=marks))
+            runs.append(
+                (case, optimize, f"{name}-{'optimize' if optimize else 'default'}", weights)
+            )
+    chosen = _sample(runs)
+    params = []
+    for case, optimize, label, weights in runs:
+        marks = [pytest.mark.slow] if weights > FAST_PARAMETERS else []
+        if label not in chosen:
+            reason = "sampled out: PROTOCAFFE_SLOW=2 runs every net"
+            if weights > FAST_PARAMETERS and not FULL:
+                reason = "large net: set PROTOCAFFE_FULL_CORPUS=1 (PROTOCAFFE_SLOW=2: every net)"
+            marks.append(pytest.mark.skip(reason=reason))
+        params.append(pytest.param(case, optimize, id=label, marks=marks))
     return params
+
+
+def _sample(runs: list[tuple[CorpusCase, bool, str, int]]) -> set[str]:
+    """The labels of the runs to make: all with PROTOCAFFE_SLOW=2, else a seeded sample."""
+    if SWEEP:
+        return {label for _, _, label, _ in runs}
+    rng = random.Random(SAMPLE_SEED)
+    small = sorted(label for _, _, label, w in runs if w <= FAST_PARAMETERS and label != ALWAYS)
+    large = sorted(
+        label for _, _, label, w in runs if FAST_PARAMETERS < w <= SAMPLE_LARGE_PARAMETERS
+    )
+    chosen = {ALWAYS, *rng.sample(small, min(SAMPLE_SMALL, len(small)))}
+    if FULL:
+        chosen |= set(rng.sample(large, min(SAMPLE_LARGE, len(large))))
+    return chosen
 
 
 def _load_plugin(model: str) -> None:
