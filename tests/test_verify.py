@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from protocaffe.cli import main
-from protocaffe.verify import ImageSpec, Status, verify
+from protocaffe.verify import ImageSpec, InputError, Status, verify
 from protocaffe.verify.inputs import image_blob
 from protocaffe.verify.record import Recording, instrument, trace_comment
 
@@ -79,17 +80,20 @@ class Net(nn.Module):
     assert values[("e",)][0].tolist() == [1.0, 11.0]
 
 
-def test_every_top_is_compared_and_identities_are_not_rows(tmp_path: Path) -> None:
-    pytest.importorskip("cv2")
+@pytest.mark.parametrize("reference", ["opencv", "numpy"])
+def test_every_top_is_compared_and_identities_are_not_rows(tmp_path: Path, reference: str) -> None:
+    if reference == "opencv":
+        pytest.importorskip("cv2")
     prototxt = tmp_path / "slice.prototxt"
     prototxt.write_text(SLICE_NET)
-    report = verify(prototxt)
+    report = verify(prototxt, reference=reference)
     assert report.ok, report.table()
     rows = [(r.layer, r.blob, r.status) for r in report.rows]
     assert ("conv", "c", Status.MATCH) in rows and ("relu", "c", Status.MATCH) in rows
-    # OpenCV names outputs by layer: only a layer's first top is available from it.
     assert ("split", "a", Status.MATCH) in rows
-    assert ("split", "b", Status.NO_REFERENCE) in rows
+    # OpenCV names outputs by layer: only a layer's first top is available from it.
+    second = Status.NO_REFERENCE if reference == "opencv" else Status.MATCH
+    assert ("split", "b", second) in rows
     # Dropout is a layer of the module (the identity in eval(), as in Caffe's TEST phase).
     assert any(r.layer == "drop" and r.status is Status.MATCH for r in report.rows)
 
@@ -163,10 +167,13 @@ def test_a_missing_opencv_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(sys.modules, "cv2", None)  # makes `import cv2` raise ImportError
-    status, out, err = _cli(capsys, str(NET))
+    status, out, err = _cli(capsys, str(NET), "--reference", "opencv")
     assert status == 2 and out == ""
     assert len(err.strip().splitlines()) == 1
     assert "pip install 'protocaffe[verify]'" in err
+    # auto goes on without it.
+    status, out, err = _cli(capsys, str(NET), "-q")
+    assert status == 0, err
 
 
 def test_weights_file_must_fit_the_module(
@@ -232,3 +239,207 @@ def test_opencv_gets_axpy_operands_in_its_own_order(tmp_path: Path) -> None:
     for name, value in (("scale", a), ("x", x), ("y", y)):
         net.setInput(value, name)
     np.testing.assert_allclose(net.forward("axpy"), a * x + y, rtol=1e-6, atol=1e-6)
+
+
+def test_json_to_stdout_records_how_to_run_it_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import hashlib
+
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 3, 12, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    status, out, _ = _cli(
+        capsys,
+        str(NET),
+        "--json",
+        "-",
+        "--reference",
+        "numpy",
+        "--input",
+        f"data={tmp_path / 'x.npy'}",
+    )
+    assert status == 0
+    assert not (Path.cwd() / "-").exists()
+    report = json.loads(out)  # stdout holds the JSON alone
+    digest = hashlib.sha256(NET.read_bytes()).hexdigest()
+    from protocaffe import __version__
+
+    assert report["protocaffe_version"] == __version__
+    assert report["prototxt_sha256"] == digest
+    assert report["caffemodel"] is None and report["random_weights_seed"] == 0
+    assert report["reference"] == "numpy" and report["reference_version"].startswith("protocaffe")
+    assert report["reference_why"] == "--reference numpy"
+    assert report["tolerance"] == {"rtol": 1e-4, "atol": 1e-6}
+    given = report["inputs"]["data"]
+    assert given["npy"] == str(tmp_path / "x.npy")
+    assert given["sha256"] == hashlib.sha256((tmp_path / "x.npy").read_bytes()).hexdigest()
+    assert report["module"] == "generated" and report["module_path"] is None
+
+
+def test_json_records_a_seeded_input_and_the_caffemodel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import hashlib
+
+    from protocaffe.random_weights import random_weights
+
+    weights = tmp_path / "w.caffemodel"
+    random_weights(NET, weights, seed=9)
+    status, out, _ = _cli(
+        capsys, str(NET), str(weights), "--json", "-", "--seed", "7", "--reference", "numpy"
+    )
+    report = json.loads(out)
+    assert status == 0
+    assert report["caffemodel_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert report["random_weights_seed"] is None
+    assert report["inputs"]["data"]["random_seed"] == 7
+
+
+def test_brief_prints_the_mismatches_around_the_first_divergence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from protocaffe.api import convert
+
+    source = convert(NET).source.replace("eps=0.001", "eps=0.1")
+    (tmp_path / "model.py").write_text(source)
+    status, out, _ = _cli(
+        capsys, str(NET), "--module", str(tmp_path / "model.py"), "--brief", "--reference", "numpy"
+    )
+    assert status == 1
+    lines = out.rstrip().splitlines()
+    assert lines[-1].startswith("MISMATCH:")
+    rows = [
+        line
+        for line in lines
+        if line.startswith(("conv1", "bn1", "scale1", "relu1", "pool1", "fc"))
+    ]
+    # Two matching rows before the first divergence (context), then only failed rows.
+    assert rows[0].startswith("conv1") and rows[0].rstrip().endswith("match")
+    assert any("<- first divergence" in line for line in lines)
+    assert not any(line.startswith("reference:") for line in lines)
+    status, out, _ = _cli(capsys, str(NET), "--brief", "--reference", "numpy")
+    assert status == 0 and out.strip().startswith("OK:") and len(out.strip().splitlines()) == 1
+
+
+def test_the_progress_line_counts_and_is_erased() -> None:
+    import io
+
+    from protocaffe.verify.cli import ProgressLine
+
+    stream = io.StringIO()
+    ticks = iter([0.0, 0.05, 0.3, 0.31])
+    line = ProgressLine(stream, clock=lambda: next(ticks))
+    line(1, 4)
+    line(2, 4)  # within 0.1 s: not redrawn
+    line(3, 4)
+    line(4, 4)  # the last is always drawn
+    line.close()
+    assert stream.getvalue() == (
+        "\rverify: 1/4 blobs compared\rverify: 3/4 blobs compared"
+        "\rverify: 4/4 blobs compared\r\x1b[K"
+    )
+
+
+def test_a_gray_image_feeds_a_one_channel_net(tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    lenet = tmp_path / "gray.prototxt"
+    lenet.write_text(
+        'name: "Gray"\ninput: "data"\ninput_shape { dim: 1 dim: 1 dim: 6 dim: 8 }\n'
+        'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"\n'
+        "  convolution_param { num_output: 2 kernel_size: 3 } }\n"
+    )
+    _png(tmp_path / "x.png")
+    spec = ImageSpec(str(tmp_path / "x.png"), scale=0.5, mean=(10, 0, 0))
+    blob = image_blob(spec, (1, 1, 6, 8))
+    # What a user of cv2.dnn.blobFromImage does for a gray net: read the file as gray.
+    gray = cv2.imread(str(tmp_path / "x.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    np.testing.assert_allclose(blob, ((gray - 10) * 0.5)[None, None], rtol=0, atol=1e-5)
+    report = verify(lenet, image=spec, reference="numpy")
+    assert report.ok and report.inputs == {"data": (1, 1, 6, 8)}
+    assert report.provenance["inputs"]["data"]["preprocessing"]["read"] == "gray"
+
+
+def test_an_image_cannot_feed_a_four_channel_net(tmp_path: Path) -> None:
+    pytest.importorskip("cv2")
+    _png(tmp_path / "x.png")
+    with pytest.raises(InputError, match="has 4 channels; an image gives 1 \\(gray\\) or 3"):
+        image_blob(ImageSpec(str(tmp_path / "x.png")), (1, 4, 6, 8))
+
+
+@pytest.mark.parametrize("edit", [False, True], ids=["ok", "diverges"])
+def test_graph_draws_the_errors_and_marks_the_first_divergence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: bool
+) -> None:
+    from protocaffe.api import convert
+
+    source = convert(NET).source
+    if edit:
+        source = source.replace("* -0.5", "* -0.25")
+    (tmp_path / "model.py").write_text(source)
+    picture = tmp_path / "report.dot"
+    args = [str(NET), "--module", str(tmp_path / "model.py"), "--graph", str(picture)]
+    status, _, _ = _cli(capsys, *args, "--reference", "numpy")
+    assert status == (1 if edit else 0)
+    dot = picture.read_text()
+    assert dot.startswith('digraph "MutationNet" {') and "cluster_legend" in dot
+    boxes = [line for line in dot.splitlines() if re.match(r"\s*layer\d+ \[", line)]
+    assert len(boxes) == 12  # one per layer of the net
+    summed = next(line for line in boxes if '"sum' in line)
+    if edit:
+        assert "FIRST DIVERGENCE" in summed and "penwidth=4" in summed
+        assert 'fillcolor="#e06666"' in summed or 'fillcolor="#f4cccc"' in summed
+        assert dot.count("FIRST DIVERGENCE") == 1
+    else:
+        assert "FIRST DIVERGENCE" not in dot
+        assert all('fillcolor="#b6d7a8"' in line for line in boxes), boxes
+
+
+def test_a_bad_graph_path_is_refused_before_verifying(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = _cli(capsys, str(NET), "--graph", str(tmp_path / "x.jpeg"))
+    assert status == 2 and out == ""
+    assert "unknown picture format '.jpeg'" in err
+
+
+def test_the_instrumented_forward_drops_each_local_after_its_last_use() -> None:
+    """The module side of the streamed comparison: a value no later line reads is freed
+    while forward() runs, not when it returns."""
+    import gc
+    import weakref
+
+    import torch
+
+    source = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def forward(self, x):
+        a = x + 1  # 'a' ReLU
+        b = a * 2  # 'b' ReLU
+        c = b - 3  # 'c' ReLU
+        d = c / 4  # 'd' ReLU
+        return d
+"""
+
+    def alive_at_each_record(release: bool) -> list[list[str]]:
+        compiled = instrument(source, "Net", release=release)
+        alive: list[list[str]] = []
+        refs: dict[str, weakref.ref[torch.Tensor]] = {}
+
+        class Sink:
+            def record(self, index: int, values: tuple[torch.Tensor, ...]) -> None:
+                gc.collect()
+                alive.append(sorted(k for k, r in refs.items() if r() is not None))
+                refs[compiled.assignments[index].targets[0]] = weakref.ref(values[0])
+
+        compiled.bind(Sink())
+        compiled.cls()(torch.ones(3))
+        return alive
+
+    # As written, forward() holds every local until it returns.
+    assert alive_at_each_record(False) == [[], ["a"], ["a", "b"], ["a", "b", "c"]]
+    # Released, each is gone once the line that reads it last has run.
+    assert alive_at_each_record(True) == [[], [], [], []]

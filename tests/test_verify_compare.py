@@ -68,3 +68,19 @@ def test_eltwise_coefficients_are_recovered() -> None:
     found = diagnose_combination(REF + 0.25 * other, [REF, other], [1.0, 0.5], TOL)
     assert found is not None and "[1, 0.25]" in found
     assert diagnose_combination(REF + 0.5 * other, [REF, other], [1.0, 0.5], TOL) is None
+
+
+def test_errors_count_equal_non_finite_values_as_equal() -> None:
+    from protocaffe.verify.compare import errors
+
+    ours = np.array([1.0, np.nan, np.inf, 2.0], np.float32)
+    same = np.array([1.0, np.nan, np.inf, 2.5], np.float32)
+    err = errors(ours, same)
+    assert (err.max_abs, err.ref_max) == (0.5, 2.5)
+    for other in ([1.0, 0.0, np.inf, 2.0], [1.0, np.nan, -np.inf, 2.0]):
+        assert errors(ours, np.array(other, np.float32)).max_abs == float("inf")
+    # Blobs larger than one chunk are measured whole.
+    big = np.zeros(3_000_001, np.float32)
+    moved = big.copy()
+    moved[-1] = 0.25
+    assert errors(big, moved).max_abs == 0.25

@@ -1,7 +1,8 @@
-"""`verify` on a hand-edited model.py: each edit must fail and name the layer that diverges first.
+"""`verify` on a hand-edited model.py: each edit must fail and name the layer that diverges first,
+under each of the three references (real Caffe, OpenCV 4.x, the numpy reference).
 
-The fixture net is ours (tests/fixtures/mutation_net.prototxt); the reference is OpenCV 4.x dnn
-with the same seeded random weights. The expected layer follows from the edit alone.
+The fixture net is ours (tests/fixtures/mutation_net.prototxt); the reference runs it with the
+same seeded random weights. The expected layer follows from the edit alone.
 """
 
 from __future__ import annotations
@@ -12,14 +13,28 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("cv2")
-
 from protocaffe.api import convert
 from protocaffe.cli import main
 from protocaffe.random_weights import random_weights
 from protocaffe.verify import Status, VerifyReport, verify
+from protocaffe.verify.pycaffe import available as caffe_available
 
 PROTOTXT = Path(__file__).parent / "fixtures" / "mutation_net.prototxt"
+
+
+def _has_cv2() -> bool:
+    try:
+        import cv2
+    except ImportError:
+        return False
+    return hasattr(cv2, "dnn") and hasattr(cv2.dnn, "readNetFromCaffe")
+
+
+REFERENCES = [
+    pytest.param("caffe", marks=pytest.mark.skipif(not caffe_available(), reason="no real Caffe")),
+    pytest.param("opencv", marks=pytest.mark.skipif(not _has_cv2(), reason="no OpenCV 4.x")),
+    "numpy",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +51,20 @@ def _edit(source: str, pattern: str, replacement: str) -> str:
     return edited
 
 
-def _verify(tmp_path: Path, weights: Path, source: str) -> VerifyReport:
+def _verify(tmp_path: Path, weights: Path, source: str, reference: str = "numpy") -> VerifyReport:
     module = tmp_path / "model.py"
     module.write_text(source)
-    return verify(PROTOTXT, weights, module=module)
+    report = verify(PROTOTXT, weights, module=module, reference=reference)
+    assert report.reference == reference
+    return report
 
 
-def test_the_unedited_file_passes(tmp_path: Path, generated: tuple[Path, str]) -> None:
+@pytest.mark.parametrize("reference", REFERENCES)
+def test_the_unedited_file_passes(
+    tmp_path: Path, generated: tuple[Path, str], reference: str
+) -> None:
     weights, source = generated
-    report = _verify(tmp_path, weights, source)
+    report = _verify(tmp_path, weights, source, reference)
     assert report.ok, report.table()
     assert report.first_divergent is None
     compared = {row.layer for row in report.compared}
@@ -80,6 +100,7 @@ MUTATIONS: list[tuple[Callable[[str], str], str, str]] = [
 ]
 
 
+@pytest.mark.parametrize("reference", REFERENCES)
 @pytest.mark.parametrize(
     ("mutate", "layer", "diagnosis"), MUTATIONS, ids=[m[0].__name__ for m in MUTATIONS]
 )
@@ -89,9 +110,10 @@ def test_an_edit_fails_at_its_layer(
     mutate: Callable[[str], str],
     layer: str,
     diagnosis: str,
+    reference: str,
 ) -> None:
     weights, source = generated
-    report = _verify(tmp_path, weights, mutate(source))
+    report = _verify(tmp_path, weights, mutate(source), reference)
     assert not report.ok
     first = report.first_divergent
     assert first is not None

@@ -9,6 +9,11 @@ cannot know. This module teaches it that one layer. Use it with
 
 The generated model.py stays self-contained: the proposal code below is copied into it as a
 helper, and it imports nothing but torch.
+
+For `protocaffe verify`, the layer also has a numpy `reference`: py-faster-rcnn's
+proposal_layer.py as the numpy reference transcribes it (`numpy_reference().ops.proposal`,
+written from py-faster-rcnn's source, not from the torch helper below), so that the net
+verifies end to end under `--reference numpy` (neither Caffe nor OpenCV runs Python layers).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from protocaffe.plugins import (
     Attrs,
@@ -26,6 +32,7 @@ from protocaffe.plugins import (
     Shape,
     call,
     fail,
+    numpy_reference,
     register,
     register_helper,
 )
@@ -91,6 +98,15 @@ class ProposalLayer(Layer[ProposalAttrs]):
         return Emission(
             forward=forward, note="regions vary at run time", helpers=("rpn_proposals",)
         )
+
+    def reference(
+        self, attrs: ProposalAttrs, inputs: Sequence[Any], blobs: Sequence[Any] = ()
+    ) -> list[Any]:
+        """py-faster-rcnn's lib/rpn/proposal_layer.py (TEST), in numpy: (R, 5) rows."""
+        scores, deltas, im_info = inputs
+        proposal = numpy_reference().ops.proposal
+        rois = proposal.rpn_proposals(scores, deltas, im_info, attrs.feat_stride, attrs.scales)
+        return [rois]
 
 
 register_helper(

@@ -24,6 +24,7 @@ from protocaffe.version import __version__
 if TYPE_CHECKING:
     from protocaffe.api import Conversion
     from protocaffe.ir.graph import Graph
+    from protocaffe.verify.report import VerifyReport
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 
@@ -333,11 +334,34 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.add_argument("--mean", type=_floats, default=(0.0, 0.0, 0.0), metavar="B,G,R")
     check.add_argument("--swap-rb", action="store_true")
     check.add_argument("--crop", action="store_true")
-    check.add_argument("--reference", choices=("opencv", "caffe"), default="opencv")
+    check.add_argument(
+        "--reference",
+        choices=("auto", "caffe", "opencv", "numpy"),
+        default="auto",
+        help="what to compare with (default auto: real Caffe if installed, else OpenCV if it "
+        "imports the net, else the numpy reference; each falls through, with its reason, when "
+        "it cannot run the net)",
+    )
     check.add_argument("--rtol", type=float, default=None, help="relative to the blob's max")
     check.add_argument("--atol", type=float, default=None)
     check.add_argument("--seed", type=int, default=0, help="for random inputs and weights")
-    check.add_argument("--json", help="write the whole report here")
+    check.add_argument("--json", help="write the whole report here ('-': to stdout)")
+    check.add_argument(
+        "--optimize",
+        action="store_true",
+        help="verify the module --optimize makes (generated, or the given --module)",
+    )
+    check.add_argument(
+        "--brief",
+        action="store_true",
+        help="print only the blobs that differ, the first divergence with its neighbours, "
+        "and the summary",
+    )
+    check.add_argument(
+        "--graph",
+        metavar="FILE",
+        help="draw the net with each blob coloured by its error (.svg, .png, .pdf or .dot)",
+    )
     _add_outputs(check)
 
 
@@ -582,7 +606,24 @@ def _verify(args: argparse.Namespace, reporter: Reporter) -> int:
     from protocaffe.verify.cli import run_verify
 
     _load_plugins(args)
-    return run_verify(args, reporter)
+    if args.graph is None:
+        return run_verify(args, reporter)
+    from protocaffe.views.dot import check_picture_path
+
+    picture = Path(args.graph)
+    check_picture_path(picture)  # before the verification, which may take a while
+
+    def draw(report: VerifyReport) -> None:
+        from protocaffe.views.dot import BlobMark, write_verify_picture
+
+        first = report.first_divergent
+        marks = [
+            BlobMark(row.tolerance_ratio, row.status.value, row.status.failed, row is first)
+            for row in report.rows
+        ]
+        write_verify_picture(args.prototxt, picture, report.inputs, marks)
+
+    return run_verify(args, reporter, draw)
 
 
 def _solver(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -692,6 +733,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        # stdout closed early (`protocaffe verify ... | head`): nothing more to say.
+        return 141
     except OSError as exc:
         # An output path that cannot be written (-o names a file, a read-only folder, ...) is
         # bad input too: one line, not a traceback. Input files are read (and reported) earlier.
@@ -735,8 +779,11 @@ def run() -> NoReturn:
     # Collecting 50x less often keeps memory bounded and makes ResNet-152's model.py 25% faster.
     gc.set_threshold(50_000, 20, 100)
     status = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader of the output went away
+        status = status or 141
     os._exit(status)
 
 

@@ -18,9 +18,16 @@ from `emit`, and adds helper code to the generated module with `register_helper`
 - `fail`, `call`, `tuple_expr`: a located error; safe Python call and tuple expressions.
 - `register_helper`: add a helper function or class to generated modules that use it.
 - `load_plugin`: import a plugin module by name (what `--plugin` does).
+- `numpy_reference`: the numpy reference interpreter (`protocaffe.verify.reference`), imported
+  when called: a layer's optional `reference(attrs, inputs, blobs=())` method, the numpy
+  implementation `verify --reference numpy` runs for the plugin's type, may build on its
+  transcriptions of Caffe and its forks (`numpy_reference().ops`).
 """
 
 from __future__ import annotations
+
+import importlib
+from types import ModuleType
 
 from protocaffe.backend.helpers import register_helper
 from protocaffe.ir.graph import Attrs, NoAttrs, Shape
@@ -53,7 +60,14 @@ __all__ = [
     "call",
     "fail",
     "load_plugin",
+    "numpy_reference",
     "register",
     "register_helper",
     "tuple_expr",
 ]
+
+
+def numpy_reference() -> ModuleType:
+    """The numpy reference interpreter's package, `protocaffe.verify.reference` (numpy is
+    imported then, not when a plugin is loaded for a conversion)."""
+    return importlib.import_module("protocaffe.verify.reference")

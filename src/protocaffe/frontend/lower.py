@@ -121,7 +121,30 @@ def build_graph(
         lowering.define_input(decl.name, decl.shape, decl.loc, None)
     for index, layer in enumerate(net.layers):
         lowering.layer(index, layer)
+    _note_repeated_names(net, reporter)
     return lowering.finish()
+
+
+def _note_repeated_names(net: NetDef, reporter: Reporter) -> None:
+    """One note when layers share a name (Caffe allows it; HED has five Crop layers called
+    `crop`): tools tell such layers apart by their position, and the module's names get a
+    suffix."""
+    places: dict[str, list[LayerDef]] = {}
+    for layer in net.layers:
+        places.setdefault(layer.name, []).append(layer)
+    repeated = [layers for layers in places.values() if len(layers) > 1]
+    if not repeated:
+        return
+    first = repeated[0]
+    lines = ", ".join(str(layer.loc.line) for layer in first)
+    more = len(repeated) - 1
+    others = f"; {more} more name{'s are' if more > 1 else ' is'} reused" if more else ""
+    reporter.note(
+        first[1].loc,
+        f"the prototxt reuses layer name {first[0].name!r} ({len(first)} layers, lines "
+        f"{lines}){others}; Caffe allows it: these layers are told apart by position, and the "
+        "module's variables get _2, _3, ...",
+    )
 
 
 def _check_types(net: NetDef) -> None:

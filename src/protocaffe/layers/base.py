@@ -11,7 +11,8 @@ registered under one or more Caffe type names (`registry.register`). It says:
 - optional hooks that passes and views ask instead of testing type names: what the op does
   (`role`, `identity`, `silences`, `declared_inputs`), when it passes its input through
   (`passes_through`), how it folds (`absorbs_affine`, `channel_affine`, ...), its cost
-  (`multiply_adds`), and what a failed comparison may be blamed on (`sum_coefficients`).
+  (`multiply_adds`), what a failed comparison may be blamed on (`sum_coefficients`), and a
+  numpy implementation that verify runs where the numpy reference has none (`reference`).
 
 This module imports nothing above the IR: a layer reads its Caffe layer through the narrow
 `LayerSource` protocol, never through a reader's classes.
@@ -257,6 +258,16 @@ class Layer(Generic[A]):
         """For a layer whose output is a weighted sum of its inputs: the weights (verify
         suggests other coefficients when its output differs)."""
         return None
+
+    def reference(
+        self, attrs: A, inputs: Sequence[np.ndarray], blobs: Sequence[np.ndarray] = ()
+    ) -> Sequence[np.ndarray]:
+        """The layer's tops computed in numpy from its bottoms (float32 arrays) and, for a layer
+        with weights, its Caffe blobs as `blobs()` shapes them: what `verify --reference numpy`
+        runs for a type the numpy reference does not know (a plugin's). Write it from the
+        original layer's source, not from `emit`: a reference that shares code with the
+        emitted module proves nothing. Not overridden: the type has no numpy reference."""
+        raise NotImplementedError(f"{type(self).__name__} has no numpy reference")
 
     def records_argmax(self, attrs: A) -> bool:
         """Whether the layer's second top is the argmax mask of windows over its first input

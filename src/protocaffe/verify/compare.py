@@ -25,10 +25,18 @@ class Status(str, enum.Enum):
     NO_REFERENCE = "no reference"  # the reference does not expose it (OpenCV: a second top)
     # Not computed, and a blob computed from it diverges: the layer was dropped or bypassed.
     SKIPPED = "not computed; later blobs diverge"
+    # Differs only by a choice between values equal within tolerance (see ties.py).
+    TIE = "match (near tie)"
+    # A layer --optimize folded into a later line, which is compared with the last layer's blob.
+    FOLDED = "folded"
 
     @property
     def failed(self) -> bool:
         return self in (Status.MISMATCH, Status.SHAPE, Status.SKIPPED)
+
+    @property
+    def compared(self) -> bool:
+        return self in (Status.MATCH, Status.TIE, Status.MISMATCH, Status.SHAPE)
 
 
 @dataclass(frozen=True)
@@ -44,21 +52,37 @@ class Errors:
     ref_max: float
 
 
+# Elements compared at a time: float64 copies of a whole 60 MB blob would cost 6x its size.
+_CHUNK = 1 << 20
+
+
 def errors(ours: np.ndarray, ref: np.ndarray) -> Errors:
-    ours64 = ours.astype(np.float64)
-    ref64 = ref.astype(np.float64)
-    ref_max = float(np.max(np.abs(ref64))) if ref64.size else 0.0
-    if ours64.size == 0:
+    """The largest |ours - ref| (in float64) and the reference's largest magnitude; equal
+    non-finite values (NaN where both are NaN, the same infinity) count as no error."""
+    a = np.ascontiguousarray(ours).reshape(-1)
+    b = np.ascontiguousarray(ref).reshape(-1)
+    ref_max = 0.0
+    max_abs = 0.0
+    for start in range(0, max(a.size, b.size), _CHUNK):
+        x = a[start : start + _CHUNK].astype(np.float64)
+        y = b[start : start + _CHUNK].astype(np.float64)
+        finite = y[np.isfinite(y)]
+        if finite.size:
+            ref_max = max(ref_max, float(np.max(np.abs(finite))))
+        if not x.size:
+            continue
+        with np.errstate(invalid="ignore"):  # inf - inf where both are the same infinity
+            diff = np.abs(x - y)
+        if not np.all(np.isfinite(diff)):
+            same_nonfinite = np.array_equal(np.isfinite(x), np.isfinite(y)) and np.array_equal(
+                x[~np.isfinite(x)], y[~np.isfinite(y)], equal_nan=True
+            )
+            if not same_nonfinite:
+                return Errors(float("inf"), float("inf"), ref_max)
+            diff = np.where(np.isfinite(diff), diff, 0.0)
+        max_abs = max(max_abs, float(np.max(diff)))
+    if a.size == 0:
         return Errors(0.0, 0.0, ref_max)
-    diff = np.abs(ours64 - ref64)
-    if not np.all(np.isfinite(diff)):
-        same_nonfinite = np.array_equal(np.isnan(ours64), np.isnan(ref64)) and np.array_equal(
-            ours64[~np.isfinite(ours64)], ref64[~np.isfinite(ref64)]
-        )
-        if not same_nonfinite:
-            return Errors(float("inf"), float("inf"), ref_max)
-        diff = np.where(np.isfinite(diff), diff, 0.0)
-    max_abs = float(np.max(diff))
     return Errors(max_abs, max_abs / ref_max if ref_max > 0 else max_abs, ref_max)
 
 

@@ -1,43 +1,42 @@
 """`verify()`: run a Caffe net on a reference and its PyTorch module on the same input, and
-compare every Caffe blob in topological order.
+compare every Caffe blob, streamed (stream.py).
 
-The net is compiled once (`api.compile`); its graph gives the declared inputs, the random
-weights and the module. The module is generated from it, or read from a given model.py (possibly
-hand-edited). Its forward() is instrumented in memory (see record.py) and each recorded local is
-tied to an SSA value of the graph: by the Caffe layer named in the line's trace comment, else by
-the variable name the backend gives that value.
+The steps: read and compile the net once (`api.compile`); make the inputs; choose the
+reference (`references`: real Caffe, OpenCV, the numpy reference, in that order for `auto`,
+each falling through to the next with its reason when it cannot run the net); make or read
+the module; then run both, comparing each blob as soon as both sides have it.
+
+The module is generated from the graph, or read from a given model.py (possibly hand-edited,
+or made with --optimize). Its forward() is instrumented in memory (record.py) and each
+recorded local is tied to a value of the graph: by the Caffe layer named in the line's trace
+comment, else by the variable name the backend gives that value.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from protocaffe import api
+from protocaffe.backend.emit import local_names
+from protocaffe.backend.weights import state_arrays
 from protocaffe.errors import ProtocaffeError, Reporter
-from protocaffe.frontend.prototxt import read_prototxt
-from protocaffe.ir.graph import Graph, Node, Shape, Value
-from protocaffe.layers import layer_of
-from protocaffe.passes import DEFAULT_PIPELINE, run_pipeline
+from protocaffe.frontend.caffemodel import CaffeModel, read_caffemodel
+from protocaffe.frontend.prototxt import NetDef, read_prototxt
+from protocaffe.ir.graph import Graph, Shape
+from protocaffe.passes import DEFAULT_PIPELINE, OPTIMIZE_PIPELINE, run_pipeline
 from protocaffe.passes.outputs import select_outputs
-from protocaffe.verify.compare import (
-    Status,
-    Tolerance,
-    comparable,
-    diagnose_affine,
-    diagnose_combination,
-    diagnose_permutation,
-    diagnose_shape,
-    errors,
-    within,
-)
+from protocaffe.verify.backend import REFERENCE_NAMES, Reference, ReferenceUnavailable, RefStep
+from protocaffe.verify.compare import Tolerance
 from protocaffe.verify.inputs import (
     ImageSpec,
     InputError,
@@ -48,15 +47,17 @@ from protocaffe.verify.inputs import (
     random_input,
     read_image,
 )
-from protocaffe.verify.opencv import LayerQuery, ReferenceUnavailable
-from protocaffe.verify.record import InstrumentError, Recording, instrument
-from protocaffe.verify.report import BlobRow, VerifyReport
+from protocaffe.verify.record import Instrumented, InstrumentError, instrument
+from protocaffe.verify.report import ReferenceChoice, VerifyReport
+from protocaffe.verify.stream import Comparison, plan_assignments
+from protocaffe.version import __version__
 
-REFERENCES = ("opencv", "caffe")
+REFERENCES = ("auto", *REFERENCE_NAMES)
 
 
 class VerifyError(Exception):
-    """Verification could not run (bad input, missing backend, a module that does not load)."""
+    """Verification could not run (bad input, no reference for the net, a module that does
+    not load): one line saying why."""
 
 
 @dataclass
@@ -68,11 +69,14 @@ class VerifyOptions:
     inputs: Mapping[str, np.ndarray | str | os.PathLike[str]] = field(default_factory=dict)
     image: ImageSpec | None = None
     input_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
-    reference: str = "opencv"
+    reference: str = "auto"
     tolerance: Tolerance = field(default_factory=Tolerance)
     seed: int = 0
     outputs: Sequence[str] | None = None  # the module's outputs (convert --outputs)
     dialects: Sequence[str] = ()  # fork dialects to read the net in (convert --dialect)
+    optimize: bool = False  # the module is (or is generated as) the --optimize one
+    # Called with (blobs compared, blobs in all) as the comparison goes.
+    progress: Callable[[int, int], None] | None = None
 
 
 def verify(
@@ -82,7 +86,7 @@ def verify(
     reporter: Reporter | None = None,
     **kwargs: Any,
 ) -> VerifyReport:
-    """Verify the module for `prototxt` against the reference, blob by blob.
+    """Verify the module for `prototxt` against a reference, blob by blob.
 
     Without `caffemodel`, both sides get the same seeded random weights. Keyword arguments set
     the fields of `VerifyOptions`. Raises `VerifyError` or `ProtocaffeError` when it cannot run.
@@ -113,10 +117,12 @@ def verify(
                 reporter=Reporter(),
                 dialects=opts.dialects,
             )
-    passes = DEFAULT_PIPELINE
+    # The module's graph; --outputs leaves out what the chosen blobs do not need (before
+    # --optimize, as convert does). The weights and the reference keep the whole net.
+    selected = lowered
     if opts.outputs is not None:
-        passes = (select_outputs(opts.outputs), *passes)
-    graph = run_pipeline(lowered, passes)
+        selected = run_pipeline(lowered, (select_outputs(opts.outputs),))
+    graph = run_pipeline(selected, DEFAULT_PIPELINE)
     with tempfile.TemporaryDirectory(prefix="protocaffe-verify-") as work:
         weights = caffemodel
         if weights is None:
@@ -124,20 +130,28 @@ def verify(
 
             weights = Path(work) / "random.caffemodel"
             write_random_weights(lowered, weights, seed=opts.seed)
+        model = read_caffemodel(weights)
+        session = _Session(net, graph, selected, model, opts, reporter)
+        session.random_weights = caffemodel is None
         with _blame_inputs(opts, shapes, declared):
-            conversion = api.convert_graph(graph, weights, reporter=reporter)
-        ours = _run_module(conversion, opts, inputs, graph)
-        queries = [LayerQuery(n.name, n.op, tuple(v.blob for v in n.outputs)) for n in graph.nodes]
-        refs = _run_reference(opts.reference, prototxt, weights, inputs, queries)
+            rows, choice = session.run(prototxt, weights, inputs)
     report = VerifyReport(
         prototxt=str(prototxt),
-        module=str(opts.module) if opts.module is not None else "generated",
-        reference=opts.reference,
+        module=_module_label(opts),
+        reference=choice.name,
         tolerance=opts.tolerance,
         inputs=shapes,
+        rows=rows,
+        choice=choice,
+        provenance=_provenance(prototxt, caffemodel, opts, inputs),
     )
-    report.rows = _compare(graph, ours, refs, inputs, opts.tolerance)
     return report
+
+
+def _module_label(opts: VerifyOptions) -> str:
+    if opts.module is not None:
+        return str(opts.module)
+    return "generated (--optimize)" if opts.optimize else "generated"
 
 
 def _source(opts: VerifyOptions, name: str) -> str | None:
@@ -194,225 +208,350 @@ def _inputs(graph: Graph, opts: VerifyOptions) -> dict[str, np.ndarray]:
 
 def _image(opts: VerifyOptions, image: ImageSpec, declared: Shape) -> np.ndarray:
     """The image's blob: by the module's own preprocess() when it has one and no
-    blobFromImage option is given, else as cv2.dnn.blobFromImage prepares it."""
+    blobFromImage option is given, else as cv2.dnn.blobFromImage prepares it (gray for a
+    1-channel net)."""
     preprocess = module_preprocess(opts.module) if opts.module and image.plain else None
     if preprocess is None:
         return image_blob(image, declared)
     try:
-        blob = preprocess(read_image(image.path))
+        blob = preprocess(read_image(image.path))  # BGR, as cv2.imread gives it to a user
+    except InputError:
+        raise
     except Exception as exc:  # the module's code
         raise InputError(f"{image.path}: the module's preprocess() failed: {exc!r}") from exc
     return np.ascontiguousarray(np.asarray(blob), dtype=np.float32)
 
 
-def _load_state(model: Any, conversion: Any, weights: str | os.PathLike[str] | None) -> None:
+# --- choosing the reference ---------------------------------------------------------------
+
+
+def _make_reference(
+    name: str,
+    net: NetDef,
+    prototxt: str | os.PathLike[str],
+    weights: str | os.PathLike[str],
+    model: CaffeModel,
+    random: bool,
+) -> Reference:
+    if name == "caffe":
+        from protocaffe.verify.pycaffe import CaffeReference
+
+        caffe = CaffeReference(net, prototxt, weights)
+        if random:
+            caffe.weights_label = "the seeded random weights verify drew"
+        return caffe
+    if name == "opencv":
+        from protocaffe.verify.opencv import OpenCVReference
+
+        return OpenCVReference(net, prototxt, weights)
+    from protocaffe.verify.numpy_backend import NumpyReference
+
+    return NumpyReference(net, model)
+
+
+_TITLES = {"caffe": "real Caffe", "opencv": "OpenCV", "numpy": "the numpy reference"}
+
+
+def candidates(reference: str) -> tuple[list[str], list[str]]:
+    """The references to try, in order, and those `auto` leaves out as not installed: the one
+    asked for; or for `auto` real Caffe when pycaffe imports or the oracle is there, OpenCV
+    4.x when it imports (with its Caffe importer), and the numpy reference last."""
+    if reference != "auto":
+        return [reference], []
+    from protocaffe.verify.opencv import require_cv2
+    from protocaffe.verify.pycaffe import available
+
+    tried: list[str] = []
+    absent: list[str] = []
+    (tried if available() else absent).append("caffe")
+    try:
+        require_cv2()
+        tried.append("opencv")
+    except ReferenceUnavailable:
+        absent.append("opencv")
+    return [*tried, "numpy"], absent
+
+
+def _why(name: str, reference: str, absent: Sequence[str], skipped: Sequence[str]) -> str:
+    """Why `name` is the reference: the option, or the rule of `auto` that picked it."""
+    if reference != "auto":
+        return f"--reference {reference}"
+    reasons = [f"{_TITLES[n]} is not installed" for n in absent] + [
+        f"{_TITLES[n]} cannot run the net" for n in skipped
+    ]
+    rule = {
+        "caffe": "real Caffe is installed",
+        "opencv": "OpenCV imports and runs the net",
+        "numpy": "the numpy reference runs the net",
+    }[name]
+    return "auto: " + "; ".join([*reasons, rule])
+
+
+def _suggestion(name: str) -> str:
+    if name == "numpy":
+        return "; try --reference caffe or --reference opencv"
+    return "; try --reference numpy"
+
+
+# --- one session: the module, then each reference until one runs the net ------------------
+
+
+class _Session:
+    def __init__(
+        self,
+        net: NetDef,
+        graph: Graph,
+        lowered: Graph,
+        model: CaffeModel,
+        opts: VerifyOptions,
+        reporter: Reporter,
+    ) -> None:
+        self.net = net
+        self.graph = graph
+        self.lowered = lowered
+        self.model = model
+        self.opts = opts
+        self.reporter = reporter
+        self._module: tuple[Instrumented, Any, str] | None = None
+        self._local: Any = None
+        self.random_weights = False
+
+    def run(
+        self,
+        prototxt: str | os.PathLike[str],
+        weights: str | os.PathLike[str],
+        inputs: Mapping[str, np.ndarray],
+    ) -> tuple[list[Any], ReferenceChoice]:
+        skipped: list[tuple[str, str]] = []
+        tried, absent = candidates(self.opts.reference)
+        for name in tried:
+            reference = _make_reference(
+                name, self.net, prototxt, weights, self.model, self.random_weights
+            )
+            try:
+                reference.prepare()
+                steps = reference.run(inputs)
+                rows = self._compare(reference, steps, inputs)
+            except ReferenceUnavailable as exc:
+                reference.close()
+                if self.opts.reference != "auto":
+                    raise VerifyError(exc.line(_suggestion(name))) from None
+                skipped.append((name, exc.line()))
+                last = exc
+                continue
+            reference.close()
+            why = _why(name, self.opts.reference, absent, [n for n, _ in skipped])
+            return rows, ReferenceChoice(name, reference.version(), why, tuple(skipped))
+        others = [_TITLES[n] for n, _ in skipped[:-1]]
+        tail = f" ({' and '.join(others)} cannot run it either)" if others else ""
+        raise VerifyError(last.line(tail))
+
+    def _compare(
+        self, reference: Reference, steps: Iterator[RefStep], inputs: Mapping[str, np.ndarray]
+    ) -> list[Any]:
+        graph = self.graph
+        comparison = Comparison(
+            self.net,
+            graph,
+            plan_assignments(graph, [], {}),
+            steps,
+            self.opts.tolerance,
+            progress=self.opts.progress,
+        )
+        # The reference starts first: one that runs the whole net at once (OpenCV, in its own
+        # process) is done, and has given its memory back, before the module is built.
+        comparison.graph_inputs = {v: inputs[v.blob] for v in graph.inputs}
+        comparison.prime()
+        compiled, model, filename = self._module_instance()
+        by_local = {name: value for value, name in local_names(graph).items()}
+        if self.opts.optimize:
+            optimized = run_pipeline(self.lowered, OPTIMIZE_PIPELINE)
+            by_local.update({name: value for value, name in local_names(optimized).items()})
+        comparison.plan = plan_assignments(graph, compiled.assignments, by_local)
+        comparison.lines = {a.index: a.line for a in compiled.assignments}
+        comparison.reset_plan()
+        comparison.local_check = self._local_check(reference)
+        compiled.bind(comparison)
+        _run_forward(model, graph, inputs, filename)
+        return comparison.finish()
+
+    def _local_check(self, reference: Reference) -> Callable[[int, Sequence[np.ndarray]], Any]:
+        def check(position: int, bottoms: Sequence[np.ndarray]) -> Any:
+            local: Any = reference if reference.name == "numpy" else self._numpy_reference()
+            return local.layer_forward(position, bottoms)
+
+        return check
+
+    def _numpy_reference(self) -> Any:
+        if self._local is None:
+            from protocaffe.verify.numpy_backend import NumpyReference
+
+            self._local = NumpyReference(self.net, self.model)
+            self._local.prepare()
+        return self._local
+
+    # --- the module ------------------------------------------------------------------------
+
+    def _module_instance(self) -> tuple[Instrumented, Any, str]:
+        if self._module is None:
+            self._module = self._build_module()
+        return self._module
+
+    def _build_module(self) -> tuple[Instrumented, Any, str]:
+        opts = self.opts
+        module_graph = (
+            run_pipeline(self.lowered, OPTIMIZE_PIPELINE) if opts.optimize else self.graph
+        )
+        conversion = api.convert_graph(module_graph, None, reporter=self.reporter)
+        if opts.module is not None:
+            path = Path(opts.module)
+            try:
+                source = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise VerifyError(f"{path}: cannot read the module ({exc.strerror})") from exc
+            filename = str(path)
+        else:
+            source, filename = conversion.source, "model.py"
+        try:
+            compiled = instrument(source, conversion.class_name, filename, release=True)
+        except InstrumentError as exc:
+            raise VerifyError(str(exc)) from exc
+        if opts.weights is not None:
+            state: Mapping[str, Any] = _read_state(opts.weights)
+        else:
+            arrays = state_arrays(module_graph, self.model, conversion.emitted.attrs, self.reporter)
+            state = _tensors(arrays)
+        model = _instantiate(compiled, state, filename)
+        return compiled, model, filename
+
+
+def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """torch tensors sharing memory with the state arrays: float32 weights stay views of the
+    caffemodel's read-only memory map, which the numpy reference reads too (the module only
+    reads its parameters during forward())."""
     import torch
 
-    if weights is None:
-        state = conversion.state_dict
-    elif str(weights).endswith(".safetensors"):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        return {key: torch.from_numpy(np.asarray(value)) for key, value in arrays.items()}
+
+
+def _read_state(weights: str | os.PathLike[str]) -> dict[str, Any]:
+    import torch
+
+    if str(weights).endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        state = load_file(str(weights))
-    else:
-        state = torch.load(str(weights), weights_only=True)
-    if state is None:
-        return
+        loaded: dict[str, Any] = load_file(str(weights))
+        return loaded
+    state: dict[str, Any] = torch.load(str(weights), weights_only=True)
+    return state
+
+
+def _instantiate(compiled: Instrumented, state: Mapping[str, Any], filename: str) -> Any:
+    """The module with `state` as its parameters. It is built on the meta device (no memory,
+    no random initialisation) and given the state's tensors themselves; a module whose
+    __init__ makes tensors the state does not hold is built normally and loaded by copy."""
+    import torch
+
     try:
-        model.load_state_dict(state, strict=True)
+        with torch.device("meta"):
+            model = compiled.cls()
+        _load(model, state, assign=True)
+        if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+            raise ValueError("tensors outside the state_dict")
+    except VerifyError:
+        raise
+    except Exception:
+        try:
+            model = compiled.cls()
+        except Exception as exc:  # the user's module failed to build
+            raise VerifyError(f"{filename}: the module does not build: {exc!r}") from exc
+        _load(model, state, assign=False)
+    model.eval()
+    return model
+
+
+def _load(model: Any, state: Mapping[str, Any], assign: bool) -> None:
+    try:
+        model.load_state_dict(dict(state), strict=True, assign=assign)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise VerifyError(f"the weights do not fit the module: {' '.join(first[:2])}") from exc
 
 
-def _run_module(
-    conversion: Any, opts: VerifyOptions, inputs: Mapping[str, np.ndarray], graph: Graph
-) -> dict[Value, tuple[np.ndarray, int]]:
-    """Every value the module computed (with its model.py line), keyed by the graph's values."""
+def _run_forward(model: Any, graph: Graph, inputs: Mapping[str, np.ndarray], filename: str) -> None:
     import torch
 
-    if opts.module is not None:
-        path = Path(opts.module)
-        try:
-            source = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise VerifyError(f"{path}: cannot read the module ({exc.strerror})") from exc
-        filename = str(path)
-    else:
-        source, filename = conversion.source, "model.py"
-    try:
-        compiled = instrument(source, conversion.class_name, filename)
-        model = compiled.cls()
-    except InstrumentError as exc:
-        raise VerifyError(str(exc)) from exc
-    except Exception as exc:  # the user's module failed to build
-        raise VerifyError(f"{filename}: the module does not build: {exc!r}") from exc
-    _load_state(model, conversion, opts.weights)
-    model.eval()
-    recording = Recording(compiled.assignments)
-    compiled.bind(recording)
     args = [torch.from_numpy(np.array(inputs[v.blob])) for v in graph.inputs]
     try:
         with torch.no_grad():
             model(*args)
+    except ReferenceUnavailable:
+        raise
     except Exception as exc:
         raise VerifyError(f"{filename}: forward() failed: {exc!r}") from exc
 
-    by_layer = {node.name: node for node in graph.nodes}
-    by_local = {name: value for value, name in conversion.emitted.locals.items()}
-    found: dict[Value, tuple[np.ndarray, int]] = {}
-    for index, values in recording.values:
-        assignment = compiled.assignments[index]
-        node = by_layer.get(assignment.layer) if assignment.layer is not None else None
-        if node is not None and len(node.outputs) == len(values):
-            targets: Sequence[Value | None] = node.outputs
-        else:
-            targets = [by_local.get(name) for name in assignment.targets]
-        for value, tensor in zip(targets, values, strict=False):
-            if value is not None and isinstance(tensor, torch.Tensor):
-                found[value] = (tensor.detach().cpu().numpy(), assignment.line)
-    return found
+
+# --- what the report records to run it again -----------------------------------------------
 
 
-def _run_reference(
-    reference: str,
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _provenance(
     prototxt: str | os.PathLike[str],
-    caffemodel: str | os.PathLike[str],
+    caffemodel: str | os.PathLike[str] | None,
+    opts: VerifyOptions,
     inputs: Mapping[str, np.ndarray],
-    queries: Sequence[LayerQuery],
-) -> dict[tuple[str, int], np.ndarray]:
-    try:
-        if reference == "caffe":
-            from protocaffe.verify.pycaffe import run_caffe
-
-            return run_caffe(prototxt, caffemodel, inputs, queries)
-        from protocaffe.verify.opencv import run_opencv
-
-        return run_opencv(prototxt, caffemodel, inputs, queries)
-    except ReferenceUnavailable as exc:
-        raise VerifyError(str(exc)) from exc
-
-
-def _compare(
-    graph: Graph,
-    ours: Mapping[Value, tuple[np.ndarray, int]],
-    refs: Mapping[tuple[str, int], np.ndarray],
-    inputs: Mapping[str, np.ndarray],
-    tol: Tolerance,
-) -> list[BlobRow]:
-    ref_of: dict[Value, np.ndarray] = {v: inputs[v.blob] for v in graph.inputs}
-    for node in graph.nodes:
-        for index, value in enumerate(node.outputs):
-            if (node.name, index) in refs:
-                ref_of[value] = refs[(node.name, index)]
-    rows: list[BlobRow] = []
-    row_of: dict[Value, int] = {}
-    diagnosed = False
-    for node in graph.nodes:
-        for index, value in enumerate(node.outputs):
-            row = _row(node, index, value, ours.get(value), refs.get((node.name, index)), tol)
-            if row.status.failed and not diagnosed:
-                diagnosed = True
-                row = _with_diagnosis(row, node, ours, ref_of, tol)
-                _blame_skipped(graph, node, rows, row_of)
-            row_of[value] = len(rows)
-            rows.append(row)
-    return rows
-
-
-def _blame_skipped(
-    graph: Graph, node: Node, rows: list[BlobRow], row_of: Mapping[Value, int]
-) -> None:
-    """A blob the module never computed is fine (a hand-edited file may fuse layers) until a
-    blob computed from it diverges: then the earliest such ancestor is where it went wrong."""
-    producers = {v: n for n in graph.nodes for v in n.outputs}
-    seen: set[Value] = set()
-    stack = list(node.inputs)
-    skipped: list[int] = []
-    while stack:
-        value = stack.pop()
-        if value in seen:
-            continue
-        seen.add(value)
-        index = row_of.get(value)
-        if index is not None and rows[index].status is Status.MISSING:
-            skipped.append(index)
-        producer = producers.get(value)
-        if producer is not None:
-            stack.extend(producer.inputs)
-    if skipped:
-        first = min(skipped)
-        rows[first] = replace(
-            rows[first],
-            status=Status.SKIPPED,
-            diagnosis=f"the module does not compute this layer, and {node.name!r} (computed"
-            " from it) diverges: the layer was dropped or bypassed",
-        )
-
-
-def _row(
-    node: Node,
-    index: int,
-    value: Value,
-    mine: tuple[np.ndarray, int] | None,
-    ref: np.ndarray | None,
-    tol: Tolerance,
-) -> BlobRow:
-    row = BlobRow(
-        layer=node.name,
-        type=node.op,
-        blob=value.blob,
-        ours_shape=tuple(mine[0].shape) if mine is not None else None,
-        ref_shape=tuple(ref.shape) if ref is not None else None,
-        max_abs=None,
-        max_rel=None,
-        status=Status.MISSING if mine is None else Status.NO_REFERENCE,
-        line=mine[1] if mine is not None else None,
-    )
-    if mine is None or ref is None:
-        return row
-    aligned = comparable(mine[0], ref)
-    if aligned is None:
-        diagnosis = diagnose_shape(node.op, mine[0].shape, ref.shape)
-        return replace(row, status=Status.SHAPE, diagnosis=diagnosis)
-    err = errors(mine[0], aligned)
-    status = Status.MATCH if within(err, tol) else Status.MISMATCH
-    return replace(row, max_abs=err.max_abs, max_rel=err.max_rel, status=status)
-
-
-def _with_diagnosis(
-    row: BlobRow,
-    node: Node,
-    ours: Mapping[Value, tuple[np.ndarray, int]],
-    ref_of: Mapping[Value, np.ndarray],
-    tol: Tolerance,
-) -> BlobRow:
-    if row.status is not Status.MISMATCH:
-        return row
-    value = next(v for v in node.outputs if v.blob == row.blob)
-    mine = ours[value][0]
-    ref = comparable(mine, ref_of[value])
-    assert ref is not None
-    diagnosis = diagnose_permutation(mine, ref, tol) or diagnose_affine(mine, ref, tol)
-    if diagnosis is None:
-        diagnosis = _sum_diagnosis(node, mine, ref_of, tol)
-    if diagnosis is None:
-        return row
-    return replace(row, diagnosis=diagnosis)
-
-
-def _sum_diagnosis(
-    node: Node, mine: np.ndarray, ref_of: Mapping[Value, np.ndarray], tol: Tolerance
-) -> str | None:
-    """For a layer that sums its inputs with coefficients (Eltwise SUM): other coefficients
-    that explain the output, if any."""
-    coeffs = layer_of(node).sum_coefficients(node.attrs, len(node.inputs))
-    if coeffs is None:
-        return None
-    bottoms = [ref_of.get(v) for v in node.inputs]
-    if any(b is None for b in bottoms):
-        return None
-    arrays = [
-        b.reshape(mine.shape) if b is not None and b.size == mine.size else b for b in bottoms
-    ]
-    return diagnose_combination(mine, [a for a in arrays if a is not None], coeffs, tol)
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "protocaffe_version": __version__,
+        "prototxt_sha256": sha256_of(prototxt),
+        "caffemodel": None if caffemodel is None else str(caffemodel),
+        "caffemodel_sha256": None if caffemodel is None else sha256_of(caffemodel),
+        "random_weights_seed": opts.seed if caffemodel is None else None,
+        "optimize": opts.optimize,
+        "module_path": None if opts.module is None else str(opts.module),
+        "module_sha256": None if opts.module is None else sha256_of(opts.module),
+        "module_weights": None if opts.weights is None else str(opts.weights),
+        "module_weights_sha256": None if opts.weights is None else sha256_of(opts.weights),
+    }
+    described: dict[str, Any] = {}
+    first = next(iter(inputs), None)
+    for index, (name, array) in enumerate(inputs.items()):
+        shape = list(array.shape)
+        given = opts.inputs.get(name)
+        if given is not None and not isinstance(given, np.ndarray):
+            described[name] = {"npy": str(given), "sha256": sha256_of(given), "shape": shape}
+        elif given is not None:
+            described[name] = {"array": "given from Python", "shape": shape}
+        elif opts.image is not None and name == first:
+            image = opts.image
+            described[name] = {
+                "image": str(image.path),
+                "sha256": sha256_of(image.path),
+                "shape": shape,
+                "preprocessing": {
+                    "function": "cv2.dnn.blobFromImage",
+                    "read": "gray" if shape[1:2] == [1] else "color (BGR)",
+                    "scale": image.scale,
+                    "size": list(image.size) if image.size else [shape[-1], shape[-2]],
+                    "mean": list(image.mean),
+                    "swap_rb": image.swap_rb,
+                    "crop": image.crop,
+                },
+            }
+        else:
+            described[name] = {
+                "random_seed": opts.seed + index,
+                "distribution": "uniform [-1, 1), numpy default_rng",
+                "shape": shape,
+            }
+    record["inputs"] = described
+    return record

@@ -3,7 +3,8 @@
 `--image` follows `cv2.dnn.blobFromImage(image, scalefactor, size, mean, swapRB, crop)`:
 resize (or, with crop, resize keeping the aspect ratio and centre-crop) to `size` (W x H), subtract
 `mean` (in the image's channel order after the optional R/B swap), multiply by `scalefactor`, and
-lay out NCHW float32.
+lay out NCHW float32. The image is read gray for a net whose input has 1 channel (LeNet), BGR
+for 3.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def image_blob(spec: ImageSpec, declared: Shape) -> np.ndarray:
     from protocaffe.verify.opencv import require_cv2
 
     cv2 = require_cv2()
-    image = read_image(spec.path)
+    image = read_image(spec.path, image_channels(spec, declared))
     if spec.size is not None:
         size = spec.size
     elif len(declared) == 4:
@@ -75,8 +76,20 @@ def image_blob(spec: ImageSpec, declared: Shape) -> np.ndarray:
     return np.ascontiguousarray(blob, dtype=np.float32)
 
 
-def read_image(path: str) -> np.ndarray:
-    """A BGR uint8 H x W x 3 image, as cv2.imread reads it."""
+def image_channels(spec: ImageSpec, declared: Shape) -> int:
+    """The net's channel count, which the image is read with: 1 (gray) or 3 (BGR)."""
+    channels = declared[1] if len(declared) == 4 else 3
+    if channels not in (1, 3):
+        raise InputError(
+            f"{spec.path}: the net's input has {channels} channels; an image gives 1 (gray) "
+            "or 3 (BGR): give the input as --input NAME=FILE.npy"
+        )
+    return channels
+
+
+def read_image(path: str, channels: int = 3) -> np.ndarray:
+    """A uint8 image as cv2.imread reads it: BGR H x W x 3, or gray H x W for 1 channel (as
+    cv2.dnn.blobFromImage gets it from imread(path, IMREAD_GRAYSCALE))."""
     from protocaffe.verify.opencv import require_cv2
 
     cv2 = require_cv2()
@@ -84,8 +97,9 @@ def read_image(path: str) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"{path}: cannot read the image ({exc.strerror})") from exc
+    flags = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
     # imdecode, unlike imread, reports a bad file by returning None without logging.
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise InputError(f"{path}: cannot read the image")
     return np.asarray(image)

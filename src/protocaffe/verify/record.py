@@ -19,7 +19,15 @@ blamed only if a blob computed from them diverges.
 
 Each assignment is tied to a Caffe layer by its trace comment (`# 'conv1' Convolution ...`,
 trailing or on the line above, as the backend writes it), which survives renaming a variable;
-assignments without one are matched later by variable name.
+assignments without one are matched later by variable name. A line `--optimize` folded names
+every layer it computes (`# 'conv1' Convolution + 'bn1' BatchNorm + 'scale1' Scale`): its value
+is the blob of the last one.
+
+The values are handed over one statement at a time (`bind(sink)`, `sink.record(index,
+values)`), so a caller can compare and drop each as it comes. With `release=True` each local
+is also set to None after the last top-level statement of forward() that mentions it, so the
+module keeps no more intermediates alive than its dataflow needs (a generated forward() holds
+every local until it returns).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import tokenize
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 RECORD_FN = "__protocaffe_record__"
 
@@ -46,13 +54,21 @@ class Assignment:
     index: int
     targets: tuple[str, ...]
     line: int
-    layer: str | None  # from the trace comment, if there is one
+    layer: str | None  # from the trace comment, if there is one (the last layer it names)
     layer_type: str | None
+    # Every (layer, type) the trace comment names: more than one on a line --optimize folded,
+    # whose value is the last layer's blob; the others were folded into it.
+    layers: tuple[tuple[str, str], ...] = ()
+
+
+class Sink(Protocol):
+    def record(self, index: int, values: tuple[Any, ...]) -> None: ...
 
 
 @dataclass
 class Recording:
-    """What one forward() call produced: each statement's values, in execution order."""
+    """What one forward() call produced: each statement's values, in execution order, each a
+    copy taken when its line ran."""
 
     assignments: list[Assignment]
     values: list[tuple[int, tuple[Any, ...]]] = field(default_factory=list)
@@ -72,15 +88,32 @@ class InstrumentError(Exception):
 
 
 def trace_comment(text: str) -> tuple[str, str] | None:
-    """(layer name, layer type) from a trace comment's text (without the leading '#')."""
-    match = _TRACE.match(text)
-    if match is None:
-        return None
-    try:
-        name = ast.literal_eval(match.group(1))
-    except (ValueError, SyntaxError):
-        return None
-    return (name, match.group(2)) if isinstance(name, str) else None
+    """(layer name, layer type) from a trace comment's text (without the leading '#'); for a
+    folded line, the last layer it names."""
+    layers = trace_layers(text)
+    return layers[-1] if layers else None
+
+
+def trace_layers(text: str) -> tuple[tuple[str, str], ...]:
+    """Every (layer name, layer type) a trace comment names: `'a' Convolution + 'b' Scale`."""
+    found: list[tuple[str, str]] = []
+    rest = text
+    while True:
+        match = _TRACE.match(rest)
+        if match is None:
+            break
+        try:
+            name = ast.literal_eval(match.group(1))
+        except (ValueError, SyntaxError):
+            break
+        if not isinstance(name, str):
+            break
+        found.append((name, match.group(2)))
+        rest = rest[match.end() :]
+        if not rest.startswith(" + "):
+            break
+        rest = rest[len(" +") :]
+    return tuple(found)
 
 
 def _comments(source: str) -> dict[int, tuple[str, bool]]:
@@ -122,18 +155,18 @@ class _Instrumenter(ast.NodeTransformer):
         self.comments = comments
         self.assignments: list[Assignment] = []
 
-    def _trace(self, stmt: ast.stmt) -> tuple[str, str] | None:
+    def _trace(self, stmt: ast.stmt) -> tuple[tuple[str, str], ...]:
         end = stmt.end_lineno or stmt.lineno
         for line in range(stmt.lineno, end + 1):
             comment = self.comments.get(line)
             if comment is not None and not comment[1]:
-                found = trace_comment(comment[0])
-                if found is not None:
+                found = trace_layers(comment[0])
+                if found:
                     return found
         above = self.comments.get(stmt.lineno - 1)
         if above is not None and above[1]:
-            return trace_comment(above[0])
-        return None
+            return trace_layers(above[0])
+        return ()
 
     def _body(self, body: list[ast.stmt]) -> list[ast.stmt]:
         out: list[ast.stmt] = []
@@ -150,8 +183,9 @@ class _Instrumenter(ast.NodeTransformer):
                     index,
                     names,
                     stmt.lineno,
-                    trace[0] if trace else None,
-                    trace[1] if trace else None,
+                    trace[-1][0] if trace else None,
+                    trace[-1][1] if trace else None,
+                    trace,
                 )
             )
             values = ast.Tuple([ast.Name(n, ast.Load()) for n in names], ast.Load())
@@ -183,20 +217,74 @@ def _find_forward(tree: ast.Module, class_name: str | None) -> tuple[ast.ClassDe
     raise InstrumentError("no class with a forward() method")
 
 
+_DYNAMIC_SCOPE = frozenset({"locals", "vars", "eval", "exec", "globals"})
+
+
+def _mentioned(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _release_locals(forward: ast.FunctionDef) -> None:
+    """After the last top-level statement of forward() that mentions a local, set it to None,
+    so that its tensor can be freed. Locals read by a nested function or lambda (which may run
+    later) are kept, and nothing is released in a forward() that inspects its own scope."""
+    body = forward.body
+    mentioned = [_mentioned(stmt) for stmt in body]
+    if any(_DYNAMIC_SCOPE & names for names in mentioned):
+        return
+    captured: set[str] = set()
+    for node in ast.walk(forward):
+        if node is not forward and isinstance(
+            node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef
+        ):
+            captured |= _mentioned(node)
+        elif isinstance(node, ast.Global | ast.Nonlocal):
+            captured.update(node.names)
+    arguments = forward.args
+    params = {a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]}
+    assigned = {
+        n.id for n in ast.walk(forward) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
+    local = (params | assigned) - captured - {"self"}
+    last: dict[str, int] = {}
+    for position, names in enumerate(mentioned):
+        for name in names & local:
+            last[name] = position
+    out: list[ast.stmt] = []
+    for position, stmt in enumerate(body):
+        out.append(stmt)
+        if isinstance(stmt, ast.Return | ast.Raise):
+            continue
+        done = sorted(name for name, at in last.items() if at == position)
+        if done:
+            targets: list[ast.expr] = [ast.Name(name, ast.Store()) for name in done]
+            release = ast.Assign(
+                [ast.Tuple(targets, ast.Store())] if len(targets) > 1 else targets,
+                (
+                    ast.Tuple([ast.Constant(None) for _ in done], ast.Load())
+                    if len(done) > 1
+                    else ast.Constant(None)
+                ),
+            )
+            out.append(ast.copy_location(release, stmt))
+    forward.body = out
+
+
 @dataclass(frozen=True)
 class Instrumented:
-    """A model class whose forward() reports its intermediates to `recording`."""
+    """A model class whose forward() reports its intermediates to the bound sink."""
 
     cls: type
     class_name: str
     assignments: list[Assignment]
-    bind: Callable[[Recording], None]
+    bind: Callable[[Sink], None]
 
 
 def instrument(
-    source: str, class_name: str | None = None, filename: str = "model.py"
+    source: str, class_name: str | None = None, filename: str = "model.py", release: bool = False
 ) -> Instrumented:
-    """Compile `source` with its net class's forward() instrumented."""
+    """Compile `source` with its net class's forward() instrumented (and, with `release`, its
+    locals dropped after their last use)."""
     try:
         tree = ast.parse(source, filename)
         comments = _comments(source)
@@ -205,18 +293,20 @@ def instrument(
     cls_def, forward = _find_forward(tree, class_name)
     rewriter = _Instrumenter(comments)
     forward.body = rewriter._body(forward.body)
+    if release:
+        _release_locals(forward)
     ast.fix_missing_locations(tree)
     module = types.ModuleType("protocaffe_verified_model")
     module.__dict__["__file__"] = filename
-    current: list[Recording] = []
+    current: list[Sink] = []
 
     def record(index: int, values: tuple[Any, ...]) -> None:
         if current:
             current[-1].record(index, values)
 
-    def bind(recording: Recording) -> None:
+    def bind(sink: Sink) -> None:
         current.clear()
-        current.append(recording)
+        current.append(sink)
 
     module.__dict__[RECORD_FN] = record
     exec(compile(tree, filename, "exec"), module.__dict__)

@@ -175,13 +175,13 @@ class _Walk(NamedTuple):
     skipped: list[int]
 
 
-def _check_types(net: NetDef) -> None:
+def _check_types(net: NetDef, ops: Mapping[str, RefOp]) -> None:
     """One located error per layer whose type has no reference (or a wrong blob count)."""
     problems: list[Diagnostic] = []
     for layer in net.layers:
         if _is_sink(layer) or layer.type in DATA_LAYERS or layer.type == "Input":
             continue
-        op = lookup(layer.type)
+        op = ops.get(layer.type) or lookup(layer.type)
         if op is None:
             problems.append(
                 Diagnostic(
@@ -212,7 +212,7 @@ def _readers(net: NetDef) -> Counter[tuple[int, int]]:
     return readers
 
 
-def _walk(net: NetDef) -> _Walk:
+def _walk(net: NetDef, ops: Mapping[str, RefOp]) -> _Walk:
     """Net::Init's blob rules (AppendBottom, AppendTop after InsertSplits), layer by layer."""
     readers = _readers(net)
     walk = _Walk([], [i.name for i in net.inputs], [], [])
@@ -227,7 +227,7 @@ def _walk(net: NetDef) -> _Walk:
         for bottom in layer.bottoms:
             if bottom not in version:
                 raise abort(layer, f"unknown bottom blob {bottom!r}")
-        op = lookup(layer.type)
+        op = ops.get(layer.type) or lookup(layer.type)
         in_place: list[bool] = []
         for j, top in enumerate(layer.tops):
             same = j < len(layer.bottoms) and layer.bottoms[j] == top
@@ -261,15 +261,21 @@ class ReferenceNet:
     """A Caffe net ready to run in numpy. `weights` is a caffemodel (as `read_caffemodel`
     returns it), a mapping from layer name to that layer's blobs, or None for a net without
     weights. Errors (an unknown layer type, a net Caffe would refuse) are raised here, each one
-    located; weight shapes are checked when their layer runs, as they depend on its inputs."""
+    located; weight shapes are checked when their layer runs, as they depend on its inputs.
+    `ops` adds references for layer types the registry lacks (a plugin's), for this net only."""
 
     def __init__(
-        self, net: NetDef, weights: Weights = None, dialects: Collection[str] = ()
+        self,
+        net: NetDef,
+        weights: Weights = None,
+        dialects: Collection[str] = (),
+        ops: Mapping[str, RefOp] | None = None,
     ) -> None:
         self.net = net
         self.dialects = frozenset(dialects)
-        _check_types(net)
-        walk = _walk(net)
+        extra = dict(ops or {})
+        _check_types(net, extra)
+        walk = _walk(net, extra)
         self.skipped: tuple[int, ...] = tuple(walk.skipped)
         self.inputs: tuple[str, ...] = tuple(walk.required)
         self.optional_inputs: tuple[str, ...] = tuple(walk.optional)
@@ -359,6 +365,16 @@ class ReferenceNet:
         for _ in self._execute(env, keep_all=True):
             pass
         return {name: value.copy() for name, value in env.items()}
+
+    def layer_forward(self, index: int, bottoms: Sequence[npt.ArrayLike]) -> list[Array]:
+        """The tops of the layer at position `index` of the prototxt, computed from `bottoms`
+        alone (with the layer's weights): one layer of the net, checked on other inputs."""
+        planned = next((p for p in self._plan if p.layer.index == index), None)
+        if planned is None:
+            raise KeyError(f"layer {index} does not run in the reference")
+        arrays = [np.array(b, dtype=np.float32, order="C", copy=True) for b in bottoms]
+        tops = planned.op.forward(planned.layer, arrays)
+        return [np.ascontiguousarray(top, dtype=np.float32) for top in tops]
 
     def _execute(self, env: dict[str, Array], keep_all: bool) -> Iterator[Step]:
         if not keep_all:

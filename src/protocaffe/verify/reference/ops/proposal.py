@@ -40,10 +40,17 @@ def generate_anchors(scales: tuple[int, ...] = (8, 16, 32)) -> Array:
     return np.vstack(out)
 
 
-def rpn_proposals(scores: Array, deltas: Array, im_info: Array, feat_stride: int = 16) -> Array:
+def rpn_proposals(
+    scores: Array,
+    deltas: Array,
+    im_info: Array,
+    feat_stride: int = 16,
+    scales: tuple[int, ...] = (8, 16, 32),
+) -> Array:
     """py-faster-rcnn lib/rpn/proposal_layer.py forward() with the TEST configuration
-    (pre-NMS 6000, post-NMS 300, NMS 0.7, min size 16) and py_cpu_nms."""
-    anchors0 = generate_anchors()
+    (pre-NMS 6000, post-NMS 300, NMS 0.7, min size 16) and py_cpu_nms; `feat_stride` and
+    `scales` are the layer's param_str (its defaults: 16 and (8, 16, 32))."""
+    anchors0 = generate_anchors(tuple(scales))
     count = anchors0.shape[0]
     fg = scores[:, count:, :, :]
     height, width = fg.shape[-2:]
