@@ -129,8 +129,9 @@ def _memory_key(array: np.ndarray) -> tuple[int, int, str] | None:
 class BlobDigests:
     """The digests of a caffemodel's float32 blobs, hashed by background threads.
 
-    Hashing runs at a few GB/s a core, about the speed of the copy, so it starts early. `start` is called as soon as the caffemodel is read, while
-    the prototxt is still being compiled, so that the manifest finds its digests (nearly) done.
+    Hashing runs at a few GB/s a core, about the speed of the copy, so it starts early: `start`
+    is called as soon as the caffemodel is read, while the prototxt is still being compiled, so
+    that the manifest finds its digests (nearly) done.
     The model's blobs must stay alive (they are views of its memory map) until the manifest is
     made: digests are found by where the bytes are. Use as a context manager: leaving it on an
     exception stops the hashing at its next chunk.
