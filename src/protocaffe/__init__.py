@@ -24,4 +24,12 @@ def load(*args: Any, **kwargs: Any) -> Any:
     return _load(*args, **kwargs)
 
 
-__all__ = ["__version__", "convert", "load"]
+def fast(model: Any, *example_inputs: Any, nnpack: bool | None = None) -> Any:
+    """See `protocaffe.inference.fast`: an inference-only copy of a generated module, prepared
+    for CPU speed in seconds (channels-last weights, NNPACK where faster, TorchScript-frozen)."""
+    from protocaffe.inference import fast as _fast
+
+    return _fast(model, *example_inputs, nnpack=nnpack)
+
+
+__all__ = ["__version__", "convert", "fast", "load"]
