@@ -127,16 +127,31 @@ def _traced(x: torch.Tensor) -> bool:
     return x.is_meta or compiling or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
-def _best_first(scores: torch.Tensor, count: int, above: bool) -> torch.Tensor:
-    """The indices of the `count` best scores of the last axis, best first, ties by index.
-
-    `above`: every score that passes the threshold is among the `count` best of its row, and
-    the others are never kept. A topk, then a sort of what it picked, then give the candidates
-    above the threshold in the order of a sort of the whole axis, in a fraction of its time."""
-    if not above or count == 0 or count >= scores.shape[-1] or scores.numel() == 0:
-        return _sort_descending(scores)[..., :count]
-    picked = torch.sort(torch.topk(scores, count, dim=-1).indices, dim=-1).values
-    return torch.gather(picked, -1, _sort_descending(torch.gather(scores, -1, picked)))
+def _priors_passing(
+    loc: torch.Tensor,
+    conf: torch.Tensor,
+    prior: torch.Tensor,
+    num_classes: int,
+    background_label: int,
+    confidence_threshold: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """loc, conf and prior of only the priors that some class (not the background) scores
+    above the threshold in some image, in their order (no other prior can give a detection),
+    when that leaves out at least half of them."""
+    num = loc.shape[0]
+    num_priors = prior.shape[2] // 4
+    if num_priors == 0:
+        return loc, conf, prior
+    scores = _without(conf.reshape(num, num_priors, num_classes), background_label)
+    index = (scores > confidence_threshold).any(-1).any(0).nonzero()[:, 0]
+    if 2 * index.numel() > num_priors:
+        return loc, conf, prior  # most pass: leaving out the rest would cost what it saves
+    if index.numel() == 0:
+        index = index.new_zeros(1)  # none passes: one prior to find nothing in
+    loc = loc.reshape(num, num_priors, -1)[:, index].reshape(num, -1)
+    conf = conf.reshape(num, num_priors, num_classes)[:, index].reshape(num, -1)
+    prior = prior.reshape(prior.shape[0], 2, num_priors, 4)[:, :, index]
+    return loc, conf, prior.reshape(prior.shape[0], 2, -1)
 
 
 def detection_output(
@@ -161,10 +176,14 @@ def detection_output(
 
     Exported, compiled or scripted, no Python branch depends on the data (sizes are static,
     choices are masks): every class ranks min(top_k, priors) candidates, only the row count is
-    data-dependent. Run eagerly, it ranks only as many as pass the confidence threshold in the
-    class that has the most (NMS takes one step per candidate): the same rows, fast when few
-    boxes pass.
+    data-dependent. Run eagerly, it first leaves out the priors that no class scores above the
+    confidence threshold (NMS takes one step per candidate): the same rows, fast when few boxes
+    pass.
     """
+    if confidence_threshold is not None and not _static_shapes(loc):
+        loc, conf, prior = _priors_passing(
+            loc, conf, prior, num_classes, background_label, confidence_threshold
+        )
     num = loc.shape[0]
     num_priors = prior.shape[2] // 4
     loc_classes = 1 if share_location else num_classes
@@ -185,13 +204,7 @@ def detection_output(
     # ApplyNMSFast's candidates: by score (ties by prior index), the best top_k of them, those
     # above the confidence threshold (a mask: the sort puts them first).
     count = min(top_k, num_priors) if top_k > -1 else num_priors
-    above = False
-    if confidence_threshold is not None and not _static_shapes(loc) and scores.numel() > 0:
-        # Run eagerly: rank only as many as pass in the class where most do.
-        passing = max(int((scores > confidence_threshold).sum(-1).max()), 1)
-        above = passing < count
-        count = min(count, passing)
-    order = _best_first(scores, count, above)
+    order = _sort_descending(scores)[:, :, :count]
     best = torch.gather(scores, 2, order)
     chosen = torch.gather(
         boxes.expand(-1, classes, -1, -1), 2, order[:, :, :, None].expand(-1, -1, -1, 4)
