@@ -8,6 +8,9 @@
 3. Generating model.py imports neither torch nor numpy.
 4. Layer code takes its attributes typed (`Layer[PoolAttrs]`), never `assert isinstance(attrs`.
 5. The plugin example and the README's plugin import only the published plugin API.
+6. The numpy reference (verify/reference/) is a second implementation of Caffe: besides itself
+   it imports numpy, the standard library, protocaffe's errors, the schema (proto/) and the
+   frontend readers, never the lowering, the IR, the layers, the passes or the backend.
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ FLOORS: dict[str, int] = {
     "protocaffe.api": 5,
     "protocaffe.random_weights": 5,
     "protocaffe.inference": 5,
-    # 6: the tools built on a compiled graph.
+    # 6: the tools built on a compiled graph; `generate`'s config.
     "protocaffe.verify": 6,
     "protocaffe.views": 6,
+    "protocaffe.config": 6,
     # 7: the command line, the published plugin API and the package's own facade.
     "protocaffe.cli": 7,
     "protocaffe.plugins": 7,
@@ -133,6 +137,58 @@ def test_the_readers_import_nothing_above_the_schema(path: Path) -> None:
     assert not wrong, "\n".join(wrong)
 
 
+REFERENCE = PACKAGE / "verify" / "reference"
+# What the numpy reference may import of protocaffe (prefixes), and of third parties.
+REFERENCE_MAY_IMPORT = ("protocaffe.errors", "protocaffe.proto", "protocaffe.verify.reference")
+REFERENCE_THIRD_PARTY = {"numpy"}
+
+
+def _reference_import_problems(path: Path) -> list[str]:
+    shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    wrong = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [(node.lineno, node.module)]
+        else:
+            continue
+        for line, name in names:
+            top = name.split(".")[0]
+            if top == "protocaffe":
+                reader = _unit(name) == "protocaffe.frontend" and name not in FRONTEND_LOWERING
+                if not (reader or name.startswith(REFERENCE_MAY_IMPORT)):
+                    wrong.append(f"{shown}:{line}: the reference imports {name}")
+            elif top not in sys.stdlib_module_names and top not in REFERENCE_THIRD_PARTY:
+                wrong.append(f"{shown}:{line}: the reference imports {name}")
+    return wrong
+
+
+@pytest.mark.parametrize(
+    "path", sorted(REFERENCE.rglob("*.py")), ids=lambda p: str(p.relative_to(REFERENCE))
+)
+def test_the_reference_imports_only_numpy_the_schema_and_the_readers(path: Path) -> None:
+    wrong = _reference_import_problems(path)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_reference_rule_sees_the_compiler(tmp_path: Path) -> None:
+    """The rule is not vacuous: the lowering, the layers and torch are each refused."""
+    bad = tmp_path / "probe.py"
+    bad.write_text(
+        "import torch\n"
+        "from protocaffe.frontend.lower import build_graph\n"
+        "from protocaffe.layers import lookup\n"
+        "from protocaffe.frontend.prototxt import read_prototxt\n"
+    )
+    found = _reference_import_problems(bad)
+    assert [line.rsplit(" ", 1)[-1] for line in found] == [
+        "torch",
+        "protocaffe.frontend.lower",
+        "protocaffe.layers",
+    ]
+
+
 def test_the_floor_checker_sees_an_upward_import(tmp_path: Path) -> None:
     """The rule is not vacuous: an import from the IR up into the layers is found."""
     bad = tmp_path / "bad.py"
@@ -142,19 +198,53 @@ def test_the_floor_checker_sees_an_upward_import(tmp_path: Path) -> None:
     assert FLOORS[_unit(target)] > FLOORS["protocaffe.ir"]
 
 
+TINY = REPO / "examples" / "tinynet"
+NO_WEIGHTS = [str(TINY / "deploy.prototxt")]
+WEIGHTS = [*NO_WEIGHTS, str(TINY / "tinynet.caffemodel")]
+
+
+def _imported_after(script: str) -> list[str]:
+    """Which of torch and numpy a fresh interpreter has imported after `script`."""
+    probe = script + "\nprint(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return list(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+
+
 def test_generating_code_imports_neither_torch_nor_numpy() -> None:
     script = (
-        "import sys\n"
         "from protocaffe.api import convert\n"
         "from protocaffe.views.table import layer_table\n"
-        f"convert({str(REPO / 'examples' / 'tinynet' / 'deploy.prototxt')!r})\n"
-        f"layer_table({str(REPO / 'examples' / 'tinynet' / 'deploy.prototxt')!r})\n"
-        "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n"
+        f"convert({NO_WEIGHTS[0]!r})\n"
+        f"layer_table({NO_WEIGHTS[0]!r})\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert done.stdout.strip() == "[]"
+    assert _imported_after(script) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "imported"),
+    [
+        ([*NO_WEIGHTS, "-o", "{out}"], []),
+        ([*NO_WEIGHTS, "-o", "{out}", "--check"], []),
+        ([*WEIGHTS, "-o", "{out}"], ["numpy"]),
+        ([*WEIGHTS, "-o", "{out}", "--check"], ["numpy"]),
+        ([*WEIGHTS, "-o", "{out}", "--no-manifest", "--optimize"], ["numpy"]),
+    ],
+    ids=["no-weights", "no-weights-check", "safetensors", "safetensors-check", "optimize"],
+)
+def test_the_command_line_converts_without_torch(
+    tmp_path: Path, args: list[str], imported: list[str]
+) -> None:
+    """What the pre-commit hooks run: `convert` and `convert --check` never import torch (the
+    light install has none), and without weights not even numpy."""
+    argv = ["convert", *(a.format(out=tmp_path / "out") for a in args)]
+    script = f"from protocaffe.cli import main\nstatus = main({argv!r})\nassert status in (0, 1)\n"
+    assert _imported_after(script) == imported
 
 
 def test_layer_code_is_typed_by_its_attributes() -> None:

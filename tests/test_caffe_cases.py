@@ -49,38 +49,37 @@ def test_matches_real_caffe(case):
 
 
 def test_numpy_pooling_reference_matches_real_caffe():
-    """The numpy pooling that test_layers_opencv.py trusts for what OpenCV cannot check agrees
-    with real Caffe on its AVE (padded-divisor) and MAX cases."""
-    import caffe_numpy
+    """The reference's pooling, which test_layers_opencv.py trusts for what OpenCV cannot
+    check, agrees with real Caffe on its AVE (padded-divisor) and MAX cases."""
+    from protocaffe.verify.reference.ops.pooling import pool2d
 
     x = np.load(CASES / "blob.npy")
     for method in ("ave", "max"):
         expected = np.load(CASES / f"layer_pooling_{method}.npy")
-        actual = caffe_numpy.pooling(x, (3, 5), (2, 1), (2, 1), average=method == "ave")
+        actual, _ = pool2d(x, (3, 5), (2, 1), (2, 1), average=method == "ave")
         np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
 
 
 def test_numpy_lrn_and_mvn_references_match_real_caffe():
-    import caffe_numpy
+    from protocaffe.verify.reference.ops.normalization import lrn_values, mvn_values
 
     x = np.load(CASES / "blob.npy")
-    across = caffe_numpy.lrn(x, 5, 1.1, 0.75, 1.0, within=False)
-    within = caffe_numpy.lrn(x, 5, 0.9, 0.75, 1.0, within=True)
-    mvn = caffe_numpy.mvn(x, across_channels=False, normalize_variance=True, eps=0.1)
+    across = lrn_values(x, 5, 1.1, 0.75, 1.0, within=False)
+    within = lrn_values(x, 5, 0.9, 0.75, 1.0, within=True)
+    mvn = mvn_values(x, across_channels=False, normalize_variance=True, eps=0.1)
     np.testing.assert_allclose(across, np.load(CASES / "layer_lrn_channels.npy"), atol=1e-6)
     np.testing.assert_allclose(within, np.load(CASES / "layer_lrn_spatial.npy"), atol=1e-6)
     np.testing.assert_allclose(mvn, np.load(CASES / "layer_mvn.npy"), atol=2e-5)
 
 
 def test_numpy_deconvolution_reference_matches_real_caffe():
-    import caffe_numpy
-
     from protocaffe.frontend.caffemodel import read_caffemodel
+    from protocaffe.verify.reference.ops.conv import col2im_deconv
 
     (layer,) = read_caffemodel(CASES / "layer_deconvolution.caffemodel").layers
     weight, bias = (np.asarray(b, np.float32) for b in layer.blobs)
     x = np.load(CASES / "layer_deconvolution.input.npy")
-    actual = caffe_numpy.deconvolution(
+    actual = col2im_deconv(
         x, weight.reshape(12, 4, 4, 5), bias.reshape(-1), (2, 3), (0, 1), (1, 1), 3
     )
     expected = np.load(CASES / "layer_deconvolution.npy")

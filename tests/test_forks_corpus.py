@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import forks_reference as ref
 import numpy as np
 import pytest
 from forks_support import (
@@ -22,6 +21,9 @@ from protocaffe.api import convert
 from protocaffe.errors import ProtocaffeError
 from protocaffe.frontend.caffemodel import read_caffemodel
 from protocaffe.ir.graph import Node, Value
+from protocaffe.verify.reference.ops.normalization import bn_pspnet, bn_segnet
+from protocaffe.verify.reference.ops.pooling import pool2d
+from protocaffe.verify.reference.ops.resample import interp_values, unpool
 
 FORK_NETS = {
     "colorization-v2": None,
@@ -71,18 +73,18 @@ def _check_fork_nodes(
         attrs = node.attrs
         if node.op == "BN":
             if attrs.dialect == "pspnet":
-                expected = ref.bn_pspnet(inputs[0], *blobs[node.name], eps=attrs.eps)
+                expected = bn_pspnet(inputs[0], *blobs[node.name], eps=attrs.eps)
             else:
-                expected = ref.bn_segnet(inputs[0], *blobs[node.name], learn=False)
+                expected = bn_segnet(inputs[0], *blobs[node.name], learn=False)
             np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
         elif node.op == "Pooling" and len(node.outputs) == 2:
             k, s, p = attrs.kernel[0], attrs.stride[0], attrs.pad[0]  # type: ignore[attr-defined]
-            pooled, mask = ref.max_pool_with_mask(inputs[0], k, s, p, attrs.ceil)  # type: ignore[attr-defined]
+            pooled, mask = pool2d(inputs[0], (k, k), (s, s), (p, p), False, attrs.ceil)  # type: ignore[attr-defined]
             np.testing.assert_array_equal(out, pooled)
             np.testing.assert_array_equal(values[node.outputs[1]].astype(np.float32), mask)
         elif node.op == "Upsample":
             height, width = out.shape[2:]
-            np.testing.assert_array_equal(out, ref.unpool(inputs[0], inputs[1], height, width))
+            np.testing.assert_array_equal(out, unpool(inputs[0], inputs[1], height, width))
         elif node.op == "Interp":
             kwargs = {
                 "zoom": attrs.zoom_factor,  # type: ignore[attr-defined]
@@ -90,7 +92,7 @@ def _check_fork_nodes(
                 "height": attrs.height,  # type: ignore[attr-defined]
                 "width": attrs.width,  # type: ignore[attr-defined]
             }
-            expected = ref.interp(inputs[0], **kwargs)
+            expected = interp_values(inputs[0], **kwargs)
             np.testing.assert_allclose(out, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
         else:
             continue

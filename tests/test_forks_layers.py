@@ -1,11 +1,11 @@
-"""Fork layers against independent numpy implementations (tests/forks_reference.py), on
+"""Fork layers against the numpy reference (protocaffe.verify.reference, transcribed from the
+forks' C++ with the source named), on
 small nets; the size-following layers also at input sizes other than the declared one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import forks_reference as ref
 import numpy as np
 import pytest
 import torch
@@ -14,6 +14,12 @@ from forks_support import load_module, run_capturing
 from protocaffe.api import convert
 from protocaffe.frontend.caffemodel import read_caffemodel
 from protocaffe.random_weights import random_weights
+from protocaffe.verify.reference.ops.conv import im2col_conv
+from protocaffe.verify.reference.ops.linear import axpy_values
+from protocaffe.verify.reference.ops.normalization import bn_pspnet, bn_segnet
+from protocaffe.verify.reference.ops.pooling import pool2d, roi_pool
+from protocaffe.verify.reference.ops.resample import interp_values, unpool
+from protocaffe.verify.reference.ops.structure import shuffle_values
 
 
 def build(
@@ -69,10 +75,10 @@ layer { name: "up" type: "Upsample" bottom: "pooled" bottom: "mask" top: "up"
     for shape in ((2, 3, 7, 9), (1, 2, 10, 5), (1, 1, 3, 3)):
         x = RNG.integers(0, 3, shape).astype(np.float32)
         ours = blobs_of(conversion, module, x)
-        pooled, mask = ref.max_pool_with_mask(x, 2, 2, 0)
+        pooled, mask = pool2d(x, (2, 2), (2, 2), (0, 0), False)
         np.testing.assert_array_equal(ours["pooled"], pooled)
         np.testing.assert_array_equal(ours["mask"].astype(np.float32), mask)
-        np.testing.assert_array_equal(ours["up"], ref.unpool(pooled, mask, shape[2], shape[3]))
+        np.testing.assert_array_equal(ours["up"], unpool(pooled, mask, shape[2], shape[3]))
 
 
 def test_pooling_mask_with_padding(tmp_path: Path) -> None:
@@ -83,7 +89,7 @@ layer { name: "pool" type: "Pooling" bottom: "x" top: "pooled" top: "mask"
     conversion, module, _ = build(tmp_path, body, {"x": (1, 2, 8, 7)})
     x = RNG.integers(-2, 2, (1, 2, 8, 7)).astype(np.float32)
     ours = blobs_of(conversion, module, x)
-    pooled, mask = ref.max_pool_with_mask(x, 3, 2, 1)
+    pooled, mask = pool2d(x, (3, 3), (2, 2), (1, 1), False)
     np.testing.assert_array_equal(ours["pooled"], pooled)
     np.testing.assert_array_equal(ours["mask"].astype(np.float32), mask)
 
@@ -99,8 +105,8 @@ layer { name: "up" type: "Upsample" bottom: "pooled" bottom: "mask" top: "up"
     for shape in ((1, 2, 6, 8), (2, 2, 4, 10)):
         x = RNG.standard_normal(shape).astype(np.float32)
         (up,) = run(module, x)
-        pooled, mask = ref.max_pool_with_mask(x, 2, 2, 0)
-        np.testing.assert_array_equal(up, ref.unpool(pooled, mask, shape[2], shape[3]))
+        pooled, mask = pool2d(x, (2, 2), (2, 2), (0, 0), False)
+        np.testing.assert_array_equal(up, unpool(pooled, mask, shape[2], shape[3]))
 
 
 INTERP_CASES = {
@@ -125,7 +131,7 @@ def test_interp_at_declared_and_other_sizes(case: str, tmp_path: Path) -> None:
     for shape in ((1, 3, 9, 7), (2, 2, 13, 6)):
         x = RNG.standard_normal(shape).astype(np.float32)
         (ours,) = run(module, x)
-        expected = ref.interp(x, **kwargs)
+        expected = interp_values(x, **kwargs)
         assert ours.shape == expected.shape
         np.testing.assert_allclose(ours, expected, rtol=0, atol=2e-6)
 
@@ -147,9 +153,9 @@ def test_bn_dialects(param: str, dialect: str, tmp_path: Path) -> None:
     x = RNG.standard_normal((2, 4, 5, 3)).astype(np.float32) * 3 + 1
     (ours,) = run(module, x)
     if dialect == "pspnet":
-        expected = ref.bn_pspnet(x, *blobs["bn"], eps=0.001)
+        expected = bn_pspnet(x, *blobs["bn"], eps=0.001)
     else:
-        expected = ref.bn_segnet(x, *blobs["bn"], learn=dialect == "segnet-learn")
+        expected = bn_segnet(x, *blobs["bn"], learn=dialect == "segnet-learn")
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -168,12 +174,13 @@ layer { name: "axpy2" type: "Axpy" bottom: "scale2d" bottom: "shuffle" bottom: "
     conversion, module, blobs = build(tmp_path, body, inputs)
     arrays = {k: RNG.standard_normal(v).astype(np.float32) for k, v in inputs.items()}
     ours = blobs_of(conversion, module, *[arrays[v.blob] for v in conversion.graph.inputs])
-    dw = ref.depthwise_conv(arrays["x"], blobs["dw"][0], blobs["dw"][1], stride=2, pad=1)
+    channels = arrays["x"].shape[1]
+    dw = im2col_conv(arrays["x"], blobs["dw"][0], blobs["dw"][1], (2, 2), (1, 1), (1, 1), channels)
     np.testing.assert_allclose(ours["dw"], dw, rtol=1e-5, atol=1e-5)
-    shuffled = ref.shuffle_channel(ours["dw"], 3)
+    shuffled = shuffle_values(ours["dw"], 3)
     np.testing.assert_array_equal(ours["shuffle"], shuffled)
     for name, scale in (("axpy", "scale"), ("axpy2", "scale2d")):
-        expected = ref.axpy(arrays[scale], shuffled, arrays["shortcut"])
+        expected = axpy_values(arrays[scale], shuffled, arrays["shortcut"])
         np.testing.assert_allclose(ours[name], expected, rtol=1e-6, atol=1e-6)
 
 
@@ -196,4 +203,4 @@ layer { name: "roi" type: "ROIPooling" bottom: "features" bottom: "rois" top: "p
         dtype=np.float32,
     )
     (ours,) = run(module, features, rois)
-    np.testing.assert_array_equal(ours, ref.roi_pool(features, rois, 3, 2, 0.25))
+    np.testing.assert_array_equal(ours, roi_pool(features, rois, 3, 2, 0.25))

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import forks_reference as ref
 import numpy as np
 import pytest
 import torch
@@ -32,6 +31,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocaffe.api import convert
+from protocaffe.verify.reference.ops.detection import detection_output
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "forks"
 HELPERS = Path(__file__).resolve().parents[1] / "templates" / "helpers"
@@ -250,7 +250,7 @@ def test_many_candidates_without_top_k_match_numpy_reference(oracle_cases) -> No
     }
     tensors = (torch.from_numpy(loc), torch.from_numpy(conf), torch.from_numpy(prior))
     ours = _detection_helper()(*tensors, **params).numpy()
-    reference = ref.detection_output(loc, conf, prior, **params)
+    reference = detection_output(loc, conf, prior, **params)
     assert ours.shape == reference.shape and ours.shape[2] == 2 * 150  # keep_top_k per image
     np.testing.assert_array_equal(ours[..., :2], reference[..., :2])
     np.testing.assert_allclose(ours[..., 2:], reference[..., 2:], rtol=0, atol=1e-5)
@@ -324,12 +324,12 @@ def _detection_problems(draw: st.DrawFn) -> tuple[dict[str, Any], list[np.ndarra
 
 @given(_detection_problems())
 def test_detection_output_matches_numpy_reference(problem) -> None:
-    """Both paths against Caffe's Forward_cpu written out in numpy
-    (forks_reference.detection_output), over random configurations and inputs: eager (which
-    ranks only the candidates above the threshold), static (as exports follow it) and
-    TorchScript (static too)."""
+    """Every path against Caffe's Forward_cpu written out in numpy
+    (protocaffe.verify.reference.ops.detection), over random configurations and inputs: eager
+    (which first leaves out the priors no class scores above the threshold), static (as
+    exports follow it) and TorchScript (static too)."""
     params, inputs = problem
-    reference = ref.detection_output(*inputs, **params)
+    reference = detection_output(*inputs, **params)
     tensors = [torch.from_numpy(x) for x in inputs]
     for function in (
         _detection_helper(),

@@ -3,7 +3,8 @@
 Every case is a tiny prototxt: protocaffe's random-weights writes a .caffemodel for it, protocaffe
 converts it, and OpenCV (`readNetFromCaffe`, fusion off) runs the same files on the same input.
 Where OpenCV lacks a layer or disagrees with Caffe, the test says so and compares against a numpy
-implementation written from BVLC Caffe's C++ source instead (tests/caffe_numpy.py).
+implementation written from BVLC Caffe's C++ source instead (protocaffe.verify.reference, the
+numpy reference that is itself proven against real Caffe in test_reference_oracle.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import pytest
 
 pytest.importorskip("cv2")
 
-import caffe_numpy
 from caffe_check import (
     assert_close,
     build,
@@ -28,6 +28,12 @@ from caffe_check import (
 )
 
 from protocaffe.layers import lookup
+from protocaffe.verify.reference.ops.conv import col2im_deconv
+from protocaffe.verify.reference.ops.neuron import bnll_values
+from protocaffe.verify.reference.ops.normalization import lrn_values, mvn_values
+from protocaffe.verify.reference.ops.pooling import pool2d
+from protocaffe.verify.reference.ops.reduction import argmax_values, reduction_values
+from protocaffe.verify.reference.ops.structure import tile_values
 
 X = {"data": (2, 4, 9, 11)}
 
@@ -132,7 +138,7 @@ def test_pooling(tmp_path, params, shape):
 # OpenCV's caffe.proto has no `round_mode` (BVLC master's field) and refuses these files, and
 # it does not apply the dilation of a Deconvolution (its output is 2 pixels smaller); with
 # pad = 0 and kernel < stride the last window can start past the input, where Caffe writes
-# -FLT_MAX (MAX) or 0 (AVE). These compare against caffe_numpy, written from Caffe's source.
+# -FLT_MAX (MAX) or 0 (AVE). These compare against the numpy reference, written from Caffe's source.
 NUMPY_POOLING = {
     "max_floor_round_mode": (
         "MAX",
@@ -181,7 +187,7 @@ def test_pooling_against_caffe_source(tmp_path, method, kernel, stride, pad, ext
     )
     run = build(tmp_path, one("Pooling", f"pooling_param {{ {params} }}", shape))
     inputs = random_inputs(run)
-    expected = caffe_numpy.pooling(inputs["data"], kernel, stride, pad, method == "AVE", ceil)
+    expected, _ = pool2d(inputs["data"], kernel, stride, pad, method == "AVE", ceil)
     assert_close(run.ours(inputs)["out"], expected)
 
 
@@ -190,7 +196,7 @@ def test_deconvolution_dilation_against_caffe_source(tmp_path):
     run = build(tmp_path, text)
     inputs = random_inputs(run)
     weight, bias = run.blobs()["out"]
-    expected = caffe_numpy.deconvolution(inputs["data"], weight, bias, (2, 2), (1, 1), (2, 2), 1)
+    expected = col2im_deconv(inputs["data"], weight, bias, (2, 2), (1, 1), (2, 2), 1)
     assert_close(run.ours(inputs)["out"], expected)
 
 
@@ -254,8 +260,8 @@ def test_bnll_large_inputs(tmp_path):
     """log(1 + exp(x)) where exp(x) overflows float32: Caffe computes x + log(1 + exp(-x))."""
     run = build(tmp_path, one("BNLL", shape=(1, 1, 2, 4)))
     x = np.array([[[[-100.0, -30.0, -1.0, 0.0], [1.0, 25.0, 90.0, 200.0]]]], np.float32)
-    assert_close(run.ours({"data": x})["out"], caffe_numpy.bnll(x))
-    assert_close(run.opencv({"data": x})["out"], caffe_numpy.bnll(x))
+    assert_close(run.ours({"data": x})["out"], bnll_values(x))
+    assert_close(run.opencv({"data": x})["out"], bnll_values(x))
 
 
 def test_log_natural(tmp_path):
@@ -339,7 +345,7 @@ LRN_NUMPY = {
 def test_lrn_against_caffe_source(tmp_path, params, size, alpha, beta, k, within):
     run = build(tmp_path, one("LRN", f"lrn_param {{ {params} }}"))
     inputs = random_inputs(run)
-    expected = caffe_numpy.lrn(inputs["data"], size, alpha, beta, k, within)
+    expected = lrn_values(inputs["data"], size, alpha, beta, k, within)
     assert_close(run.ours(inputs)["out"], expected, tol=2e-5)
 
 
@@ -364,7 +370,7 @@ def test_mvn_eps_against_caffe_source(tmp_path, across_channels):
     run = build(tmp_path, one("MVN", params, (2, 3, 4, 5)))
     inputs = random_inputs(run)
     inputs["data"] *= np.float32(0.05)
-    expected = caffe_numpy.mvn(inputs["data"], across_channels, True, 0.1)
+    expected = mvn_values(inputs["data"], across_channels, True, 0.1)
     assert_close(run.ours(inputs)["out"], expected, tol=2e-5)
 
 
@@ -724,7 +730,7 @@ def test_dropout_and_silence_are_removed(tmp_path):
 
 
 # OpenCV 4.x's Caffe importer has no ArgMax, Reduction or Tile: these follow argmax_layer.cpp,
-# reduction_layer.cpp and tile_layer.cpp (caffe_numpy).
+# reduction_layer.cpp and tile_layer.cpp (the numpy reference).
 ARGMAX = {
     "axis_1": ((2, 5, 3, 4), 1, False, 1),
     "axis_1_top_3": ((2, 5, 3, 4), 3, False, 1),
@@ -747,7 +753,7 @@ def test_argmax(tmp_path, shape, top_k, out_max_val, axis):
     text = one("ArgMax", f"argmax_param {{ {params} }}", shape)
 
     def expected(values, _):
-        return {"out": caffe_numpy.argmax(values["data"], top_k, out_max_val, axis)}
+        return {"out": argmax_values(values["data"], top_k, out_max_val, axis)}
 
     check_against_numpy(tmp_path, text, expected)
 
@@ -767,7 +773,7 @@ def test_reduction(tmp_path, operation, axis, coeff):
     params = f"reduction_param {{ operation: {operation} axis: {axis} coeff: {coeff} }}"
 
     def expected(values, _):
-        return {"out": caffe_numpy.reduction(values["data"], operation, axis, coeff)}
+        return {"out": reduction_values(values["data"], operation, axis, coeff)}
 
     check_against_numpy(tmp_path, one("Reduction", params, (2, 3, 4, 5)), expected)
 
@@ -777,7 +783,7 @@ def test_tile(tmp_path, axis, tiles):
     params = f"tile_param {{ axis: {axis} tiles: {tiles} }}"
 
     def expected(values, _):
-        return {"out": caffe_numpy.tile(values["data"], axis, tiles)}
+        return {"out": tile_values(values["data"], axis % values["data"].ndim, tiles)}
 
     check_against_numpy(tmp_path, one("Tile", params, (2, 3, 4, 5)), expected)
 
@@ -867,7 +873,7 @@ def test_mvn_other_ranks_against_caffe_source(tmp_path, shape, across_channels, 
 
     def expected(values, _):
         x = values["data"].reshape(legacy)
-        return {"out": caffe_numpy.mvn(x, across_channels, normalize_variance, 1e-9)}
+        return {"out": mvn_values(x, across_channels, normalize_variance, 1e-9)}
 
     check_against_numpy(tmp_path, one("MVN", params, shape), expected, tol=2e-5)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import forks_reference as ref
 import numpy as np
 import pytest
 from forks_support import convert_random, corpus_net, load_module, run_capturing
@@ -17,6 +16,7 @@ from protocaffe.errors import ProtocaffeError
 from protocaffe.layers import loading
 from protocaffe.layers.registry import unregister
 from protocaffe.plugins import load_plugin
+from protocaffe.verify.reference.ops.proposal import rpn_proposals
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "plugins"
 
@@ -136,7 +136,7 @@ def test_faster_rcnn_converts_with_the_example_plugin(
         node = next(n for n in conversion.graph.nodes if n.op == "Python")
         scores, deltas, im_info = (values[v] for v in node.inputs)
         rois = values[node.outputs[0]]
-        expected = ref.rpn_proposals(scores, deltas, im_info)
+        expected = rpn_proposals(scores, deltas, im_info)
         assert rois.shape == expected.shape and rois.shape[0] > 10
         np.testing.assert_allclose(rois, expected, rtol=0, atol=1e-3)
         pooled = next(v for v in values if v.blob == "pool5")

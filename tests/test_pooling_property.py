@@ -1,4 +1,4 @@
-"""Pooling over many geometries against a numpy port of Caffe's pooling_layer.cpp.
+"""Pooling over many geometries against the numpy reference's port of Caffe's pooling_layer.cpp.
 
 Caffe's output size (ceil, and the last-window clip only when pad > 0), its AVE divisor
 (clipped at H + pad) and its windows that start past the input (pad 0, kernel < stride) are where
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 
-import caffe_numpy
 import numpy as np
 from caffe_check import assert_close, build, layer, net_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from protocaffe.verify.reference.ops.pooling import pool2d
 
 
 @st.composite
@@ -58,7 +59,7 @@ def test_pooling_matches_caffe_for_any_geometry(tmp_path_factory, geometry):
     rng = np.random.default_rng(kernel * 100 + stride * 10 + pad)
     for shape in [(1, 2, height, width), (2, 2, height + 3, width + 1)]:
         x = rng.standard_normal(shape).astype(np.float32)
-        expected = caffe_numpy.pooling(x, (kernel,) * 2, (stride,) * 2, (pad,) * 2, average, ceil)
+        expected, _ = pool2d(x, (kernel,) * 2, (stride,) * 2, (pad,) * 2, average, ceil)
         assert_close(run.ours({"data": x})["out"], expected, what=f"{params} on {shape}")
 
 

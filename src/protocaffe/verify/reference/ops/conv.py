@@ -1,0 +1,256 @@
+"""Convolution, Deconvolution and ConvolutionDepthwise, as Caffe computes them: im2col (or
+col2im) and a float32 matrix product per sample and group.
+
+Sources:
+- BVLC caffe 9b89154, src/caffe/layers/base_conv_layer.cpp (LayerSetUp: kernel/stride/pad/
+  dilation spellings, blob shapes; Reshape), conv_layer.cpp (compute_output_shape,
+  Forward_cpu), deconv_layer.cpp (compute_output_shape, Forward_cpu = backward_cpu_gemm +
+  col2im), src/caffe/util/im2col.cpp (im2col_cpu / col2im_cpu: positions outside the input
+  read as zero).
+- farmingyard/caffe-mobilenet, conv_dw_layer.cpp (ConvolutionDepthwiseLayer: LayerSetUp,
+  Reshape, Forward_cpu): one filter per input channel, `num_output` ignored.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from protocaffe.verify.reference.params import (
+    as_f32,
+    canonical_axis,
+    count,
+    spatial_params,
+    trunc_div,
+)
+from protocaffe.verify.reference.registry import Array, RefLayer, register
+
+# The im2col buffer is filled for a band of output rows at a time, at most this many floats.
+_COL_BUDGET = 1 << 23
+
+
+def _geometry(
+    layer: RefLayer, x_shape: tuple[int, ...]
+) -> tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(channel axis, kernel, stride, pad, dilation) per base_conv_layer.cpp LayerSetUp."""
+    p = layer.param.convolution_param
+    axis = canonical_axis(layer, int(p.axis), x_shape)
+    spatial = len(x_shape) - axis - 1
+    if spatial == 0:
+        raise layer.fail("the numpy reference needs at least one spatial axis after the channels")
+    kernel = spatial_params(layer, p, "kernel", 0, spatial)
+    stride = spatial_params(layer, p, "stride", 1, spatial)
+    pad = spatial_params(layer, p, "pad", 0, spatial)
+    dilation = spatial_params(layer, p, "dilation", 1, spatial)
+    layer.check(all(k > 0 for k in kernel), "Filter dimensions must be nonzero.")
+    layer.check(all(s > 0 for s in stride), "Stride dimensions must be nonzero.")
+    return axis, kernel, stride, pad, dilation
+
+
+def conv_output_size(
+    spatial: tuple[int, ...],
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pad: tuple[int, ...],
+    dilation: tuple[int, ...],
+    transposed: bool,
+) -> tuple[int, ...]:
+    """ConvolutionLayer / DeconvolutionLayer::compute_output_shape (C++ integer division)."""
+    extent = [d * (k - 1) + 1 for d, k in zip(dilation, kernel, strict=True)]
+    if transposed:
+        return tuple(
+            s * (n - 1) + e - 2 * p for n, s, e, p in zip(spatial, stride, extent, pad, strict=True)
+        )
+    return tuple(
+        trunc_div(n + 2 * p - e, s) + 1
+        for n, p, e, s in zip(spatial, pad, extent, stride, strict=True)
+    )
+
+
+def im2col_conv(
+    x: Array,
+    weight: Array,
+    bias: Array | None,
+    stride: tuple[int, ...],
+    pad: tuple[int, ...],
+    dilation: tuple[int, ...],
+    group: int,
+) -> Array:
+    """Caffe's forward convolution of x (num, C, *spatial) with weight (O, C / group, *kernel).
+
+    Output size per axis: (in + 2 * pad - (dilation * (kernel - 1) + 1)) / stride + 1 with C++
+    integer division, so a window may overhang the input; im2col reads zeros there."""
+    num, channels = x.shape[:2]
+    spatial = x.shape[2:]
+    kernel = weight.shape[2:]
+    out_channels = weight.shape[0]
+    extent = [d * (k - 1) + 1 for d, k in zip(dilation, kernel, strict=True)]
+    out = list(conv_output_size(spatial, kernel, stride, pad, dilation, transposed=False))
+    if min(out, default=1) <= 0:
+        raise ValueError(f"output size {tuple(out)} is not positive")
+    # Zero padding, plus whatever the last windows overhang past it.
+    widths = [(0, 0), (0, 0)] + [
+        (p, max(p, (o - 1) * s + e - n - p))
+        for n, p, e, s, o in zip(spatial, pad, extent, stride, out, strict=True)
+    ]
+    padded = np.pad(as_f32(x), widths)
+    kernel_size = count(kernel)
+    cg, og = channels // group, out_channels // group
+    w_mat = as_f32(weight).reshape(group, og, cg * kernel_size)
+    top = np.empty((num, out_channels, *out), dtype=np.float32)
+    per_row = channels * kernel_size * count(tuple(out[1:]))
+    rows = max(1, min(out[0], _COL_BUDGET // max(per_row, 1))) if out else 1
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+    for n in range(num):
+        for r0 in range(0, out[0] if out else 1, rows):
+            r1 = min(r0 + rows, out[0]) if out else 1
+            band = [r1 - r0, *out[1:]]
+            col = np.empty((channels, kernel_size, *band), dtype=np.float32)
+            for k, offset in enumerate(offsets):
+                index: list[slice] = []
+                for axis, (o, d, s, size) in enumerate(
+                    zip(offset, dilation, stride, band, strict=True)
+                ):
+                    start = o * d + (r0 * s if axis == 0 else 0)
+                    index.append(slice(start, start + s * (size - 1) + 1, s))
+                key: tuple[int | slice, ...] = (n, slice(None), *index)
+                col[:, k] = padded[key]
+            col = col.reshape(group, cg * kernel_size, -1)
+            for g in range(group):
+                block = w_mat[g] @ col[g]
+                top[(n, slice(g * og, (g + 1) * og), slice(r0, r1))] = block.reshape(og, *band)
+    if bias is not None:
+        top += as_f32(bias).reshape((1, -1) + (1,) * len(out))
+    return top
+
+
+def col2im_deconv(
+    x: Array,
+    weight: Array,
+    bias: Array | None,
+    stride: tuple[int, ...],
+    pad: tuple[int, ...],
+    dilation: tuple[int, ...],
+    group: int,
+) -> Array:
+    """Caffe's Deconvolution of x (num, C_in, *spatial) with weight (C_in, C_out / group,
+    *kernel): the columns W^T x of each sample are scattered back (col2im) and the pad cropped.
+    Output size per axis: stride * (in - 1) + dilation * (kernel - 1) + 1 - 2 * pad."""
+    num, in_channels = x.shape[:2]
+    spatial = x.shape[2:]
+    kernel = weight.shape[2:]
+    og = weight.shape[1]
+    ig = in_channels // group
+    out = list(conv_output_size(spatial, kernel, stride, pad, dilation, transposed=True))
+    if min(out, default=1) <= 0:
+        raise ValueError(f"output size {tuple(out)} is not positive")
+    full = [o + 2 * p for o, p in zip(out, pad, strict=True)]
+    kernel_size = count(kernel)
+    w_mat = as_f32(weight).reshape(group, ig, og * kernel_size)
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+    top = np.empty((num, og * group, *out), dtype=np.float32)
+    crop = tuple(slice(p, p + o) for p, o in zip(pad, out, strict=True))
+    for n in range(num):
+        sample = as_f32(x[n]).reshape(group, ig, -1)
+        acc = np.zeros((og * group, *full), dtype=np.float32)
+        for g in range(group):
+            col = (w_mat[g].T @ sample[g]).reshape(og, kernel_size, *spatial)
+            for k, offset in enumerate(offsets):
+                index = tuple(
+                    slice(o * d, o * d + s * (size - 1) + 1, s)
+                    for o, d, s, size in zip(offset, dilation, stride, spatial, strict=True)
+                )
+                target = (slice(g * og, (g + 1) * og), *index)
+                acc[target] += col[:, k]
+        whole = (slice(None), *crop)
+        top[n] = acc[whole]
+    if bias is not None:
+        top += as_f32(bias).reshape((1, -1) + (1,) * len(out))
+    return top
+
+
+def _conv_layer(layer: RefLayer, bottoms: list[Array], transposed: bool) -> list[Array]:
+    """Convolution / Deconvolution: every bottom i gives top i with the same weights."""
+    p = layer.param.convolution_param
+    layer.check(len(bottoms) == len(layer.tops), "the layer needs one top per bottom")
+    shape = bottoms[0].shape
+    axis, kernel, stride, pad, dilation = _geometry(layer, shape)
+    for other in bottoms[1:]:
+        layer.check(other.shape == shape, f"shape mismatch - bottom[0]: {shape} vs. {other.shape}")
+    channels = shape[axis]
+    num_output = int(p.num_output)
+    group = int(p.group)
+    layer.check(num_output > 0, "num_output must be positive")
+    layer.check(group > 0 and channels % group == 0, f"channels {channels} % group {group} != 0")
+    layer.check(num_output % group == 0, "Number of output should be multiples of group.")
+    conv_out, conv_in = (channels, num_output) if transposed else (num_output, channels)
+    out = conv_output_size(shape[axis + 1 :], kernel, stride, pad, dilation, transposed)
+    # A zero-sized top makes Caffe abort on its first data access (Blob: "Check failed: data_").
+    layer.check(min(out) > 0, f"the top would be empty: output size {out}")
+    shapes = [(conv_out, conv_in // group, *kernel)]
+    if p.bias_term:
+        shapes.append((num_output,))
+    blobs = layer.weights(*shapes)
+    bias = blobs[1] if p.bias_term else None
+    batch = shape[:axis]
+    tops = []
+    for x in bottoms:
+        flat = x.reshape((count(batch), channels) + x.shape[axis + 1 :])
+        try:
+            if transposed:
+                y = col2im_deconv(flat, blobs[0], bias, stride, pad, dilation, group)
+            else:
+                y = im2col_conv(flat, blobs[0], bias, stride, pad, dilation, group)
+        except ValueError as exc:
+            raise layer.fail(f"Caffe aborts here: {exc}") from None
+        tops.append(y.reshape(batch + y.shape[1:]))
+    return tops
+
+
+@register("Convolution", bottoms=(1, None), tops=(1, None))
+def convolution(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """BVLC conv_layer.cpp Forward_cpu (forward_cpu_gemm per sample, then forward_cpu_bias)."""
+    return _conv_layer(layer, bottoms, transposed=False)
+
+
+@register("Deconvolution", bottoms=(1, None), tops=(1, None))
+def deconvolution(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """BVLC deconv_layer.cpp Forward_cpu (backward_cpu_gemm = W^T x then col2im, plus bias)."""
+    return _conv_layer(layer, bottoms, transposed=True)
+
+
+def _dw_pair(layer: RefLayer, name: str, default: int) -> tuple[int, int]:
+    """conv_dw_layer.cpp LayerSetUp: `NAME_h` with `NAME_w`, else the repeated field's first
+    one or two values. The fork indexes the repeated field even when it is empty (undefined
+    behaviour in C++); the reference takes Caffe's default there."""
+    p = layer.param.convolution_param
+    if name != "dilation" and p.HasField(f"{name}_h") and p.HasField(f"{name}_w"):
+        return int(getattr(p, f"{name}_h")), int(getattr(p, f"{name}_w"))
+    values = [int(v) for v in getattr(p, "kernel_size" if name == "kernel" else name)]
+    if not values:
+        return default, default
+    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+
+
+@register("ConvolutionDepthwise")
+def convolution_depthwise(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """farmingyard/caffe-mobilenet conv_dw_layer.cpp: weight (C, 1, kh, kw), bias (C,); the
+    output has the input's channels (num_output is not read) and a floor-divided size."""
+    x = bottoms[0]
+    layer.check(x.ndim == 4, f"expects a 4-D input, got {x.shape}")
+    p = layer.param.convolution_param
+    kernel = _dw_pair(layer, "kernel", 0)
+    stride = _dw_pair(layer, "stride", 1)
+    pad = _dw_pair(layer, "pad", 0)
+    dilation = _dw_pair(layer, "dilation", 1)
+    layer.check(min(kernel) > 0 and min(stride) > 0, "kernel and stride must be positive")
+    channels = x.shape[1]
+    out = conv_output_size(x.shape[2:], kernel, stride, pad, dilation, transposed=False)
+    layer.check(min(out) > 0, f"the top would be empty: output size {out}")
+    shapes: list[tuple[int, ...]] = [(channels, 1, *kernel)]
+    if p.bias_term:
+        shapes.append((channels,))
+    blobs = layer.weights(*shapes)
+    bias = blobs[1] if p.bias_term else None
+    return [im2col_conv(x, blobs[0], bias, stride, pad, dilation, channels)]
