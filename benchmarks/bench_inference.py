@@ -1,7 +1,7 @@
 """Inference latency at batch 1 on CPU: OpenCV dnn against the generated modules.
 
-    PYTHONPATH=src python benchmarks/bench_inference.py [--threads 1 2] [--rounds R] [--nets ...]
-        [--compile] [--clock wall|cpu] [--omp-wait-policy passive|active|default]
+    PYTHONPATH=src python benchmarks/bench_inference.py [--threads 1 2] [--rounds R] [--budget S]
+        [--nets ...] [--compile] [--clock wall|cpu] [--omp-wait-policy passive|active|default]
 
 For each thread count a child process runs every variant with that many threads (OpenCV's and
 torch's), on the same input, with fan-in scaled random weights from protocaffe.random_weights:
@@ -16,12 +16,13 @@ torch's), on the same input, with fan-in scaled random weights from protocaffe.r
               its compile time is printed beside it.
 
 Timing is round-robin (one call of each variant per round) so that load from other processes
-hits every variant alike; the table shows the median per call and the ratio to OpenCV (below
-1 is faster), and `max err` is the largest difference to OpenCV's output over OpenCV's largest
-magnitude. `--clock cpu` times the process's CPU time instead of the wall clock: on a machine
-that other work keeps busy it measures the work a call does, not how long it waited for a core
-(at 1 thread only; at 2 it adds the threads' times). A script, not a test: numbers depend on
-the machine; the load average is printed with them.
+hits every variant alike, for up to --rounds rounds or --budget seconds a net (at least 3); the
+table shows the median per call and the ratio to OpenCV (below 1 is faster), and `max err` is
+the largest difference to OpenCV's output over OpenCV's largest magnitude. `--clock cpu` times
+the process's CPU time instead of the wall clock: on a machine that other work keeps busy it
+measures the work a call does, not how long it waited for a core (at 1 thread only; at 2 it adds
+the threads' times). A script, not a test: numbers depend on the machine; the load average is
+printed with them.
 
 Two process-wide settings, the same for both sides, are made fair by default:
 - OpenMP's waiting (OMP_WAIT_POLICY, read when torch loads, so set in the child's environment):
@@ -160,11 +161,16 @@ def _child(args: argparse.Namespace) -> int:
             reference = runs["opencv"]()
             scale = float(np.abs(reference).max())
             error = max(float(np.abs(run() - reference).max()) / scale for run in runs.values())
+            start = time.perf_counter()
             for _ in range(args.warmup):
                 for run in runs.values():
                     run()
+            # As many rounds as fit in --budget seconds (OpenPose's take seconds each), at
+            # least 3 and at most --rounds.
+            per_round = (time.perf_counter() - start) / max(args.warmup, 1)
+            rounds = max(3, min(args.rounds, int(args.budget / max(per_round, 1e-9))))
             times: dict[str, list[float]] = {v: [] for v in runs}
-            for _ in range(args.rounds):
+            for _ in range(rounds):
                 for variant, run in runs.items():
                     start = clock()
                     run()
@@ -173,6 +179,7 @@ def _child(args: argparse.Namespace) -> int:
                 "net": name,
                 "threads": threads,
                 "ms": {v: statistics.median(t) * 1000 for v, t in times.items()},
+                "rounds": rounds,
                 "prepare_s": seconds,
                 "error": error,
                 "load": os.getloadavg()[0],
@@ -185,7 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=12.0,
+        help="seconds of timed rounds per net and thread count",
+    )
     parser.add_argument("--nets", nargs="*", default=list(NETS), choices=list(NETS))
     parser.add_argument("--compile", action="store_true", help="add torch.compile (minutes)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
@@ -207,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     print(
         f"torch {torch.__version__}, OpenCV {cv2.__version__}, batch 1, median of "
-        f"{args.rounds} round-robin rounds, {args.clock} clock, OMP_WAIT_POLICY="
+        f"up to {args.rounds} round-robin rounds ({args.budget:.0f} s a net), {args.clock} clock, "
+        f"OMP_WAIT_POLICY="
         f"{env.get('OMP_WAIT_POLICY', '(unset)')}, malloc "
         f"{'glibc defaults' if args.no_malloc_tuning else 'tuned'}, {os.cpu_count()} cores",
         flush=True,
@@ -220,13 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         rows += [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     head = f"{'net':26}{'thr':>4} " + "".join(f"{v + ' ms':>13}" for v in variants)
     head += "  " + "".join(f"{v + '/cv':>13}" for v in variants[1:]) + "  prepare s"
-    print(head + "        max err  load")
+    print(head + "        max err  load  rounds")
     for row in rows:
         ms = row["ms"]
         line = f"{row['net']:26}{row['threads']:4} " + "".join(f"{ms[v]:13.1f}" for v in variants)
         line += "  " + "".join(f"{ms[v] / ms['opencv']:13.2f}" for v in variants[1:])
         prepared = " ".join(f"{k} {v:.1f}" for k, v in row["prepare_s"].items())
-        line += f"  {prepared}  {row['error']:.1e}  {row['load']:.1f}"
+        line += f"  {prepared}  {row['error']:.1e}  {row['load']:.1f}  {row['rounds']}"
         print(line)
     return 0
 
