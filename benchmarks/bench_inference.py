@@ -1,6 +1,6 @@
 """Inference latency at batch 1 on CPU: OpenCV dnn against the generated modules.
 
-    PYTHONPATH=src python benchmarks/bench_inference.py [--threads 1 2] [--rounds R] [--budget S]
+    PYTHONPATH=src python benchmarks/bench_inference.py [--threads 1] [--rounds R] [--budget S]
         [--nets ...] [--compile] [--clock wall|cpu] [--omp-wait-policy passive|active|default]
 
 For each thread count a child process runs every variant with that many threads (OpenCV's and
@@ -188,9 +188,19 @@ def _child(args: argparse.Namespace) -> int:
     return 0
 
 
+def _row(row: dict[str, Any], variants: list[str]) -> str:
+    ms = row["ms"]
+    line = f"{row['net']:26}{row['threads']:4} " + "".join(f"{ms[v]:13.1f}" for v in variants)
+    line += "  " + "".join(f"{ms[v] / ms['opencv']:13.2f}" for v in variants[1:])
+    prepared = " ".join(f"{k} {v:.1f}" for k, v in row["prepare_s"].items())
+    return line + f"  {prepared}  {row['error']:.1e}  {row['load']:.1f}  {row['rounds']}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    # One thread count per run by default, so that a run takes ~2-3 minutes on a quiet 2-core
+    # machine (OpenPose's calls take seconds): `--threads 2` for the other, or `--threads 1 2`.
+    parser.add_argument("--threads", type=int, nargs="*", default=[1])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(
@@ -227,21 +237,19 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     variants = [v for v in VARIANTS if v != "compiled" or args.compile]
-    rows: list[dict[str, Any]] = []
-    for threads in args.threads:
-        command = [sys.executable, __file__, *argv, "--child", str(threads)]
-        result = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=True)
-        rows += [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     head = f"{'net':26}{'thr':>4} " + "".join(f"{v + ' ms':>13}" for v in variants)
     head += "  " + "".join(f"{v + '/cv':>13}" for v in variants[1:]) + "  prepare s"
-    print(head + "        max err  load  rounds")
-    for row in rows:
-        ms = row["ms"]
-        line = f"{row['net']:26}{row['threads']:4} " + "".join(f"{ms[v]:13.1f}" for v in variants)
-        line += "  " + "".join(f"{ms[v] / ms['opencv']:13.2f}" for v in variants[1:])
-        prepared = " ".join(f"{k} {v:.1f}" for k, v in row["prepare_s"].items())
-        line += f"  {prepared}  {row['error']:.1e}  {row['load']:.1f}  {row['rounds']}"
-        print(line)
+    print(head + "        max err  load  rounds", flush=True)
+    for threads in args.threads:
+        # Each net's row as soon as its child measured it.
+        command = [sys.executable, __file__, *argv, "--child", str(threads)]
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as child:
+            assert child.stdout is not None
+            for text in child.stdout:
+                if text.startswith("{"):
+                    print(_row(json.loads(text), variants), flush=True)
+        if child.returncode != 0:
+            return child.returncode
     return 0
 
 
