@@ -63,7 +63,9 @@ def test_forward_computes_channels_last_and_returns_contiguous_outputs(tmp_path:
     prototxt = tmp_path / "branches.prototxt"
     prototxt.write_text(BRANCHES)
     model, source, shape = _module(prototxt, tmp_path)
-    body = source.split("def forward(self, data", 1)[1].splitlines()
+    # forward()'s lines, up to the next method (caffe_param_groups).
+    forward = source.split("def forward(self, data", 1)[1].split("\n    def ", 1)[0]
+    body = forward.rstrip().splitlines()
     assert body[2].strip() == "data = data.contiguous(memory_format=torch.channels_last)"
     assert body[-1].strip() == "return out.contiguous()"  # the one output is 4-D
     seen = []

@@ -5,6 +5,8 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any, NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,6 +47,14 @@ def caffe_pool2d(
     return total / (rows_count[:, None] * cols_count[None, :]).to(x.dtype)
 
 
+class Edge_casesOutputs(NamedTuple):
+    """What Edge_cases returns: one field per output, named after its Caffe blob."""
+
+    argmax: torch.Tensor
+    gated: torch.Tensor
+    mix: torch.Tensor
+
+
 class Edge_cases(nn.Module):
     """Caffe net 'edge-cases': inputs 'image' (1, 4, 15, 15), 'gate' (1, 4); outputs
     'argmax', 'gated', 'mix' (Caffe's order).
@@ -59,9 +69,7 @@ class Edge_cases(nn.Module):
             8, 8, kernel_size=4, stride=2, groups=8, bias=False
         )
 
-    def forward(
-        self, image: torch.Tensor, gate: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, gate: torch.Tensor) -> Edge_casesOutputs:
         # channels-last memory: the same values, faster CPU kernels
         image = image.contiguous(memory_format=torch.channels_last)
         class_ = self.class_(image)  # 'class' Convolution -> (1, 8, 15, 15)
@@ -81,4 +89,24 @@ class Edge_cases(nn.Module):
         mix = torch.maximum(torch.maximum(for_, hi), after)  # 'mix' Eltwise
         # 'argmax' ArgMax -> (1, 1, 9, 9)
         argmax = torch.topk(wide_pool, 1, dim=1).indices.to(wide_pool.dtype)
-        return argmax.contiguous(), gated.contiguous(), mix.contiguous()
+        return Edge_casesOutputs(
+            argmax.contiguous(), gated.contiguous(), mix.contiguous()
+        )
+
+    def caffe_param_groups(self) -> list[dict[str, Any]]:
+        """torch.optim parameter groups with Caffe's lr_mult and decay_mult, the blobs in
+        Caffe's order (net->learnable_params()); blobs with lr_mult 0 are left out (they
+        do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
+        """
+        return [
+            {
+                "params": [
+                    self.class_.weight,
+                    self.class_.bias,
+                    self._1x1.weight,
+                    self.up.weight,
+                ],
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
+        ]
