@@ -1,35 +1,58 @@
 """Inference latency at batch 1 on CPU: OpenCV dnn against the generated modules.
 
-    PYTHONPATH=src python benchmarks/bench_inference.py [--threads N] [--rounds R] [--nets ...]
+    PYTHONPATH=src python benchmarks/bench_inference.py [--threads 1] [--rounds R] [--budget S]
+        [--nets ...] [--compile] [--clock wall|cpu] [--omp-wait-policy passive|active|default]
 
-Every variant runs in this one process with the same thread count (OpenCV's and torch's), on
-the same input, with fan-in scaled random weights from protocaffe.random_weights:
+For each thread count a child process runs every variant with that many threads (OpenCV's and
+torch's), on the same input, with fan-in scaled random weights from protocaffe.random_weights:
 
-- opencv:    cv2.dnn.readNetFromCaffe, default backend, CPU target (the reference);
-- plain:     the module `protocaffe convert` writes, eager;
-- optimized: the `--optimize` module (BatchNorm/Scale folded, pass-through layers gone), eager;
-- compiled:  the `--optimize` module under torch.compile (inductor, fullgraph).
+- opencv:     cv2.dnn.readNetFromCaffe, default backend (fusion on), CPU target: the reference;
+- plain:      the module `protocaffe convert` writes, eager;
+- optimized:  the `--optimize` module (BatchNorm/Scale folded, pass-through layers gone), eager;
+- fast:       protocaffe.fast() of the plain module (channels-last weights, NNPACK where it is
+              faster, TorchScript-frozen); its preparation time is printed beside it;
+- fast opt:   protocaffe.fast() of the --optimize module;
+- compiled:   with --compile, the --optimize module under torch.compile (inductor, fullgraph);
+              its compile time is printed beside it.
 
 Timing is round-robin (one call of each variant per round) so that load from other processes
-hits every variant alike; the table shows the median per call and the ratio to OpenCV (below
-1 is faster). `max err` is the largest difference to OpenCV's output over OpenCV's largest
-magnitude. This is a script, not a test: numbers depend on the machine.
+hits every variant alike, for up to --rounds rounds or --budget seconds a net (at least 3); the
+table shows the median per call and the ratio to OpenCV (below 1 is faster), and `max err` is
+the largest difference to OpenCV's output over OpenCV's largest magnitude. `--clock cpu` times
+the process's CPU time instead of the wall clock: on a machine that other work keeps busy it
+measures the work a call does, not how long it waited for a core (at 1 thread only; at 2 it adds
+the threads' times). A script, not a test: numbers depend on the machine; the load average is
+printed with them.
 
-On a machine shared with other work, use `--threads 1`: with more threads than free cores,
-torch's OpenMP workers (and OpenCV's pool) spin at barriers while descheduled, and torch's
-eager ResNet-50 was measured 4x slower at 2 threads than at 1 on a loaded 2-core machine.
+Two process-wide settings, the same for both sides, are made fair by default:
+- OpenMP's waiting (OMP_WAIT_POLICY, read when torch loads, so set in the child's environment):
+  libgomp's threads spin ~300,000 times at every barrier before they sleep, which on a machine
+  with fewer free cores than threads makes each parallel region wait for a thread that is not
+  running (torch 5-8x slower than OpenCV at 2 threads at a load average of 8). OpenCV's own
+  pool (pthreads) waits briefly, then sleeps: `passive` (the default here) makes libgomp sleep
+  too; `default` leaves libgomp's spinning.
+- glibc's malloc thresholds (mallopt, in the child): OpenCV's large buffers move glibc's
+  adaptive mmap threshold, after which the weight reorders of each torch convolution get
+  fresh pages from the kernel (30,000 page faults a call on ResNet-50). The child fixes the
+  mmap threshold at 32 MiB and never trims, for both sides; --no-malloc-tuning leaves glibc's
+  defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,15 +69,16 @@ NETS: dict[str, tuple[str, str, tuple[int, ...]]] = {
     "MobileNet-v2": ("mobilenet-v2", "data", (1, 3, 224, 224)),
     "OpenPose BODY_25 368x368": ("openpose-body25", "image", (1, 3, 368, 368)),
 }
-VARIANTS = ("opencv", "plain", "optimized", "compiled")
+VARIANTS = ("opencv", "plain", "optimized", "fast", "fast opt", "compiled")
 
 
 def _variants(
-    folder: str, input_name: str, shape: tuple[int, ...], workdir: Path
+    folder: str, input_name: str, shape: tuple[int, ...], workdir: Path, compile_: bool
 ) -> tuple[dict[str, Callable[[], np.ndarray]], dict[str, float]]:
     import cv2
     import torch
 
+    import protocaffe
     from protocaffe.api import convert, module_from_source
     from protocaffe.passes import DEFAULT_PIPELINE, OPTIMIZE_PIPELINE
     from protocaffe.random_weights import random_weights
@@ -83,11 +107,18 @@ def _variants(
 
     tensor = torch.from_numpy(x)
     plain, optimized = module(False), module(True)
-    start = time.perf_counter()
-    compiled_model = torch.compile(optimized, fullgraph=True)
-    with torch.inference_mode():
-        compiled_model(tensor)  # compiles
-    compile_seconds = time.perf_counter() - start
+    models: dict[str, Any] = {"plain": plain, "optimized": optimized}
+    seconds: dict[str, float] = {}
+    for label, base in (("fast", plain), ("fast opt", optimized)):
+        start = time.perf_counter()
+        models[label] = protocaffe.fast(base, tensor)
+        seconds[label] = time.perf_counter() - start
+    if compile_:
+        start = time.perf_counter()
+        models["compiled"] = torch.compile(optimized, fullgraph=True)
+        with torch.inference_mode():
+            models["compiled"](tensor)  # compiles
+        seconds["compiled"] = time.perf_counter() - start
 
     def runner(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], np.ndarray]:
         def run() -> np.ndarray:
@@ -96,67 +127,129 @@ def _variants(
 
         return run
 
-    runs = {
-        "opencv": opencv,
-        "plain": runner(plain),
-        "optimized": runner(optimized),
-        "compiled": runner(compiled_model),
-    }
-    return runs, {"compile_s": compile_seconds}
+    runs = {"opencv": opencv} | {label: runner(model) for label, model in models.items()}
+    return runs, seconds
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=None, help="default: all cores")
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--nets", nargs="*", default=list(NETS), choices=list(NETS))
-    args = parser.parse_args(argv)
+def _tune_malloc() -> None:
+    """glibc only: a fixed 32 MiB mmap threshold and no trimming (see the module docstring)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_mmap_threshold, 32 << 20)
 
-    import os
 
+def _child(args: argparse.Namespace) -> int:
+    """Measure every net at one thread count; print one JSON object per net."""
     import cv2
     import torch
 
     warnings.filterwarnings("ignore")
-    threads = args.threads or len(os.sched_getaffinity(0))
+    if not args.no_malloc_tuning:
+        _tune_malloc()
+    threads = args.child
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    print(
-        f"torch {torch.__version__}, OpenCV {cv2.__version__}, {threads} threads "
-        f"(torch {torch.get_num_threads()}, OpenCV {cv2.getNumThreads()}), batch 1, "
-        f"median of {args.rounds} round-robin rounds",
-        flush=True,
-    )
-    header = f"{'net':26} " + " ".join(f"{v + ' ms':>12}" for v in VARIANTS)
-    header += "  " + " ".join(f"{v + '/cv':>13}" for v in VARIANTS[1:]) + "  max err"
-    rows = []
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.nets:
             folder, input_name, shape = NETS[name]
-            runs, info = _variants(folder, input_name, shape, Path(tmp))
+            runs, seconds = _variants(folder, input_name, shape, Path(tmp), args.compile)
             reference = runs["opencv"]()
-            errors = [
-                float(np.abs(runs[v]() - reference).max() / np.abs(reference).max())
-                for v in VARIANTS[1:]
-            ]
+            scale = float(np.abs(reference).max())
+            error = max(float(np.abs(run() - reference).max()) / scale for run in runs.values())
+            start = time.perf_counter()
             for _ in range(args.warmup):
                 for run in runs.values():
                     run()
-            times: dict[str, list[float]] = {v: [] for v in VARIANTS}
-            for _ in range(args.rounds):
-                for variant in VARIANTS:
-                    start = time.perf_counter()
-                    runs[variant]()
-                    times[variant].append(time.perf_counter() - start)
-            medians = {v: statistics.median(t) * 1000 for v, t in times.items()}
-            row = f"{name:26} " + " ".join(f"{medians[v]:12.1f}" for v in VARIANTS)
-            row += "  " + " ".join(f"{medians[v] / medians['opencv']:13.2f}" for v in VARIANTS[1:])
-            row += f"  {max(errors):.1e}"
-            rows.append(row)
-            print(f"  {name}: compiled in {info['compile_s']:.0f} s", file=sys.stderr, flush=True)
-    print(header)
-    print("\n".join(rows))
+            # As many rounds as fit in --budget seconds (OpenPose's take seconds each), at
+            # least 3 and at most --rounds.
+            per_round = (time.perf_counter() - start) / max(args.warmup, 1)
+            rounds = max(3, min(args.rounds, int(args.budget / max(per_round, 1e-9))))
+            times: dict[str, list[float]] = {v: [] for v in runs}
+            for _ in range(rounds):
+                for variant, run in runs.items():
+                    start = clock()
+                    run()
+                    times[variant].append(clock() - start)
+            row = {
+                "net": name,
+                "threads": threads,
+                "ms": {v: statistics.median(t) * 1000 for v, t in times.items()},
+                "rounds": rounds,
+                "prepare_s": seconds,
+                "error": error,
+                "load": os.getloadavg()[0],
+            }
+            print(json.dumps(row), flush=True)
+    return 0
+
+
+def _row(row: dict[str, Any], variants: list[str]) -> str:
+    ms = row["ms"]
+    line = f"{row['net']:26}{row['threads']:4} " + "".join(f"{ms[v]:13.1f}" for v in variants)
+    line += "  " + "".join(f"{ms[v] / ms['opencv']:13.2f}" for v in variants[1:])
+    prepared = " ".join(f"{k} {v:.1f}" for k, v in row["prepare_s"].items())
+    return line + f"  {prepared}  {row['error']:.1e}  {row['load']:.1f}  {row['rounds']}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # One thread count per run by default, so that a run takes ~2-3 minutes on a quiet 2-core
+    # machine (OpenPose's calls take seconds): `--threads 2` for the other, or `--threads 1 2`.
+    parser.add_argument("--threads", type=int, nargs="*", default=[1])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=12.0,
+        help="seconds of timed rounds per net and thread count",
+    )
+    parser.add_argument("--nets", nargs="*", default=list(NETS), choices=list(NETS))
+    parser.add_argument("--compile", action="store_true", help="add torch.compile (minutes)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    parser.add_argument(
+        "--omp-wait-policy", choices=["passive", "active", "default"], default="passive"
+    )
+    parser.add_argument("--no-malloc-tuning", action="store_true")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        return _child(args)
+
+    import cv2
+    import torch
+
+    env = dict(os.environ)
+    if args.omp_wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
+    print(
+        f"torch {torch.__version__}, OpenCV {cv2.__version__}, batch 1, median of "
+        f"up to {args.rounds} round-robin rounds ({args.budget:.0f} s a net), {args.clock} clock, "
+        f"OMP_WAIT_POLICY="
+        f"{env.get('OMP_WAIT_POLICY', '(unset)')}, malloc "
+        f"{'glibc defaults' if args.no_malloc_tuning else 'tuned'}, {os.cpu_count()} cores",
+        flush=True,
+    )
+    variants = [v for v in VARIANTS if v != "compiled" or args.compile]
+    head = f"{'net':26}{'thr':>4} " + "".join(f"{v + ' ms':>13}" for v in variants)
+    head += "  " + "".join(f"{v + '/cv':>13}" for v in variants[1:]) + "  prepare s"
+    print(head + "        max err  load  rounds", flush=True)
+    for threads in args.threads:
+        # Each net's row as soon as its child measured it.
+        command = [sys.executable, __file__, *argv, "--child", str(threads)]
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as child:
+            assert child.stdout is not None
+            for text in child.stdout:
+                if text.startswith("{"):
+                    print(_row(json.loads(text), variants), flush=True)
+        if child.returncode != 0:
+            return child.returncode
     return 0
 
 

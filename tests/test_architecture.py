@@ -42,9 +42,10 @@ FLOORS: dict[str, int] = {
     "protocaffe.passes": 3,
     # 4: emission, naming, templates, black, weights.
     "protocaffe.backend": 4,
-    # 5: the library API (compile, convert, load) and random weights.
+    # 5: the library API (compile, convert, load), random weights and the fast inference copy.
     "protocaffe.api": 5,
     "protocaffe.random_weights": 5,
+    "protocaffe.inference": 5,
     # 6: the tools built on a compiled graph; `generate`'s config.
     "protocaffe.verify": 6,
     "protocaffe.views": 6,

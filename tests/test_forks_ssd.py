@@ -270,6 +270,19 @@ def _detection_helper() -> Callable[..., torch.Tensor]:
 
 
 @functools.cache
+def _static_detection_helper() -> Callable[..., torch.Tensor]:
+    """The helper on its static path (as torch.export, torch.compile and ONNX follow it), run
+    eagerly: a second copy of the module whose `_static_shapes` always says so."""
+    source = HELPERS / "detection_output.py"
+    module = types.ModuleType("detection_output_static_helper")
+    module.torch = torch  # type: ignore[attr-defined]
+    exec(compile(source.read_text(), str(source), "exec"), module.__dict__)
+    module._static_shapes = lambda x: True  # type: ignore[attr-defined]
+    function: Callable[..., torch.Tensor] = module.detection_output
+    return function
+
+
+@functools.cache
 def _scripted_detection_helper() -> Callable[..., torch.Tensor]:
     scripted: Callable[..., torch.Tensor] = torch.jit.script(_detection_helper())
     return scripted
@@ -321,3 +334,51 @@ def test_detection_output_matches_numpy_reference(problem) -> None:
         assert ours.shape == reference.shape
         np.testing.assert_array_equal(ours[..., :2], reference[..., :2])
         np.testing.assert_allclose(ours[..., 2:], reference[..., 2:], rtol=0, atol=1e-5)
+
+
+@given(_detection_problems())
+def test_eager_detection_rows_are_the_static_ones(problem) -> None:
+    """Run eagerly, DetectionOutput first leaves out the priors that no class scores above the
+    threshold; its rows must be exactly those of the static path (which exports, TorchScript
+    and torch.compile follow), over the same random configurations and inputs. (The test
+    above checks the eager and the scripted path against the numpy port of Caffe.)"""
+    params, inputs = problem
+    tensors = [torch.from_numpy(x) for x in inputs]
+    eager = _detection_helper()(*tensors, **params)
+    static = _static_detection_helper()(*tensors, **params)
+    assert torch.equal(eager, static)
+
+
+@pytest.mark.parametrize("name", SSD_NETS)
+def test_eager_detections_are_the_static_ones_on_corpus_nets(name: str, tmp_path: Path) -> None:
+    """Run eagerly, DetectionOutput leaves out the priors no class scores above the threshold;
+    the rows must be exactly those of the static path (which every export follows), at the net's own
+    threshold (few rows) and at 0.01 (many, keep_top_k binding)."""
+    prototxt = corpus_net(name)
+    conversion, _ = convert_random(prototxt, tmp_path)
+    model = load_module(conversion)
+    namespace = type(model).forward.__globals__
+    helper = namespace["detection_output"]
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def record(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append((args, kwargs))
+        result: torch.Tensor = helper(*args, **kwargs)
+        return result
+
+    namespace["detection_output"] = record
+    try:
+        image = np.random.default_rng(0).standard_normal(conversion.graph.inputs[0].shape)
+        with torch.no_grad():
+            model(torch.from_numpy(image.astype(np.float32)))
+    finally:
+        namespace["detection_output"] = helper
+    ((args, kwargs),) = calls
+    counts = []
+    for threshold in (kwargs["confidence_threshold"], 0.01):
+        params = {**kwargs, "confidence_threshold": threshold}
+        eager = _detection_helper()(*args, **params)
+        static = _static_detection_helper()(*args, **params)
+        assert torch.equal(eager, static), threshold
+        counts.append(eager.shape[2])
+    assert counts[1] > 10  # the low threshold exercises many candidates

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+import blake3
 import numpy as np
 import pytest
 import torch
@@ -94,14 +94,27 @@ def test_manifest_lists_every_tensor_with_an_independent_checksum(project: Path)
     folder = project / "models" / "net"
     state = load_file(str(folder / "model.safetensors"))
     lines = (folder / "model.manifest.txt").read_text().splitlines()
-    assert lines[0].startswith("#")
+    # The header names the digest, so that a reader can recompute it.
+    assert lines[0] == (
+        "# protocaffe weight manifest: key, shape, dtype, blake3 of the little-endian bytes"
+    )
     rows = [line.split(" ") for line in lines[1:]]
     assert [r[0] for r in rows] == sorted(state)
     for key, shape, dtype, digest in rows:
         array = state[key].numpy()
         assert shape == "x".join(map(str, array.shape))
         assert dtype == "float32"
-        assert digest == hashlib.sha256(array.astype("<f4").tobytes()).hexdigest()
+        assert digest == blake3.blake3(array.astype("<f4").tobytes()).hexdigest()
+
+
+def test_the_manifest_digest_is_blake3() -> None:
+    """The `blake3` package computes BLAKE3: the official test vector of the empty input
+    (BLAKE3-team/BLAKE3, test_vectors/test_vectors.json, input_len 0, first 32 bytes)."""
+    from protocaffe.backend.outputs import _hasher
+
+    assert _hasher(b"").hexdigest() == (
+        "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+    )
 
 
 def test_header_says_how_to_regenerate_with_paths_relative_to_the_output(

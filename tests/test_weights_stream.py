@@ -4,7 +4,6 @@ conversion imports. Expected values come from numpy on the blobs as written and 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -14,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import blake3
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -175,13 +175,13 @@ def test_double_data_and_transposed_weights_are_converted_on_access(tmp_path: Pa
         "model.safetensors",
     ]
     # The manifest hashes converted arrays from memory and float32 views from the caffemodel
-    # file: both must give the sha256 of the bytes the safetensors file holds.
+    # file: both must give the BLAKE3 digest of the bytes the safetensors file holds.
     listed = [line.split() for line in (out / "model.manifest.txt").read_text().splitlines()[1:]]
     assert [row[0] for row in listed] == sorted(want)
     for key, shape, dtype, digest in listed:
         array = want[key]
         assert (shape, dtype) == ("x".join(map(str, array.shape)), "float32")
-        assert digest == hashlib.sha256(array.astype("<f4").tobytes()).hexdigest(), key
+        assert digest == blake3.blake3(array.astype("<f4").tobytes()).hexdigest(), key
 
 
 @pytest.mark.skipif(not TINYNET_WEIGHTS.exists(), reason="no bundled tinynet weights")

@@ -28,6 +28,8 @@ class CIFAR10_quick_test(nn.Module):
         self.ip2 = nn.Linear(64, 10)
 
     def forward(self, data: torch.Tensor) -> torch.Tensor:
+        # channels-last memory: the same values, faster CPU kernels
+        data = data.contiguous(memory_format=torch.channels_last)
         conv1 = self.conv1(data)  # 'conv1' Convolution -> (1, 32, 32, 32)
         pool1 = self.pool1(conv1)  # 'pool1' Pooling -> (1, 32, 16, 16): Caffe rounds up
         relu1 = torch.relu(pool1)  # 'relu1' ReLU

@@ -72,6 +72,8 @@ class Edge_cases(nn.Module):
         )
 
     def forward(self, image: torch.Tensor, gate: torch.Tensor) -> Edge_casesOutputs:
+        # channels-last memory: the same values, faster CPU kernels
+        image = image.contiguous(memory_format=torch.channels_last)
         class_ = self.class_(image)  # 'class' Convolution -> (1, 8, 15, 15)
         _1x1 = self._1x1(class_)  # '1x1' PReLU
         # 'skip-pool' Pooling -> (1, 8, 8, 8): Caffe's window rule differs from torch's here
@@ -89,7 +91,9 @@ class Edge_cases(nn.Module):
         mix = torch.maximum(torch.maximum(for_, hi), after)  # 'mix' Eltwise
         # 'argmax' ArgMax -> (1, 1, 9, 9)
         argmax = torch.topk(wide_pool, 1, dim=1).indices.to(wide_pool.dtype)
-        return Edge_casesOutputs(argmax, gated, mix)
+        return Edge_casesOutputs(
+            argmax.contiguous(), gated.contiguous(), mix.contiguous()
+        )
 
     def caffe_param_groups(self) -> list[dict[str, Any]]:
         """torch.optim parameter groups with Caffe's lr_mult and decay_mult, the blobs in

@@ -56,7 +56,8 @@ class Scale(nn.Module):
         bias = self.bias
         for _ in range(self.trailing):
             bias = bias.unsqueeze(-1)
-        return x * weight + bias
+        # One pass, where x * weight + bias takes two (and, channels-last, 3x as long).
+        return torch.addcmul(bias, x, weight)
 
 
 class CaffeBatchNorm(nn.Module):
@@ -141,6 +142,8 @@ class ResNetBlock(nn.Module):
         self.fc10 = nn.Linear(32, 10)
 
     def forward(self, data: torch.Tensor) -> torch.Tensor:
+        # channels-last memory: the same values, faster CPU kernels
+        data = data.contiguous(memory_format=torch.channels_last)
         conv1 = self.conv1(data)  # 'conv1' Convolution -> (1, 16, 32, 32)
         # 'bn_conv1' BatchNorm: use_global_stats true: frozen in train() too
         bn_conv1 = self.bn_conv1(conv1)

@@ -95,7 +95,8 @@ class Scale(nn.Module):
         bias = self.bias
         for _ in range(self.trailing):
             bias = bias.unsqueeze(-1)
-        return x * weight + bias
+        # One pass, where x * weight + bias takes two (and, channels-last, 3x as long).
+        return torch.addcmul(bias, x, weight)
 
 
 class TinyNet(nn.Module):
@@ -117,6 +118,8 @@ class TinyNet(nn.Module):
         self.fc = nn.Linear(16, 10)
 
     def forward(self, data: torch.Tensor) -> torch.Tensor:
+        # channels-last memory: the same values, faster CPU kernels
+        data = data.contiguous(memory_format=torch.channels_last)
         conv1 = self.conv1(data)  # 'conv1' Convolution -> (1, 16, 32, 32)
         conv1_bn = self.conv1_bn(conv1)  # 'conv1/bn' BatchNorm
         conv1_scale = self.conv1_scale(conv1_bn)  # 'conv1/scale' Scale

@@ -2,7 +2,8 @@
 
 `protocaffe.convert(...)` returns model.py's source and the state_dict, `protocaffe.load(...)` a
 ready module (`protocaffe.ImageOptions` adds a preprocess()): all are `protocaffe.api`'s,
-imported on first use (importing protocaffe itself costs nothing).
+imported on first use (importing protocaffe itself costs nothing). `protocaffe.fast(model, x)`
+prepares an inference copy of a generated module for CPU speed (`protocaffe.inference`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from protocaffe.version import __version__
 if TYPE_CHECKING:
     from protocaffe.api import ImageOptions, convert, load
 
-__all__ = ["ImageOptions", "__version__", "convert", "load"]
+__all__ = ["ImageOptions", "__version__", "convert", "fast", "load"]
 _FROM_API = ("ImageOptions", "convert", "load")
 
 
@@ -24,6 +25,14 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'protocaffe' has no attribute {name!r}")
+
+
+def fast(model: Any, *example_inputs: Any, nnpack: bool | None = None) -> Any:
+    """See `protocaffe.inference.fast`: an inference-only copy of a generated module, prepared
+    for CPU speed in seconds (channels-last weights, NNPACK where faster, TorchScript-frozen)."""
+    from protocaffe.inference import fast as _fast
+
+    return _fast(model, *example_inputs, nnpack=nnpack)
 
 
 def __dir__() -> list[str]:

@@ -218,7 +218,7 @@ def write_conversion(
     written. The caffemodel is read, and its blobs hashed for the manifest, in other threads
     while this one compiles the prototxt (its errors still come first); the weights are then
     copied while this thread renders and formats model.py. The copy is mostly the kernel's (see
-    backend/safetensors_writer.py) and hashlib lets go of the GIL, so on two cores they overlap.
+    backend/safetensors_writer.py) and blake3 lets go of the GIL, so on two cores they overlap.
     The files appear only once all are complete.
     """
     from concurrent.futures import ThreadPoolExecutor

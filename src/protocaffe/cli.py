@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--no-manifest",
         action="store_true",
-        help="skip model.manifest.txt (hashing the weights costs about 0.5 s per GB)",
+        help="skip model.manifest.txt (hashing the weights costs about 0.3 s per GB)",
     )
     convert.add_argument(
         "--check",

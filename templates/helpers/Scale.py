@@ -25,4 +25,5 @@ class Scale(nn.Module):
         bias = self.bias
         for _ in range(self.trailing):
             bias = bias.unsqueeze(-1)
-        return x * weight + bias
+        # One pass, where x * weight + bias takes two (and, channels-last, 3x as long).
+        return torch.addcmul(bias, x, weight)

@@ -111,6 +111,49 @@ def _without(values: torch.Tensor, index: int) -> torch.Tensor:
     return torch.cat([values[..., :index], values[..., index + 1 :]], -1)
 
 
+def _static_shapes(x: torch.Tensor) -> bool:
+    """Whether the sizes inside DetectionOutput must not depend on the data: under TorchScript,
+    tracing, torch.compile, torch.export and ONNX export, and for tensors without data (the
+    meta device)."""
+    if torch.jit.is_scripting():
+        return True
+    return _traced(x)
+
+
+@torch.jit.unused
+def _traced(x: torch.Tensor) -> bool:
+    compiler = getattr(torch, "compiler", None)
+    compiling = compiler is not None and bool(compiler.is_compiling())
+    return x.is_meta or compiling or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def _priors_passing(
+    loc: torch.Tensor,
+    conf: torch.Tensor,
+    prior: torch.Tensor,
+    num_classes: int,
+    background_label: int,
+    confidence_threshold: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """loc, conf and prior of only the priors that some class (not the background) scores
+    above the threshold in some image, in their order (no other prior can give a detection),
+    when that leaves out at least half of them."""
+    num = loc.shape[0]
+    num_priors = prior.shape[2] // 4
+    if num_priors == 0:
+        return loc, conf, prior
+    scores = _without(conf.reshape(num, num_priors, num_classes), background_label)
+    index = (scores > confidence_threshold).any(-1).any(0).nonzero()[:, 0]
+    if 2 * index.numel() > num_priors:
+        return loc, conf, prior  # most pass: leaving out the rest would cost what it saves
+    if index.numel() == 0:
+        index = index.new_zeros(1)  # none passes: one prior to find nothing in
+    loc = loc.reshape(num, num_priors, -1)[:, index].reshape(num, -1)
+    conf = conf.reshape(num, num_priors, num_classes)[:, index].reshape(num, -1)
+    prior = prior.reshape(prior.shape[0], 2, num_priors, 4)[:, :, index]
+    return loc, conf, prior.reshape(prior.shape[0], 2, -1)
+
+
 def detection_output(
     loc: torch.Tensor,
     conf: torch.Tensor,
@@ -131,9 +174,16 @@ def detection_output(
     (1, 1, rows, 7) rows [image, label, score, xmin, ymin, xmax, ymax], by image, then label,
     then score; with no detection at all, one row [image, -1, ...] per image.
 
-    No Python branch depends on the data (sizes are static, choices are masks), so the module
-    also exports (torch.export, ONNX) and compiles whole; only the row count is data-dependent.
+    Exported, compiled or scripted, no Python branch depends on the data (sizes are static,
+    choices are masks): every class ranks min(top_k, priors) candidates, only the row count is
+    data-dependent. Run eagerly, it first leaves out the priors that no class scores above the
+    confidence threshold (NMS takes one step per candidate): the same rows, fast when few boxes
+    pass.
     """
+    if confidence_threshold is not None and not _static_shapes(loc):
+        loc, conf, prior = _priors_passing(
+            loc, conf, prior, num_classes, background_label, confidence_threshold
+        )
     num = loc.shape[0]
     num_priors = prior.shape[2] // 4
     loc_classes = 1 if share_location else num_classes

