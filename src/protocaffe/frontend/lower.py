@@ -31,7 +31,6 @@ TRAINING_ONLY = frozenset(
         "AnnotatedData",
         "ContrastiveLoss",
         "Data",
-        "DummyData",
         "EuclideanLoss",
         "HDF5Data",
         "HDF5Output",
@@ -40,7 +39,6 @@ TRAINING_ONLY = frozenset(
         "ImageSegData",
         "InfogainLoss",
         "MatWrite",  # DeepLab's test nets write their outputs to .mat files
-        "MemoryData",
         "MultiBoxLoss",
         "MultinomialLogisticLoss",
         "SigmoidCrossEntropyLoss",
@@ -112,6 +110,7 @@ class _Lowering:
         self.dropped: dict[str, LayerDef] = {}  # tops of training-only layers
         self.weighted: dict[str, LayerDef] = {}  # layers with weights, by name
         self.later_tops = _later_producers(net)
+        self.read = _read_blobs(net)
 
     def define_input(self, name: str, shape: Shape, loc: SourceLoc, layer: LayerDef | None) -> None:
         shape = tuple(self.overrides.pop(name, shape))
@@ -138,6 +137,15 @@ class _Lowering:
         declared = kind.declared_inputs(attrs)
         if declared is not None:
             for top, shape in zip(layer.tops, declared, strict=True):
+                if kind.data_source and top not in self.read and top not in self.overrides:
+                    self.dropped[top] = layer
+                    self.reporter.note(
+                        layer.loc,
+                        f"top '{top}' is read by no layer; left out",
+                        layer.name,
+                        layer.type,
+                    )
+                    continue
                 self.define_input(top, shape, layer.loc, layer)
             return
         bottoms = self._bottoms(index, layer)
@@ -285,6 +293,18 @@ class _Lowering:
         if not outputs:
             raise ProtocaffeError.at(SourceLoc(self.net.path), "the net has no output")
         return outputs
+
+
+def _read_blobs(net: NetDef) -> set[str]:
+    """The blobs that some layer reads and computes with: training-only layers and Silence
+    do not count (a data layer's label that only a loss reads is no input of a deploy net)."""
+    read: set[str] = set()
+    for layer in net.layers:
+        kind = lookup(layer.type)
+        if layer.type in TRAINING_ONLY or kind is None or kind.silences:
+            continue
+        read.update(layer.bottoms)
+    return read
 
 
 def _later_producers(net: NetDef) -> dict[str, list[tuple[int, LayerDef]]]:

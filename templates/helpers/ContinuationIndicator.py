@@ -1,0 +1,17 @@
+import torch
+from torch import nn
+
+
+class ContinuationIndicator(nn.Module):
+    """crnn.caffe's ContinuationIndicator: a constant (time_step, batch_size) blob, 0 at the
+    first step and 1 after (an LSTM's `cont` for one whole sequence per forward)."""
+
+    def __init__(self, time_step: int, batch_size: int) -> None:
+        super().__init__()
+        value = torch.ones(time_step, batch_size)
+        value[0] = 0.0
+        # A buffer (not saved with the weights), so that it follows .to(device) and .double().
+        self.register_buffer("value", value, persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        return self.value
