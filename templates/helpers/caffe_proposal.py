@@ -18,6 +18,39 @@ def _proposal_iou(box: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     return torch.where(apart, torch.zeros_like(inter), inter / (area + areas - inter))
 
 
+def _caffe_sort_box(keys: list[float], num_top: int) -> list[int]:
+    """The order proposal_layer.cpp's sort_box leaves n scores in: Caffe's own quicksort,
+    best first, sorted only as far as its first num_top places need (ties come out as it
+    leaves them, which no stable sort reproduces). Its recursion is an explicit stack here:
+    the two subranges are disjoint, so the order of visiting them does not matter."""
+    order = list(range(len(keys)))
+    stack: list[tuple[int, int]] = [(0, len(keys) - 1)]
+    while len(stack) > 0:
+        start, end = stack.pop()
+        pivot = keys[start]
+        left, right = start + 1, end
+        while left <= right:
+            while left <= end and keys[left] >= pivot:
+                left += 1
+            while right > start and keys[right] <= pivot:
+                right -= 1
+            if left <= right:
+                key, index = keys[left], order[left]
+                keys[left], order[left] = keys[right], order[right]
+                keys[right], order[right] = key, index
+                left += 1
+                right -= 1
+        if right > start:
+            key, index = keys[start], order[start]
+            keys[start], order[start] = keys[right], order[right]
+            keys[right], order[right] = key, index
+        if start < right - 1:
+            stack.append((start, right - 1))
+        if right + 1 < num_top and right + 1 < end:
+            stack.append((right + 1, end))
+    return order
+
+
 def caffe_proposal(
     scores: torch.Tensor,
     deltas: torch.Tensor,
@@ -30,11 +63,9 @@ def caffe_proposal(
     nms_thresh: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The oracle build's Proposal layer (proposal_layer.cpp, nms.cpp): (rois (R, 5) rows
-    [image, x1, y1, x2, y2], their scores (R)), R known only at run time.
-
-    Equal scores are ranked by proposal index (a stable sort); Caffe's own quicksort
-    (sort_box) may order ties differently, which shows only where tied boxes (such as the
-    zero-scored small ones) reach the output."""
+    [image, x1, y1, x2, y2], their scores (R)), R known only at run time. Python loops (the
+    sort and the greedy NMS) decide what comes out, so this runs eagerly or in TorchScript
+    only."""
     count = len(anchors)
     height, width = scores.shape[2], scores.shape[3]
     base = torch.tensor(anchors, dtype=scores.dtype, device=scores.device)
@@ -70,7 +101,8 @@ def caffe_proposal(
         large = (x2 - x1 + 1.0 >= min_size) & (y2 - y1 + 1.0 >= min_size)
         score = foreground * large.to(foreground.dtype)
         decoded = torch.stack([x1, y1, x2, y2], 1)
-        order = torch.sort(score, descending=True, stable=True).indices[:pre_nms_topn]
+        ranking = _caffe_sort_box(score.tolist(), pre_nms_topn)[:pre_nms_topn]
+        order = torch.tensor(ranking, dtype=torch.long, device=scores.device)
         candidates, ranked = decoded[order], score[order]
         # Greedy NMS: each kept box suppresses the later ones it overlaps more than nms_thresh.
         suppressed = torch.zeros_like(ranked, dtype=torch.bool)
