@@ -55,7 +55,7 @@ def caffe_proposal(
     scores: torch.Tensor,
     deltas: torch.Tensor,
     im_info: torch.Tensor,
-    anchors: tuple[tuple[float, float, float, float], ...],
+    anchors: list[list[float]],
     feat_stride: int,
     min_size: int,
     pre_nms_topn: int,
@@ -101,7 +101,8 @@ def caffe_proposal(
         large = (x2 - x1 + 1.0 >= min_size) & (y2 - y1 + 1.0 >= min_size)
         score = foreground * large.to(foreground.dtype)
         decoded = torch.stack([x1, y1, x2, y2], 1)
-        ranking = _caffe_sort_box(score.tolist(), pre_nms_topn)[:pre_nms_topn]
+        keys: list[float] = score.tolist()
+        ranking = _caffe_sort_box(keys, pre_nms_topn)[:pre_nms_topn]
         order = torch.tensor(ranking, dtype=torch.long, device=scores.device)
         candidates, ranked = decoded[order], score[order]
         # Greedy NMS: each kept box suppresses the later ones it overlaps more than nms_thresh.

@@ -27,8 +27,8 @@ def caffe_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     up, down = up.to(x.dtype)[:, None], down.to(x.dtype)[:, None]
     left, right = left.to(x.dtype), right.to(x.dtype)
     return (
-        up * left * top[..., cols]
-        + up * right * top[..., cols + 1]
-        + down * left * bottom[..., cols]
-        + down * right * bottom[..., cols + 1]
+        up * left * top[:, :, :, cols]
+        + up * right * top[:, :, :, cols + 1]
+        + down * left * bottom[:, :, :, cols]
+        + down * right * bottom[:, :, :, cols + 1]
     )

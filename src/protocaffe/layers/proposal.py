@@ -121,11 +121,8 @@ class Proposal(Layer[ProposalAttrs]):
 
     def emit(self, attrs: ProposalAttrs, ctx: EmitContext) -> Emission:
         anchors = proposal_anchors(attrs.base_size, attrs.ratios, attrs.scales)
-        literal = (
-            "("
-            + ", ".join("(" + ", ".join(repr(f32(v)) for v in anchor) + ")" for anchor in anchors)
-            + ",)"
-        )
+        rows = ("[" + ", ".join(repr(f32(v)) for v in anchor) + "]" for anchor in anchors)
+        literal = "[" + ", ".join(rows) + "]"
         forward = call(
             "caffe_proposal",
             *ctx.inputs,

@@ -80,4 +80,4 @@ class SPP(Layer[SPPAttrs]):
 
     def emit(self, attrs: SPPAttrs, ctx: EmitContext) -> Emission:
         forward = call("caffe_spp", ctx.x, repr(attrs.pyramid_height), average=attrs.average)
-        return Emission(forward=forward, helpers=("caffe_pool2d", "caffe_spp"))
+        return Emission(forward=forward, helpers=("caffe_spp",))
