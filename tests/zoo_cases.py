@@ -545,15 +545,26 @@ def fork_lstm(rng: Rng, i: int) -> Case:
 
 
 def continuation_indicator(rng: Rng, i: int) -> Case:
+    """crnn.caffe's (batch_size given) and, for odd i, deepdetect's (the batch from x's axis)."""
     steps, batch = int(rng.integers(1, 9)), int(rng.integers(1, 4))
-    text = net_text(
-        {"x": (steps, batch, 3)},
-        layer(
+    if i % 2:
+        axis = 1 if i % 4 == 1 else -2
+        indicator = layer(
+            "indicator",
+            "ContinuationIndicator",
+            "x",
+            params=f"continuation_indicator_param {{ time_step: {steps} axis: {axis} }}",
+        )
+    else:
+        indicator = layer(
             "indicator",
             "ContinuationIndicator",
             [],
             params=f"continuation_indicator_param {{ time_step: {steps} batch_size: {batch} }}",
         )
+    text = net_text(
+        {"x": (steps, batch, 3)},
+        indicator
         + layer("lstm", "LSTM", ["x", "indicator"], params="recurrent_param { num_output: 4 }"),
     )
     blobs = [_uniform(rng, (16, 3), 3), _uniform(rng, (16,), 4), _uniform(rng, (16, 4), 4)]

@@ -15,3 +15,11 @@ class ContinuationIndicator(nn.Module):
 
     def forward(self) -> torch.Tensor:
         return self.value
+
+
+def continuation_indicator(x: torch.Tensor, time_step: int, axis: int) -> torch.Tensor:
+    """deepdetect's ContinuationIndicator: (time_step, x.shape[axis]), 0 at the first step and
+    1 after."""
+    value = x.new_ones(time_step, x.shape[axis])
+    value[0] = 0.0
+    return value

@@ -33,6 +33,7 @@ from protocaffe.layers.base import (
     LayerSource,
     Role,
     call,
+    canonical_axis,
     fail,
 )
 from protocaffe.layers.registry import register
@@ -398,23 +399,26 @@ class Lstm(Layer[LstmAttrs]):
 @dataclass(frozen=True)
 class IndicatorAttrs(Attrs):
     time_step: int
-    batch_size: int
+    batch_size: int  # without a bottom
+    axis: int  # with a bottom: the axis whose size is the batch size
 
 
 @register
 class ContinuationIndicator(Layer[IndicatorAttrs]):
-    """A constant (time_step, batch_size) blob: 0 at step 0, 1 after (the `cont` of an LSTM
-    that reads one whole sequence per forward).
+    """A (time_step, N) blob: 0 at step 0, 1 after (the `cont` of an LSTM that reads one whole
+    sequence per forward). N is continuation_indicator_param.batch_size (crnn.caffe, no
+    bottom), or the size of a bottom's `axis` (deepdetect's fork, one bottom).
 
-    Source: yalecyu/crnn.caffe, src/caffe/layers/continuation_indicator_layer.cpp."""
+    Sources: yalecyu/crnn.caffe, src/caffe/layers/continuation_indicator_layer.cpp;
+    jolibrain/caffe (deepdetect), src/caffe/layers/continuation_indicator_layer.cpp."""
 
     types = ("ContinuationIndicator",)
-    bottoms = (0, 0)
+    bottoms = (0, 1)
 
     def parse(self, layer: LayerSource) -> IndicatorAttrs:
         p = layer.param.continuation_indicator_param
-        attrs = IndicatorAttrs(int(p.time_step), int(p.batch_size))
-        if attrs.batch_size <= 0:
+        attrs = IndicatorAttrs(int(p.time_step), int(p.batch_size), int(p.axis))
+        if not layer.bottoms and attrs.batch_size <= 0:
             raise fail(layer, "Caffe aborts here: The batch size should be greater than 0.")
         if attrs.time_step <= 0:
             raise fail(layer, "Caffe aborts here: The time step should be greater than 0.")
@@ -423,8 +427,16 @@ class ContinuationIndicator(Layer[IndicatorAttrs]):
     def infer(
         self, attrs: IndicatorAttrs, in_shapes: Sequence[Shape], layer: LayerSource
     ) -> list[Shape]:
-        return [(attrs.time_step, attrs.batch_size)]
+        if not in_shapes:
+            return [(attrs.time_step, attrs.batch_size)]
+        shape = in_shapes[0]
+        return [(attrs.time_step, shape[canonical_axis(attrs.axis, len(shape), layer)])]
 
     def emit(self, attrs: IndicatorAttrs, ctx: EmitContext) -> Emission:
+        helpers = ("ContinuationIndicator",)
+        if ctx.inputs:
+            axis = attrs.axis % len(ctx.in_shapes[0])
+            forward = call("continuation_indicator", ctx.x, repr(attrs.time_step), repr(axis))
+            return Emission(forward=forward, note="batch from the input", helpers=helpers)
         init = call("ContinuationIndicator", repr(attrs.time_step), repr(attrs.batch_size))
-        return Emission(forward=f"self.{ctx.attr}()", init=init, helpers=("ContinuationIndicator",))
+        return Emission(forward=f"self.{ctx.attr}()", init=init, helpers=helpers)

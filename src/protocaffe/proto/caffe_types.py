@@ -755,3 +755,4 @@ class LstmParameter(Message, Protocol):
 class ContinuationIndicatorParameter(Message, Protocol):
     time_step: int
     batch_size: int
+    axis: int

@@ -23,7 +23,8 @@ Sources:
   Reshape: junhyukoh's (T * N, ...) rows with N = batch_size, CTPN's (T, N, ...)). The GPU
   kernels are followed (the forks' Forward_cpu adds sample 0's recurrent term to every sample);
   the layout is junhyukoh's for a 2-D input or a set batch_size, CTPN's otherwise.
-- yalecyu/crnn.caffe src/caffe/layers/continuation_indicator_layer.cpp (LayerSetUp, Forward_cpu).
+- yalecyu/crnn.caffe and jolibrain/caffe (deepdetect: one bottom, the batch size from its
+  `axis`) src/caffe/layers/continuation_indicator_layer.cpp (LayerSetUp, Reshape, Forward_cpu).
 """
 
 from __future__ import annotations
@@ -235,11 +236,20 @@ def fork_lstm(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     return [top.reshape(steps * batch, hidden) if rows else top]
 
 
-@register("ContinuationIndicator", bottoms=(0, 0))
+@register("ContinuationIndicator", bottoms=(0, 1))
 def continuation_indicator(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """crnn.caffe: (time_step, batch_size); deepdetect's: the batch size is bottom[0]'s shape
+    at `axis` (Blob::shape(int) takes a negative axis too)."""
     p = layer.param.continuation_indicator_param
-    layer.check(int(p.batch_size) > 0, "The batch size should be greater than 0.")
+    if bottoms:
+        shape = bottoms[0].shape
+        axis = int(p.axis)
+        layer.check(-len(shape) <= axis < len(shape), f"axis {axis} out of range for {shape}")
+        batch = shape[axis]
+    else:
+        batch = int(p.batch_size)
+    layer.check(batch > 0, "The batch size should be greater than 0.")
     layer.check(int(p.time_step) > 0, "The time step should be greater than 0.")
-    top = np.ones((int(p.time_step), int(p.batch_size)), np.float32)
+    top = np.ones((int(p.time_step), batch), np.float32)
     top[0] = 0
     return [top]
