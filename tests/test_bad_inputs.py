@@ -23,7 +23,10 @@ TINY = REPO / "examples" / "tinynet"
 
 # fixture -> the diagnostic, exactly.
 SNAPSHOTS = {
-    "syntax_error.prototxt": "syntax_error.prototxt:7:1: syntax error: '{' at 4:7 is never closed",
+    # Layer "conv" (line 4) lacks its '}': the next `layer {`, at the same indentation, shows
+    # where it belongs.
+    "syntax_error.prototxt": "syntax_error.prototxt:6:1: syntax error: '{' at 4:7 is never "
+    "closed: a '}' is missing before this line (its indentation closes that block)",
     "syntax_error_char.prototxt": (
         "syntax_error_char.prototxt:4:62: syntax error: unexpected character '='"
     ),

@@ -17,10 +17,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc
+from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc, did_you_mean
 from protocaffe.frontend.prototxt import LayerDef, NetDef
 from protocaffe.ir.graph import Attrs, Graph, Node, Shape, Value
 from protocaffe.layers import Layer, lookup
+from protocaffe.layers.registry import registered_types
 
 PLUGIN_DOCS = "see 'Custom layers' in the protocaffe README"
 
@@ -65,17 +66,23 @@ def build_graph(
 
 def _check_types(net: NetDef) -> None:
     """One error that lists every layer whose type protocaffe does not know."""
+    missing = [
+        layer
+        for layer in net.layers
+        if lookup(layer.type) is None and layer.type not in TRAINING_ONLY
+    ]
+    known = [*registered_types(), *TRAINING_ONLY] if missing else []
     unknown = [
         Diagnostic(
             layer.loc,
             f"unknown layer type '{layer.type}'"
+            + (did_you_mean(layer.type, known) if layer.type != "Python" else "")
             + (" (Python layers run arbitrary code)" if layer.type == "Python" else "")
             + f"; {PLUGIN_DOCS} to add it",
             layer.name,
             layer.type,
         )
-        for layer in net.layers
-        if lookup(layer.type) is None and layer.type not in TRAINING_ONLY
+        for layer in missing
     ]
     if unknown:
         raise ProtocaffeError(unknown)
