@@ -477,7 +477,23 @@ def refused() -> list[Case]:
     return cases
 
 
+def batch_norm_kyle(rng: Rng, i: int) -> Case:
+    """Stored or batch statistics, with and without alpha/beta, ranks 2 to 6 (6 takes the
+    flattened path), eps from the default to 0.1."""
+    parts = []
+    if i % 2 == 1:
+        parts.append("use_alpha_beta: true")
+    if i % 3 != 2:
+        parts.append(f"use_global_stats: {'true' if i % 3 == 0 else 'false'}")
+    if rng.random() < 0.5:
+        parts.append(f"eps: {_f(rng, 0.001, 0.1)}")
+    params = f"batch_norm_param {{ {' '.join(parts)} }}"
+    shape = _nd(rng, 2, 6 if i % 5 == 4 else 5)
+    return _one(f"BatchNormKyle-{i}", "BatchNormKyle", params, shape, rng, scale=3.0)
+
+
 ORACLE_CASES: dict[str, Callable[[Rng, int], Case]] = {
+    "BatchNormKyle": batch_norm_kyle,
     "LSTM": recurrent("LSTM"),
     "RNN": recurrent("RNN"),
     "LSTMUnit": lstm_unit,

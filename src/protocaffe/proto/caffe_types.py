@@ -206,6 +206,10 @@ class BatchNormParameter(Message, Protocol):
     use_global_stats: bool
     moving_average_fraction: float
     eps: float
+    weight_filler: FillerParameter
+    bias_filler: FillerParameter
+    use_alpha_beta: bool
+    do_all_reduce: bool
 
 
 class BiasParameter(Message, Protocol):
