@@ -53,6 +53,9 @@ NETS = [
     ZooNet("lstm_unit", {"c_prev": 1, "gates": 1, "cont": 1}, 1),
     # The indicator's batch size is a parameter: the net runs at that batch only.
     ZooNet("lstm_fork"),
+    # deepdetect's indicator reads its batch size from x: the batch axis stays free.
+    ZooNet("indicator_from_input", {"x": 1}, 1),
+    ZooNet("neurons", {"data": 0}),
     ZooNet("embed", {"words": 0}),
     # Stored statistics: batch statistics would mix the items the batch check compares.
     ZooNet("batch_norm_kyle", {"data": 0}),
