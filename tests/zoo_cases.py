@@ -60,7 +60,8 @@ def recurrent_case(
     hidden: int = 7,
     cont_values: str = "binary",
 ) -> Case:
-    """An LSTM or RNN net: x (T, N, features), cont with 0 at t = 0 and zeros mid-sequence in
+    """An LSTM or RNN net: x (T, N, features), cont with 0 at t = 0 (with expose_hidden 1 in
+    stream 0 and some others, which then start from h_0 / c_0) and zeros mid-sequence in
     some streams, optionally x_static and (expose_hidden) h_0 / c_0 inputs and h_T / c_T tops.
     The weights are given (uniform, fan-in scaled: the gates do not saturate)."""
     states = ["h_0", "c_0"] if kind == "LSTM" else ["h_0"]
@@ -68,6 +69,9 @@ def recurrent_case(
     shapes: dict[str, tuple[int, ...]] = {"x": x_shape, "cont": (steps, batch)}
     cont = np.ones((steps, batch), np.float32)
     cont[0] = 0
+    if expose:  # stream 0 (and some others) continue from the given h_0 / c_0
+        cont[0] = (rng.random(batch) < 0.5).astype(np.float32)
+        cont[0, 0] = 1
     for n in range(batch):  # a new sequence starts mid-way in stream 0 and most others
         if steps > 2 and (n == 0 or rng.random() < 0.7):
             cont[int(rng.integers(1, steps)), n] = 0
