@@ -104,6 +104,41 @@ def _caffe_failure(stderr: str) -> str:
     return plain[-1] if plain else ""
 
 
+# Data layers whose tops protocaffe makes the module's inputs (see layers/sources.py).
+INPUT_DATA_LAYERS = ("MemoryData", "DummyData")
+
+
+def data_layers_as_inputs(text: str, inputs: Mapping[str, np.ndarray]) -> str | None:
+    """The net for Caffe when MemoryData or DummyData layers provide its inputs: Caffe cannot
+    forward a MemoryData layer before a Reset (set_input_arrays), and DummyData fills its tops
+    itself. Each such layer becomes an Input layer of the same name with the tops the module
+    takes as inputs (so per-layer results line up). None when there is nothing to replace or
+    the text is not a V2 net this schema parses (Caffe then gets the file as it is)."""
+    from google.protobuf import text_format
+
+    from protocaffe.proto.schema import message_class
+
+    net: Any = message_class("NetParameter")()
+    try:
+        text_format.Parse(text, net)
+    except text_format.ParseError:
+        return None
+    replaced = False
+    for layer in net.layer:
+        tops = [top for top in layer.top if top in inputs]
+        if layer.type not in INPUT_DATA_LAYERS or not tops:
+            continue
+        name, include = layer.name, list(layer.include)
+        layer.Clear()
+        layer.name, layer.type = name, "Input"
+        layer.include.extend(include)
+        for top in tops:
+            layer.top.append(top)
+            layer.input_param.shape.add().dim.extend(inputs[top].shape)
+        replaced = True
+    return str(text_format.MessageToString(net)) if replaced else None
+
+
 def run_caffe(
     prototxt: str | os.PathLike[str],
     caffemodel: str | os.PathLike[str] | None,
@@ -112,9 +147,18 @@ def run_caffe(
 ) -> dict[tuple[str, int], np.ndarray]:
     """{(layer name, top index): the top right after the layer ran}, for every layer."""
     weights = str(caffemodel) if caffemodel else None
-    caffe = _import_caffe()
-    if caffe is not None:
-        return _in_process(caffe, str(prototxt), weights, inputs)
-    if ORACLE.exists():
-        return _via_oracle(str(prototxt), weights, inputs)
-    raise ReferenceUnavailable(f"the Caffe reference is not available: {INSTALL_HINT}")
+    rewritten = data_layers_as_inputs(Path(prototxt).read_text(errors="replace"), inputs)
+    work = Path(tempfile.mkdtemp(prefix="protocaffe-net-")) if rewritten else None
+    try:
+        if work is not None and rewritten is not None:
+            prototxt = work / "net.prototxt"
+            prototxt.write_text(rewritten)
+        caffe = _import_caffe()
+        if caffe is not None:
+            return _in_process(caffe, str(prototxt), weights, inputs)
+        if ORACLE.exists():
+            return _via_oracle(str(prototxt), weights, inputs)
+        raise ReferenceUnavailable(f"the Caffe reference is not available: {INSTALL_HINT}")
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
