@@ -70,7 +70,7 @@ def test_an_in_place_blob_is_its_last_version() -> None:
     (output,) = conversion.graph.outputs
     assert (output.blob, output.version) == ("conv1", 3)
     assert conversion.graph.nodes[-1].name == "relu1"
-    assert "return relu1\n" in conversion.source
+    assert "return relu1.contiguous()\n" in conversion.source  # 4-D: see emit.py
 
 
 def test_several_outputs_are_a_named_tuple_in_the_given_order() -> None:
@@ -81,7 +81,7 @@ def test_several_outputs_are_a_named_tuple_in_the_given_order() -> None:
     assert type(result).__name__ == "TinyNetOutputs" and result._fields == ("fc", "conv1")
     assert result.fc.shape == (1, 10) and result.conv1.shape == (1, 16, 32, 32)
     assert "-> TinyNetOutputs:" in conversion.source
-    assert "return TinyNetOutputs(fc, relu1)" in conversion.source
+    assert "return TinyNetOutputs(fc, relu1.contiguous())" in conversion.source
 
 
 def test_field_names_are_sanitised(tmp_path: Path) -> None:

@@ -31,3 +31,22 @@ def test_an_edit_is_caught_against_caffe(tmp_path: Path) -> None:
     first = report.first_divergent
     assert first is not None and first.layer == "concat", report.table()
     assert first.diagnosis is not None and "concat or slice order" in first.diagnosis
+
+
+def test_memory_and_dummy_data_inputs_are_fed_to_caffe(tmp_path: Path) -> None:
+    """Caffe cannot forward MemoryData without a Reset and fills DummyData itself: verify gives
+    it Input layers in their place, so a recurrent net fed that way (deepdetect's and LRCN's
+    deploy files) is checked per blob against real Caffe."""
+    net = tmp_path / "net.prototxt"
+    net.write_text(
+        'name: "t"\n'
+        'layer { name: "mem" type: "MemoryData" top: "x" top: "label"\n'
+        "  memory_data_param { batch_size: 5 channels: 3 height: 4 width: 2 } }\n"
+        'layer { name: "cont" type: "DummyData" top: "cont"\n'
+        "  dummy_data_param { shape { dim: 5 dim: 3 } data_filler { value: 1 } } }\n"
+        'layer { name: "lstm" type: "LSTM" bottom: "x" bottom: "cont" top: "h"\n'
+        "  recurrent_param { num_output: 6 } }\n"
+    )
+    report = verify(net, reference="caffe", seed=3)
+    assert report.ok, report.table()
+    assert [row.layer for row in report.rows if row.status is Status.MATCH] == ["lstm"]

@@ -39,20 +39,18 @@ PLUGIN_DOCS = "see 'Custom layers' in the protocaffe README"
 DATA_LAYERS = frozenset(
     {
         "AnnotatedData",
-        "BinAccuracy",  # DeconvNet (V1)
-        "ContrastiveLoss",
         "Data",
         "DenseImageData",  # SegNet's image + label map reader
-        "DetectionEvaluate",  # SSD's mAP statistics (reads the ground-truth label)
-        "DummyData",
-        "EltwiseAccuracy",  # DeconvNet (V1)
-        "EuclideanLoss",
         "HDF5Data",
         "ImageData",
         "ImageLabelmapData",  # HED's image + edge map reader
         "ImageSegData",
-        "MemoryData",
+        "VideoData",  # C3D
+        "VideoSegmentationData",  # C3D (V1)
+        "VideoWithVoxelTruthData",  # C3D (V1)
+        "VolumeData",  # C3D (V1)
         "WindowData",
+        "WindowSegData",  # DeconvNet (V1)
     }
 )
 # Layers that compute a training objective: the blobs they read stay, as outputs.
@@ -64,27 +62,24 @@ LOSS_LAYERS = frozenset(
         "InfogainLoss",
         "MultiBoxLoss",
         "MultinomialLogisticLoss",
-        "RedAccuracy",  # DeconvNet (V1)
         "RedSoftmaxLoss",  # DeconvNet (V1)
-        "SegAccuracy",  # DeepLab v1 (V1)
         "SigmoidCrossEntropyLoss",
         "SmoothL1Loss",
         "SoftmaxWithLoss",
-        "VideoData",  # C3D
-        "VideoSegmentationData",  # C3D (V1)
-        "VideoWithVoxelTruthData",  # C3D (V1)
-        "VolumeData",  # C3D (V1)
         "VoxelSoftmaxLoss",  # C3D (V1)
-        "WindowData",
-        "WindowSegData",  # DeconvNet (V1)
     }
 )
 # Layers that only measure or save results.
 METRIC_LAYERS = frozenset(
     {
         "Accuracy",
+        "BinAccuracy",  # DeconvNet (V1)
+        "DetectionEvaluate",  # SSD's mAP statistics (reads the ground-truth label)
+        "EltwiseAccuracy",  # DeconvNet (V1)
         "HDF5Output",
         "MatWrite",  # DeepLab's test nets write their outputs to .mat files
+        "RedAccuracy",  # DeconvNet (V1)
+        "SegAccuracy",  # DeepLab v1 (V1)
     }
 )
 # Everything a converted module leaves out.
@@ -99,7 +94,7 @@ _LEFT_OUT = {
         "left out: a loss; the blobs it reads are outputs of the module (--outputs chooses "
         "them): compute the loss on them in the training loop",
     ),
-    "Accuracy": "left out: a metric, not part of the model",
+    **dict.fromkeys(METRIC_LAYERS, "left out: a metric, not part of the model"),
     "HDF5Output": "left out: it writes blobs to a file",
     "MatWrite": "left out: it writes blobs to a file",
 }
@@ -203,6 +198,7 @@ class _Lowering:
         self.dropped: dict[str, LayerDef] = {}  # tops of training-only layers
         self.weighted: dict[str, LayerDef] = {}  # layers with weights, by name
         self.later_tops = _later_producers(net)
+        self.read = _read_blobs(net)
 
     def define_input(
         self, name: str, shape: Shape, loc: SourceLoc, layer: LayerDef | None, fed: bool = False
@@ -235,6 +231,15 @@ class _Lowering:
         declared = kind.declared_inputs(attrs)
         if declared is not None:
             for top, shape in zip(layer.tops, declared, strict=True):
+                if kind.data_source and top not in self.read and top not in self.overrides:
+                    self.dropped[top] = layer
+                    self.reporter.note(
+                        layer.loc,
+                        f"top '{top}' is read by no layer; left out",
+                        layer.name,
+                        layer.type,
+                    )
+                    continue
                 self.define_input(top, shape, layer.loc, layer)
             return
         bottoms = self._bottoms(index, layer)
@@ -260,10 +265,11 @@ class _Lowering:
         """Training-only layers (whose tops may be fed as inputs instead) and a Silence that
         reads only their tops are left out, with a note."""
         if layer.type in TRAINING_ONLY:
-            shapes = _data_shapes(layer) if layer.type in DATA_LAYERS else {}
+            # (DummyData and MemoryData declare their shapes: layers/sources.py makes their
+            # tops inputs.)
             for top in layer.tops:
-                if top in self.overrides or top in shapes:
-                    self.define_input(top, shapes.get(top, ()), layer.loc, layer, fed=True)
+                if top in self.overrides:
+                    self.define_input(top, (), layer.loc, layer, fed=True)
                 else:
                     self.dropped[top] = layer
             # (A transform_param becomes preprocess(): backend/preprocess.py says so itself.)
@@ -415,54 +421,6 @@ class _Lowering:
         return outputs
 
 
-def _data_shapes(layer: LayerDef) -> dict[str, Shape]:
-    """The top shapes a data layer declares itself, where Caffe gives them in the prototxt:
-    MemoryData (memory_data_layer.cpp DataLayerSetUp: data N x C x H x W, label N) and
-    DummyData (dummy_data_layer.cpp LayerSetUp: `shape` once or once per top, or the legacy
-    num/channels/height/width). The others read their shapes from their data source."""
-    tops = layer.tops
-    if layer.type == "MemoryData":
-        p = layer.param.memory_data_param
-        shapes: list[Shape] = [(p.batch_size, p.channels, p.height, p.width), (p.batch_size,)]
-        return dict(zip(tops, shapes, strict=False))
-    if layer.type != "DummyData":
-        return {}
-    d = layer.param.dummy_data_param
-    legacy = (d.num, d.channels, d.height, d.width)
-    if any(legacy):
-        if d.shape:
-            raise ProtocaffeError.at(
-                layer.loc,
-                "Caffe aborts here: Both shape and legacy fields were specified",
-                layer.name,
-                layer.type,
-            )
-        if any(len(values) not in (1, len(tops)) for values in legacy):
-            raise ProtocaffeError.at(
-                layer.loc,
-                f"Caffe aborts here: num, channels, height and width must each be given once "
-                f"or once per top ({len(tops)})",
-                layer.name,
-                layer.type,
-            )
-        return {
-            top: tuple(int(v[0] if len(v) == 1 else v[i]) for v in legacy)
-            for i, top in enumerate(tops)
-        }
-    if len(d.shape) not in (1, len(tops)):
-        raise ProtocaffeError.at(
-            layer.loc,
-            f"Caffe aborts here: Must specify 'shape' once, or once per top blob ({len(tops)}); "
-            f"specified {len(d.shape)}",
-            layer.name,
-            layer.type,
-        )
-    return {
-        top: tuple(int(x) for x in d.shape[0 if len(d.shape) == 1 else i].dim)
-        for i, top in enumerate(tops)
-    }
-
-
 @dataclass
 class _SharedParam:
     """A `param { name }` as Net::AppendParam records it: the blob of the layer that named it
@@ -610,6 +568,18 @@ class _Params:
 
 def _error(layer: LayerDef, message: str) -> ProtocaffeError:
     return ProtocaffeError.at(layer.loc, message, layer.name, layer.type)
+
+
+def _read_blobs(net: NetDef) -> set[str]:
+    """The blobs that some layer reads and computes with: training-only layers and Silence
+    do not count (a data layer's label that only a loss reads is no input of a deploy net)."""
+    read: set[str] = set()
+    for layer in net.layers:
+        kind = lookup(layer.type)
+        if layer.type in TRAINING_ONLY or kind is None or kind.silences:
+            continue
+        read.update(layer.bottoms)
+    return read
 
 
 def _later_producers(net: NetDef) -> dict[str, list[tuple[int, LayerDef]]]:

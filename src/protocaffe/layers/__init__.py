@@ -1,10 +1,11 @@
 """The op library: one `Layer` definition per Caffe type, grouped by the maths they do.
 
-convolution, pooling, resampling, linear, elementwise, normalization, reduction, structure,
-detection, and the fork families reorder (Transpose, Reverse, Flip, Reorg), ctc, yolo and rcnn:
-importing this package registers them all. base.py is the contract (and the
-LayerSource protocol a layer reads), registry.py finds a definition by type, loading.py loads
-plugins. The package imports nothing above the IR (see docs/architecture.md).
+convolution, pooling, spatial_pyramid, resampling, linear, elementwise, normalization,
+reduction, structure, sources, recurrent, detection, proposal, and the fork families reorder
+(Transpose, Reverse, Flip, Reorg), ctc, yolo and rcnn: importing this package registers them
+all. base.py is the contract (and the LayerSource protocol a layer reads), registry.py finds a
+definition by type, loading.py loads plugins. The package imports nothing above the IR (see
+docs/architecture.md).
 """
 
 from protocaffe.layers import (  # noqa: F401  (imported for their registrations)
@@ -15,10 +16,14 @@ from protocaffe.layers import (  # noqa: F401  (imported for their registrations
     linear,
     normalization,
     pooling,
+    proposal,
     rcnn,
+    recurrent,
     reduction,
     reorder,
     resampling,
+    sources,
+    spatial_pyramid,
     structure,
     yolo,
 )

@@ -159,6 +159,9 @@ class Layer(Generic[A]):
     # A layer that reads its bottoms only so that Caffe does not report them as outputs.
     silences: ClassVar[bool] = False
     role: ClassVar[Role] = Role.OTHER
+    # A data layer whose parameters declare its tops' shapes (DummyData, MemoryData): the tops
+    # a later layer reads become inputs (see `declared_inputs`), the others (labels) are left out.
+    data_source: ClassVar[bool] = False
 
     def parse(self, layer: LayerSource) -> A:
         # Only a layer whose A is NoAttrs relies on this default.

@@ -303,3 +303,88 @@ class Mish(_Fixed):
     types = ("Mish",)
     function: ClassVar[str] = "F.mish"
     imports: ClassVar[tuple[str, ...]] = (FUNCTIONAL,)
+
+
+@dataclass(frozen=True)
+class ClipAttrs(Attrs):
+    low: float
+    high: float
+
+
+@register
+class Clip(Layer[ClipAttrs]):
+    """max(min, min(x, max)).
+
+    Source: BVLC/caffe (master), src/caffe/layers/clip_layer.cpp (Forward_cpu)."""
+
+    types = ("Clip",)
+
+    def parse(self, layer: LayerSource) -> ClipAttrs:
+        p = layer.param.clip_param
+        if not (p.HasField("min") and p.HasField("max")):
+            raise fail(layer, "clip_param needs min and max (both required by caffe.proto)")
+        return ClipAttrs(f32(p.min), f32(p.max))
+
+    def emit(self, attrs: ClipAttrs, ctx: EmitContext) -> Emission:
+        if attrs.low <= attrs.high:
+            return Emission(forward=f"torch.clamp({ctx.x}, {attrs.low!r}, {attrs.high!r})")
+        # Caffe applies max last, so min wins; torch.clamp(x, lo, hi) with lo > hi gives hi.
+        return Emission(
+            forward=f"torch.clamp({ctx.x}, max={attrs.high!r}).clamp(min={attrs.low!r})",
+            note="min > max: every value becomes min",
+        )
+
+
+@dataclass(frozen=True)
+class SwishAttrs(Attrs):
+    beta: float
+
+
+@register
+class Swish(Layer[SwishAttrs]):
+    """x * sigmoid(beta * x).
+
+    Source: BVLC/caffe (master), src/caffe/layers/swish_layer.cpp (Forward_cpu)."""
+
+    types = ("Swish",)
+
+    def parse(self, layer: LayerSource) -> SwishAttrs:
+        return SwishAttrs(f32(layer.param.swish_param.beta))
+
+    def emit(self, attrs: SwishAttrs, ctx: EmitContext) -> Emission:
+        if attrs.beta == 1:
+            return Emission(forward=f"F.silu({ctx.x})", imports=(FUNCTIONAL,))
+        return Emission(forward=f"{ctx.x} * torch.sigmoid({ctx.x} * {attrs.beta!r})")
+
+
+@dataclass(frozen=True)
+class HardSigmoidAttrs(Attrs):
+    alpha: float
+    beta: float
+
+
+@register
+class HardSigmoid(Layer[HardSigmoidAttrs]):
+    """max(0, min(1, alpha * x + beta)), alpha 0.2 and beta 0.5 by default.
+
+    Source: brocolli-caffe 9.0.2 (the oracle's build), src/caffe/layers/hardsigmoid_layer.cpp."""
+
+    types = ("HardSigmoid",)
+
+    def parse(self, layer: LayerSource) -> HardSigmoidAttrs:
+        p = layer.param.hardsigmoid_param
+        return HardSigmoidAttrs(f32(p.alpha), f32(p.beta))
+
+    def emit(self, attrs: HardSigmoidAttrs, ctx: EmitContext) -> Emission:
+        return Emission(forward=f"torch.clamp({affine(ctx.x, attrs.alpha, attrs.beta)}, 0.0, 1.0)")
+
+
+@register
+class HardSwish(_Fixed):
+    """x * max(0, min(1, x / 6 + 0.5)).
+
+    Source: brocolli-caffe 9.0.2 (the oracle's build), src/caffe/layers/hardswish_layer.cpp."""
+
+    types = ("HardSwish",)
+    function: ClassVar[str] = "F.hardswish"
+    imports: ClassVar[tuple[str, ...]] = (FUNCTIONAL,)

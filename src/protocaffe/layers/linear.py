@@ -359,3 +359,58 @@ class Axpy(Layer[NoAttrs]):
         rank_a, rank_x = len(ctx.in_shapes[0]), len(ctx.in_shapes[1])
         scale = a if rank_a == rank_x else f"{a}.reshape({a}.shape[:2] + (1,) * {rank_x - 2})"
         return Emission(forward=f"{scale} * {x} + {y}")
+
+
+@dataclass(frozen=True)
+class EmbedAttrs(Attrs):
+    num_output: int
+    input_dim: int
+    bias: bool
+
+
+@register
+class Embed(Layer[EmbedAttrs]):
+    """A lookup table: each value i of the input (truncated to an int) becomes row i of the
+    (input_dim, num_output) weight (+ bias); top shape = input shape + (num_output,).
+
+    Source: BVLC/caffe, src/caffe/layers/embed_layer.cpp (LayerSetUp, Reshape, Forward_cpu)."""
+
+    types = ("Embed",)
+    role = Role.DENSE
+
+    def parse(self, layer: LayerSource) -> EmbedAttrs:
+        p = layer.param.embed_param
+        if p.num_output <= 0:
+            raise fail(layer, "Caffe aborts here: EmbedLayer num_output must be positive.")
+        if p.input_dim <= 0:
+            raise fail(layer, "Caffe aborts here: EmbedLayer input_dim must be positive.")
+        return EmbedAttrs(int(p.num_output), int(p.input_dim), bool(p.bias_term))
+
+    def infer(
+        self, attrs: EmbedAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        return [in_shapes[0] + (attrs.num_output,)]
+
+    def blobs(self, attrs: EmbedAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        # Transposed relative to InnerProduct: one row per index (nn.Embedding's layout).
+        specs = [BlobSpec((attrs.input_dim, attrs.num_output), Init.FAN_IN, 1)]
+        if attrs.bias:
+            specs.append(BlobSpec((attrs.num_output,), Init.SMALL))
+        return specs
+
+    def param_names(self, attrs: EmbedAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        return ("weight", "bias") if attrs.bias else ("weight",)
+
+    def state(
+        self, attrs: EmbedAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        return dict(zip(self.param_names(attrs, in_shapes), blobs, strict=True))
+
+    def emit(self, attrs: EmbedAttrs, ctx: EmitContext) -> Emission:
+        init = call("Embed", repr(attrs.input_dim), repr(attrs.num_output), bias=attrs.bias or None)
+        return Emission(
+            forward=f"self.{ctx.attr}({ctx.x})",
+            init=init,
+            note=f"indices must lie in [0, {attrs.input_dim})",
+            helpers=("Embed",),
+        )

@@ -377,3 +377,89 @@ class Normalize(ChannelWeightLayer[NormalizeAttrs]):
             eps=attrs.eps,
         )
         return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init, helpers=("Normalize",))
+
+
+@dataclass(frozen=True)
+class BatchNormKyleAttrs(Attrs):
+    eps: float
+    use_global_stats: bool
+    use_alpha_beta: bool
+
+
+@register
+class BatchNormKyle(Layer[BatchNormKyleAttrs]):
+    """BatchNorm with, under use_alpha_beta, its own per-channel scale (alpha) and shift (beta):
+    an affine BatchNorm in one layer. Blobs: mean, variance, the moving-average factor (as
+    BatchNorm's), then alpha and beta.
+
+    Source: brocolli-caffe 9.0.2 (the oracle's build), src/caffe/layers/batch_norm_kyle_layer.cpp
+    (LayerSetUp, Reshape, Forward_cpu).
+    """
+
+    types = ("BatchNormKyle",)
+    role = Role.NORMALIZATION
+
+    def parse(self, layer: LayerSource) -> BatchNormKyleAttrs:
+        p = layer.param.batch_norm_param
+        use_global = bool(p.use_global_stats) if p.HasField("use_global_stats") else True
+        return BatchNormKyleAttrs(f32(p.eps), use_global, bool(p.use_alpha_beta))
+
+    def infer(
+        self, attrs: BatchNormKyleAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        if len(in_shapes[0]) < 2:  # Reshape reads shape(1) of any input with an axis
+            raise fail(layer, f"expects an input with a channel axis, got {in_shapes[0]}")
+        return [in_shapes[0]]
+
+    def blobs(self, attrs: BatchNormKyleAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        c = in_shapes[0][1]
+        specs = [
+            BlobSpec((c,), Init.SMALL),
+            BlobSpec((c,), Init.POSITIVE),
+            BlobSpec((1,), Init.UNIT),
+        ]
+        if attrs.use_alpha_beta:
+            specs += [BlobSpec((c,), Init.ONE), BlobSpec((c,), Init.SMALL)]
+        return specs
+
+    def param_names(self, attrs: BatchNormKyleAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        affine = ("weight", "bias") if attrs.use_alpha_beta else ()
+        return affine + (("running_mean", "running_var") if attrs.use_global_stats else ())
+
+    def state(
+        self, attrs: BatchNormKyleAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        import numpy as np
+
+        state: dict[str, np.ndarray] = {}
+        if attrs.use_alpha_beta:
+            state = {"weight": blobs[3], "bias": blobs[4]}
+        if attrs.use_global_stats:
+            factor = float(blobs[2].reshape(-1)[0])
+            scale = np.float32(0.0 if factor == 0 else 1.0 / factor)
+            state |= {"running_mean": blobs[0] * scale, "running_var": blobs[1] * scale}
+        return state
+
+    def emit(self, attrs: BatchNormKyleAttrs, ctx: EmitContext) -> Emission:
+        shape = ctx.in_shapes[0]
+        cls = {2: "nn.BatchNorm1d", 3: "nn.BatchNorm1d", 4: "nn.BatchNorm2d", 5: "nn.BatchNorm3d"}
+        # Without global statistics Caffe normalises by this batch's (biased) variance, as a
+        # torch BatchNorm that tracks no running statistics does in any mode.
+        init = call(
+            cls.get(len(shape), "nn.BatchNorm1d"),
+            repr(shape[1]),
+            eps=attrs.eps,
+            affine=attrs.use_alpha_beta,
+            track_running_stats=None if attrs.use_global_stats else False,
+        )
+        note = "" if attrs.use_global_stats else "statistics of this batch (use_global_stats false)"
+        if len(shape) in cls:
+            return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init, note=note)
+        # Caffe normalises any rank over the axes after the channel (see BatchNorm).
+        forward = f"self.{ctx.attr}(torch.flatten({ctx.x}, 2)).reshape({ctx.x}.shape)"
+        return Emission(forward=forward, init=init, note=note)
+
+    def multiply_adds(
+        self, attrs: BatchNormKyleAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        return sum(math.prod(s) for s in out_shapes) * (2 if attrs.use_alpha_beta else 1)

@@ -1,13 +1,16 @@
-"""Resampling: Interp (bilinear, DeepLab/PSPNet) and Upsample (max-unpooling with a mask,
-SegNet/ENet, and nearest `scale`, the YOLO forks)."""
+"""Resampling: Interp (bilinear, DeepLab/PSPNet), Upsample (max-unpooling with a mask,
+SegNet/ENet, and nearest `scale`, the YOLO forks), and the oracle build's Resize,
+BilinearInterpolate and MaxUnPool."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
+    FUNCTIONAL,
     Emission,
     EmitContext,
     Layer,
@@ -205,3 +208,171 @@ class Upsample(Layer[UpsampleAttrs]):
 
     def unpools(self, attrs: UpsampleAttrs, in_shapes: Sequence[Shape]) -> bool:
         return len(in_shapes) == 2
+
+
+def _f32_scaled(scale: float, size: int) -> int:
+    """int(scale * size) in float32 arithmetic, as Caffe computes a scaled output size."""
+    single = struct.unpack("<f", struct.pack("<f", scale))[0]
+    return int(struct.unpack("<f", struct.pack("<f", single * size))[0])
+
+
+@dataclass(frozen=True)
+class ResizeAttrs(Attrs):
+    size: tuple[int, int] | None  # height and width, or None: scales of the input size
+    scale: tuple[float, float]
+
+
+@register
+class Resize(Layer[ResizeAttrs]):
+    """Bilinear resize as the oracle build's util_img.cpp does it: source position
+    y * (H_in / H_out) (no half-pixel shift, no corner alignment); the neighbour below (right)
+    is added only inside the image and the weights are not renormalised, so the last rows and
+    columns of an upscaled image fade towards zero. Not torch's interpolate: a helper.
+
+    Source: brocolli-caffe 9.0.2 (the oracle's build), src/caffe/layers/resize_layer.cpp,
+    src/caffe/util/util_img.cpp (BiLinearResizeMat_cpu)."""
+
+    types = ("Resize",)
+
+    def parse(self, layer: LayerSource) -> ResizeAttrs:
+        p = layer.param.resize_param
+        if p.is_pyramid_test:
+            for name in ("out_height_scale", "out_width_scale"):
+                if not p.HasField(name):
+                    raise fail(layer, f"Caffe aborts here: {name} is required with is_pyramid_test")
+            return ResizeAttrs(None, (float(p.out_height_scale), float(p.out_width_scale)))
+        for name in ("height", "width"):
+            if not p.HasField(name):
+                raise fail(layer, f"Caffe aborts here: output {name} is required")
+        return ResizeAttrs((int(p.height), int(p.width)), (1.0, 1.0))
+
+    def infer(
+        self, attrs: ResizeAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        shape = in_shapes[0]
+        if len(shape) != 4:
+            raise fail(layer, f"expects a 4-D input (N, C, H, W), got {shape}")
+        n, c, h, w = shape
+        if attrs.size is not None:
+            return [(n, c) + attrs.size]
+        return [(n, c, _f32_scaled(attrs.scale[0], h), _f32_scaled(attrs.scale[1], w))]
+
+    def emit(self, attrs: ResizeAttrs, ctx: EmitContext) -> Emission:
+        size = ctx.out_shapes[0][2:]
+        note = "fixed size" if attrs.size is not None else "the input size scaled, fixed here"
+        return Emission(
+            forward=call("caffe_resize", ctx.x, tuple_expr(size)),
+            note=note,
+            helpers=("caffe_resize",),
+        )
+
+
+@dataclass(frozen=True)
+class BilinearInterpolateAttrs(Attrs):
+    size: tuple[int, int] | None  # dst_h/dst_w when given (None entries keep the input's)
+    given: tuple[bool, bool]
+    scale_factor: float | None
+    align_corners: bool
+
+
+@register
+class BilinearInterpolate(Layer[BilinearInterpolateAttrs]):
+    """Bilinear resize to dst_h x dst_w (or int(size * scale_factor)), corner-aligned by
+    default; the same sampling as torch's interpolate(bilinear) for either align_corners.
+
+    Source: brocolli-caffe 9.0.2 (the oracle's build),
+    src/caffe/layers/bilinear_interpolate_layer.cpp (LayerSetUp, Forward_cpu)."""
+
+    types = ("BilinearInterpolate",)
+
+    def parse(self, layer: LayerSource) -> BilinearInterpolateAttrs:
+        p = layer.param.bilinear_interpolate_param
+        has_size = p.HasField("dst_h") or p.HasField("dst_w")
+        has_scale = p.HasField("scale_factor")
+        if has_size == has_scale:
+            raise fail(
+                layer,
+                "give dst_h/dst_w or scale_factor, not "
+                + ("both" if has_size else "neither")
+                + ": Caffe leaves the output size unset then",
+            )
+        given = (p.HasField("dst_h"), p.HasField("dst_w"))
+        size = (int(p.dst_h), int(p.dst_w)) if has_size else None
+        return BilinearInterpolateAttrs(
+            size, given, float(p.scale_factor) if has_scale else None, bool(p.align_corners)
+        )
+
+    def infer(
+        self, attrs: BilinearInterpolateAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        shape = in_shapes[0]
+        if len(shape) != 4:
+            raise fail(layer, f"expects a 4-D input (N, C, H, W), got {shape}")
+        n, c, h, w = shape
+        if attrs.size is not None:
+            out = (
+                attrs.size[0] if attrs.given[0] else h,
+                attrs.size[1] if attrs.given[1] else w,
+            )
+        else:
+            assert attrs.scale_factor is not None
+            out = (_f32_scaled(attrs.scale_factor, h), _f32_scaled(attrs.scale_factor, w))
+        if attrs.align_corners and 1 in out:
+            raise fail(
+                layer,
+                f"an output size {out} of 1 with align_corners: Caffe divides 0 by 0 there "
+                "and outputs NaN",
+            )
+        return [(n, c) + out]
+
+    def emit(self, attrs: BilinearInterpolateAttrs, ctx: EmitContext) -> Emission:
+        size = ctx.out_shapes[0][2:]
+        forward = call(
+            "F.interpolate",
+            ctx.x,
+            size=size,
+            mode="bilinear",
+            align_corners=attrs.align_corners,
+        )
+        return Emission(forward=forward, note="fixed size", imports=(FUNCTIONAL,))
+
+
+@dataclass(frozen=True)
+class MaxUnPoolAttrs(Attrs):
+    size: tuple[int, int]
+
+
+@register
+class MaxUnPool(Layer[MaxUnPoolAttrs]):
+    """Max-unpooling: zeros of dst_h x dst_w, each input value at the flat index h * W + w of
+    its channel plane that the mask (bottom 1, a Pooling layer's second top) holds.
+
+    Source: brocolli-caffe 9.0.2 (the oracle's build), src/caffe/layers/maxunpool_layer.cpp."""
+
+    types = ("MaxUnPool",)
+    bottoms = (2, 2)
+
+    def parse(self, layer: LayerSource) -> MaxUnPoolAttrs:
+        p = layer.param.max_unpool_param
+        if not (p.HasField("dst_h") and p.HasField("dst_w")):
+            raise fail(layer, "Caffe aborts here: dst_h and dst_w are required.")
+        size = (int(p.dst_h), int(p.dst_w))
+        return MaxUnPoolAttrs(size)
+
+    def infer(
+        self, attrs: MaxUnPoolAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        x, mask = in_shapes
+        if len(x) != 4:
+            raise fail(layer, f"Caffe aborts here: Input must have 4 axes, got {x}")
+        if mask != x:
+            raise fail(layer, f"the mask {mask} must have the input's shape {x}")
+        return [x[:2] + attrs.size]
+
+    def emit(self, attrs: MaxUnPoolAttrs, ctx: EmitContext) -> Emission:
+        x, mask = ctx.inputs
+        return Emission(
+            forward=f"caffe_unpool({x}, {mask}, {tuple_expr(attrs.size)})",
+            note="Caffe aborts on a mask index outside the output",
+            helpers=("caffe_unpool",),
+        )

@@ -1,5 +1,6 @@
 """Layers that move data without arithmetic: Input, Concat, Slice, Split, Silence, Flatten,
-Reshape, Crop, Tile, and the forks' Permute (SSD) and ShuffleChannel (ShuffleNet)."""
+Reshape, Crop, Tile, BatchReindex, Filter, Im2col, the forks' Permute (SSD) and ShuffleChannel
+(ShuffleNet), and the oracle build's Unsqueeze, Pad and PixelShuffle."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ from dataclasses import dataclass, replace
 
 from protocaffe.ir.graph import Attrs, NoAttrs, Shape
 from protocaffe.layers.base import (
+    FUNCTIONAL,
     Emission,
     EmitContext,
     Layer,
     LayerSource,
     Role,
+    call,
     canonical_axis,
+    f32,
     fail,
+    opt,
+    pair,
     tuple_expr,
 )
 from protocaffe.layers.registry import register
@@ -489,3 +495,327 @@ class ShuffleChannel(Layer[GroupAttrs]):
             return Emission(forward=x)
         split = f"{x}.unflatten(1, ({attrs.group}, -1))"
         return Emission(forward=f"{split}.transpose(1, 2).flatten(1, 2)")
+
+
+@dataclass(frozen=True)
+class UnsqueezeAttrs(Attrs):
+    dim: int
+
+
+@register
+class Unsqueeze(Layer[UnsqueezeAttrs]):
+    """Inserts an axis of size 1 before axis `dim` (a negative dim counts from the end + 1).
+
+    Source: brocolli-caffe 9.0.2 (the oracle's build), src/caffe/layers/unsqueeze.cpp."""
+
+    types = ("Unsqueeze",)
+
+    def parse(self, layer: LayerSource) -> UnsqueezeAttrs:
+        p = layer.param.unsqueeze_param
+        if not p.HasField("dim"):
+            raise fail(layer, "Caffe aborts here: unsqueeze_param.dim must be set")
+        return UnsqueezeAttrs(int(p.dim))
+
+    @staticmethod
+    def _index(attrs: UnsqueezeAttrs, rank: int) -> int:
+        return attrs.dim + rank + 1 if attrs.dim < 0 else attrs.dim
+
+    def infer(
+        self, attrs: UnsqueezeAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        shape = in_shapes[0]
+        index = self._index(attrs, len(shape))
+        if not 0 <= index <= len(shape):
+            raise fail(
+                layer,
+                f"Caffe aborts here: dim {attrs.dim} is out of range for a {len(shape)}-D input",
+            )
+        return [shape[:index] + (1,) + shape[index:]]
+
+    def emit(self, attrs: UnsqueezeAttrs, ctx: EmitContext) -> Emission:
+        index = self._index(attrs, len(ctx.in_shapes[0]))
+        return Emission(forward=f"{ctx.x}.unsqueeze({index})")
+
+
+PAD_MODES = {0: "constant", 1: "replicate", 2: "reflect"}
+
+
+@dataclass(frozen=True)
+class PadAttrs(Attrs):
+    mode: str  # "constant", "replicate" or "reflect"
+    pads: tuple[int, int, int, int]  # up, down, left, right; all >= 0, or all < 0 (a crop)
+    value: float
+
+
+@register
+class Pad(Layer[PadAttrs]):
+    """Pads H by (pad_u, pad_d) and W by (pad_l, pad_r) with a constant, the edge values
+    (REPLICATE) or their mirror images (REFLECT); all four negative crops instead.
+
+    Source: brocolli-caffe 9.0.2 (the oracle's build), src/caffe/layers/pad_layer.cpp
+    (Reshape, Forward_cpu)."""
+
+    types = ("Pad",)
+
+    def parse(self, layer: LayerSource) -> PadAttrs:
+        p = layer.param.pad_param
+        if layer.tops[0] == layer.bottoms[0]:
+            raise fail(layer, "Caffe aborts here: Pad Layer does not allow in-place computation")
+        pads = (int(p.pad_u), int(p.pad_d), int(p.pad_l), int(p.pad_r))
+        if not (all(v >= 0 for v in pads) or all(v < 0 for v in pads)):
+            raise fail(
+                layer,
+                f"pads (u, d, l, r) = {pads} mix signs: Caffe crops only when all four are "
+                "negative, and otherwise writes outside the blob",
+            )
+        return PadAttrs(PAD_MODES[int(p.pad_type)], pads, f32(p.pad_value))
+
+    def infer(self, attrs: PadAttrs, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
+        shape = in_shapes[0]
+        if len(shape) != 4:
+            raise fail(layer, f"Caffe's Pad indexes 4-D blobs only (N, C, H, W), got {shape}")
+        n, c, h, w = shape
+        up, down, left, right = attrs.pads
+        if (
+            attrs.mode == "reflect"
+            and min(attrs.pads) >= 0
+            and (max(up, down) >= h or max(left, right) >= w)
+        ):
+            raise fail(
+                layer,
+                f"REFLECT pads {attrs.pads} must be smaller than the input's {h}x{w} (Caffe "
+                "reads outside the image there)",
+            )
+        return [(n, c, h + up + down, w + left + right)]
+
+    def emit(self, attrs: PadAttrs, ctx: EmitContext) -> Emission:
+        up, down, left, right = attrs.pads
+        if up < 0:
+            return Emission(forward=f"{ctx.x}[:, :, {-up}:{down}, {-left}:{right}]", note="crop")
+        forward = call(
+            "F.pad",
+            ctx.x,
+            repr((left, right, up, down)),
+            mode=attrs.mode if attrs.mode != "constant" else None,
+            value=attrs.value if attrs.mode == "constant" and attrs.value != 0 else None,
+        )
+        return Emission(forward=forward, imports=(FUNCTIONAL,))
+
+    def passes_through(
+        self, attrs: PadAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        return attrs.pads == (0, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class PixelShuffleAttrs(Attrs):
+    factor: int
+
+
+@register
+class PixelShuffle(Layer[PixelShuffleAttrs]):
+    """(N, C, H, W) -> (N, C / r^2, H * r, W * r): out[n, p, i * r + a, j * r + b] =
+    in[n, p * r^2 + a * r + b, i, j], as torch's pixel_shuffle. Caffe checks only that r
+    divides C; the channels past (C / r^2) * r^2 are not read.
+
+    Source: brocolli-caffe 9.0.2 (the oracle's build), src/caffe/layers/pixelshuffle_layer.cpp."""
+
+    types = ("PixelShuffle",)
+
+    def parse(self, layer: LayerSource) -> PixelShuffleAttrs:
+        p = layer.param.pixelshuffle_param
+        if not p.HasField("upscale_factor"):
+            raise fail(layer, "pixelshuffle_param.upscale_factor is required")
+        if p.upscale_factor <= 0:
+            raise fail(layer, f"upscale_factor must be positive, got {p.upscale_factor}")
+        return PixelShuffleAttrs(int(p.upscale_factor))
+
+    def infer(
+        self, attrs: PixelShuffleAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        shape, r = in_shapes[0], attrs.factor
+        if len(shape) != 4:
+            raise fail(layer, f"Caffe's PixelShuffle indexes 4-D blobs only, got {shape}")
+        n, c, h, w = shape
+        if c % r:
+            raise fail(layer, f"Caffe aborts here: channels {c} are not divisible by {r}")
+        return [(n, c // (r * r), h * r, w * r)]
+
+    def emit(self, attrs: PixelShuffleAttrs, ctx: EmitContext) -> Emission:
+        r, channels = attrs.factor, ctx.in_shapes[0][1]
+        used = channels // (r * r) * r * r
+        x = ctx.x if used == channels else f"{ctx.x}[:, :{used}]"
+        note = "" if used == channels else f"Caffe reads only the first {used} channels"
+        return Emission(forward=f"F.pixel_shuffle({x}, {r})", note=note, imports=(FUNCTIONAL,))
+
+
+@register
+class BatchReindex(Layer[NoAttrs]):
+    """top[m] = x[int(idx[m])]: items of x picked (and repeated) by a 1-D index blob.
+
+    Source: BVLC/caffe, src/caffe/layers/batch_reindex_layer.cpp."""
+
+    types = ("BatchReindex",)
+    bottoms = (2, 2)
+
+    def infer(self, attrs: NoAttrs, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
+        x, index = in_shapes
+        if len(index) != 1:
+            raise fail(layer, f"Caffe aborts here: the index blob {index} must have 1 axis")
+        return [index + x[1:]]
+
+    def emit(self, attrs: NoAttrs, ctx: EmitContext) -> Emission:
+        x, index = ctx.inputs
+        return Emission(
+            forward=f"torch.index_select({x}, 0, {index}.long())",
+            note="Caffe aborts on an index outside [0, N)",
+        )
+
+
+@register
+class Filter(Layer[NoAttrs]):
+    """Keeps the items (axis 0) of each bottom where the last bottom, the selector (N, 1, ...),
+    is non-zero; the number of items out is known only at run time (the shapes shown are the
+    most there can be).
+
+    Source: BVLC/caffe, src/caffe/layers/filter_layer.cpp."""
+
+    types = ("Filter",)
+    bottoms = (2, None)
+    tops = (1, None)
+
+    def parse(self, layer: LayerSource) -> NoAttrs:
+        if len(layer.tops) != len(layer.bottoms) - 1:
+            raise fail(
+                layer,
+                f"Caffe aborts here: {len(layer.tops)} tops for {len(layer.bottoms)} bottoms "
+                "(one top per bottom but the selector)",
+            )
+        return NoAttrs()
+
+    def infer(self, attrs: NoAttrs, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
+        selector = in_shapes[-1]
+        if any(d != 1 for d in selector[1:]):
+            raise fail(
+                layer,
+                f"Caffe aborts here: the selector {selector} must be 1 on every axis but the first",
+            )
+        for i, shape in enumerate(in_shapes[:-1]):
+            if shape[0] != selector[0]:
+                raise fail(
+                    layer,
+                    f"Caffe aborts here: bottom {i} {shape} must have the selector's "
+                    f"{selector[0]} items",
+                )
+        return list(in_shapes[:-1])
+
+    def emit(self, attrs: NoAttrs, ctx: EmitContext) -> Emission:
+        keep = f"{ctx.inputs[-1]}.flatten() != 0"
+        picked = [f"{x}[{keep}]" for x in ctx.inputs[:-1]]
+        forward = picked[0] if len(picked) == 1 else ", ".join(picked)
+        return Emission(forward=forward, note="items where the selector is non-zero")
+
+
+@dataclass(frozen=True)
+class Im2colAttrs(Attrs):
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+    dilation: tuple[int, int]
+
+
+def _conv_field(layer: LayerSource, name: str, default: int) -> tuple[int, int]:
+    """kernel/stride/pad/dilation of a 2-D convolution_param with Caffe's CHECKs
+    (base_conv_layer.cpp, im2col_layer.cpp LayerSetUp)."""
+    p = layer.param.convolution_param
+    repeated = list(getattr(p, "kernel_size" if name == "kernel" else name))
+    h = opt(p, f"{name}_h") if name != "dilation" else None
+    w = opt(p, f"{name}_w") if name != "dilation" else None
+    if h is not None or w is not None:
+        if repeated:
+            raise fail(
+                layer,
+                f"Caffe aborts here: either {name} or {name}_h/w should be specified; not both",
+            )
+        return (default if h is None else h, default if w is None else w)
+    allowed = (1, 2) if name == "kernel" else (0, 1, 2)
+    if len(repeated) not in allowed:
+        raise fail(
+            layer,
+            f"Caffe aborts here: {name} must be specified once, or once per spatial dimension "
+            f"({len(repeated)} given for 2)",
+        )
+    if not repeated:
+        return (default, default)
+    return (repeated[0], repeated[-1])
+
+
+@register
+class Im2col(Layer[Im2colAttrs]):
+    """The columns a convolution multiplies: (N, C * kh * kw, out_h, out_w), channel
+    c * kh * kw + i * kw + j, zero outside the image (torch's unfold order).
+
+    Source: BVLC/caffe, src/caffe/layers/im2col_layer.cpp, src/caffe/util/im2col.cpp."""
+
+    types = ("Im2col",)
+
+    def parse(self, layer: LayerSource) -> Im2colAttrs:
+        p = layer.param.convolution_param
+        if p.axis != 1:
+            raise fail(layer, f"Im2col over axis {p.axis} is not supported (only axis 1)")
+        kernel = _conv_field(layer, "kernel", 0)
+        stride = _conv_field(layer, "stride", 1)
+        if min(kernel) <= 0:
+            raise fail(layer, "Caffe aborts here: Filter dimensions must be nonzero.")
+        if min(stride) <= 0:
+            raise fail(layer, "Caffe aborts here: Stride dimensions must be nonzero.")
+        return Im2colAttrs(
+            kernel, stride, _conv_field(layer, "pad", 0), _conv_field(layer, "dilation", 1)
+        )
+
+    @staticmethod
+    def _out(attrs: Im2colAttrs, size: int, axis: int) -> int:
+        extent = attrs.dilation[axis] * (attrs.kernel[axis] - 1) + 1
+        span = size + 2 * attrs.pad[axis] - extent
+        # C++ integer division truncates toward zero: a span of -1 still gives one column.
+        return int(span / attrs.stride[axis]) + 1
+
+    def infer(
+        self, attrs: Im2colAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        shape = in_shapes[0]
+        if len(shape) != 4:
+            raise fail(layer, f"Im2col is supported on 4-D inputs (2 spatial axes), got {shape}")
+        n, c, h, w = shape
+        kh, kw = attrs.kernel
+        return [(n, c * kh * kw, self._out(attrs, h, 0), self._out(attrs, w, 1))]
+
+    def emit(self, attrs: Im2colAttrs, ctx: EmitContext) -> Emission:
+        h, w = ctx.in_shapes[0][2:]
+        out_h, out_w = ctx.out_shapes[0][2:]
+        # Where the last window overhangs the padded input, pad it further (those taps read 0).
+        extra = [
+            max(0, (out - 1) * s + d * (k - 1) + 1 - size - 2 * p)
+            for out, s, d, k, size, p in zip(
+                (out_h, out_w),
+                attrs.stride,
+                attrs.dilation,
+                attrs.kernel,
+                (h, w),
+                attrs.pad,
+                strict=True,
+            )
+        ]
+        x, pad = ctx.x, attrs.pad
+        if any(extra):
+            x = f"F.pad({x}, {tuple_expr((pad[1], pad[1] + extra[1], pad[0], pad[0] + extra[0]))})"
+            pad = (0, 0)
+        unfold = call(
+            "F.unfold",
+            x,
+            repr(pair(attrs.kernel)),
+            dilation=pair(attrs.dilation) if attrs.dilation != (1, 1) else None,
+            padding=pair(pad) if pad != (0, 0) else None,
+            stride=pair(attrs.stride) if attrs.stride != (1, 1) else None,
+        )
+        return Emission(forward=f"{unfold}.unflatten(2, ({out_h}, {out_w}))", imports=(FUNCTIONAL,))

@@ -169,6 +169,16 @@ class LayerParameter(Message, Protocol):
     unpooling_param: UnpoolingParameter
     convolution3d_param: Convolution3DParameter
     pooling3d_param: Pooling3DParameter
+    resize_param: ResizeParameter
+    hardsigmoid_param: HardSigmoidParameter
+    unsqueeze_param: UnsqueezeParameter
+    pad_param: PadParameter
+    bilinear_interpolate_param: BilinearInterpolateParameter
+    max_unpool_param: MaxUnPoolParameter
+    pixelshuffle_param: PixelShuffleParameter
+    proposal_param: ProposalParameter
+    lstm_param: LstmParameter
+    continuation_indicator_param: ContinuationIndicatorParameter
 
 
 class TransformationParameter(Message, Protocol):
@@ -213,6 +223,10 @@ class BatchNormParameter(Message, Protocol):
     use_global_stats: bool
     moving_average_fraction: float
     eps: float
+    weight_filler: FillerParameter
+    bias_filler: FillerParameter
+    use_alpha_beta: bool
+    do_all_reduce: bool
 
 
 class BiasParameter(Message, Protocol):
@@ -896,3 +910,70 @@ class Pooling3DParameter(Message, Protocol):
     pad: int
     kernel_depth: int
     temporal_stride: int
+
+
+class ResizeParameter(Message, Protocol):
+    height: int
+    width: int
+    is_pyramid_test: bool
+    out_height_scale: float
+    out_width_scale: float
+
+
+class HardSigmoidParameter(Message, Protocol):
+    alpha: float
+    beta: float
+
+
+class UnsqueezeParameter(Message, Protocol):
+    dim: int
+
+
+class PadParameter(Message, Protocol):
+    pad_type: int
+    pad_u: int
+    pad_d: int
+    pad_l: int
+    pad_r: int
+    pad_value: float
+
+
+class BilinearInterpolateParameter(Message, Protocol):
+    dst_h: int
+    dst_w: int
+    scale_factor: float
+    align_corners: bool
+
+
+class MaxUnPoolParameter(Message, Protocol):
+    dst_h: int
+    dst_w: int
+
+
+class PixelShuffleParameter(Message, Protocol):
+    upscale_factor: int
+
+
+class ProposalParameter(Message, Protocol):
+    feat_stride: int
+    base_size: int
+    min_size: int
+    ratio: Sequence[float]
+    scale: Sequence[float]
+    pre_nms_topn: int
+    post_nms_topn: int
+    nms_thresh: float
+
+
+class LstmParameter(Message, Protocol):
+    num_output: int
+    clipping_threshold: float
+    weight_filler: FillerParameter
+    bias_filler: FillerParameter
+    batch_size: int
+
+
+class ContinuationIndicatorParameter(Message, Protocol):
+    time_step: int
+    batch_size: int
+    axis: int

@@ -178,11 +178,24 @@ class CaffeReference:
             )
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> Iterator[RefStep]:
-        caffe = _import_caffe()
-        if caffe is not None:
-            yield from self._in_process(caffe, inputs)
-        else:
-            yield from self._via_oracle(inputs)
+        # MemoryData aborts without a Reset and DummyData fills its own tops: Caffe runs the
+        # net with those layers made Input layers of the same names and shapes.
+        original = self.prototxt
+        rewritten = data_layers_as_inputs(Path(original).read_text(errors="replace"), inputs)
+        work = Path(tempfile.mkdtemp(prefix="protocaffe-net-")) if rewritten else None
+        try:
+            if work is not None and rewritten is not None:
+                self.prototxt = str(work / "net.prototxt")
+                Path(self.prototxt).write_text(rewritten)
+            caffe = _import_caffe()
+            if caffe is not None:
+                yield from self._in_process(caffe, inputs)
+            else:
+                yield from self._via_oracle(inputs)
+        finally:
+            self.prototxt = original
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
 
     def _in_process(self, caffe: Any, inputs: Mapping[str, np.ndarray]) -> Iterator[RefStep]:
         caffe.set_mode_cpu()
@@ -351,6 +364,41 @@ def _per_layer_files(layers: Sequence[Mapping[str, Any]]) -> list[tuple[int, int
             used.add(name.lower())
             files.append((int(layer["index"]), top, name + ".npy"))
     return files
+
+
+# Data layers whose tops protocaffe makes the module's inputs (see layers/sources.py).
+INPUT_DATA_LAYERS = ("MemoryData", "DummyData")
+
+
+def data_layers_as_inputs(text: str, inputs: Mapping[str, np.ndarray]) -> str | None:
+    """The net for Caffe when MemoryData or DummyData layers provide its inputs: Caffe cannot
+    forward a MemoryData layer before a Reset (set_input_arrays), and DummyData fills its tops
+    itself. Each such layer becomes an Input layer of the same name with the tops the module
+    takes as inputs (so per-layer results line up). None when there is nothing to replace or
+    the text is not a V2 net this schema parses (Caffe then gets the file as it is)."""
+    from google.protobuf import text_format
+
+    from protocaffe.proto.schema import message_class
+
+    net: Any = message_class("NetParameter")()
+    try:
+        text_format.Parse(text, net)
+    except text_format.ParseError:
+        return None
+    replaced = False
+    for layer in net.layer:
+        tops = [top for top in layer.top if top in inputs]
+        if layer.type not in INPUT_DATA_LAYERS or not tops:
+            continue
+        name, include = layer.name, list(layer.include)
+        layer.Clear()
+        layer.name, layer.type = name, "Input"
+        layer.include.extend(include)
+        for top in tops:
+            layer.top.append(top)
+            layer.input_param.shape.add().dim.extend(inputs[top].shape)
+        replaced = True
+    return str(text_format.MessageToString(net)) if replaced else None
 
 
 def run_caffe(

@@ -149,3 +149,26 @@ def axpy(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
 def axpy_values(a: Array, x: Array, y: Array) -> Array:
     scale_ = a.reshape(a.shape[:2] + (1,) * (x.ndim - 2))
     return (scale_ * x + y).astype(np.float32)
+
+
+@register("Embed")
+def embed(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """BVLC embed_layer.cpp (LayerSetUp: weight (input_dim K, num_output N), bias (N);
+    Forward_cpu: row static_cast<int>(x) of the weight, then the bias by a gemm). An index
+    outside [0, K) is only a DCHECK: the release build reads outside the weights."""
+    p = layer.param.embed_param
+    n, k = int(p.num_output), int(p.input_dim)
+    layer.check(n > 0, "EmbedLayer num_output must be positive.")
+    layer.check(k > 0, "EmbedLayer input_dim must be positive.")
+    shapes: list[Shape] = [(k, n)] + ([(n,)] if p.bias_term else [])
+    blobs = layer.weights(*shapes)
+    x = as_f32(bottoms[0])
+    index = x.astype(np.int64)  # toward zero, as static_cast<int>
+    if index.size and (index.min() < 0 or index.max() >= k):
+        raise layer.fail(
+            f"an index outside [0, {k}): Caffe's release build reads outside the weights there"
+        )
+    top = blobs[0][index]
+    if p.bias_term:
+        top = top + blobs[1]
+    return [top.astype(np.float32)]

@@ -184,3 +184,47 @@ def mish(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
         ).astype(np.float32)
         tanh_sp = f32(2) / (f32(1) + np.exp(f32(-2) * softplus)) - f32(1)
     return [(x * tanh_sp).astype(np.float32)]
+
+
+# BVLC master (not in the oracle build): src/caffe/layers/clip_layer.cpp, swish_layer.cpp.
+# brocolli-caffe 9.0.2 (the oracle's build): src/caffe/layers/hardsigmoid_layer.cpp,
+# hardswish_layer.cpp.
+
+
+@register("Clip")
+def clip(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """std::max(min, std::min(x, max)): std::min(x, max) keeps x unless max < x (so NaN stays
+    NaN), std::max(min, y) keeps min unless min < y (so NaN becomes min)."""
+    p = layer.param.clip_param
+    layer.check(p.HasField("min") and p.HasField("max"), "clip_param min and max are required")
+    low, high = f32(p.min), f32(p.max)
+    x = as_f32(bottoms[0])
+    inner = np.where(high < x, high, x)
+    return [np.where(low < inner, inner, low).astype(np.float32)]
+
+
+@register("Swish")
+def swish(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """x * sigmoid(beta * x): the scaled copy goes through Caffe's SigmoidLayer
+    (0.5 * tanh(0.5 x) + 0.5, in double), then caffe_mul."""
+    x = as_f32(bottoms[0])
+    scaled = (x * f32(layer.param.swish_param.beta)).astype(np.float64)
+    return [x * (0.5 * np.tanh(0.5 * scaled) + 0.5).astype(np.float32)]
+
+
+@register("HardSigmoid")
+def hard_sigmoid(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """std::max(0, std::min(1, x * alpha + beta)), alpha and beta floats."""
+    p = layer.param.hardsigmoid_param
+    value = as_f32(bottoms[0]) * f32(p.alpha) + f32(p.beta)
+    inner = np.where(value < f32(1), value, f32(1))
+    return [np.where(f32(0) < inner, inner, f32(0)).astype(np.float32)]
+
+
+@register("HardSwish")
+def hard_swish(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """x * std::max(0, std::min(1, x / 6 + 0.5)), in float."""
+    x = as_f32(bottoms[0])
+    gate = x / f32(6) + f32(0.5)
+    inner = np.where(gate < f32(1), gate, f32(1))
+    return [x * np.where(f32(0) < inner, inner, f32(0)).astype(np.float32)]

@@ -15,6 +15,9 @@ Sources:
 - hszhao/PSPNet, src/caffe/layers/bn_layer.cpp: blobs slope, bias, mean, variance (1, C, 1, 1)
   (brocolli-caffe, the oracle's build, stores them as (1, C)); TEST: (x - mean) *
   (var + eps) ^ -0.5 * slope + bias.
+- brocolli-caffe 9.0.2 (the oracle's build), src/caffe/layers/batch_norm_kyle_layer.cpp
+  (LayerSetUp: BatchNorm's three blobs, then alpha and beta (C,) when use_alpha_beta;
+  Forward_cpu: BatchNorm's forward, then top * alpha + beta per channel).
 - weiliu89/caffe (ssd), src/caffe/layers/normalize_layer.cpp (LayerSetUp: the scale blob is
   0-D when channel_shared, else (C,); Forward_cpu: x / sqrt(sum x^2 + eps) per sample
   (across_spatial) or per position, then the scale).
@@ -215,3 +218,33 @@ def normalize(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
         x.reshape(n, c, h, w), blob, p.across_spatial, p.channel_shared, float(p.eps)
     )
     return [top.reshape(x.shape)]
+
+
+@register("BatchNormKyle")
+def batch_norm_kyle(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    p = layer.param.batch_norm_param
+    x = as_f32(bottoms[0])
+    layer.check(x.ndim >= 2, f"Reshape reads the channel axis of {x.shape}")
+    channels = x.shape[1]
+    shapes: list[tuple[int, ...]] = [(channels,), (channels,), (1,)]
+    if p.use_alpha_beta:
+        shapes += [(channels,), (channels,)]
+    blobs = layer.weights(*shapes)
+    use_global = bool(p.use_global_stats) if p.HasField("use_global_stats") else True
+    shape = (1, channels) + (1,) * (x.ndim - 2)
+    if use_global:
+        factor = blobs[2][0]
+        scale_factor = f32(0) if factor == 0 else f32(1) / factor
+        mean, var = scale_factor * blobs[0], scale_factor * blobs[1]
+        centered = x - mean.reshape(shape)
+    else:  # gemv sums per (sample, channel) row, then over the batch
+        rows = x.reshape(x.shape[0], channels, -1).astype(np.float64)
+        mean = rows.mean(axis=(0, 2)).astype(np.float32)
+        centered = x - mean.reshape(shape)
+        c_rows = centered.reshape(rows.shape).astype(np.float64)
+        var = (c_rows * c_rows).mean(axis=(0, 2)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):  # eps 0 and no variance: 0/0 as Caffe
+        top = centered / np.sqrt(var + f32(p.eps)).reshape(shape)
+    if p.use_alpha_beta:
+        top = top * blobs[3].reshape(shape) + blobs[4].reshape(shape)
+    return [top]

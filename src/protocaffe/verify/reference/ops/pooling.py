@@ -224,3 +224,37 @@ def roi_pooling(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
         return [roi_pool(features, rois, int(p.pooled_h), int(p.pooled_w), float(p.spatial_scale))]
     except ValueError as exc:
         raise layer.fail(f"Caffe aborts here: {exc}") from None
+
+
+@register("SPP")
+def spp(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """BVLC spp_layer.cpp: level l is a PoolingLayer with kernel = stride = ceil(size / 2^l)
+    (in double) and pad (kernel * 2^l - size + 1) / 2 per axis (GetPoolingParam), the pooling
+    param's round mode left at its default (CEIL); the levels are flattened and concatenated,
+    level 0 first; with pyramid_height 1 the one pooling's top is the layer's (LayerSetUp)."""
+    p = layer.param.spp_param
+    x = bottoms[0]
+    layer.check(
+        x.ndim == 4, "Input must have 4 axes, corresponding to (num, channels, height, width)"
+    )
+    height = int(p.pyramid_height)
+    layer.check(height > 0, "a pyramid of height 0 concatenates no bottoms")
+    method = int(p.pool)
+    if method == STOCHASTIC:
+        raise layer.fail(
+            "Caffe aborts here: STOCHASTIC pooling has no CPU forward (NOT_IMPLEMENTED)"
+        )
+    levels = []
+    for level in range(height):
+        bins = 2**level
+        geometry = []
+        for size in x.shape[2:]:
+            kernel = math.ceil(size / bins)
+            geometry.append((kernel, (kernel * bins - size + 1) // 2))
+        (kh, ph), (kw, pw) = geometry
+        layer.check(ph < kh and pw < kw, f"pad {(ph, pw)} must be < kernel {(kh, kw)}")
+        top, _ = pool2d(x, (kh, kw), (kh, kw), (ph, pw), method == AVE, ceil=True)
+        if height == 1:
+            return [top]
+        levels.append(top.reshape(top.shape[0], -1))
+    return [np.concatenate(levels, axis=1)]

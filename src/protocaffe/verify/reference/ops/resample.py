@@ -216,3 +216,121 @@ def upsample(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
         return [unpool(x, mask, out_h, out_w)]
     except ValueError as exc:
         raise layer.fail(f"Caffe aborts here: {exc}") from None
+
+
+# The oracle build's resampling layers: brocolli-caffe 9.0.2, src/caffe/layers/resize_layer.cpp
+# (LayerSetUp, Reshape: height/width, or int(scale * size) in float with is_pyramid_test) with
+# src/caffe/util/util_img.cpp (ResizeBlob_cpu, BiLinearResizeMat_cpu),
+# bilinear_interpolate_layer.cpp (LayerSetUp: dst_h/dst_w or int(size * scale_factor);
+# Forward_cpu) and maxunpool_layer.cpp (LayerSetUp, Reshape, Forward_cpu).
+
+
+def _scaled(scale: float, size: int) -> int:
+    """int(scale * size), the float product Caffe truncates."""
+    return int(np.float32(np.float32(scale) * np.float32(size)))
+
+
+def _resize_plane_taps(size_in: int, size_out: int) -> tuple[Array, Array, Array]:
+    """BiLinearResizeMat_cpu's source row per output row and its two weights, in float."""
+    scale = np.float32(size_in) / np.float32(size_out)
+    position = np.arange(size_out, dtype=np.float32) * scale
+    first = np.floor(position).astype(np.int64)
+    fraction = (position - first.astype(np.float32)).astype(np.float32)
+    return first, np.abs(np.float32(1.0) - fraction), np.abs(fraction)
+
+
+@register("Resize")
+def resize(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    p = layer.param.resize_param
+    x = as_f32(bottoms[0])
+    n, c, height, width = legacy_shape(layer, x.shape)
+    if p.is_pyramid_test:
+        layer.check(p.HasField("out_height_scale"), "output height scale is required ")
+        layer.check(p.HasField("out_width_scale"), "output width scale is required ")
+        out_h, out_w = _scaled(p.out_height_scale, height), _scaled(p.out_width_scale, width)
+    else:
+        layer.check(p.HasField("height"), "output height is required ")
+        layer.check(p.HasField("width"), "output width is required ")
+        out_h, out_w = int(p.height), int(p.width)
+    planes = x.reshape(n * c, height, width)
+    rows, w_h0, w_h1 = _resize_plane_taps(height, out_h)
+    cols, w_w0, w_w1 = _resize_plane_taps(width, out_w)
+    right = cols + 1 < width
+    below = rows + 1 < height
+    clip_r, clip_c = np.minimum(rows + 1, height - 1), np.minimum(cols + 1, width - 1)
+    value = (w_h0[:, None] * w_w0[None, :]) * planes[:, rows][:, :, cols]
+    value = value + np.where(
+        right[None, :], (w_h0[:, None] * w_w1[None, :]) * planes[:, rows][:, :, clip_c], 0
+    )
+    value = value + np.where(
+        below[:, None], (w_h1[:, None] * w_w0[None, :]) * planes[:, clip_r][:, :, cols], 0
+    )
+    # The corner counts only where both neighbours did (`flag > 1`).
+    both = below[:, None] & right[None, :]
+    value = value + np.where(
+        both, (w_h1[:, None] * w_w1[None, :]) * planes[:, clip_r][:, :, clip_c], 0
+    )
+    return [value.astype(np.float32).reshape(n, c, out_h, out_w)]
+
+
+@register("BilinearInterpolate")
+def bilinear_interpolate(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    p = layer.param.bilinear_interpolate_param
+    x = as_f32(bottoms[0])
+    n, c, src_h, src_w = legacy_shape(layer, x.shape)
+    has_size = p.HasField("dst_h") or p.HasField("dst_w")
+    if has_size == p.HasField("scale_factor"):
+        raise layer.fail(
+            "dst_h/dst_w and scale_factor both or neither: Caffe leaves the size unset"
+        )
+    if has_size:
+        dst_h = int(p.dst_h) if p.HasField("dst_h") else src_h
+        dst_w = int(p.dst_w) if p.HasField("dst_w") else src_w
+    else:
+        dst_h, dst_w = _scaled(p.scale_factor, src_h), _scaled(p.scale_factor, src_w)
+    align = bool(p.align_corners)
+    if align and 1 in (dst_h, dst_w):
+        raise layer.fail("an output size of 1 with align_corners: Caffe computes 0 / 0 (NaN)")
+
+    def source(size: int, dst: int) -> tuple[Array, Array, Array]:
+        index = np.arange(dst, dtype=np.float32)
+        if align:
+            pos = (np.float32(size - 1) / np.float32(dst - 1)) * index
+        else:  # float(src) / dst, times (i + 0.5) and minus 0.5 in double
+            ratio = np.float64(np.float32(size) / np.float32(dst))
+            pos = (ratio * (index.astype(np.float64) + 0.5) - 0.5).astype(np.float32)
+        pos = np.where(pos > size - 1, np.float32(size - 1), pos)
+        pos = np.where(pos < 0, np.float32(0), pos).astype(np.float32)
+        low = np.clip(np.floor(pos), 0, None)
+        low = np.minimum(low, size - 2).astype(np.int64)
+        return pos, low, low + 1
+
+    h, h0, h1 = source(src_h, dst_h)
+    w, w0, w1 = source(src_w, dst_w)
+    planes = x.reshape(n * c, src_h, src_w)
+
+    def at(rows: Array, cols: Array) -> Array:
+        # A 1-row (1-column) input reads row -1 with weight 0 (before the blob in C++).
+        return planes[:, np.clip(rows, 0, src_h - 1)][:, :, np.clip(cols, 0, src_w - 1)]
+
+    wa = (w1.astype(np.float32) - w)[None, :]
+    wb = (w - w0.astype(np.float32))[None, :]
+    r0 = wa * at(h0, w0) + wb * at(h0, w1)
+    r1 = wa * at(h1, w0) + wb * at(h1, w1)
+    top = (h1.astype(np.float32) - h)[:, None] * r0 + (h - h0.astype(np.float32))[:, None] * r1
+    return [top.astype(np.float32).reshape(n, c, dst_h, dst_w)]
+
+
+@register("MaxUnPool", bottoms=(2, 2))
+def max_unpool(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    p = layer.param.max_unpool_param
+    layer.check(p.HasField("dst_h") and p.HasField("dst_w"), "dst_h and dst_w are required.")
+    x, mask = bottoms
+    layer.check(
+        x.ndim == 4, "Input must have 4 axes, corresponding to (num, channels, height, width)"
+    )
+    layer.check(mask.size == x.size, f"the mask {mask.shape} must have the input's size {x.shape}")
+    try:
+        return [unpool(x, mask.reshape(x.shape), int(p.dst_h), int(p.dst_w))]
+    except ValueError as exc:
+        raise layer.fail(f"Caffe aborts here: {exc}") from None
