@@ -1,0 +1,69 @@
+"""The deep profile: `python -m caffe_fuzz --nets 3000 --seed 1` from tests/.
+
+Runs the nets in batches through one oracle process, appends one JSON line per net to
+--log (so a long run can be stopped and summarised at any time), keeps the case folder of every
+disagreement under --workdir, and writes the summary table (Markdown) to --report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .campaign import Campaign
+from .oracle import Oracle, available
+from .report import summarise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m caffe_fuzz")
+    parser.add_argument("--nets", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/caffe_fuzz"))
+    parser.add_argument("--log", type=Path, default=Path("/tmp/caffe_fuzz/log.jsonl"))
+    parser.add_argument("--report", type=Path, default=None)
+    parser.add_argument("--types", default="", help="comma-separated focus types (default: all)")
+    parser.add_argument("--summarise-only", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.summarise_only:
+        if not available():
+            print("no Caffe oracle (see ../shared/oracle)", file=sys.stderr)
+            return 2
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with Oracle() as oracle, args.log.open("a") as log:
+            campaign = Campaign(oracle, args.workdir)
+            types = [t for t in args.types.split(",") if t] or None
+            specs = campaign.specs(args.seed, args.nets, types)
+            for count, record in enumerate(campaign.run(specs), 1):
+                entry = {
+                    "net": record.spec.name,
+                    "seed": record.spec.seed,
+                    "focus": record.spec.focus,
+                    "types": sorted({layer.type for layer in record.spec.layers}),
+                    "layers": len(record.spec.layers),
+                    **asdict(record.verdict),
+                    "caffe_seconds": round(record.seconds_caffe, 3),
+                    "protocaffe_seconds": round(record.seconds_protocaffe, 3),
+                }
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+                if count % 100 == 0:
+                    rate = count / (time.monotonic() - started)
+                    print(f"{count} nets, {rate:.2f} nets/s", file=sys.stderr)
+    entries = [json.loads(line) for line in args.log.read_text().splitlines() if line.strip()]
+    table = summarise(entries)
+    if args.report is not None:
+        args.report.write_text(table)
+    print(table)
+    unexplained = [e for e in entries if e["cause"] == "unexplained"]
+    return 1 if unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
