@@ -28,7 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=None)
     parser.add_argument("--types", default="", help="comma-separated focus types (default: all)")
     parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument(
+        "--replay",
+        default="",
+        help="SEED:FOCUS of one net (as a failure prints it): run it alone, keep its folder",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep every case folder")
     args = parser.parse_args(argv)
+    if args.replay:
+        return replay(args.replay, args.workdir)
     if not args.summarise_only:
         if not available():
             print("no Caffe oracle (see ../shared/oracle)", file=sys.stderr)
@@ -40,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             campaign = Campaign(oracle, args.workdir)
             types = [t for t in args.types.split(",") if t] or None
             specs = campaign.specs(args.seed, args.nets, types)
-            for count, record in enumerate(campaign.run(specs), 1):
+            for count, record in enumerate(campaign.run(specs, keep=args.keep), 1):
                 entry = {
                     "net": record.spec.name,
                     "seed": record.spec.seed,
@@ -63,6 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     unexplained = [e for e in entries if e["cause"] == "unexplained"]
     return 1 if unexplained else 0
+
+
+def replay(which: str, workdir: Path) -> int:
+    seed, focus = which.split(":")
+    with Oracle() as oracle:
+        campaign = Campaign(oracle, workdir)
+        spec = campaign.generator.net(int(seed), focus)
+        (record,) = campaign.run([spec], keep=True)
+    v = record.verdict
+    print(spec.prototxt())
+    print(f"{v.outcome}: {v.cause or 'agrees'} {v.layer} {v.layer_type} {v.blob}")
+    print(v.detail or v.caffe_message or v.protocaffe_message)
+    print(f"case folder: {workdir / spec.name}")
+    return 0 if v.agrees else 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ Causes are recognised by rules over the net and the evidence, each stated below:
   regression test in tests/test_fuzz_regressions.py);
 - "float-only: ..." are differences of float arithmetic, not of semantics (see FLOAT_ONLY);
 - "oracle: ..." are places where the oracle build deviates from upstream Caffe;
+- "issue 15: ..." and "limitation: ..." are gaps protocaffe reports with a located error and
+  another issue tracks;
 - "unexplained" is everything else: a new defect to diagnose.
 """
 
@@ -75,7 +77,7 @@ class Verdict:
     @property
     def known(self) -> bool:
         """A disagreement with a cause already diagnosed (open defect, finding or oracle)."""
-        return self.cause.startswith(("cause ", "finding ", "oracle"))
+        return self.cause.startswith(("cause ", "finding ", "oracle", "issue 15", "limitation"))
 
 
 def classify(case: Path, result: Result, failing: int | None = None) -> Verdict:
@@ -173,9 +175,35 @@ def _caffe_rejects_cause(net: Message, layer: Message | None, message: str) -> s
         return "finding L: PriorBox with both spellings of step or img_size"
     if "Could not find location predictions" in message:
         return "finding I: DetectionOutput without location predictions for a label"
+    if layer is not None and _half_pair(layer):
+        return CAUSE_2
     if layer is not None and kind not in ELEMENTWISE and _in_place(layer):
         return f"finding B: {kind} in place computes from a half-written bottom in Caffe"
     return "unexplained"
+
+
+CAUSE_2 = "cause 2: pad_h/pad_w/stride_h/stride_w given alone"
+
+
+def _half_pair(layer: Message) -> bool:
+    """A Convolution/Deconvolution with only one of pad_h/pad_w or of stride_h/stride_w."""
+    if layer.type not in ("Convolution", "Deconvolution"):  # type: ignore[attr-defined]
+        return False
+    p = layer.convolution_param  # type: ignore[attr-defined]
+    half_pad = (p.HasField("pad_h") != p.HasField("pad_w")) and not len(p.pad)
+    half_stride = (p.HasField("stride_h") != p.HasField("stride_w")) and not len(p.stride)
+    return bool(half_pad or half_stride)
+
+
+def _shares_parameters(net: Message, layer: Message) -> bool:
+    names = {spec.name for spec in layer.param if spec.name}  # type: ignore[attr-defined]
+    others = [
+        spec.name
+        for other in layers_of(net)
+        if other is not layer and other.name != layer.name  # type: ignore[attr-defined]
+        for spec in other.param  # type: ignore[attr-defined]
+    ]
+    return bool(names & set(others))
 
 
 def _in_place(layer: Message) -> bool:
@@ -198,6 +226,8 @@ def _protocaffe_rejects_cause(net: Message, message: str) -> str:
         return "cause 1: 0-D parameter blob"
     if "Eltwise" in message and "coeff" in message:
         return "cause 8: Eltwise MAX with coeff"
+    if "(Scale)" in message and re.search(r"bottom 1 shape .* does not match", message):
+        return "oracle: Scale does not check its second bottom's shape (CHECK removed)"
     if "(Convolution)" in message or "(Deconvolution)" in message:
         if "expects a 4-D input" in message or "only 2-D convolution" in message:
             return "issue 15: N-D convolution"
@@ -221,8 +251,9 @@ def _crash_cause(net: Message, message: str, caffe_accepted: bool) -> str:
     ]
     if batch_statistics:
         return "cause 6: BatchNorm with batch statistics"
-    if not caffe_accepted and _has(net, "DetectionOutput") and "ZeroDivisionError" in message:
-        return "finding D: DetectionOutput with an empty prior crashes protocaffe"
+    zero_ratio = _has(net, "PriorBox", lambda layer: 0 in layer.prior_box_param.aspect_ratio)  # type: ignore
+    if zero_ratio and "ZeroDivisionError" in message:
+        return "finding D: PriorBox with aspect_ratio 0 crashes protocaffe"
     if "detection_output()" in message:
         return "finding C: DetectionOutput without confidence_threshold crashes the module"
     if not caffe_accepted:
@@ -254,12 +285,10 @@ def _mismatch_cause(case: Path, net: Message, m: Mismatch) -> str:
     if kind == "value" and stale:
         return "cause 5: in-place write through a blob that shares memory"
     kind_of = str(layer.type)  # type: ignore[attr-defined]
-    if kind in ("shape", "value") and kind_of in ("Convolution", "Deconvolution"):
-        p = layer.convolution_param  # type: ignore[attr-defined]
-        half_pad = (p.HasField("pad_h") != p.HasField("pad_w")) and not len(p.pad)
-        half_stride = (p.HasField("stride_h") != p.HasField("stride_w")) and not len(p.stride)
-        if half_pad or half_stride:
-            return "cause 2: pad_h/pad_w/stride_h/stride_w given alone"
+    if kind in ("shape", "value") and _half_pair(layer):
+        return CAUSE_2
+    if kind == "value" and _shares_parameters(net, layer):
+        return "cause 9: shared parameters (param { name }) loaded per layer"
     if kind == "shape" and kind_of == "Pooling":
         p = layer.pooling_param  # type: ignore[attr-defined]
         pads = (p.pad_h, p.pad_w) if p.HasField("pad_h") else (p.pad, p.pad)

@@ -45,7 +45,7 @@ def fill_params(net, seed):
     - everything else: N(0, 1) * 0.5.
     Blobs shared by `param { name: ... }` are written by each sharing layer in turn; the last
     write wins, so all sharers hold one value, as Caffe holds it."""
-    rng = np.random.RandomState(seed)
+    rng = np.random.RandomState(seed % 2**32)
     for layer in net.layers:
         for index, blob in enumerate(layer.blobs):
             shape = blob.data.shape
