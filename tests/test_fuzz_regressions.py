@@ -422,15 +422,16 @@ def test_finding_c_detection_output_without_threshold(oracle: Oracle, tmp_path: 
     runs_in_both(oracle, tmp_path, ssd_head())
 
 
-@pytest.mark.xfail(strict=True, reason="finding D: PriorBox aspect_ratio 0 crashes protocaffe")
-@pytest.mark.parametrize("flip", ["false", "true"])
-def test_finding_d_prior_box_aspect_ratio_zero(oracle: Oracle, tmp_path: Path, flip: str) -> None:
-    """Caffe builds the priors (width min_size * sqrt(0) = 0, height min_size / sqrt(0) = inf;
-    the flip 1 / 0 = inf); protocaffe's PriorBox.parse raises ZeroDivisionError."""
-    text = (
-        ssd_head(aspect="0").split('layer { name: "det"')[0].replace("flip: false", f"flip: {flip}")
-    )
-    runs_in_both(oracle, tmp_path, text)
+@pytest.mark.xfail(strict=True, reason="finding D: PriorBox aspect_ratio <= 0 crashes protocaffe")
+@pytest.mark.parametrize("aspect, flip", [("0", "false"), ("0", "true"), ("-0.5", "false")])
+def test_finding_d_prior_box_aspect_ratio_not_positive(
+    oracle: Oracle, tmp_path: Path, aspect: str, flip: str
+) -> None:
+    """Caffe builds the priors (min_size * sqrt(0) = 0 wide and min_size / sqrt(0) = inf high,
+    the flip 1 / 0 = inf, sqrt(-0.5) = NaN); protocaffe's PriorBox.parse raises
+    ZeroDivisionError or ValueError (math domain error)."""
+    head = ssd_head(aspect=aspect).split('layer { name: "det"')[0]
+    runs_in_both(oracle, tmp_path, head.replace("flip: false", f"flip: {flip}"))
 
 
 @pytest.mark.xfail(strict=True, reason="finding D: DetectionOutput over a prior of width 0")
@@ -469,6 +470,43 @@ def test_finding_i_shared_location_background_minus_one(oracle: Oracle, tmp_path
     find location predictions for label -1" (detection_output_layer.cpp)."""
     text = ssd_head(background="-1", threshold="confidence_threshold: 0.01")
     refused_by_both(oracle, tmp_path, text)
+
+
+@pytest.mark.xfail(strict=True, reason="finding M: Convolution over several bottoms")
+@pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
+def test_finding_m_convolution_several_bottoms(oracle: Oracle, tmp_path: Path, kind: str) -> None:
+    """BaseConvolutionLayer applies one set of weights to each bottom/top pair (Forward_cpu
+    loops over bottom.size()); protocaffe: "has 2 bottoms, expects 1"."""
+    layers = (
+        'layer { name: "t" type: "TanH" bottom: "data" top: "t" }\n'
+        f'layer {{ name: "c" type: "{kind}" bottom: "data" bottom: "t" top: "c0" top: "c1" '
+        "convolution_param { num_output: 2 kernel_size: 3 } }\n"
+    )
+    runs_in_both(oracle, tmp_path, net((1, 2, 5, 6), layers))
+
+
+@pytest.mark.xfail(strict=True, reason="finding N: MAX pooling of NaN and -inf")
+def test_finding_n_max_pooling_non_finite(oracle: Oracle, tmp_path: Path) -> None:
+    """PoolingLayer::Forward_cpu starts each window at -FLT_MAX and takes a value only if it is
+    greater: NaN is skipped and -inf gives -FLT_MAX; torch's max pooling propagates both."""
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 0] = np.nan
+    x[0, 0, 2:, :2] = -np.inf
+    params = "pooling_param { pool: MAX kernel_size: 2 stride: 2 }"
+    runs_in_both(oracle, tmp_path, one("Pooling", params, (1, 1, 4, 4)), inputs={"data": x})
+
+
+@pytest.mark.xfail(strict=True, reason="finding O: PriorBox over a 2-D bottom")
+def test_finding_o_prior_box_2d_feature(oracle: Oracle, tmp_path: Path) -> None:
+    """PriorBoxLayer reads bottom[0]->height() and width(), which are 1 for a 2-D blob
+    (Blob::LegacyShape); protocaffe: "expects 4-D bottoms"."""
+    text = (
+        'name: "prior2d"\ninput: "feature"\ninput_shape { dim: 3 dim: 3 }\n'
+        'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 19 dim: 23 }\n'
+        'layer { name: "prior" type: "PriorBox" bottom: "feature" bottom: "data" top: "prior" '
+        "prior_box_param { min_size: 8 clip: false } }\n"
+    )
+    runs_in_both(oracle, tmp_path, text)
 
 
 @pytest.mark.xfail(strict=True, reason="finding L: PriorBox with step and step_h")

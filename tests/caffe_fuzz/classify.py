@@ -90,7 +90,7 @@ def classify(case: Path, result: Result, failing: int | None = None) -> Verdict:
         net = parse_net("")
     if caffe.status in ("crashed", "timeout", "error"):
         verdict.outcome = f"caffe-{caffe.status}"
-        verdict.cause = _caffe_failure(net, caffe.message)
+        verdict.cause = _caffe_failure(net, caffe.message, result.protocaffe_error)
     elif result.protocaffe_crash is not None:
         verdict.outcome = "protocaffe-crash"
         verdict.protocaffe_message = result.protocaffe_crash
@@ -238,6 +238,10 @@ def _protocaffe_rejects_cause(net: Message, message: str) -> str:
             return "finding F: convolution with dilation 0"
     if "(Pooling)" in message and "a mask top needs a geometry" in message:
         return "limitation: a pooling mask top where torch's windows differ from Caffe's"
+    if re.search(r"\((Convolution|Deconvolution)\): has \d+ bottoms, expects 1", message):
+        return "finding M: Convolution over several bottoms (one set of weights for each pair)"
+    if "(PriorBox)" in message and "expects 4-D bottoms" in message:
+        return "finding O: PriorBox over a bottom that is not 4-D (Caffe reads its height/width)"
     if "(Flatten)" in message and "comes before axis" in message:
         return "finding G: Flatten with end_axis just before axis (Caffe inserts an axis of 1)"
     return "unexplained"
@@ -251,9 +255,11 @@ def _crash_cause(net: Message, message: str, caffe_accepted: bool) -> str:
     ]
     if batch_statistics:
         return "cause 6: BatchNorm with batch statistics"
-    zero_ratio = _has(net, "PriorBox", lambda layer: 0 in layer.prior_box_param.aspect_ratio)  # type: ignore
-    if zero_ratio and "ZeroDivisionError" in message:
-        return "finding D: PriorBox with aspect_ratio 0 crashes protocaffe"
+    bad_ratio = _has(
+        net, "PriorBox", lambda layer: any(r <= 0 for r in layer.prior_box_param.aspect_ratio)  # type: ignore
+    )
+    if bad_ratio and ("ZeroDivisionError" in message or "math domain error" in message):
+        return "finding D: PriorBox with aspect_ratio <= 0 crashes protocaffe"
     if "detection_output()" in message:
         return "finding C: DetectionOutput without confidence_threshold crashes the module"
     if not caffe_accepted:
@@ -261,9 +267,11 @@ def _crash_cause(net: Message, message: str, caffe_accepted: bool) -> str:
     return "unexplained"
 
 
-def _caffe_failure(net: Message, message: str) -> str:
+def _caffe_failure(net: Message, message: str, protocaffe_error: str | None) -> str:
     if "could not broadcast input array" in message:
         return "oracle: an in-place layer reshaped a net input, so the input cannot be fed"
+    if protocaffe_error is not None and is_located(protocaffe_error):
+        return "oracle: Caffe crashes (e.g. group 0 divides by zero) where protocaffe refuses"
     return "unexplained"
 
 
@@ -308,6 +316,10 @@ def _mismatch_cause(case: Path, net: Message, m: Mismatch) -> str:
         return f"finding B: {kind_of} in place computes from a half-written bottom in Caffe"
     if kind_of == "PriorBox" and not layer.prior_box_param.HasField("clip"):  # type: ignore
         return "oracle: PriorBox clip defaults to true in this build (SSD fork: false)"
+    if kind == "value" and kind_of == "Pooling" and m.theirs is not None:
+        bottom = before(case, str(layer.bottom[0]), m.caffe_at)  # type: ignore[attr-defined]
+        if not np.isfinite(bottom).all() and layer.pooling_param.pool == 0:  # type: ignore
+            return "finding N: MAX pooling of NaN or -inf (Caffe starts at -FLT_MAX, skips NaN)"
     rule = FLOAT_ONLY.get(kind_of)
     if kind == "value" and rule is not None and m.ours is not None and m.theirs is not None:
         bottom = before(case, str(layer.bottom[0]), m.caffe_at)  # type: ignore[attr-defined]

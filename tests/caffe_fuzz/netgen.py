@@ -923,6 +923,18 @@ def convolution(b: _Builder, kind: str) -> None:
             out = (shape[0], param.num_output, sizes[0], sizes[1])  # type: ignore[attr-defined]
             if min(out) <= 0:
                 out = None
+    if rng.random() < 0.04:
+        # BaseConvolutionLayer runs the same weights over each bottom/top pair.
+        b.emit(
+            kind,
+            [bottom, bottom],
+            [b.new_blob(), b.new_blob()],
+            [out, out],
+            "convolution_param",
+            param,
+            raw,
+        )
+        return
     b.emit(kind, [bottom], [b.top_for(bottom, 0.05)], [out], "convolution_param", param, raw)
 
 

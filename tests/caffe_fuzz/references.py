@@ -5,7 +5,8 @@ float-only when a float64 evaluation of T's formula on Caffe's own input to the 
 with protocaffe and not with Caffe (Caffe's float32 evaluation order lost the digits), or, for
 MVN, when every differing value lies in a normalisation group whose spread is below 1e-4 of its
 magnitude (the normalised values are then float32 rounding noise of the mean, amplified by
-1 / (std + eps); no float32 implementation agrees with another there).
+1 / (std + eps); no float32 implementation agrees with another there), or, for LRN, when the
+sum of squares of a window can exceed FLT_MAX (Caffe's running sum then computes inf - inf).
 
 The formulas are transcribed from BVLC Caffe (master 9b89154): LRNLayer::CrossChannelForward_cpu
 (lrn_layer.cpp) and MVNLayer::Forward_cpu (mvn_layer.cpp). They are not used as references for
@@ -20,6 +21,8 @@ import numpy as np
 from google.protobuf.message import Message
 
 from .compare import close
+
+FLT_MAX = float(np.finfo(np.float32).max)
 
 
 def lrn_across_channels(
@@ -53,6 +56,8 @@ def _lrn_rule(layer: Message, bottom: np.ndarray, ours: np.ndarray, theirs: np.n
     exact = lrn_across_channels(bottom, p.local_size, p.alpha, p.beta, p.k)
     if close(ours, exact)[0] and not close(theirs, exact)[0]:
         return "float-only: LRN's float32 running sum of squares (protocaffe equals float64)"
+    if (bottom.astype(np.float64) ** 2 * p.local_size > FLT_MAX).any():
+        return "float-only: LRN's sum of squares overflows float32 (inf - inf in Caffe)"
     return ""
 
 
