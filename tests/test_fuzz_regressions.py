@@ -330,6 +330,14 @@ def test_cause9_shared_shapes_differ(oracle: Oracle, tmp_path: Path) -> None:
     refused_by_both(oracle, tmp_path, text)
 
 
+@issue13("cause 9: more param specs than the layer has blobs")
+def test_cause9_too_many_param_specs(oracle: Oracle, tmp_path: Path) -> None:
+    """Caffe: "Too many params specified for layer l" (net.cpp AppendParam: param_size must not
+    exceed the number of parameter blobs); protocaffe ignores the extra spec."""
+    text = one("Bias", 'param { name: "a" } param { name: "b" }')
+    refused_by_both(oracle, tmp_path, text)
+
+
 # -- cause 10: PriorBox in Pelee ------------------------------------------------------------------
 
 

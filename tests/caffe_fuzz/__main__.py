@@ -14,7 +14,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .campaign import Campaign
+import numpy as np
+
+from .campaign import Campaign, examine
 from .oracle import Oracle, available
 from .report import summarise
 
@@ -34,9 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         help="SEED:FOCUS of one net (as a failure prints it): run it alone, keep its folder",
     )
     parser.add_argument("--keep", action="store_true", help="keep every case folder")
+    parser.add_argument(
+        "--reclassify",
+        action="store_true",
+        help="re-run and re-classify the kept disagreements of --log with the current rules",
+    )
     args = parser.parse_args(argv)
     if args.replay:
         return replay(args.replay, args.workdir)
+    if args.reclassify:
+        reclassify(args.log, args.workdir)
     if not args.summarise_only:
         if not available():
             print("no Caffe oracle (see ../shared/oracle)", file=sys.stderr)
@@ -71,6 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     unexplained = [e for e in entries if e["cause"] == "unexplained"]
     return 1 if unexplained else 0
+
+
+def reclassify(log: Path, workdir: Path) -> None:
+    """Disagreements are kept on disk: run them again and classify them with today's rules."""
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    with Oracle() as oracle:
+        for entry in entries:
+            folder = workdir / entry["net"]
+            if entry["outcome"] in ("match", "both-reject") or not folder.exists():
+                continue
+            outcome = oracle.run(folder)
+            inputs = dict(np.load(folder / "inputs.npz"))
+            entry.update(asdict(examine(oracle, folder, outcome, inputs)))
+    log.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
 
 
 def replay(which: str, workdir: Path) -> int:
