@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,8 +39,8 @@ def oracle() -> Iterator[Oracle]:
         yield running
 
 
-def agree(oracle: Oracle, folder: Path, text: str, **kwargs: object) -> Verdict:
-    verdict, _ = check(oracle, folder, text, **kwargs)  # type: ignore[arg-type]
+def agree(oracle: Oracle, folder: Path, text: str, **kwargs: Any) -> Verdict:
+    verdict, _ = check(oracle, folder, text, **kwargs)
     assert verdict.agrees, explain(verdict)
     return verdict
 
@@ -51,7 +52,7 @@ def refused_by_both(oracle: Oracle, folder: Path, text: str) -> None:
     assert is_located(verdict.protocaffe_message), verdict.protocaffe_message
 
 
-def runs_in_both(oracle: Oracle, folder: Path, text: str, **kwargs: object) -> None:
+def runs_in_both(oracle: Oracle, folder: Path, text: str, **kwargs: Any) -> None:
     verdict = agree(oracle, folder, text, **kwargs)
     assert verdict.outcome == "match", explain(verdict)
 

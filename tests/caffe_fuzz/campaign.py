@@ -34,7 +34,7 @@ class CaseRecord:
 def write_case(folder: Path, text: str, inputs: dict[str, np.ndarray], seed: int | None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "net.prototxt").write_text(text)
-    np.savez(folder / "inputs.npz", **inputs)
+    np.savez(folder / "inputs.npz", **inputs)  # type: ignore[arg-type]
     (folder / "case.json").write_text(json.dumps({"seed": seed, "timeout": 60}))
 
 

@@ -71,7 +71,7 @@ class Result:
 
 
 def parse_net(text: str) -> Message:
-    net = message_class("NetParameter")()
+    net: Message = message_class("NetParameter")()
     text_format.Parse(text, net)
     return net
 

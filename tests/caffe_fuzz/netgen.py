@@ -668,7 +668,7 @@ def reshape(b: _Builder, kind: str) -> None:
             dims = [-1, -1] if rng.random() < 0.5 else [count + 1]
     param.shape.dim.extend(dims)  # type: ignore[attr-defined]
     out = None
-    if shape is not None and not param.HasField("axis") and not param.HasField("num_axes"):  # type: ignore
+    if shape is not None and not param.HasField("axis") and not param.HasField("num_axes"):
         fixed = [shape[i] if d == 0 and i < len(shape) else d for i, d in enumerate(dims)]
         known = math.prod(d for d in fixed if d != -1)
         if fixed.count(-1) <= 1 and known > 0 and math.prod(shape) % known == 0:
@@ -718,7 +718,7 @@ def tile(b: _Builder, kind: str) -> None:
         Draw(hints={"axis": (1, 0, -1, 2, 3), "tiles": (1, 2, 3)}, p_set=0.5),
         shape,
     )
-    if not param.HasField("tiles") and b.rng.random() < 0.85:  # type: ignore[attr-defined]
+    if not param.HasField("tiles") and b.rng.random() < 0.85:
         param.tiles = b.rng.choice((1, 2, 3))  # type: ignore[attr-defined]
     out = None
     if shape is not None:
@@ -813,7 +813,7 @@ def inner_product(b: _Builder, kind: str) -> None:
         ),
         shape,
     )
-    if not param.HasField("num_output") and b.rng.random() < 0.9:  # type: ignore[attr-defined]
+    if not param.HasField("num_output") and b.rng.random() < 0.9:
         param.num_output = b.rng.choice((1, 2, 3, 5))  # type: ignore[attr-defined]
     out = None
     if shape is not None:
@@ -903,7 +903,7 @@ def convolution(b: _Builder, kind: str) -> None:
         ),
         shape,
     )
-    if not param.HasField("num_output") and rng.random() < 0.9:  # type: ignore[attr-defined]
+    if not param.HasField("num_output") and rng.random() < 0.9:
         param.num_output = group * rng.choice((1, 2))  # type: ignore[attr-defined]
     out = None
     if shape is not None and len(shape) == 4 and param.axis == 1:  # type: ignore[attr-defined]

@@ -83,7 +83,7 @@ class Oracle:
         # would deadlock: each side blocked writing to the other).
         window = 32
         sent = 0
-        outcomes = []
+        outcomes: list[CaffeOutcome] = []
         for case in cases:
             while sent < len(cases) and sent < len(outcomes) + window:
                 self._process.stdin.write(f"{cases[sent]}\n")

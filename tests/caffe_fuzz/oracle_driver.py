@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 import traceback
+from typing import Any
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -37,7 +38,7 @@ import numpy as np
 WEIGHTED = ("Convolution", "Deconvolution", "InnerProduct", "Embed")
 
 
-def fill_params(net, seed):
+def fill_params(net: Any, seed: int) -> None:
     """Every parameter blob, in layer order and blob order, from RandomState(seed):
     - Convolution/Deconvolution/InnerProduct weights: N(0, 1) * sqrt(2 / fan_in);
     - BatchNorm: mean N(0, 1) * 0.5, variance |N(0, 1)| + 0.5, and a moving-average factor
@@ -68,7 +69,7 @@ def fill_params(net, seed):
             blob.data[...] = value.astype(np.float32)
 
 
-def run_case(caffe, case):
+def run_case(caffe: Any, case: str) -> None:
     with open(os.path.join(case, "case.json")) as f:
         spec = json.load(f)
     prototxt = os.path.join(case, "net.prototxt")
@@ -90,7 +91,7 @@ def run_case(caffe, case):
     for name in net.inputs:
         net.blobs[name].data[...] = inputs[name]
     layers = []
-    snapshots = {}
+    snapshots: dict[str, Any] = {}
     names = list(net._layer_names)
     for index, (name, layer) in enumerate(zip(names, net.layers, strict=False)):
         net._forward(index, index)
@@ -116,7 +117,7 @@ def run_case(caffe, case):
         json.dump(result, f)
 
 
-def check_message(text):
+def check_message(text: str) -> str:
     """The glog FATAL line ("F1201 ... file.cpp:123] Check failed: ...") without its prefix."""
     for line in text.splitlines():
         if line[:1] == "F" and "] " in line:
@@ -127,7 +128,7 @@ def check_message(text):
     return text.strip().splitlines()[-1] if text.strip() else ""
 
 
-def supervise(caffe, case):
+def supervise(caffe: Any, case: str) -> dict[str, Any]:
     """Fork, run the case in the child, and describe how the child ended."""
     for stale in ("result.json", "snapshots.npz", "stderr.txt", "error.txt"):
         with contextlib.suppress(OSError):
@@ -194,14 +195,14 @@ def supervise(caffe, case):
         last = error.strip().splitlines()[-1] if error.strip() else check_message(stderr)
         return {"case": case, "status": "error", "message": last, "seconds": seconds}
     with open(os.path.join(case, "result.json")) as f:
-        result = json.load(f)
+        result: dict[str, Any] = json.load(f)
     result.update(case=case, seconds=seconds)
     return result
 
 
-def schema(caffe_pb2):
+def schema(caffe_pb2: Any) -> dict[str, list[str]]:
     """Field names of every message of the oracle's caffe.proto."""
-    fields = {}
+    fields: dict[str, list[str]] = {}
     for name, message in caffe_pb2.DESCRIPTOR.message_types_by_name.items():
         fields[name] = [f.name for f in message.fields]
         for nested in message.nested_types:
@@ -209,7 +210,7 @@ def schema(caffe_pb2):
     return fields
 
 
-def main():
+def main() -> None:
     import caffe
     from caffe.proto import caffe_pb2
 

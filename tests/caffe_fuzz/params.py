@@ -85,6 +85,7 @@ def boundary_pool(fd: FieldDescriptor, larger: int) -> list[Any]:
     if fd.type == FieldDescriptor.TYPE_BOOL:
         return [False, True]
     if fd.type == FieldDescriptor.TYPE_ENUM:
+        assert fd.enum_type is not None
         return [v.name for v in fd.enum_type.values]
     if fd.type in INTEGER_TYPES:
         return [*INT_BOUNDARY, larger]
@@ -97,6 +98,7 @@ def boundary_pool(fd: FieldDescriptor, larger: int) -> list[Any]:
 
 def assign(message: Message, fd: FieldDescriptor, value: Any) -> None:
     if fd.type == FieldDescriptor.TYPE_ENUM and isinstance(value, str):
+        assert fd.enum_type is not None
         value = fd.enum_type.values_by_name[value].number
     if fd.is_repeated:
         getattr(message, fd.name).append(value)

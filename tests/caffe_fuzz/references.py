@@ -46,7 +46,7 @@ def mvn(x: np.ndarray, across_channels: bool, normalize_variance: bool, eps: flo
     if normalize_variance:
         std = np.sqrt((centred**2).mean(axis=1, keepdims=True))
         centred = centred / (std + eps)
-    return centred.reshape(x.shape)
+    return np.asarray(centred.reshape(x.shape))
 
 
 def _lrn_rule(layer: Message, bottom: np.ndarray, ours: np.ndarray, theirs: np.ndarray) -> str:

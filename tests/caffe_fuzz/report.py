@@ -43,8 +43,10 @@ def summarise(entries: Sequence[dict[str, Any]]) -> str:
         f"| {totals['rejected']} | {totals['floats']} | |"
     )
     lines += ["", "Disagreements by cause (outcome):", ""]
-    causes = Counter((e["cause"], e["outcome"]) for e in entries if not _agrees(e))
-    for (cause, outcome), count in sorted(causes.items(), key=lambda x: (-x[1], x[0])):
+    pairs: Counter[tuple[str, str]] = Counter(
+        (str(e["cause"]), str(e["outcome"])) for e in entries if not _agrees(e)
+    )
+    for (cause, outcome), count in sorted(pairs.items(), key=lambda x: (-x[1], x[0])):
         lines.append(f"- {count} x {cause} ({outcome})")
     floats_by = Counter(e["cause"] for e in entries if str(e["cause"]).startswith("float-only"))
     if floats_by:
