@@ -127,3 +127,22 @@ def test_aliasing_rule_finds_the_issue_example() -> None:
         "reshape_param { shape { dim: 0 dim: -1 } } ", ""
     )
     assert stale_reads(layers_of(parse_net(plain))) == []
+
+
+def test_shrink_keeps_the_verdict(oracle: Oracle, tmp_path: Path) -> None:
+    """The shrinker drops what the disagreement does not need (here the TanH and its input)."""
+    import numpy as np
+    from caffe_fuzz.campaign import write_case
+    from caffe_fuzz.shrink import shrink
+
+    text = (
+        'input: "x"\ninput_shape { dim: 1 dim: 2 dim: 3 dim: 3 }\n'
+        'input: "y"\ninput_shape { dim: 1 dim: 2 }\n'
+        'layer { name: "t" type: "TanH" bottom: "y" top: "t" }\n'
+        'layer { name: "a" type: "AbsVal" bottom: "x" top: "x" }\n'
+    )
+    inputs = {"x": np.ones((1, 2, 3, 3), np.float32), "y": np.ones((1, 2), np.float32)}
+    write_case(tmp_path / "case", text, inputs, 0)
+    small, verdict = shrink(oracle, tmp_path / "case", tmp_path / "work")
+    assert verdict.outcome == "caffe-rejects"
+    assert "TanH" not in small and "AbsVal" in small

@@ -19,6 +19,7 @@ import numpy as np
 from .campaign import Campaign, examine
 from .oracle import Oracle, available
 from .report import summarise
+from .shrink import shrink
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep every case folder")
     parser.add_argument(
+        "--shrink", type=Path, default=None, help="a kept case folder: print a smaller net"
+    )
+    parser.add_argument(
         "--reclassify",
         action="store_true",
         help="re-run and re-classify the kept disagreements of --log with the current rules",
@@ -44,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.replay:
         return replay(args.replay, args.workdir)
+    if args.shrink is not None:
+        with Oracle() as oracle:
+            text, verdict = shrink(oracle, args.shrink, args.workdir / "shrink")
+        print(text)
+        print(f"{verdict.outcome}: {verdict.cause}")
+        return 0
     if args.reclassify:
         reclassify(args.log, args.workdir)
     if not args.summarise_only:
