@@ -90,7 +90,7 @@ def test_the_fuzzer_compares_every_blob(campaign: dict[str, list[CaseRecord]]) -
     """The sample is not vacuous: a good share of the nets runs in Caffe and matches."""
     records = [r for group in campaign.values() for r in group]
     matched = [r for r in records if r.verdict.outcome == "match"]
-    assert len(matched) >= len(records) // 4, f"{len(matched)} of {len(records)} matched"
+    assert len(matched) >= len(records) // 8, f"{len(matched)} of {len(records)} matched"
 
 
 def test_oracle_rejection_is_caught(oracle: Oracle, tmp_path: Path) -> None:

@@ -240,6 +240,8 @@ def _protocaffe_rejects_cause(net: Message, message: str) -> str:
         return "limitation: a pooling mask top where torch's windows differ from Caffe's"
     if re.search(r"\((Convolution|Deconvolution)\): has \d+ bottoms, expects 1", message):
         return "finding M: Convolution over several bottoms (one set of weights for each pair)"
+    if "(Upsample)" in message and "expects a 4-D input" in message:
+        return "oracle: the fork's Upsample indexes 4 axes of any blob (garbage beyond 4-D)"
     if "(PriorBox)" in message and "expects 4-D bottoms" in message:
         return "finding O: PriorBox over a bottom that is not 4-D (Caffe reads its height/width)"
     if "(Flatten)" in message and "comes before axis" in message:
@@ -260,6 +262,8 @@ def _crash_cause(net: Message, message: str, caffe_accepted: bool) -> str:
     )
     if bad_ratio and ("ZeroDivisionError" in message or "math domain error" in message):
         return "finding D: PriorBox with aspect_ratio <= 0 crashes protocaffe"
+    if "batch_norm eps must be non-negative" in message:
+        return "finding Q: BatchNorm with a negative eps raises in the module"
     if "detection_output()" in message:
         return "finding C: DetectionOutput without confidence_threshold crashes the module"
     if not caffe_accepted:

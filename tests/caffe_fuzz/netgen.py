@@ -273,12 +273,9 @@ class _Builder:
         source = self.pick(lambda s: s is not None and len(s) == 4) or self.pick()
         assert source is not None
         shape = self.shapes[source]
-        kind = rng.choice(["Reshape", "Flatten", "Split", "Concat", "Slice", "Permute"])
+        sharing = ("Reshape", "Flatten", "Split", "Concat", "Slice", "Permute")
+        kind = rng.choice([k for k in sharing if k in self.gen.types] or ["Split"])
         alias = self.new_blob()
-        if kind == "Split" or (kind in ("Concat", "Slice") and "Split" in self.gen.types):
-            kind = kind if kind in self.gen.types else "Split"
-        if kind not in self.gen.types:
-            kind = "Split"
         if kind == "Reshape":
             message, _ = self.draw("ReshapeParameter", Draw(p_set=0.0), shape)
             message.shape.dim.extend([0, -1])  # type: ignore[attr-defined]
@@ -730,7 +727,6 @@ def tile(b: _Builder, kind: str) -> None:
 
 @recipe("ArgMax")
 def argmax(b: _Builder, kind: str) -> None:
-    rng = b.rng
     bottom = b.pick()
     assert bottom is not None
     shape = b.shapes[bottom]
@@ -739,10 +735,8 @@ def argmax(b: _Builder, kind: str) -> None:
         Draw(hints={"axis": (1, 0, -1, 2, 3), "top_k": (1, 2, 3)}, p_set=0.5),
         shape,
     )
+    # Ties come from blobs with equal values upstream (ReLU's zeros, Threshold, Pooling).
     b.emit(kind, [bottom], [b.top_for(bottom, 0.08)], [None], "argmax_param", param, raw)
-    if rng.random() < 0.3:
-        # Ties: ArgMax of a blob with many equal values (ReLU zeros, or a constant).
-        pass
 
 
 @recipe("Reduction")
