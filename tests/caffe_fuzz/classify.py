@@ -107,7 +107,7 @@ def classify(case: Path, result: Result, failing: int | None = None) -> Verdict:
         if failing is not None and failing < len(layers_of(net)):
             layer = layers_of(net)[failing]
             verdict.layer, verdict.layer_type = str(layer.name), str(layer.type)  # type: ignore
-        verdict.cause = _caffe_rejects_cause(net, layer, caffe.message)
+        verdict.cause = _caffe_rejects_cause(net, layer, caffe.message, failing)
     elif result.protocaffe_error is not None and (
         result.mismatch is None or result.mismatch.kind == "protocaffe-rejects-prefix"
     ):
@@ -148,7 +148,9 @@ def _has(net: Message, kind: str, test: Callable[[Message], bool] = lambda _: Tr
 IN_PLACE_REFUSED = re.compile(r"(\w+) Layer does not allow in-place computation")
 
 
-def _caffe_rejects_cause(net: Message, layer: Message | None, message: str) -> str:
+def _caffe_rejects_cause(
+    net: Message, layer: Message | None, message: str, failing: int | None = None
+) -> str:
     """Caffe aborted, protocaffe converted: by Caffe's CHECK message and the layer it aborted
     at (`layer`, found by running the net's prefixes; None if unknown)."""
     kind = str(layer.type) if layer is not None else ""  # type: ignore[attr-defined]
@@ -179,7 +181,18 @@ def _caffe_rejects_cause(net: Message, layer: Message | None, message: str) -> s
         return CAUSE_2
     if layer is not None and kind not in ELEMENTWISE and _in_place(layer):
         return f"finding B: {kind} in place computes from a half-written bottom in Caffe"
+    earlier = _earlier_in_place(net, failing)
+    if earlier:
+        return f"finding B: {earlier} in place earlier in the net (Caffe computes something else)"
     return "unexplained"
+
+
+def _earlier_in_place(net: Message, upto: int | None) -> str:
+    """The type of a non-elementwise layer run in place before layer `upto` (None: any)."""
+    for layer in layers_of(net)[:upto]:
+        if layer.type not in ELEMENTWISE and layer.type != "Input" and _in_place(layer):  # type: ignore
+            return str(layer.type)  # type: ignore[attr-defined]
+    return ""
 
 
 CAUSE_2 = "cause 2: pad_h/pad_w/stride_h/stride_w given alone"
@@ -318,6 +331,9 @@ def _mismatch_cause(case: Path, net: Message, m: Mismatch) -> str:
             return "cause 10: PriorBox sizes that are not integers"
     if kind == "value" and _in_place(layer) and kind_of not in ELEMENTWISE:
         return f"finding B: {kind_of} in place computes from a half-written bottom in Caffe"
+    earlier = _earlier_in_place(net, index)
+    if earlier:
+        return f"finding B: {earlier} in place earlier in the net (Caffe computes something else)"
     if kind_of == "PriorBox" and not layer.prior_box_param.HasField("clip"):  # type: ignore
         return "oracle: PriorBox clip defaults to true in this build (SSD fork: false)"
     if kind == "value" and kind_of == "Pooling" and m.theirs is not None:
