@@ -526,6 +526,19 @@ def test_finding_q_batch_norm_negative_eps(oracle: Oracle, tmp_path: Path) -> No
     runs_in_both(oracle, tmp_path, one("BatchNorm", "batch_norm_param { eps: -1 }"))
 
 
+@pytest.mark.xfail(strict=True, reason="finding R: the pooling mask top is an integer tensor")
+def test_finding_r_pooling_mask_read_as_float(oracle: Oracle, tmp_path: Path) -> None:
+    """Caffe's mask top is a float blob (the flat index h * W + w as Dtype, pooling_layer.cpp
+    Forward_cpu); protocaffe's is int64, so a float layer reading it fails in torch
+    ("batch_norm" not implemented for 'Long')."""
+    layers = (
+        'layer { name: "p" type: "Pooling" bottom: "data" top: "p" top: "mask" '
+        "pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n"
+        'layer { name: "bn" type: "BatchNorm" bottom: "mask" top: "bn" }\n'
+    )
+    runs_in_both(oracle, tmp_path, net((1, 2, 4, 6), layers))
+
+
 @pytest.mark.xfail(strict=True, reason="finding L: PriorBox with step and step_h")
 @pytest.mark.parametrize("fields", ["step: 8 step_h: 8 step_w: 8", "img_size: 32 img_h: 32"])
 def test_finding_l_prior_box_both_spellings(oracle: Oracle, tmp_path: Path, fields: str) -> None:

@@ -275,6 +275,9 @@ def _crash_cause(net: Message, message: str, caffe_accepted: bool) -> str:
     )
     if bad_ratio and ("ZeroDivisionError" in message or "math domain error" in message):
         return "finding D: PriorBox with aspect_ratio <= 0 crashes protocaffe"
+    mask_top = _has(net, "Pooling", lambda layer: len(layer.top) == 2)  # type: ignore
+    if mask_top and "for 'Long'" in message:
+        return "finding R: a pooling mask top is an integer tensor, Caffe's is float"
     if "batch_norm eps must be non-negative" in message:
         return "finding Q: BatchNorm with a negative eps raises in the module"
     if "detection_output()" in message:
