@@ -494,15 +494,25 @@ def test_finding_m_convolution_several_bottoms(oracle: Oracle, tmp_path: Path, k
     runs_in_both(oracle, tmp_path, net((1, 2, 5, 6), layers))
 
 
-@pytest.mark.xfail(strict=True, reason="finding N: MAX pooling of NaN and -inf")
-def test_finding_n_max_pooling_non_finite(oracle: Oracle, tmp_path: Path) -> None:
-    """PoolingLayer::Forward_cpu starts each window at -FLT_MAX and takes a value only if it is
-    greater: NaN is skipped and -inf gives -FLT_MAX; torch's max pooling propagates both."""
+NON_FINITE = {
+    # PoolingLayer::Forward_cpu starts each window at -FLT_MAX and takes a value only if it is
+    # greater: NaN is skipped and -inf gives -FLT_MAX; torch's max pooling propagates both.
+    "max_pooling": ("Pooling", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }"),
+    # ReLU: max(x, 0) + negative_slope * min(x, 0), so -inf gives 0 * -inf = NaN.
+    "relu": ("ReLU", ""),
+    # Exp with base 1: caffe_cpu_scale by log(1) = 0 is BLAS sscal, which writes 0 over NaN.
+    "exp_base_1": ("Exp", "exp_param { base: 1 }"),
+}
+
+
+@pytest.mark.xfail(strict=True, reason="finding N: NaN and inf propagate differently")
+@pytest.mark.parametrize("case", sorted(NON_FINITE))
+def test_finding_n_non_finite_inputs(oracle: Oracle, tmp_path: Path, case: str) -> None:
+    kind, params = NON_FINITE[case]
     x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
     x[0, 0, 0, 0] = np.nan
     x[0, 0, 2:, :2] = -np.inf
-    params = "pooling_param { pool: MAX kernel_size: 2 stride: 2 }"
-    runs_in_both(oracle, tmp_path, one("Pooling", params, (1, 1, 4, 4)), inputs={"data": x})
+    runs_in_both(oracle, tmp_path, one(kind, params, (1, 1, 4, 4)), inputs={"data": x})
 
 
 @pytest.mark.xfail(strict=True, reason="finding O: PriorBox over a 2-D bottom")
