@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.reclassify:
         reclassify(args.log, args.workdir)
+        args.summarise_only = True
     if not args.summarise_only:
         if not available():
             print("no Caffe oracle (see ../shared/oracle)", file=sys.stderr)
