@@ -549,6 +549,41 @@ def test_finding_r_pooling_mask_read_as_float(oracle: Oracle, tmp_path: Path) ->
     runs_in_both(oracle, tmp_path, net((1, 2, 4, 6), layers))
 
 
+@pytest.mark.xfail(strict=True, reason="finding S: ArgMax without axis on a 1-D blob")
+def test_finding_s_argmax_1d(oracle: Oracle, tmp_path: Path) -> None:
+    """ArgMaxLayer::Reshape gives (num, 1, top_k) and count(1) of a 1-D blob is 1: Caffe runs
+    it; the module raises in torch.flatten(x, 1) ("Dimension out of range")."""
+    runs_in_both(oracle, tmp_path, one("ArgMax", shape=(5,)))
+
+
+@pytest.mark.xfail(strict=True, reason="finding T: Scale/Bias with num_axes 0 and any axis")
+@pytest.mark.parametrize("kind", ["Scale", "Bias"])
+def test_finding_t_num_axes_0_axis_unchecked(oracle: Oracle, tmp_path: Path, kind: str) -> None:
+    """A 0-D bottom (Reduction over every axis), then num_axes 0 with axis 1: Caffe aborts in
+    LayerSetUp's CanonicalAxisIndex ("axis 1 out of range for 0-D Blob"); protocaffe does not
+    check the axis when num_axes is 0."""
+    field = "scale_param" if kind == "Scale" else "bias_param"
+    layers = (
+        'layer { name: "sum" type: "Reduction" bottom: "data" top: "sum" '
+        "reduction_param { axis: 0 } }\n"
+        f'layer {{ name: "s" type: "{kind}" bottom: "sum" top: "s" {field} '
+        "{ axis: 1 num_axes: 0 } }\n"
+    )
+    refused_by_both(oracle, tmp_path, net((2, 3), layers))
+
+
+@pytest.mark.xfail(strict=True, reason="finding J: a crash where Caffe refuses the net")
+def test_finding_j_argmax_of_0d(oracle: Oracle, tmp_path: Path) -> None:
+    """ArgMax without axis on a 0-D blob: Caffe aborts ("start_axis <= end_axis", Blob::count);
+    protocaffe raises IndexError (tuple index out of range) instead of a located error."""
+    layers = (
+        'layer { name: "sum" type: "Reduction" bottom: "data" top: "sum" '
+        "reduction_param { axis: 0 } }\n"
+        'layer { name: "a" type: "ArgMax" bottom: "sum" top: "a" }\n'
+    )
+    refused_by_both(oracle, tmp_path, net((2, 3), layers))
+
+
 @pytest.mark.xfail(strict=True, reason="finding L: PriorBox with step and step_h")
 @pytest.mark.parametrize("fields", ["step: 8 step_h: 8 step_w: 8", "img_size: 32 img_h: 32"])
 def test_finding_l_prior_box_both_spellings(oracle: Oracle, tmp_path: Path, fields: str) -> None:

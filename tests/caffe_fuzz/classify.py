@@ -167,6 +167,8 @@ def _caffe_rejects_cause(
         if kind == "PReLU":
             return "cause 8: PReLU on more than 4 axes"
         return f"finding E: {kind or 'a layer'} on more than 4 axes (Caffe's legacy accessors)"
+    if "out of range for 0-D Blob" in message and kind in ("Scale", "Bias"):
+        return f"finding T: {kind} with num_axes 0 does not check its axis"
     if "Cannot share param" in message:
         return "cause 9: shared parameter with another shape"
     if "Too many params specified" in message:
@@ -281,6 +283,10 @@ def _crash_cause(net: Message, message: str, caffe_accepted: bool) -> str:
     mask_top = _has(net, "Pooling", lambda layer: len(layer.top) == 2)  # type: ignore
     if mask_top and "for 'Long'" in message:
         return "finding R: a pooling mask top is an integer tensor, Caffe's is float"
+    argmax_1d = "Dimension out of range (expected to be in range of [-1, 0], but got 1)"
+    no_axis = _has(net, "ArgMax", lambda layer: not layer.argmax_param.HasField("axis"))  # type: ignore
+    if argmax_1d in message and no_axis:
+        return "finding S: ArgMax without axis on a 1-D blob crashes the module"
     if "batch_norm eps must be non-negative" in message:
         return "finding Q: BatchNorm with a negative eps raises in the module"
     if "detection_output()" in message:
