@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="re-run and re-classify the kept disagreements of --log with the current rules",
     )
+    parser.add_argument(
+        "--unexplained-only", action="store_true", help="with --reclassify: only those"
+    )
     args = parser.parse_args(argv)
     if args.replay:
         return replay(args.replay, args.workdir)
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{verdict.outcome}: {verdict.cause}")
         return 0
     if args.reclassify:
-        reclassify(args.log, args.workdir)
+        reclassify(args.log, args.workdir, args.unexplained_only)
         args.summarise_only = True
     if not args.summarise_only:
         if not available():
@@ -93,13 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if unexplained else 0
 
 
-def reclassify(log: Path, workdir: Path) -> None:
+def reclassify(log: Path, workdir: Path, unexplained_only: bool = False) -> None:
     """Disagreements are kept on disk: run them again and classify them with today's rules."""
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     with Oracle() as oracle:
         for entry in entries:
             folder = workdir / entry["net"]
             if entry["outcome"] in ("match", "both-reject") or not folder.exists():
+                continue
+            if unexplained_only and entry["cause"] != "unexplained":
                 continue
             outcome = oracle.run(folder)
             inputs = dict(np.load(folder / "inputs.npz"))

@@ -301,6 +301,9 @@ def _caffe_failure(net: Message, message: str, protocaffe_error: str | None) -> 
         return "oracle: an in-place layer reshaped a net input, so the input cannot be fed"
     if protocaffe_error is not None and is_located(protocaffe_error):
         return "oracle: Caffe crashes (e.g. group 0 divides by zero) where protocaffe refuses"
+    earlier = _earlier_in_place(net, None)
+    if earlier:
+        return f"finding B: {earlier} in place earlier in the net (Caffe computes something else)"
     return "unexplained"
 
 
@@ -381,7 +384,12 @@ def before(case: Path, blob: str, caffe_at: int) -> np.ndarray:
 
 
 def _argmax_ties(case: Path, layer: Message, caffe_at: int) -> bool:
-    """Does the ArgMax's bottom (Caffe's value just before the layer) hold equal values?"""
+    """Does the ArgMax's bottom (Caffe's value just before the layer) hold equal values along
+    the axis it ranks (each sample's values when no axis is given)?"""
     data = before(case, str(layer.bottom[0]), caffe_at)  # type: ignore[attr-defined]
-    flat = data.reshape(data.shape[0], -1)
-    return any(len(np.unique(row)) < row.size for row in flat)
+    p = layer.argmax_param  # type: ignore[attr-defined]
+    if p.HasField("axis"):
+        rows = np.moveaxis(data, p.axis % data.ndim, -1).reshape(-1, data.shape[p.axis % data.ndim])
+    else:
+        rows = data.reshape(data.shape[0], -1)
+    return any(len(np.unique(row)) < row.size for row in rows)

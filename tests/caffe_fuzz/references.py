@@ -3,9 +3,10 @@
 Rule (stated once, applied by classify.py): a value difference at a layer of type T is
 float-only when a float64 evaluation of T's formula on Caffe's own input to the layer agrees
 with protocaffe and not with Caffe (Caffe's float32 evaluation order lost the digits), or, for
-MVN, when every differing value lies in a normalisation group whose spread is below 1e-4 of its
-magnitude (the normalised values are then float32 rounding noise of the mean, amplified by
-1 / (std + eps); no float32 implementation agrees with another there), or, for LRN, when the
+MVN, when every difference is within what float32 rounding of the inputs (2^-24 of the group's
+magnitude, times 16) becomes after division by the group's std + eps (a (nearly) constant group
+normalises rounding noise; no float32 implementation agrees with another there); for Power with
+scale 0, when only the sign of a zero or an infinity differs, or, for LRN, when the
 sum of squares of a window can exceed FLT_MAX (Caffe's running sum then computes inf - inf).
 
 The formulas are transcribed from BVLC Caffe (master 9b89154): LRNLayer::CrossChannelForward_cpu
@@ -70,12 +71,17 @@ def _mvn_rule(layer: Message, bottom: np.ndarray, ours: np.ndarray, theirs: np.n
         return "float-only: MVN in float32 (protocaffe equals float64)"
     rows = bottom.shape[0] if p.across_channels else bottom.shape[0] * bottom.shape[1]
     groups = bottom.astype(np.float64).reshape(rows, -1)
-    spread = groups.max(axis=1) - groups.min(axis=1)
-    magnitude = np.abs(groups).max(axis=1)
-    flat = spread <= 1e-4 * np.maximum(magnitude, 1e-30)
-    differ = ~np.isclose(ours.reshape(rows, -1), theirs.reshape(rows, -1), rtol=1e-4, atol=1e-5)
-    if differ.any() and flat[differ.any(axis=1)].all():
-        return "float-only: MVN of a (nearly) constant group amplifies float32 rounding"
+    magnitude = np.abs(groups).max(axis=1, keepdims=True)
+    std = groups.std(axis=1, keepdims=True)
+    # A float32 rounding of the inputs (2^-24 of their magnitude) moves a normalised value by
+    # that over (std + eps); 16 of them cover the mean, the variance and the division.
+    bound = 16 * 2.0**-24 * magnitude / (std + p.eps if p.normalize_variance else 1.0)
+    error = np.abs(ours.reshape(rows, -1).astype(np.float64) - theirs.reshape(rows, -1))
+    limit = np.maximum(bound, 1e-4 * np.abs(theirs.reshape(rows, -1)) + 1e-6)
+    if (error <= limit).all():
+        if (std <= 1e-4 * np.maximum(magnitude, 1e-30))[(error > 1e-5).any(axis=1)].all():
+            return "float-only: MVN of a (nearly) constant group amplifies float32 rounding"
+        return "float-only: MVN of an ill-conditioned group (std << magnitude)"
     return ""
 
 
@@ -97,6 +103,18 @@ def _reduction_rule(
     return ""
 
 
+def _power_rule(layer: Message, bottom: np.ndarray, ours: np.ndarray, theirs: np.ndarray) -> str:
+    """scale 0: PowerLayer::Forward_cpu sets shift^power everywhere; a formula evaluating
+    (0 * x + shift)^power gets -0 for negative x, so 0^-1 is -inf there: signed zeros only."""
+    p = layer.power_param  # type: ignore[attr-defined]
+    if p.scale != 0 or ours.shape != theirs.shape:
+        return ""
+    same = np.isclose(np.abs(ours), np.abs(theirs), rtol=1e-4, atol=1e-6, equal_nan=True)
+    if same.all():
+        return "float-only: Power with scale 0 (the sign of 0 ^ negative power)"
+    return ""
+
+
 def _batch_norm_rule(
     layer: Message, bottom: np.ndarray, ours: np.ndarray, theirs: np.ndarray
 ) -> str:
@@ -114,4 +132,5 @@ FLOAT_ONLY: dict[str, Rule] = {
     "MVN": _mvn_rule,
     "Reduction": _reduction_rule,
     "BatchNorm": _batch_norm_rule,
+    "Power": _power_rule,
 }
