@@ -61,4 +61,5 @@ def summarise(entries: Sequence[dict[str, Any]]) -> str:
 
 
 def _short(cause: str) -> str:
-    return cause.split(":")[0] if cause.startswith(("cause", "finding")) else cause
+    """"cause 5", "finding B", "oracle", "issue 15", "limitation", "unexplained"."""
+    return cause.split(":")[0]
