@@ -85,6 +85,40 @@ def test_cause1_zero_d_blobs(oracle: Oracle, tmp_path: Path, case: str) -> None:
     runs_in_both(oracle, tmp_path, ZERO_D[case])
 
 
+CHANNEL_SHARED = {
+    "prelu": one("PReLU", "prelu_param { channel_shared: true }"),
+    "normalize": one("Normalize", "norm_param { channel_shared: true }"),
+}
+
+
+def _random_weights_run(oracle: Oracle, tmp_path: Path, text: str) -> None:
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(text)
+    weights = tmp_path / "random.caffemodel"
+    subprocess.run(
+        [sys.executable, "-m", "protocaffe", "random-weights", str(prototxt), "-o", str(weights)],
+        check=True,
+        capture_output=True,
+    )
+    runs_in_both(oracle, tmp_path / "run", text, caffemodel=weights)
+
+
+@issue13("cause 1: random-weights writes a channel-shared 0-D blob as (1,)")
+@pytest.mark.parametrize("case", sorted(CHANNEL_SHARED))
+def test_cause1_random_weights_channel_shared(oracle: Oracle, tmp_path: Path, case: str) -> None:
+    """PReLU's and Normalize's shared weight is 0-D in Caffe (prelu_layer.cpp and
+    normalize_layer.cpp LayerSetUp: Blob(vector<int>(0))); a blob of shape (1,) fails
+    Net::CopyTrainedLayersFrom ("Cannot copy param 0 weights from layer 'l'; shape mismatch").
+    Reading works today only because a shapeless blob reads back as (1,) (see cause 1)."""
+    _random_weights_run(oracle, tmp_path, CHANNEL_SHARED[case])
+
+
+@pytest.mark.parametrize("case", sorted(ZERO_D))
+def test_cause1_random_weights_num_axes_0(oracle: Oracle, tmp_path: Path, case: str) -> None:
+    """Scale/Bias with num_axes 0: random-weights already writes 0-D blobs Caffe loads."""
+    _random_weights_run(oracle, tmp_path, ZERO_D[case])
+
+
 def test_cause1_prelu_channel_shared(oracle: Oracle, tmp_path: Path) -> None:
     """PReLU's shared slope is a 0-D blob too (prelu_layer.cpp LayerSetUp); it loads today."""
     runs_in_both(oracle, tmp_path, one("PReLU", "prelu_param { channel_shared: true }"))

@@ -169,6 +169,8 @@ def _caffe_rejects_cause(
         return f"finding E: {kind or 'a layer'} on more than 4 axes (Caffe's legacy accessors)"
     if "out of range for 0-D Blob" in message and kind in ("Scale", "Bias"):
         return f"finding T: {kind} with num_axes 0 does not check its axis"
+    if "Cannot copy param" in message and "shape mismatch" in message:
+        return "cause 1: a caffemodel blob of shape (1,) where Caffe has a 0-D blob"
     if "Cannot share param" in message:
         return "cause 9: shared parameter with another shape"
     if "Too many params specified" in message:

@@ -61,5 +61,5 @@ def summarise(entries: Sequence[dict[str, Any]]) -> str:
 
 
 def _short(cause: str) -> str:
-    """"cause 5", "finding B", "oracle", "issue 15", "limitation", "unexplained"."""
+    """ "cause 5", "finding B", "oracle", "issue 15", "limitation", "unexplained"."""
     return cause.split(":")[0]
