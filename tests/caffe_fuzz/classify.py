@@ -283,7 +283,7 @@ def _crash_cause(net: Message, message: str, caffe_accepted: bool) -> str:
     if bad_ratio and ("ZeroDivisionError" in message or "math domain error" in message):
         return "finding D: PriorBox with aspect_ratio <= 0 crashes protocaffe"
     mask_top = _has(net, "Pooling", lambda layer: len(layer.top) == 2)  # type: ignore
-    if mask_top and "for 'Long'" in message:
+    if mask_top and ("for 'Long'" in message or "Got: Long" in message):
         return "finding R: a pooling mask top is an integer tensor, Caffe's is float"
     argmax_1d = "Dimension out of range (expected to be in range of [-1, 0], but got 1)"
     no_axis = _has(net, "ArgMax", lambda layer: not layer.argmax_param.HasField("axis"))  # type: ignore
@@ -306,6 +306,8 @@ def _caffe_failure(net: Message, message: str, protocaffe_error: str | None) -> 
     earlier = _earlier_in_place(net, None)
     if earlier:
         return f"finding B: {earlier} in place earlier in the net (Caffe computes something else)"
+    if any(_half_pair(layer) for layer in layers_of(net)):
+        return CAUSE_2 + " (the oracle's stride default 1 makes stride_h: 0 divide by zero)"
     return "unexplained"
 
 
