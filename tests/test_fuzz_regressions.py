@@ -356,13 +356,17 @@ def test_cause9_one_parameter_per_name(tmp_path: Path, case: str) -> None:
     assert len(list(module.parameters())) == 2
 
 
+@issue13("cause 9: shared parameters of different shapes are accepted")
 def test_cause9_shared_shapes_differ(oracle: Oracle, tmp_path: Path) -> None:
-    """Caffe: "Cannot share param 'w' owned by layer 'conv_l' with layer 'conv_r'; shape
-    mismatch" (net.cpp AppendParam). protocaffe refuses it today too."""
-    right = 'bottom: "right" top: "feat_r"'
-    head, tail = SIAMESE.split(right)
-    text = head + right + tail.replace("kernel_size: 3", "kernel_size: 1", 1)
-    refused_by_both(oracle, tmp_path, text)
+    """Caffe: "Cannot share param 'w' owned by layer 'a' with layer 'b'; shape mismatch"
+    (net.cpp AppendParam): 'a' has 3 input channels, 'b' one."""
+    layers = (
+        'layer { name: "a" type: "Convolution" bottom: "data" top: "a" param { name: "w" } '
+        "convolution_param { num_output: 1 kernel_size: 1 } }\n"
+        'layer { name: "b" type: "Convolution" bottom: "a" top: "b" param { name: "w" } '
+        "convolution_param { num_output: 1 kernel_size: 1 } }\n"
+    )
+    refused_by_both(oracle, tmp_path, net((1, 3, 4, 5), layers))
 
 
 @issue13("cause 9: more param specs than the layer has blobs")
