@@ -52,6 +52,8 @@ V1_LAYER_TYPES: Final[dict[int, tuple[str, str]]] = {
     37: ("CONTRASTIVE_LOSS", "ContrastiveLoss"),
     38: ("EXP", "Exp"),
     39: ("DECONVOLUTION", "Deconvolution"),
+    # facebook/C3D v1.0 numbers it 31 (BVLC's THRESHOLD): renumbered in protocaffe's schema.
+    1031: ("POOLING3D", "Pooling3D"),
 }
 
 

@@ -152,6 +152,8 @@ class LayerParameter(Message, Protocol):
     interp_param: InterpParameter
     upsample_param: UpsampleParameter
     relu6_param: ReLU6Parameter
+    pooling3d_param: Pooling3DParameter
+    pooling_nd_param: PoolingNDParameter
 
 
 class TransformationParameter(Message, Protocol):
@@ -384,6 +386,8 @@ class PoolingParameter(Message, Protocol):
     global_pooling: bool
     round_mode: int
     ceil_mode: bool
+    kernel_depth: int
+    temporal_stride: int
 
 
 class PowerParameter(Message, Protocol):
@@ -679,3 +683,28 @@ class UpsampleParameter(Message, Protocol):
 class ReLU6Parameter(Message, Protocol):
     negative_slope: float
     threshold: float
+
+
+class Pooling3DParameter(Message, Protocol):
+    pool: int
+    kernel_size: int
+    stride: int
+    pad: int
+    kernel_depth: int
+    temporal_stride: int
+
+
+class PoolingNDParameter(Message, Protocol):
+    pool: int
+    pad: Sequence[int]
+    kernel_size: Sequence[int]
+    stride: Sequence[int]
+    pad_h: int
+    pad_w: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    engine: int
+    global_pooling: bool
+    axis: int
