@@ -68,12 +68,22 @@ class Graph:
     # Values that a pass replaced by another (e.g. Dropout's output by its input), kept so that
     # tools can still map every Caffe blob to the value that now holds it.
     aliases: tuple[tuple[Value, Value], ...] = field(default=())
+    # Caffe's names of the outputs, in `outputs` order, set by the lowering. A pass that
+    # replaces an output Value by another (Dropout's by its input) keeps the name Caffe gives
+    # it; empty: each output is named by its Value's blob.
+    output_names: tuple[str, ...] = field(default=())
 
     def __str__(self) -> str:
         """One line per node (see printer.py), as `protocaffe inspect --ir` prints it."""
         from protocaffe.ir.printer import format_graph
 
         return format_graph(self)
+
+    def output_name(self, index: int) -> str:
+        """Caffe's name of output `index` (the blob name Net::Init reports)."""
+        if self.output_names:
+            return self.output_names[index]
+        return self.outputs[index].blob
 
     def users(self, value: Value) -> Iterator[Node]:
         """The nodes that read `value`, in graph order (each once)."""

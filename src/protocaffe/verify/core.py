@@ -10,6 +10,7 @@ the variable name the backend gives that value.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -188,7 +189,9 @@ def _run_module(
     except Exception as exc:
         raise VerifyError(f"{filename}: forward() failed: {exc!r}") from exc
 
-    by_layer = {node.name: node for node in graph.nodes}
+    # A re-binding line (SharedMemory) is named after the in-place layer that caused it, but
+    # carries no trace comment: its value is found by its variable name.
+    by_layer = {node.name: node for node in graph.nodes if not layer_of(node).rebinds}
     by_local = {name: value for value, name in conversion.emitted.locals.items()}
     found: dict[Value, tuple[np.ndarray, int]] = {}
     for index, values in recording.values:
@@ -233,14 +236,20 @@ def _compare(
     ref_of: dict[Value, np.ndarray] = {v: inputs[v.blob] for v in graph.inputs}
     for node in graph.nodes:
         for index, value in enumerate(node.outputs):
-            if (node.name, index) in refs:
+            if layer_of(node).rebinds:
+                # Caffe's blob shares the written blob's memory: the same values, its shape.
+                written = ref_of.get(node.inputs[0])
+                if written is not None and written.size == math.prod(value.shape):
+                    ref_of[value] = written.reshape(value.shape)
+            elif (node.name, index) in refs:
                 ref_of[value] = refs[(node.name, index)]
     rows: list[BlobRow] = []
     row_of: dict[Value, int] = {}
     diagnosed = False
     for node in graph.nodes:
         for index, value in enumerate(node.outputs):
-            row = _row(node, index, value, ours.get(value), refs.get((node.name, index)), tol)
+            ref = ref_of.get(value) if layer_of(node).rebinds else refs.get((node.name, index))
+            row = _row(node, index, value, ours.get(value), ref, tol)
             if row.status.failed and not diagnosed:
                 diagnosed = True
                 row = _with_diagnosis(row, node, ours, ref_of, tol)
