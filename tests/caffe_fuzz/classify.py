@@ -7,10 +7,16 @@ exception other than ProtocaffeError), unlocated-error (both reject, but protoca
 no file:line), caffe-crashed / caffe-timeout / caffe-error (the oracle could not run the net).
 
 Causes are recognised by rules over the net and the evidence, each stated below:
-- "cause N: ..." are the open defects 1-10 of issue 13;
+- "cause N: ..." are the defects 1-10 of issue 13;
 - "finding X: ..." are defects the fuzzer found that issue 13 does not list (each has a
   regression test in tests/test_fuzz_regressions.py);
+- a cause in FIXED was fixed: the rule still names it, but it is no longer "known", so a net
+  that shows it again fails like an unexplained one;
 - "float-only: ..." are differences of float arithmetic, not of semantics (see FLOAT_ONLY);
+- "deliberate: ..." are protocaffe's documented choices where Caffe's result is not the layer's
+  formula (an in-place layer that overwrites its input before reading it) or where a fork gives
+  a net BVLC refuses a meaning (3-D pooling): they count as agreements;
+- "documented: ..." are documented limits (non-finite inputs are not reproduced): known;
 - "oracle: ..." are places where the oracle build deviates from upstream Caffe;
 - "issue 15: ..." and "limitation: ..." are gaps protocaffe reports with a located error and
   another issue tracks;
@@ -32,6 +38,38 @@ from .compare import Mismatch, Result, caffe_outputs, is_located, layers_of, par
 from .references import FLOAT_ONLY
 
 AGREEING = ("match", "both-reject")
+# Fixed on this branch (issue 13): a net that shows one of these again is a regression.
+FIXED = (
+    "cause 1:",
+    "cause 2:",
+    "cause 3:",
+    "cause 4:",
+    "cause 5:",
+    "cause 7:",
+    "cause 8:",
+    "cause 10:",
+    "finding A:",
+    "finding B:",
+    "finding C:",
+    "finding D:",
+    "finding E:",
+    "finding F:",
+    "finding G:",
+    "finding I:",
+    "finding J:",
+    "finding L:",
+    "finding M:",
+    "finding O:",
+    "finding Q:",
+    "finding R:",
+    "finding S:",
+    "finding T:",
+    "issue 15: N-D convolution",
+    "issue 15: a kernel larger than the input",
+    "limitation: a pooling mask top",
+)
+# Known disagreements that are not protocaffe defects to fix (STRICT lets them pass).
+NOT_DEFECTS = ("oracle", "documented:")
 # Layers whose Caffe CPU code reads each input value once, before writing that output value,
 # so that running them in place is the same computation.
 ELEMENTWISE = frozenset(
@@ -72,12 +110,20 @@ class Verdict:
 
     @property
     def agrees(self) -> bool:
-        return self.outcome in AGREEING or self.cause.startswith("float-only")
+        return self.outcome in AGREEING or self.cause.startswith(("float-only", "deliberate:"))
 
     @property
     def known(self) -> bool:
-        """A disagreement with a cause already diagnosed (open defect, finding or oracle)."""
-        return self.cause.startswith(("cause ", "finding ", "oracle", "issue 15", "limitation"))
+        """A disagreement with a cause already diagnosed (open defect, finding or oracle) and
+        not fixed."""
+        prefixes = ("cause ", "finding ", "oracle", "issue 15", "limitation", "documented:")
+        return self.cause.startswith(prefixes) and not self.cause.startswith(FIXED)
+
+    @property
+    def defect(self) -> bool:
+        """A known disagreement that is an open protocaffe defect (not the oracle's deviation
+        from upstream Caffe, nor a documented limit)."""
+        return self.known and not self.cause.startswith(NOT_DEFECTS)
 
 
 def classify(case: Path, result: Result, failing: int | None = None) -> Verdict:
@@ -154,6 +200,8 @@ def _caffe_rejects_cause(
     """Caffe aborted, protocaffe converted: by Caffe's CHECK message and the layer it aborted
     at (`layer`, found by running the net's prefixes; None if unknown)."""
     kind = str(layer.type) if layer is not None else ""  # type: ignore[attr-defined]
+    if kind == "Pooling" and "Input must have 4 axes" in message and layer is not None:
+        return "deliberate: 3-D pooling of the 3D-Caffe fork (BVLC refuses a 5-D input)"
     if "produced by multiple sources" in message:
         return "finding A: in-place layer on a blob another layer already read"
     refused = IN_PLACE_REFUSED.search(message)
@@ -239,6 +287,12 @@ def _batch_statistics(layer: Message) -> bool:
 
 
 def _protocaffe_rejects_cause(net: Message, message: str) -> str:
+    if "runs in place on" in message and "overwrites its input" in message:
+        return "deliberate: an in-place layer Caffe computes from its half-overwritten input"
+    if "(BatchNorm)" in message and "is negative: Caffe takes sqrt(variance + eps)" in message:
+        return "deliberate: BatchNorm with a negative eps (Caffe computes NaN where var < -eps)"
+    if "Stride dimensions must be nonzero" in message and "is not given" in message:
+        return "oracle: stride_h/stride_w default to 1 in this build (BVLC: none, Caffe aborts)"
     if re.search(r"blob \d+ has shape \(1,\) .* needs \(\)", message):
         return "cause 1: 0-D parameter blob"
     if "Eltwise" in message and "coeff" in message:
@@ -356,7 +410,7 @@ def _mismatch_cause(case: Path, net: Message, m: Mismatch) -> str:
     if kind_of == "PriorBox" and not layer.prior_box_param.HasField("clip"):  # type: ignore
         return "oracle: PriorBox clip defaults to true in this build (SSD fork: false)"
     if kind == "value" and _non_finite_only(case, layer, m):
-        return "finding N: non-finite inputs (NaN, inf) propagate differently in Caffe"
+        return "documented: non-finite inputs (NaN, inf) propagate differently in Caffe"
     rule = FLOAT_ONLY.get(kind_of)
     if kind == "value" and rule is not None and m.ours is not None and m.theirs is not None:
         bottom = before(case, str(layer.bottom[0]), m.caffe_at)  # type: ignore[attr-defined]
