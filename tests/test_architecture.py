@@ -45,9 +45,10 @@ FLOORS: dict[str, int] = {
     # 5: the library API (compile, convert, load) and random weights.
     "protocaffe.api": 5,
     "protocaffe.random_weights": 5,
-    # 6: the tools built on a compiled graph.
+    # 6: the tools built on a compiled graph; `generate`'s config.
     "protocaffe.verify": 6,
     "protocaffe.views": 6,
+    "protocaffe.config": 6,
     # 7: the command line, the published plugin API and the package's own facade.
     "protocaffe.cli": 7,
     "protocaffe.plugins": 7,
@@ -196,19 +197,53 @@ def test_the_floor_checker_sees_an_upward_import(tmp_path: Path) -> None:
     assert FLOORS[_unit(target)] > FLOORS["protocaffe.ir"]
 
 
+TINY = REPO / "examples" / "tinynet"
+NO_WEIGHTS = [str(TINY / "deploy.prototxt")]
+WEIGHTS = [*NO_WEIGHTS, str(TINY / "tinynet.caffemodel")]
+
+
+def _imported_after(script: str) -> list[str]:
+    """Which of torch and numpy a fresh interpreter has imported after `script`."""
+    probe = script + "\nprint(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return list(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+
+
 def test_generating_code_imports_neither_torch_nor_numpy() -> None:
     script = (
-        "import sys\n"
         "from protocaffe.api import convert\n"
         "from protocaffe.views.table import layer_table\n"
-        f"convert({str(REPO / 'examples' / 'tinynet' / 'deploy.prototxt')!r})\n"
-        f"layer_table({str(REPO / 'examples' / 'tinynet' / 'deploy.prototxt')!r})\n"
-        "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n"
+        f"convert({NO_WEIGHTS[0]!r})\n"
+        f"layer_table({NO_WEIGHTS[0]!r})\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert done.stdout.strip() == "[]"
+    assert _imported_after(script) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "imported"),
+    [
+        ([*NO_WEIGHTS, "-o", "{out}"], []),
+        ([*NO_WEIGHTS, "-o", "{out}", "--check"], []),
+        ([*WEIGHTS, "-o", "{out}"], ["numpy"]),
+        ([*WEIGHTS, "-o", "{out}", "--check"], ["numpy"]),
+        ([*WEIGHTS, "-o", "{out}", "--no-manifest", "--optimize"], ["numpy"]),
+    ],
+    ids=["no-weights", "no-weights-check", "safetensors", "safetensors-check", "optimize"],
+)
+def test_the_command_line_converts_without_torch(
+    tmp_path: Path, args: list[str], imported: list[str]
+) -> None:
+    """What the pre-commit hooks run: `convert` and `convert --check` never import torch (the
+    light install has none), and without weights not even numpy."""
+    argv = ["convert", *(a.format(out=tmp_path / "out") for a in args)]
+    script = f"from protocaffe.cli import main\nstatus = main({argv!r})\nassert status in (0, 1)\n"
+    assert _imported_after(script) == imported
 
 
 def test_layer_code_is_typed_by_its_attributes() -> None:

@@ -343,6 +343,7 @@ def test_training_layers_are_dropped_with_a_note(tmp_path):
         'train_val.prototxt:8: note: layer "accuracy" (Accuracy): training-only layer; left out\n'
         'train_val.prototxt:10: note: layer "loss" (SoftmaxWithLoss): training-only layer; '
         "left out\n"
+        "out: wrote model.py: class X, 7,850 parameters, no weights\n"
     )
     source = (tmp_path / "out" / "model.py").read_text()
     assert "def forward(self, data: torch.Tensor) -> torch.Tensor:" in source
@@ -385,6 +386,7 @@ def test_unknown_fields_warn_and_convert(tmp_path):
     assert result.stderr == (
         "net.prototxt:5:36: warning: unknown field 'frobnicate' in ReLUParameter; ignored\n"
         "net.prototxt:6:3: warning: unknown field 'fancy_thing' in LayerParameter; ignored\n"
+        "out: wrote model.py: class X, 0 parameters, no weights\n"
     )
     assert "F.leaky_relu(data, 0.1)" in (tmp_path / "out" / "model.py").read_text()
 
@@ -398,6 +400,8 @@ def test_weights_of_layers_not_in_the_prototxt_are_ignored_with_a_note(tmp_path)
     assert result.stderr == (
         'w.caffemodel: byte 497: note: layer "fc" (InnerProduct): has weights but no layer of '
         "that name in the prototxt needs them; ignored\n"
+        "out: wrote model.py, model.manifest.txt, model.safetensors: class X, 112 parameters, "
+        "624 weight bytes\n"
     )
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "model.manifest.txt",
@@ -425,7 +429,7 @@ def test_random_weights_errors_leave_no_file(tmp_path):
         (
             'layer { name: "c" type: "Convolution" bottom: "data" top: "c"'
             " convolution_param { num_output: 0 kernel_size: 1 } }",
-            "top 'c' would have shape (1, 0, 8, 8): every dimension must be positive",
+            "Caffe aborts here: convolution_param.num_output must be positive",
         ),
         (
             'layer { name: "c" type: "Pooling" bottom: "data" top: "c"'

@@ -3,8 +3,9 @@
 
 The fast profile checks a few nets that cover the emitters and helpers (pooling helper, Scale
 with and without bias, Eltwise, Concat, Reshape/Flatten, folded layers, SSD's detections). The
-whole corpus runs with PROTOCAFFE_SLOW=1 (marked slow; `python tests/test_exportable.py
-[--optimize]` prints a table of every net instead).
+corpus sweep is marked slow: PROTOCAFFE_SLOW=1 (what CI sets) runs a seeded sample of the corpus
+(SWEEP_SAMPLE nets; PROTOCAFFE_SWEEP_SEED picks another sample), PROTOCAFFE_SLOW=2 every net
+(`python tests/test_exportable.py [--optimize]` prints a table of every net instead).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import copy
 import importlib.util
 import io
 import os
+import random
 import subprocess
 import sys
 import warnings
@@ -298,11 +300,25 @@ def _corpus_nets() -> list[Path]:
     return sorted(CORPUS.glob("*/deploy.prototxt")) if CORPUS.is_dir() else []
 
 
+# The whole sweep takes ~25 minutes on 2 cores, more than CI's budget allows beside everything
+# else; a seeded sample keeps CI under it and still reaches every net over different seeds.
+SWEEP_SAMPLE = 10
+
+
+def _sweep_nets() -> list[Path]:
+    nets = _corpus_nets()
+    if os.environ.get("PROTOCAFFE_SLOW", "") not in ("", "0", "1"):
+        return nets
+    seed = int(os.environ.get("PROTOCAFFE_SWEEP_SEED", "0"))
+    return sorted(random.Random(seed).sample(nets, min(SWEEP_SAMPLE, len(nets))))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not os.environ.get("PROTOCAFFE_SLOW"), reason="whole-corpus sweep: set PROTOCAFFE_SLOW=1"
+    not os.environ.get("PROTOCAFFE_SLOW"),
+    reason="corpus sweep: set PROTOCAFFE_SLOW=1 (a sample) or 2 (every net)",
 )
-@pytest.mark.parametrize("prototxt", _corpus_nets(), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("prototxt", _sweep_nets(), ids=lambda p: p.parent.name)
 @pytest.mark.parametrize("optimize", [False, True], ids=["plain", "optimized"])
 def test_every_corpus_net_is_exportable(prototxt: Path, optimize: bool, tmp_path: Path) -> None:
     if prototxt.parent.name in SWEEP_SKIP:

@@ -348,5 +348,6 @@ def test_hostile_names_in_the_caffemodel_stay_on_one_line(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
-    assert len(lines) == 1 and "has weights but no layer of that name" in lines[0], lines
+    assert len(lines) == 2 and "has weights but no layer of that name" in lines[0], lines
     assert lines[0].isprintable() and lines[0].isascii()
+    assert lines[1].startswith(f"{tmp_path.as_posix()}: wrote model.py")  # what convert wrote

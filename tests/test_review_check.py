@@ -104,28 +104,41 @@ def test_manifest_lists_every_tensor_with_an_independent_checksum(project: Path)
         assert digest == hashlib.sha256(array.astype("<f4").tobytes()).hexdigest()
 
 
-def test_header_says_how_to_regenerate_with_relative_paths(project: Path) -> None:
+def test_header_says_how_to_regenerate_with_paths_relative_to_the_output(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header's command runs in the output folder, its paths relative to it: the header,
+    and so --check, are the same whatever folder convert runs in and however paths are given."""
+    folder = project / "models" / "net"
+    options = ["--optimize", "--input-shape", "data=1,3,12,12", "-q"]
     absolute = [
         "convert",
         str(project / "caffe" / "deploy.prototxt"),
         str(project / "caffe" / "net.caffemodel"),
         "-o",
-        str(project / "models" / "net"),
-        "--optimize",
-        "--input-shape",
-        "data=1,3,12,12",
-        "-q",
+        str(folder),
+        *options,
     ]
     assert main(absolute) == EXIT_OK
-    header = (project / "models" / "net" / "model.py").read_text().split('"""')[1]
+    header = (folder / "model.py").read_text().split('"""')[1]
     expected = (
-        "protocaffe convert caffe/deploy.prototxt caffe/net.caffemodel -o models/net --optimize"
-        " --input-shape data=1,3,12,12"
+        "protocaffe convert ../../caffe/deploy.prototxt ../../caffe/net.caffemodel -o ."
+        " --input-shape data=1,3,12,12 --optimize"
     )
-    assert f"Regenerate with:\n'{expected}'\n" in header
+    assert f"Regenerate in this file's folder with:\n'{expected}'\n" in header
+    assert "from '../../caffe/deploy.prototxt'." in " ".join(header.split())
     assert str(project) not in header
-    # The command it names reproduces the same files.
+    written = (folder / "model.py").read_bytes()
+    # The same command from the root, with relative paths: the same bytes, and --check agrees.
+    assert main([*ARGS, *options]) == EXIT_OK
+    assert (folder / "model.py").read_bytes() == written
+    # The command it names, run where it says, reproduces the same files; so does --check
+    # from any other folder.
+    monkeypatch.chdir(folder)
     assert main([*expected.split()[1:], "--check"]) == EXIT_OK
+    monkeypatch.chdir(project / "caffe")
+    relative = ["deploy.prototxt", "net.caffemodel", "-o", "../models/net"]
+    assert main(["convert", *relative, *options, "--check"]) == EXIT_OK
 
 
 def test_written_weights_load_into_the_written_module(project: Path) -> None:
@@ -149,10 +162,10 @@ def test_pt_format_loads_with_weights_only_and_matches_safetensors(project: Path
     from safetensors.torch import load_file
 
     assert main(ARGS) == EXIT_OK
-    assert main([*ARGS, "--format", "pt"]) == EXIT_OK
     folder = project / "models" / "net"
-    pt = torch.load(folder / "model.pt", weights_only=True)  # no pickle of arbitrary objects
     st = load_file(str(folder / "model.safetensors"))
+    assert main([*ARGS, "--format", "pt"]) == EXIT_OK
+    pt = torch.load(folder / "model.pt", weights_only=True)  # no pickle of arbitrary objects
     assert sorted(pt) == sorted(st)
     for key, tensor in st.items():
         assert torch.equal(pt[key], tensor), key
@@ -176,6 +189,8 @@ def test_pre_commit_hooks_run_the_check() -> None:
     by_id = {hook["id"]: hook for hook in hooks}
     assert by_id["protocaffe-check"]["entry"] == "protocaffe convert --check"
     assert by_id["protocaffe-convert"]["entry"].startswith("protocaffe convert")
+    assert by_id["protocaffe-generate-check"]["entry"] == "protocaffe generate --check"
+    assert by_id["protocaffe-generate"]["entry"].startswith("protocaffe generate")
     for hook in hooks:
         assert hook["language"] == "python" and hook["pass_filenames"] == "false"
 

@@ -401,6 +401,7 @@ def test_cli_draws_the_bar_on_a_terminal_unless_quiet(
     if quiet:
         assert drawn == ""
     else:
-        assert drawn.startswith("\rwriting model.safetensors [") and drawn.endswith(
-            " 100%  0/0 MB\n"
-        )
+        # The bar, finished on its own line, then the line that says what convert wrote.
+        bar, written = drawn.removesuffix("\n").rsplit("\n", 1)
+        assert bar.startswith("\rwriting model.safetensors [") and bar.endswith(" 100%  0/0 MB")
+        assert written.startswith(f"{tmp_path.as_posix()}: wrote model.py, ")

@@ -12,19 +12,34 @@ import builtins
 import hashlib
 import linecache
 import os
+import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from protocaffe.backend.emit import Emitted, emit_module
+from protocaffe.backend.preprocess import ImageOptions, Preprocess, resolve_preprocess
 from protocaffe.backend.render import render_module
 from protocaffe.errors import Diagnostic, Reporter
 from protocaffe.frontend.lower import build_graph
 from protocaffe.frontend.prototxt import NetDef, read_prototxt
 from protocaffe.ir.graph import Graph
-from protocaffe.passes import DEFAULT_PIPELINE, LOWERING, Pass, run_pipeline
+from protocaffe.passes import DEFAULT_PIPELINE, LOWERING, OPTIMIZE_PIPELINE, Pass, run_pipeline
+
+__all__ = [
+    "Conversion",
+    "ImageOptions",
+    "compile",
+    "convert",
+    "convert_graph",
+    "generated_module",
+    "load",
+    "module_from_source",
+    "restore_generated",
+    "write_conversion",
+]
 
 if TYPE_CHECKING:  # numpy and torch only when weights are asked for: model.py alone needs neither
     import numpy as np
@@ -47,6 +62,11 @@ class Conversion:
     # read-only views of the caffemodel's memory map); None without weights.
     arrays: Mapping[str, np.ndarray] | None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # What write_conversion wrote and removed (file names in the output folder), and the size
+    # of the weights file it wrote.
+    written: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    weight_bytes: int = 0
 
     @property
     def state_dict(self) -> dict[str, torch.Tensor] | None:
@@ -85,22 +105,45 @@ def convert(
     caffemodel: str | os.PathLike[str] | None = None,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
-    passes: Sequence[Pass] = DEFAULT_PIPELINE,
+    optimize: bool = False,
+    class_name: str | None = None,
+    preprocess: ImageOptions | None = None,
+    passes: Sequence[Pass] | None = None,
     reporter: Reporter | None = None,
     command: str | None = None,
     source_name: str | None = None,
 ) -> Conversion:
-    """Compile `prototxt` (and map the weights of `caffemodel`, if given).
+    """Compile `prototxt` into model.py's source, and map the weights of `caffemodel` (if
+    given) to its state_dict.
 
-    `command`, when given, is the command line that the generated header says regenerates it;
-    `source_name` how the header names the prototxt (default: its path, or its file name when
-    the path is absolute). Raises `protocaffe.errors.ProtocaffeError` for bad input.
+    `input_shapes` overrides declared input shapes ({"data": (1, 3, 224, 224)}); `optimize`
+    folds BatchNorm and Scale into the layer before them and drops pass-through layers (the
+    numbers do not change), or `passes` gives the pipeline itself; `class_name` names the
+    module's class (default: the net's name made an identifier); `preprocess` adds a
+    module-level `preprocess(image)` (it also follows a train_val data layer's
+    transform_param). `command` is the command line the header says regenerates the file, and
+    `source_name` how it names the prototxt (default: its path, or its file name when the path
+    is absolute).
+
+    Returns a `Conversion` (`.source`, `.class_name`, `.state_dict`, `.graph`). Raises
+    `protocaffe.errors.ProtocaffeError`, whose lines say file:line and layer, for bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
-    graph = compile(prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter)
-    return convert_graph(
-        graph, caffemodel, reporter=reporter, command=command, source_name=source_name
+    pipeline = _pipeline(optimize, passes)
+    graph, emitted = _compile(
+        prototxt, input_shapes, pipeline, reporter, command, source_name, class_name, preprocess
     )
+    source = render_module(emitted.parts)
+    arrays = _weights(graph, emitted, caffemodel, reporter) if caffemodel is not None else None
+    return _conversion(source, graph, emitted, arrays, reporter)
+
+
+def _pipeline(optimize: bool, passes: Sequence[Pass] | None) -> Sequence[Pass]:
+    if passes is not None:
+        if optimize:
+            raise TypeError("give optimize=True or passes, not both")
+        return passes
+    return OPTIMIZE_PIPELINE if optimize else DEFAULT_PIPELINE
 
 
 def convert_graph(
@@ -110,11 +153,19 @@ def convert_graph(
     reporter: Reporter | None = None,
     command: str | None = None,
     source_name: str | None = None,
+    class_name: str | None = None,
+    preprocess: Preprocess | None = None,
 ) -> Conversion:
     """`convert` from a graph that `compile` made: emit and render model.py, and map the
     weights of `caffemodel`, if given."""
     reporter = reporter if reporter is not None else Reporter()
-    emitted = emit_module(graph, regenerate=command, source_name=source_name)
+    emitted = emit_module(
+        graph,
+        regenerate=command,
+        source_name=source_name,
+        class_name=class_name,
+        preprocess=preprocess,
+    )
     source = render_module(emitted.parts)
     arrays = _weights(graph, emitted, caffemodel, reporter) if caffemodel is not None else None
     return _conversion(source, graph, emitted, arrays, reporter)
@@ -127,8 +178,12 @@ def write_conversion(
     *,
     fmt: str = "safetensors",
     input_shapes: Mapping[str, Sequence[int]] | None = None,
-    passes: Sequence[Pass] = DEFAULT_PIPELINE,
+    optimize: bool = False,
+    class_name: str | None = None,
+    preprocess: ImageOptions | None = None,
+    passes: Sequence[Pass] | None = None,
     manifest: bool = True,
+    force: bool = False,
     reporter: Reporter | None = None,
     progress: ProgressCallback | None = None,
     command: str | None = None,
@@ -136,6 +191,10 @@ def write_conversion(
 ) -> Conversion:
     """`convert`, writing `output`/model.py and, with weights, `output`/model.<fmt> and the
     weight manifest (model.manifest.txt).
+
+    A model.py that protocaffe did not write is not replaced unless `force`; the files of an
+    earlier conversion that this one does not write (weights in the other format, a manifest,
+    weights when converting without) are removed once the new ones are in place.
 
     Every check of the input (prototxt, caffemodel, blob shapes) is done before anything is
     written. The caffemodel is read, and its blobs hashed for the manifest, in other threads
@@ -145,47 +204,56 @@ def write_conversion(
     The files appear only once all are complete.
     """
     from concurrent.futures import ThreadPoolExecutor
-    from contextlib import nullcontext
 
-    from protocaffe.atomic import atomic_write, write_text
-    from protocaffe.backend.outputs import MANIFEST_NAME, BlobDigests, weight_manifest
+    from protocaffe.atomic import atomic_files
+    from protocaffe.backend.outputs import (
+        MANIFEST_NAME,
+        MODULE_NAME,
+        WEIGHT_NAMES,
+        BlobDigests,
+        check_replaceable,
+        earlier_outputs,
+        weight_manifest,
+    )
     from protocaffe.backend.weights import write_state_to
 
     reporter = reporter if reporter is not None else Reporter()
     out = Path(output)
+    if not force:
+        check_replaceable(out)
+    pipeline = _pipeline(optimize, passes)
+    options = (command, source_name, class_name, preprocess)
     if caffemodel is None:
-        graph, emitted = _compile(prototxt, input_shapes, passes, reporter, command, source_name)
+        graph, emitted = _compile(prototxt, input_shapes, pipeline, reporter, *options)
         source = render_module(emitted.parts)
-        write_text(out / "model.py", source)
-        return _conversion(source, graph, emitted, None, reporter)
+        leftovers = earlier_outputs(out, [MODULE_NAME])
+        with atomic_files([out / MODULE_NAME], remove=leftovers) as (model_tmp,):
+            model_tmp.write_text(source, encoding="utf-8")
+        return _conversion(source, graph, emitted, None, reporter, [MODULE_NAME], leftovers)
     from protocaffe.backend.weights import state_arrays
 
+    weights_name = WEIGHT_NAMES[fmt]
+    names = [MODULE_NAME, *([MANIFEST_NAME] if manifest else []), weights_name]
     # Left in this order, the pool (reading) is waited for before the digests are stopped.
     with BlobDigests() as digests, ThreadPoolExecutor(1) as pool:
         reading = pool.submit(_read_and_hash, caffemodel, digests if manifest else None)
-        graph, emitted = _compile(prototxt, input_shapes, passes, reporter, command, source_name)
+        graph, emitted = _compile(prototxt, input_shapes, pipeline, reporter, *options)
         arrays = state_arrays(graph, reading.result(), emitted.attrs, reporter)
-        suffix = "safetensors" if fmt == "safetensors" else "pt"
-        # Nested: all three files are complete before any replaces the previous one, so a run
-        # killed part way leaves the previous set, which still belong together.
-        with (
-            atomic_write(out / "model.py") as model_tmp,
-            atomic_write(out / MANIFEST_NAME) if manifest else nullcontext(None) as manifest_tmp,
-            atomic_write(out / f"model.{suffix}") as tmp,
-        ):
-            copying = pool.submit(write_state_to, tmp, arrays, fmt, progress)
+        leftovers = earlier_outputs(out, names)
+        # All files are complete before any replaces the previous one (model.py last), so a
+        # run killed part way leaves the previous set, which still belong together.
+        with atomic_files([out / name for name in names], remove=leftovers) as tmps:
+            model_tmp, weights_tmp = tmps[0], tmps[-1]
+            copying = pool.submit(write_state_to, weights_tmp, arrays, fmt, progress)
             try:
                 source = render_module(emitted.parts)
             finally:
                 copying.result()  # waits, and raises what the copy raised
             model_tmp.write_text(source, encoding="utf-8")
-            if manifest_tmp is not None:
-                listing = weight_manifest(arrays, digests)
-                manifest_tmp.write_text(listing, encoding="utf-8")
-    if not manifest:
-        # A manifest left from an earlier run would describe other weights.
-        (out / MANIFEST_NAME).unlink(missing_ok=True)
-    return _conversion(source, graph, emitted, arrays, reporter)
+            if manifest:
+                tmps[1].write_text(weight_manifest(arrays, digests), encoding="utf-8")
+    conversion = _conversion(source, graph, emitted, arrays, reporter, names, leftovers)
+    return replace(conversion, weight_bytes=(out / weights_name).stat().st_size)
 
 
 def _compile(
@@ -195,9 +263,20 @@ def _compile(
     reporter: Reporter,
     command: str | None = None,
     source_name: str | None = None,
+    class_name: str | None = None,
+    preprocess: ImageOptions | None = None,
 ) -> tuple[Graph, Emitted]:
-    graph = compile(prototxt, input_shapes=input_shapes, passes=passes, reporter=reporter)
-    return graph, emit_module(graph, regenerate=command, source_name=source_name)
+    net = read_prototxt(prototxt, reporter)
+    graph = compile(net, input_shapes=input_shapes, passes=passes, reporter=reporter)
+    spec = resolve_preprocess(net, graph, preprocess, reporter)
+    emitted = emit_module(
+        graph,
+        regenerate=command,
+        source_name=source_name,
+        class_name=class_name,
+        preprocess=spec,
+    )
+    return graph, emitted
 
 
 def _read_and_hash(caffemodel: str | os.PathLike[str], digests: BlobDigests | None) -> CaffeModel:
@@ -224,6 +303,8 @@ def _conversion(
     emitted: Emitted,
     arrays: Mapping[str, np.ndarray] | None,
     reporter: Reporter,
+    written: Sequence[str] = (),
+    removed: Sequence[Path] = (),
 ) -> Conversion:
     return Conversion(
         source=source,
@@ -232,19 +313,74 @@ def _conversion(
         emitted=emitted,
         arrays=arrays,
         diagnostics=list(reporter.diagnostics),
+        written=tuple(written),
+        removed=tuple(path.name for path in removed),
     )
 
 
-def module_from_source(source: str, class_name: str, module_name: str = "protocaffe_model") -> Any:
-    """Execute generated source in a fresh module and return an instance of its class."""
-    module = types.ModuleType(module_name)
+# Generated modules are registered in sys.modules under this prefix and their source's digest.
+GENERATED_PREFIX = "protocaffe_generated_"
+
+
+def generated_module(source: str, module_name: str | None = None) -> types.ModuleType:
+    """The module that executing generated `source` makes.
+
+    Without `module_name` it is registered in sys.modules as protocaffe_generated_<digest of
+    the source> (the same name in every process, and executed once per process), and its
+    classes pickle: an instance reduces to `restore_generated(source, class name)` and its
+    state, so `torch.save(model)` loads back (`torch.load(..., weights_only=False)`) in a
+    process that has protocaffe, even one that never generated the module.
+    """
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    name = module_name if module_name is not None else GENERATED_PREFIX + digest
+    if module_name is None and name in sys.modules:
+        return sys.modules[name]
+    module = types.ModuleType(name)
     # Register the source with linecache so that `inspect.getsource` (which torch.jit.script
     # needs) finds it although no file exists.
-    filename = f"<protocaffe:{module_name}:{hashlib.sha256(source.encode()).hexdigest()[:16]}>"
+    filename = f"<protocaffe:{name}:{digest}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     module.__file__ = filename
     exec(builtins.compile(source, filename, "exec"), module.__dict__)
-    return getattr(module, class_name)()
+    if module_name is None:
+        module.__dict__[_SOURCE] = source
+        for value in list(module.__dict__.values()):
+            if isinstance(value, type) and value.__module__ == name:
+                value.__reduce_ex__ = _reduce_generated  # type: ignore[assignment, method-assign]
+        sys.modules[name] = module
+    return module
+
+
+_SOURCE = "__protocaffe_source__"
+
+
+def _reduce_generated(self: object, protocol: object) -> tuple[Any, ...]:
+    cls = type(self)
+    source = sys.modules[cls.__module__].__dict__[_SOURCE]
+    return (restore_generated, (source, cls.__qualname__), self.__dict__.copy())
+
+
+def restore_generated(source: str, class_name: str) -> Any:
+    """An empty instance of class `class_name` of generated `source`, for unpickling (its state
+    is set next). Pickles of generated modules name this function: keep it."""
+    cls = getattr(generated_module(source), class_name)
+    return cls.__new__(cls)
+
+
+def module_from_source(source: str, class_name: str, module_name: str | None = None) -> Any:
+    """An instance of class `class_name` of generated `source` (see `generated_module`)."""
+    return getattr(generated_module(source, module_name), class_name)()
+
+
+def require_torch(what: str) -> None:
+    """Raise ModuleNotFoundError, saying how to install it, when torch is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise ModuleNotFoundError(
+            f"{what} needs PyTorch, which is not installed: pip install 'protocaffe[torch]'",
+            name="torch",
+        )
 
 
 def load(
@@ -252,9 +388,19 @@ def load(
     caffemodel: str | os.PathLike[str] | None = None,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    optimize: bool = False,
+    class_name: str | None = None,
 ) -> torch.nn.Module:
-    """A ready module in eval mode (with the caffemodel's weights, if given)."""
-    conversion = convert(prototxt, caffemodel, input_shapes=input_shapes)
+    """A ready module in eval mode, with the caffemodel's weights if given (else those its
+    layers initialise themselves with).
+
+    The arguments are `convert`'s. The module's class lives in a module of its own, registered
+    in sys.modules, so `torch.save(model)` and `copy.deepcopy(model)` work. Needs torch.
+    """
+    require_torch("protocaffe.load")
+    conversion = convert(
+        prototxt, caffemodel, input_shapes=input_shapes, optimize=optimize, class_name=class_name
+    )
     model: torch.nn.Module = module_from_source(conversion.source, conversion.class_name)
     state = conversion.state_dict
     if state is not None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 
@@ -76,6 +76,21 @@ def atomic_write(path: Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def atomic_files(paths: Sequence[Path], remove: Sequence[Path] = ()) -> Iterator[list[Path]]:
+    """`atomic_write` for a set of files that belong together: yield a temporary path for each
+    of `paths`; only if the body succeeds do they replace theirs (the last one last), and then
+    the files in `remove` (an earlier set's that this one does not have) are deleted.
+
+    A failure leaves the previous set as it was, leftovers included."""
+    with ExitStack() as stack:
+        # Entered first, left last: paths[0] is renamed once all the others are in place.
+        tmps = [stack.enter_context(atomic_write(path)) for path in paths]
+        yield tmps
+    for path in remove:
+        path.unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> None:

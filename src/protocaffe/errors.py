@@ -8,7 +8,9 @@ being printed where they arise, so library callers decide what to show.
 
 from __future__ import annotations
 
+import difflib
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -105,3 +107,25 @@ class Reporter:
         self, loc: SourceLoc, message: str, layer: str | None = None, layer_type: str | None = None
     ) -> None:
         self.diagnostics.append(Diagnostic(loc, message, layer, layer_type, Severity.NOTE))
+
+
+def _words(name: str) -> tuple[str, ...]:
+    """A name's words, lowercased and sorted: CamelCase, snake_case and digits split."""
+    parts = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)
+    return tuple(sorted(p.lower() for p in parts))
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the choice closest to a misspelt `name`, or "": the same
+    letters in another case, the same words in another order (DepthwiseConvolution for
+    ConvolutionDepthwise), else difflib's closest match."""
+    options = sorted(set(choices))
+    lowered = {c.lower(): c for c in options}
+    found = lowered.get(name.lower())
+    if found is None:
+        words = _words(name)
+        found = next((c for c in options if words and _words(c) == words), None)
+    if found is None:
+        close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
+        found = lowered[close[0]] if close else None
+    return f" (did you mean '{found}'?)" if found is not None and found != name else ""

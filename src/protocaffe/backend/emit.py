@@ -11,14 +11,18 @@ import ast
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from protocaffe.backend.helpers import helper_imports, helper_names, helper_source
 from protocaffe.backend.names import RESERVED, RULE, Namespace, sanitize
-from protocaffe.errors import ProtocaffeError
+from protocaffe.errors import ProtocaffeError, SourceLoc
 from protocaffe.ir.graph import Graph, Node, Value
 from protocaffe.layers import layer_of
-from protocaffe.layers.base import FUNCTIONAL, Emission, EmitContext, fmt_shape
+from protocaffe.layers.base import FUNCTIONAL, Emission, EmitContext, call, fmt_shape, tuple_expr
 from protocaffe.version import __version__
+
+if TYPE_CHECKING:
+    from protocaffe.backend.preprocess import Preprocess
 
 
 def comment_text(text: str) -> str:
@@ -64,6 +68,14 @@ class Line:
 
 
 @dataclass(frozen=True)
+class PreprocessParts:
+    """The module-level preprocess(image): its docstring and the one call it makes."""
+
+    doc: list[str]
+    call: str
+
+
+@dataclass(frozen=True)
 class ModuleParts:
     """What the template lays out."""
 
@@ -77,6 +89,7 @@ class ModuleParts:
     forward: list[Line]
     result: str
     return_type: str
+    preprocess: PreprocessParts | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,21 @@ def class_name_for(net_name: str) -> str:
     return ident + "Net" if ident in RESERVED or ident in helper_names() else ident
 
 
+# What a module-level function of model.py is called: no class may take the name.
+PREPROCESS = "preprocess"
+
+
+def checked_class_name(name: str, graph: Graph) -> str:
+    """A class name the user chose (--class-name): an identifier model.py does not use."""
+    if not name.isidentifier() or name in RESERVED or name in helper_names() or name == PREPROCESS:
+        raise ProtocaffeError.at(
+            SourceLoc(graph.source),
+            f"class name {name!r} is not an identifier or is a name model.py uses itself; "
+            "choose another",
+        )
+    return name
+
+
 def shown_source(path: str) -> str:
     """How the header names the prototxt: relative paths as given, absolute ones by file name."""
     return os.path.basename(path) if os.path.isabs(path) else path.replace(os.sep, "/")
@@ -153,16 +181,25 @@ def trace_text(node: Node) -> str:
 
 
 def emit_module(
-    graph: Graph, regenerate: str | None = None, source_name: str | None = None
+    graph: Graph,
+    regenerate: str | None = None,
+    source_name: str | None = None,
+    class_name: str | None = None,
+    preprocess: Preprocess | None = None,
 ) -> Emitted:
     """The pieces of model.py for `graph`. `regenerate` is the command line the header shows;
-    `source_name` how it names the prototxt (default: `shown_source(graph.source)`).
+    `source_name` how it names the prototxt (default: `shown_source(graph.source)`);
+    `class_name` the class's name (default: the net's, made an identifier); `preprocess` the
+    module-level preprocess(image) to write (none by default).
 
     The steps: name every value (`local_names`), emit each node's lines (`_emit_body`), gather
     the imports the emissions and helpers declare (`module_imports`), and write the module's
     and the class's docstrings (`_module_docstring`, `_class_docstring`)."""
     local = local_names(graph)
     body = _emit_body(graph, local)
+    if preprocess is not None and "blob_from_image" not in body.helpers:
+        body.helpers.append("blob_from_image")
+        body.imports.update(helper_imports("blob_from_image"))
     results = [local[v] for v in graph.outputs]
     return_type = (
         "torch.Tensor"
@@ -173,15 +210,64 @@ def emit_module(
         docstring=_module_docstring(graph, regenerate, source_name),
         imports=module_imports(body.imports),
         helpers=[helper_source(name) for name in body.helpers],
-        class_name=class_name_for(graph.name),
+        class_name=(
+            checked_class_name(class_name, graph)
+            if class_name is not None
+            else class_name_for(graph.name)
+        ),
         class_doc=_class_docstring(graph),
         init=body.init,
         signature=", ".join(["self"] + [f"{local[v]}: torch.Tensor" for v in graph.inputs]),
         forward=body.forward,
         result=results[0] if len(results) == 1 else ", ".join(results),
         return_type=return_type,
+        preprocess=_preprocess_parts(preprocess) if preprocess is not None else None,
     )
     return Emitted(parts, body.attrs, local)
+
+
+def _preprocess_parts(spec: Preprocess) -> PreprocessParts:
+    """preprocess(image): one call of the blob_from_image helper, and a docstring that says
+    which cv2.dnn.blobFromImage call it equals and where its arguments came from."""
+    kind = "gray or BGR:" if spec.gray else "BGR as cv2.imread reads it:"
+    same = call(
+        "cv2.dnn.blobFromImage",
+        "image",
+        repr(spec.scale),
+        tuple_expr(spec.size),
+        tuple_expr(spec.mean),
+        swapRB=spec.swap_rb,
+        crop=spec.crop,
+    )
+    units = ["Input", doc_text(spec.input), fmt_shape(spec.shape), "from", "an", "H", "x", "W"]
+    units += ["x", "C", "(or", "H", "x", "W)", "uint8", "or", "float", "image,", *kind.split()]
+    units += ["what", *same.split(" "), "makes", "of", "it."]
+    if spec.gray:
+        gray = "(A BGR image is made gray first, as cv2.cvtColor does.)"
+        units += gray.split(" ")
+    origin = []
+    if spec.transform_layer is not None:
+        name, line = spec.transform_layer
+        origin.append(f"the transform_param of layer {doc_text(name)} (line {line})")
+    if spec.options:
+        origin.append("convert's options")
+    sources = ["Arguments", "from", *" and from ".join(origin).split(" ")]
+    if spec.mean_file is not None:
+        sources[-1] += ";"
+        sources += ["mean:", "the", "per-channel", "average", "of", doc_text(spec.mean_file)]
+    sources[-1] += "."
+    doc = [*wrap_units(units, LINE_LENGTH - 4), "", *wrap_units(sources, LINE_LENGTH - 4)]
+    expression = call(
+        "blob_from_image",
+        "image",
+        size=spec.size,
+        scale=spec.scale,
+        mean=spec.mean,
+        swap_rb=spec.swap_rb,
+        crop=spec.crop,
+        gray=spec.gray,
+    )
+    return PreprocessParts(doc, expression)
 
 
 @dataclass
@@ -245,7 +331,9 @@ def module_imports(declared: Iterable[str]) -> list[str]:
     """The module's import lines: torch's first (isort's order, plain imports before
     from-imports, so that `ruff check` accepts the file), then the other declared ones, sorted."""
     wanted = set(declared)
-    torch_group = ["import torch"]
+    # numpy sorts before torch (preprocess() takes a numpy image).
+    torch_group = ["import numpy"] if "import numpy" in wanted else []
+    torch_group.append("import torch")
     if FUNCTIONAL in wanted:
         torch_group.append(FUNCTIONAL)
     torch_group.append("from torch import nn")
@@ -256,7 +344,13 @@ def _module_docstring(graph: Graph, regenerate: str | None, source_name: str | N
     name = graph.name or "net"
     regenerate_lines = (
         # The command stays one unit, so that it can be copied from one line.
-        ["", *wrap_units(["Regenerate", "with:", doc_text(regenerate)], LINE_LENGTH)]
+        [
+            "",
+            *wrap_units(
+                [*["Regenerate", "in", "this", "file's", "folder", "with:"], doc_text(regenerate)],
+                LINE_LENGTH,
+            ),
+        ]
         if regenerate is not None
         else []
     )

@@ -64,7 +64,7 @@ from protocaffe.frontend.wire import (
     int64,
 )
 
-__all__ = ["CaffeModel", "LayerBlobs", "read_caffemodel"]
+__all__ = ["CaffeModel", "LayerBlobs", "read_blobproto", "read_caffemodel"]
 
 TEXT_HEAD: Final = 4096
 
@@ -450,3 +450,33 @@ def read_caffemodel(path: str | os.PathLike[str]) -> CaffeModel:
         if text is not None:
             raise not_caffemodel(name, text)
     return model
+
+
+def read_blobproto(path: str | os.PathLike[str]) -> npt.NDArray[Any]:
+    """Reads a binary BlobProto file (a `mean.binaryproto`) with Caffe's shape rules; raises
+    ProtocaffeError on bad input. The array is a copy, float32 or float64 as stored."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ProtocaffeError.at(SourceLoc(name), f"cannot read the blob: {reason}") from None
+    if not data:
+        raise ProtocaffeError.at(SourceLoc(name, offset=0), "empty file")
+    magic = magic_kind(data[:TEXT_HEAD])
+    text = text_kind(data[:TEXT_HEAD])
+    if magic is not None or text is not None:
+        kind = magic or text
+        raise ProtocaffeError.at(
+            SourceLoc(name, offset=0), f"not a binary BlobProto (looks like {kind})"
+        )
+    reader = _FastReader(name, data)
+    try:
+        raw = reader.raw_blob(0, 0, len(data))
+    except WireError as exc:
+        raise reader.error(exc.offset, exc.message) from None
+    array, problem = finish_blob(raw)
+    if problem is not None:
+        raise ProtocaffeError.at(SourceLoc(name, offset=0), problem)
+    return np.array(array)

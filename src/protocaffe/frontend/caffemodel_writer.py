@@ -52,8 +52,9 @@ def write_caffemodel(
     atomically once it is complete and on disk.
     """
     with atomic_write(Path(path)) as tmp, open(tmp, "wb") as out:
-        if net_name:
-            out.write(len_field(1, encode_text(net_name)))
+        # The name even when empty: a net without a name or weights is then not an empty
+        # file, which readers (protocaffe's among them) take for a truncated download.
+        out.write(len_field(1, encode_text(net_name)))
         for layer_name, kind, blobs in layers:
             head = len_field(1, encode_text(layer_name)) + len_field(2, encode_text(kind))
             chunks: list[_Chunk] = [head]

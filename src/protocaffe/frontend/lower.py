@@ -25,11 +25,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc
+from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc, did_you_mean
 from protocaffe.frontend.prototxt import LayerDef, NetDef
 from protocaffe.ir.graph import Attrs, Graph, Node, Shape, Value
 from protocaffe.layers import Layer, lookup
 from protocaffe.layers.base import Role
+from protocaffe.layers.registry import registered_types
 from protocaffe.layers.structure import SHARED_MEMORY, SharedMemoryAttrs
 
 PLUGIN_DOCS = "see 'Custom layers' in the protocaffe README"
@@ -77,17 +78,25 @@ def build_graph(
 
 def _check_types(net: NetDef) -> None:
     """One error that lists every layer whose type protocaffe does not know."""
+    missing = [
+        layer
+        for layer in net.layers
+        if lookup(layer.type) is None and layer.type not in TRAINING_ONLY
+    ]
+    # SharedMemory is protocaffe's own node, never a type to suggest.
+    types = [t for t in registered_types() if t != SHARED_MEMORY]
+    known = [*types, *TRAINING_ONLY] if missing else []
     unknown = [
         Diagnostic(
             layer.loc,
             f"unknown layer type '{layer.type}'"
+            + (did_you_mean(layer.type, known) if layer.type != "Python" else "")
             + (" (Python layers run arbitrary code)" if layer.type == "Python" else "")
             + f"; {PLUGIN_DOCS} to add it",
             layer.name,
             layer.type,
         )
-        for layer in net.layers
-        if lookup(layer.type) is None and layer.type not in TRAINING_ONLY
+        for layer in missing
     ]
     if unknown:
         raise ProtocaffeError(unknown)

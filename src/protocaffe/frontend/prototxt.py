@@ -172,7 +172,8 @@ def read_prototxt(path: str | os.PathLike[str], reporter: Reporter) -> NetDef:
     if not data.strip():
         raise ProtocaffeError.at(SourceLoc(shown), "empty file: no layers")
     try:
-        text = data.decode("utf-8")
+        # A byte-order mark (Windows editors write one) is not part of the text.
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         hint = " (is this a binary .caffemodel?)" if b"\x00" in data[:4096] else ""

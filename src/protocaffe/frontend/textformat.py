@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc
+from protocaffe.errors import ProtocaffeError, Reporter, SourceLoc, did_you_mean
 
 # One match per token: the whitespace and comments before it, then the token itself (or, at a
 # character no token starts with, that character as `bad`; or nothing at the end of the text).
@@ -194,6 +194,11 @@ class _Field(NamedTuple):
 
 
 @functools.cache
+def _field_names(descriptor: Any) -> tuple[str, ...]:
+    return tuple(sorted(descriptor.fields_by_name))
+
+
+@functools.cache
 def _field(descriptor: Any, name: str) -> _Field | None:
     fd = descriptor.fields_by_name.get(name)
     if fd is None:
@@ -251,10 +256,22 @@ class _Parser:
         tok = self._tok
         if tok.kind == "punct" and tok.text == ":":
             self._advance()
+        elif (known is None or not known.message) and not (
+            tok.kind == "punct" and tok.text in _CLOSE
+        ):
+            # protobuf's text format (and so Caffe) allows leaving the colon out only before a
+            # message's '{' or '<'.
+            found = tok.text or "end of file"
+            raise ProtocaffeError.at(
+                tok.loc,
+                f"syntax error: expected ':' after '{name_tok.text}', found {found!r} (only a "
+                "'{' may follow a field name directly)",
+            )
         if known is None:
             self._reporter.warn(
                 name_tok.loc,
-                f"unknown field '{name_tok.text}' in {descriptor.name}; ignored",
+                f"unknown field '{name_tok.text}' in {descriptor.name}; ignored"
+                + did_you_mean(name_tok.text, _field_names(descriptor)),
             )
             self._skip_value()
             return
@@ -311,7 +328,10 @@ class _Parser:
             while depth:
                 t = self._advance()
                 if t.kind == "eof":
-                    raise ProtocaffeError.at(t.loc, "syntax error: unclosed '{' at end of file")
+                    where = f"{tok.loc.line}:{tok.loc.col}"
+                    raise ProtocaffeError.at(
+                        t.loc, f"syntax error: '{tok.text}' at {where} is never closed"
+                    )
                 if t.kind == "punct" and t.text in _CLOSE:
                     depth.append(_CLOSE[t.text])
                 elif t.kind == "punct" and t.text == depth[-1]:
@@ -410,6 +430,86 @@ def _convert_scalar(fd: Any, tok: Token) -> object:
 def parse_text(
     text: str, path: str, msg: Message, reporter: Reporter, locations: Locations
 ) -> None:
-    """Fill `msg` from protobuf text format, recording locations and warning on unknown fields."""
+    """Fill `msg` from protobuf text format, recording locations and warning on unknown fields.
+
+    A syntax error is reported alone: the warnings before it (often the unknown fields that a
+    missing '}' makes of the layers after it) are dropped. A '{' never closed is blamed where
+    the indentation says its '}' is missing (see `_missing_close`)."""
     locations.record(msg, SourceLoc(path, 1, 1))
-    _Parser(text, path, reporter, locations).parse_message(msg, None)
+    warnings = Reporter()
+    try:
+        _Parser(text, path, warnings, locations).parse_message(msg, None)
+    except ProtocaffeError as exc:
+        if "is never closed" in exc.diagnostics[0].message:
+            better = _missing_close(text, path)
+            if better is not None:
+                raise better from None
+        raise
+    reporter.diagnostics.extend(warnings.diagnostics)
+
+
+def _indent(line_starts: list[int], text: str, pos: int) -> tuple[int, bool]:
+    """The indentation (columns before the first token) of the line holding `pos`, and whether
+    the token at `pos` is that first token."""
+    line = bisect.bisect_right(line_starts, pos) - 1
+    start = line_starts[line]
+    head = text[start:pos]
+    width = len(head) - len(head.lstrip(" \t"))
+    return width, not head.strip(" \t")
+
+
+def _missing_close(text: str, path: str) -> ProtocaffeError | None:
+    """Where a '}' is missing, told by the indentation: the first line that opens a block at
+    the indentation of the block around it (`layer {` inside a layer), or closes one at the
+    indentation of an outer block (a '}' lined up with the `layer {` two levels up).
+
+    Trusted only in a file that indents its blocks (a nested block before that line is
+    indented deeper than its parent) and if, with a '}' put there, every other block that
+    spans lines is indented consistently and the braces balance; else None (the error stays
+    at the end of the file)."""
+    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    braces = [t for t in _tokenize(text, path) if t.kind == "punct" and t.text in "{}<>"]
+
+    def scan(insert_before: int | None) -> tuple[int, Token | None, int]:
+        """Walk the braces (with a '}' put before brace number `insert_before`): (the index of
+        the first brace that breaks the indentation or the balance, or -1; the innermost
+        block open there; how many nested blocks were indented deeper before it)."""
+        stack: list[Token] = []
+        nested = 0
+        for index, tok in enumerate(braces):
+            if index == insert_before:
+                if not stack:
+                    return index, None, nested
+                stack.pop()
+            indent, first = _indent(line_starts, text, tok.pos)
+            top = stack[-1] if stack else None
+            if top is not None and tok.source.loc(tok.pos).line != top.loc.line:
+                top_indent = _indent(line_starts, text, top.pos)[0]
+                opens = tok.text in _CLOSE
+                if (opens and indent <= top_indent) or (
+                    not opens and first and indent != top_indent
+                ):
+                    return index, top, nested
+                nested += opens
+            if tok.text in _CLOSE:
+                stack.append(tok)
+            elif not stack:
+                return index, None, nested  # a '}' too many
+            else:
+                stack.pop()
+        return (len(braces), stack[-1], nested) if stack else (-1, None, nested)
+
+    index, unclosed, nested = scan(None)
+    if unclosed is None or index == len(braces) or nested == 0 or scan(index)[0] != -1:
+        return None
+    where = braces[index]
+    # The missing '}' belongs before the line's first token (the `layer` of `layer {`).
+    start = line_starts[bisect.bisect_right(line_starts, where.pos) - 1]
+    at = where.source.loc(start + _indent(line_starts, text, where.pos)[0])
+    line, col = unclosed.loc.line, unclosed.loc.col
+    return ProtocaffeError.at(
+        at,
+        f"syntax error: '{unclosed.text}' at {line}:{col} is never closed: a "
+        f"'{_CLOSE[unclosed.text]}' is missing before this line (its indentation closes that "
+        "block)",
+    )

@@ -126,7 +126,9 @@ def _pair_rule(
 
 def parse_conv(layer: LayerSource, transposed: bool) -> ConvAttrs:
     p = layer.param.convolution_param
-    if not p.HasField("num_output") or p.num_output <= 0:
+    if not p.HasField("num_output"):
+        raise fail(layer, "convolution_param.num_output is required")
+    if p.num_output <= 0:
         raise fail(layer, "Caffe aborts here: convolution_param.num_output must be positive")
     kernel = _pair_rule(layer, "kernel", list(p.kernel_size), None)
     stride = _pair_rule(layer, "stride", list(p.stride), 1)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from protocaffe import api
-from protocaffe.errors import Reporter
+from protocaffe.errors import ProtocaffeError, Reporter
 from protocaffe.frontend.prototxt import read_prototxt
-from protocaffe.ir.graph import Graph, Node, Value
+from protocaffe.ir.graph import Graph, Node, Shape, Value
 from protocaffe.layers import layer_of
 from protocaffe.passes import DEFAULT_PIPELINE, run_pipeline
 from protocaffe.verify.compare import (
@@ -43,7 +44,9 @@ from protocaffe.verify.inputs import (
     check_inputs,
     image_blob,
     load_npy,
+    module_preprocess,
     random_input,
+    read_image,
 )
 from protocaffe.verify.opencv import LayerQuery, ReferenceUnavailable
 from protocaffe.verify.record import InstrumentError, Recording, instrument
@@ -90,10 +93,12 @@ def verify(
     lowered = api.compile(net, input_shapes=opts.input_shapes, passes=(), reporter=reporter)
     inputs = _inputs(lowered, opts)
     shapes = {name: tuple(a.shape) for name, a in inputs.items()}
-    if shapes != {v.blob: v.shape for v in lowered.inputs}:
+    declared = {v.blob: v.shape for v in lowered.inputs}
+    if shapes != declared:
         # An input of another size reshapes the net, as Caffe's Reshape does at run time; the
         # file was read and reported on already.
-        lowered = api.compile(net, input_shapes=shapes, passes=(), reporter=Reporter())
+        with _blame_inputs(opts, shapes, declared):
+            lowered = api.compile(net, input_shapes=shapes, passes=(), reporter=Reporter())
     graph = run_pipeline(lowered, DEFAULT_PIPELINE)
     with tempfile.TemporaryDirectory(prefix="protocaffe-verify-") as work:
         weights = caffemodel
@@ -102,7 +107,8 @@ def verify(
 
             weights = Path(work) / "random.caffemodel"
             write_random_weights(lowered, weights, seed=opts.seed)
-        conversion = api.convert_graph(graph, weights, reporter=reporter)
+        with _blame_inputs(opts, shapes, declared):
+            conversion = api.convert_graph(graph, weights, reporter=reporter)
         ours = _run_module(conversion, opts, inputs, graph)
         queries = [LayerQuery(n.name, n.op, tuple(v.blob for v in n.outputs)) for n in graph.nodes]
         refs = _run_reference(opts.reference, prototxt, weights, inputs, queries)
@@ -117,6 +123,34 @@ def verify(
     return report
 
 
+def _source(opts: VerifyOptions, name: str) -> str | None:
+    """The file an input came from (an --input .npy or the --image), if any."""
+    given = opts.inputs.get(name)
+    if given is not None and not isinstance(given, np.ndarray):
+        return os.fspath(given)
+    return opts.image.path if opts.image is not None and name not in opts.inputs else None
+
+
+@contextmanager
+def _blame_inputs(
+    opts: VerifyOptions, shapes: Mapping[str, tuple[int, ...]], declared: Mapping[str, Shape]
+) -> Iterator[None]:
+    """An error of the net reshaped to the given inputs is the input file's, not the
+    prototxt's: the net does not take an input of that shape."""
+    try:
+        yield
+    except ProtocaffeError as exc:
+        changed = [name for name in shapes if shapes[name] != declared.get(name)]
+        if not changed:
+            raise
+        name = changed[0]
+        where = _source(opts, name) or f"input {name!r}"
+        raise InputError(
+            f"{where}: input {name!r} has shape {shapes[name]}, which the net cannot take (it "
+            f"declares {declared[name]}): {exc.diagnostics[0]}"
+        ) from None
+
+
 def _inputs(graph: Graph, opts: VerifyOptions) -> dict[str, np.ndarray]:
     declared = {v.blob: v.shape for v in graph.inputs}  # an unknown override raised already
     given: dict[str, np.ndarray] = {}
@@ -128,12 +162,30 @@ def _inputs(graph: Graph, opts: VerifyOptions) -> dict[str, np.ndarray]:
         if not declared:
             raise InputError("the net declares no input to feed the image to")
         first = next(iter(declared))
-        given[first] = image_blob(opts.image, declared[first])
-    given = check_inputs(given, declared)
+        given[first] = _image(opts, opts.image, declared[first])
+    for name, array in given.items():
+        try:
+            check_inputs({name: array}, declared)
+        except InputError as exc:
+            where = _source(opts, name)
+            raise InputError(f"{where}: {exc}" if where is not None else str(exc)) from None
     arrays: dict[str, np.ndarray] = {}
     for index, (name, shape) in enumerate(declared.items()):
         arrays[name] = given[name] if name in given else random_input(shape, opts.seed + index)
     return arrays
+
+
+def _image(opts: VerifyOptions, image: ImageSpec, declared: Shape) -> np.ndarray:
+    """The image's blob: by the module's own preprocess() when it has one and no
+    blobFromImage option is given, else as cv2.dnn.blobFromImage prepares it."""
+    preprocess = module_preprocess(opts.module) if opts.module and image.plain else None
+    if preprocess is None:
+        return image_blob(image, declared)
+    try:
+        blob = preprocess(read_image(image.path))
+    except Exception as exc:  # the module's code
+        raise InputError(f"{image.path}: the module's preprocess() failed: {exc!r}") from exc
+    return np.ascontiguousarray(np.asarray(blob), dtype=np.float32)
 
 
 def _load_state(model: Any, conversion: Any, weights: str | os.PathLike[str] | None) -> None:

@@ -8,9 +8,12 @@ lay out NCHW float32.
 
 from __future__ import annotations
 
+import ast
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +32,12 @@ class ImageSpec:
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     swap_rb: bool = False
     crop: bool = False
+
+    @property
+    def plain(self) -> bool:
+        """No blobFromImage option given: a module's own preprocess() prepares the image."""
+        options = (self.scale, self.size, tuple(self.mean), self.swap_rb, self.crop)
+        return options == (1.0, None, (0.0, 0.0, 0.0), False, False)
 
 
 def random_input(shape: Shape, seed: int) -> np.ndarray:
@@ -52,14 +61,7 @@ def image_blob(spec: ImageSpec, declared: Shape) -> np.ndarray:
     from protocaffe.verify.opencv import require_cv2
 
     cv2 = require_cv2()
-    try:
-        data = np.fromfile(spec.path, dtype=np.uint8)
-    except OSError as exc:
-        raise InputError(f"{spec.path}: cannot read the image ({exc.strerror})") from exc
-    # imdecode, unlike imread, reports a bad file by returning None without logging.
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise InputError(f"{spec.path}: cannot read the image")
+    image = read_image(spec.path)
     if spec.size is not None:
         size = spec.size
     elif len(declared) == 4:
@@ -71,6 +73,39 @@ def image_blob(spec: ImageSpec, declared: Shape) -> np.ndarray:
         image, spec.scale, size, mean[:4], swapRB=spec.swap_rb, crop=spec.crop
     )
     return np.ascontiguousarray(blob, dtype=np.float32)
+
+
+def read_image(path: str) -> np.ndarray:
+    """A BGR uint8 H x W x 3 image, as cv2.imread reads it."""
+    from protocaffe.verify.opencv import require_cv2
+
+    cv2 = require_cv2()
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the image ({exc.strerror})") from exc
+    # imdecode, unlike imread, reports a bad file by returning None without logging.
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise InputError(f"{path}: cannot read the image")
+    return np.asarray(image)
+
+
+def module_preprocess(path: str | os.PathLike[str]) -> Callable[[np.ndarray], Any] | None:
+    """The module-level `preprocess(image)` of a model.py, if it has one (see `protocaffe
+    convert --scale ...`); None without (or when the file does not parse: loading the module
+    reports that)."""
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+        tree = ast.parse(source)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    if not any(isinstance(n, ast.FunctionDef) and n.name == "preprocess" for n in tree.body):
+        return None
+    namespace: dict[str, Any] = {"__name__": "protocaffe_verify_preprocess"}
+    exec(compile(tree, str(path), "exec"), namespace)
+    function: Callable[[np.ndarray], Any] = namespace["preprocess"]
+    return function
 
 
 def check_inputs(
