@@ -2,8 +2,9 @@
 that both protocaffe and the oracle know, compared blob by blob (see tests/caffe_fuzz/).
 
 Profiles: by default (CI) a bounded, seeded sample of PROTOCAFFE_FUZZ_PER_TYPE nets per type
-(2; about a minute on 2 cores); HYPOTHESIS_PROFILE=deep raises it to 25 per type. The deep run
-proper is `python -m caffe_fuzz --nets 5000` from tests/ (a table of every outcome).
+(2; about a minute on 2 cores); PROTOCAFFE_SLOW=2 or HYPOTHESIS_PROFILE=deep raises it to 25
+per type. The deep run proper is `python -m caffe_fuzz --nets 5000` from tests/ (a table of
+every outcome).
 PROTOCAFFE_FUZZ_SEED changes the sample.
 
 A disagreement whose cause is already diagnosed (an open defect with its own strict-xfail
@@ -30,7 +31,9 @@ from caffe_fuzz.probe import missing_recipes
 
 pytestmark = pytest.mark.skipif(not available(), reason="no real-Caffe oracle (../shared/oracle)")
 
-DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep"
+# CI (PROTOCAFFE_SLOW unset or 1) runs 2 seeded nets per type; PROTOCAFFE_SLOW=2 (or the
+# deep hypothesis profile) 25 per type.
+DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep" or os.environ.get("PROTOCAFFE_SLOW") == "2"
 PER_TYPE = int(os.environ.get("PROTOCAFFE_FUZZ_PER_TYPE", "25" if DEEP else "2"))
 SEED = int(os.environ.get("PROTOCAFFE_FUZZ_SEED", "20261201"))
 STRICT = os.environ.get("PROTOCAFFE_FUZZ_STRICT") == "1"

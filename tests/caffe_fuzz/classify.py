@@ -398,6 +398,9 @@ def _mismatch_cause(case: Path, net: Message, m: Mismatch) -> str:
         p = layer.batch_norm_param  # type: ignore[attr-defined]
         if p.HasField("use_global_stats") and not p.use_global_stats:
             return "cause 6: BatchNorm with batch statistics"
+    # Before cause 10 and finding B: a PriorBox that differs with clip unset differs by it.
+    if kind_of == "PriorBox" and not layer.prior_box_param.HasField("clip"):  # type: ignore
+        return "oracle: PriorBox clip defaults to true in this build (SSD fork: false)"
     if kind_of == "PriorBox" and kind == "value":
         p = layer.prior_box_param  # type: ignore[attr-defined]
         if any(v != int(v) for v in [*p.min_size, *p.max_size]):
@@ -407,8 +410,6 @@ def _mismatch_cause(case: Path, net: Message, m: Mismatch) -> str:
     earlier = _earlier_in_place(net, index)
     if earlier:
         return f"finding B: {earlier} in place earlier in the net (Caffe computes something else)"
-    if kind_of == "PriorBox" and not layer.prior_box_param.HasField("clip"):  # type: ignore
-        return "oracle: PriorBox clip defaults to true in this build (SSD fork: false)"
     if kind == "value" and _non_finite_only(case, layer, m):
         return "documented: non-finite inputs (NaN, inf) propagate differently in Caffe"
     rule = FLOAT_ONLY.get(kind_of)
