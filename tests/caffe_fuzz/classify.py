@@ -224,6 +224,13 @@ def _caffe_rejects_cause(
     if "Too many params specified" in message:
         return "cause 9: more param specs than the layer has blobs"
     if "prior_width > 0" in message or "prior_height > 0" in message:
+        if any(
+            str(other.type) == "PriorBox"  # type: ignore[attr-defined]
+            and not other.prior_box_param.HasField("clip")  # type: ignore[attr-defined]
+            for other in layers_of(net)
+        ):
+            # Clipping (the oracle's default) turns a prior outside the image into width 0.
+            return "oracle: PriorBox clip defaults to true in this build (SSD fork: false)"
         return "finding D: DetectionOutput with an empty prior"
     if "prior_box_param" in message and "not both" in message:
         return "finding L: PriorBox with both spellings of step or img_size"
@@ -392,6 +399,9 @@ def _mismatch_cause(case: Path, net: Message, m: Mismatch) -> str:
         pads = (p.pad_h, p.pad_w) if p.HasField("pad_h") else (p.pad, p.pad)
         if (pads[0] > 0) != (pads[1] > 0):
             return "cause 3: pooling's last-window rule applies to both axes"
+    if kind_of == "ArgMax" and kind == "value" and not _finite_bottoms(case, layer, m.caffe_at):
+        # NaN has no rank: std::partial_sort and torch.sort order it differently.
+        return "documented: non-finite inputs (NaN, inf) propagate differently in Caffe"
     if kind_of == "ArgMax" and kind == "value" and _argmax_ties(case, layer, m.caffe_at):
         return "cause 4: ArgMax ties"
     if kind_of == "BatchNorm":
@@ -428,12 +438,22 @@ def _non_finite_only(case: Path, layer: Message, m: Mismatch) -> bool:
     writes zeros over NaN), which is not a semantic difference on finite inputs."""
     if m.ours is None or m.theirs is None or m.ours.shape != m.theirs.shape:
         return False
-    bottoms = [before(case, str(b), m.caffe_at) for b in layer.bottom]  # type: ignore[attr-defined]
-    if all(np.isfinite(b).all() for b in bottoms):
+    if _finite_bottoms(case, layer, m.caffe_at):
         return False
     ours, theirs = m.ours.astype(np.float64), m.theirs.astype(np.float64)
     differ = ~np.isclose(ours, theirs, rtol=1e-4, atol=1e-6, equal_nan=True)
     return bool((~np.isfinite(ours[differ]) | ~np.isfinite(theirs[differ])).all())
+
+
+def _finite_bottoms(case: Path, layer: Message, caffe_at: int) -> bool:
+    """Whether Caffe's inputs to the layer are finite and clear of float32's limit (an empty
+    MAX pooling window gives -FLT_MAX, and sums of such values overflow in an order-dependent
+    way)."""
+    for blob in layer.bottom:  # type: ignore[attr-defined]
+        data = before(case, str(blob), caffe_at).astype(np.float64)
+        if not (np.isfinite(data) & (np.abs(data) < 1e38)).all():
+            return False
+    return True
 
 
 def before(case: Path, blob: str, caffe_at: int) -> np.ndarray:
