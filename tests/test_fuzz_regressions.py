@@ -616,6 +616,28 @@ def test_finding_l_prior_box_both_spellings(oracle: Oracle, tmp_path: Path, fiel
     refused_by_both(oracle, tmp_path, text)
 
 
+NO_SPATIAL_AXES = {
+    # The fuzzer's nets (seeds 2031006216 and 2031006253): BaseConvolutionLayer::LayerSetUp
+    # accepts one kernel value, or none, for 0 spatial axes; the weight is (num_output,
+    # channels / group), a product over the channels.
+    "kernel_1": ("Convolution", "num_output: 1 pad: 2 kernel_size: 3", (1, 1)),
+    "no_kernel": ("Convolution", "num_output: 2 stride: 1", (3, 1)),
+    "group": ("Convolution", "num_output: 4 group: 2", (2, 4)),
+    "deconvolution": ("Deconvolution", "num_output: 3 kernel_size: 2", (2, 5)),
+    "axis_2": ("Convolution", "num_output: 2 axis: 2", (2, 3, 4)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NO_SPATIAL_AXES))
+def test_finding_u_convolution_without_spatial_axes(
+    oracle: Oracle, tmp_path: Path, case: str
+) -> None:
+    """Convolution over a blob that ends at its channel axis: Caffe runs it, protocaffe
+    refused it ("needs a spatial axis after the channel axis")."""
+    kind, params, shape = NO_SPATIAL_AXES[case]
+    runs_in_both(oracle, tmp_path, one(kind, f"convolution_param {{ {params} }}", shape))
+
+
 def test_issue15_kernel_larger_than_input(oracle: Oracle, tmp_path: Path) -> None:
     """(1 - 2) / 2 + 1 is 1 in C++ (division truncates toward zero): Caffe computes a 1x1
     output from a 1x1 map with a 2x2 kernel and stride 2; protocaffe refuses the net."""

@@ -101,9 +101,9 @@ def _pair_rule(
     h, w = opt(p, f"{name}_h"), opt(p, f"{name}_w")
     if h is None and w is None:
         if not values:
-            if default is None:
-                raise fail(layer, f"Caffe aborts here: {name} must be specified")
-            return (default,)
+            # No kernel at all: Caffe accepts it only over 0 spatial axes (a blob that ends at
+            # the channel axis); `infer` checks the count against the input.
+            return () if default is None else (default,)
         return tuple(int(v) for v in values)
     if values:
         raise fail(
@@ -134,7 +134,7 @@ def parse_conv(layer: LayerSource, transposed: bool) -> ConvAttrs:
     stride = _pair_rule(layer, "stride", list(p.stride), 1)
     pad = _pair_rule(layer, "pad", list(p.pad), 0)
     dilation = tuple(int(d) for d in p.dilation) or (1,)
-    if min(kernel) <= 0:
+    if kernel and min(kernel) <= 0:
         raise fail(layer, "Caffe aborts here: Filter dimensions must be nonzero")
     if min(stride) <= 0:
         raise fail(layer, "Caffe aborts here: Stride dimensions must be nonzero")
@@ -199,9 +199,9 @@ class Convolution(Layer[ConvAttrs]):
     ) -> list[Shape]:
         shape = in_shapes[0]
         axis = canonical_axis(attrs.axis, len(shape), layer)
+        # n == 0 (the channel axis is the last): Caffe convolves with a kernel of no axes, a
+        # product over the channels at each position.
         n = len(shape) - axis - 1
-        if n < 1:
-            raise fail(layer, f"needs a spatial axis after the channel axis {axis} of {shape}")
         p = layer.param.convolution_param
         if n != 2 and any(
             opt(p, f"{name}_{side}") is not None
@@ -252,7 +252,7 @@ class Convolution(Layer[ConvAttrs]):
                 spatial, g.kernel, g.stride, g.pad, g.dilation, strict=True
             )
         )
-        if min(out) <= 0:
+        if out and min(out) <= 0:
             raise fail(
                 layer,
                 f"the output would be {out}: kernel {g.kernel} (dilation {g.dilation}, stride "
@@ -286,6 +286,8 @@ class Convolution(Layer[ConvAttrs]):
         summed = tuple(2 + i for i, s in enumerate(g.summed) if s)
         if summed:  # dilation 0: every tap of the axis reads the same input value
             weight = weight.sum(axis=summed, keepdims=True, dtype=weight.dtype)
+        if not g.kernel:  # no spatial axis: torch's Conv1d over one position
+            weight = weight.reshape(*weight.shape, 1)
         return dict(zip(self.param_names(attrs, in_shapes), [weight, *blobs[1:]], strict=True))
 
     def emit(self, attrs: ConvAttrs, ctx: EmitContext) -> Emission:
@@ -293,6 +295,8 @@ class Convolution(Layer[ConvAttrs]):
         g = Geometry.of(attrs, shape)
         n = len(g.kernel)
         c = shape[g.axis]
+        if n == 0:
+            return _emit_no_spatial_axes(attrs, ctx, g)
         kernel = tuple(1 if s else k for k, s in zip(g.kernel, g.summed, strict=True))
         dilation = tuple(1 if s else d for d, s in zip(g.dilation, g.summed, strict=True))
         cls = f"nn.ConvTranspose{n}d" if attrs.transposed else f"nn.Conv{n}d"
@@ -330,7 +334,8 @@ class Convolution(Layer[ConvAttrs]):
     def absorbs_affine(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> ConvAttrs | None:
         # A Deconvolution's output channel mixes weight column c of every input row: it does
         # not fold this way; nor does a convolution whose channels are not axis 1.
-        if attrs.transposed or attrs.axis % len(in_shapes[0]) != 1 or len(in_shapes) > 1:
+        rank = len(in_shapes[0])
+        if attrs.transposed or attrs.axis % rank != 1 or len(in_shapes) > 1 or rank < 3:
             return None
         return replace(attrs, bias=True)
 
@@ -348,6 +353,26 @@ class Convolution(Layer[ConvAttrs]):
             return in_elements * attrs.num_output // attrs.group * taps
         out_elements = sum(math.prod(s) for s in out_shapes)
         return out_elements * in_shapes[0][g.axis] // attrs.group * taps
+
+
+def _emit_no_spatial_axes(attrs: ConvAttrs, ctx: EmitContext, g: Geometry) -> Emission:
+    """Over a blob that ends at the channel axis: torch's 1-D convolution with a kernel of 1 at
+    one position (Caffe's weight (num_output, channels / group) gains that axis on loading)."""
+    cls = "nn.ConvTranspose1d" if attrs.transposed else "nn.Conv1d"
+    init = call(
+        cls,
+        repr(ctx.in_shapes[0][g.axis]),
+        repr(attrs.num_output),
+        kernel_size=1,
+        groups=attrs.group if attrs.group != 1 else None,
+        bias=False if not attrs.bias else None,
+    )
+    calls = [
+        _over_channel_axis(f"self.{ctx.attr}", f"{x}.unsqueeze(-1)", x, g.axis) + ".squeeze(-1)"
+        for x in ctx.inputs
+    ]
+    forward = calls[0] if len(calls) == 1 else "(" + ", ".join(calls) + ")"
+    return Emission(forward=forward, init=init, note="no spatial axis: one position")
 
 
 def _truncated_padding(attrs: ConvAttrs, g: Geometry, shape: Shape) -> tuple[int, ...]:
