@@ -11,6 +11,7 @@ import ast
 import builtins
 import io
 import keyword
+import re
 import sys
 import tokenize
 from collections.abc import Iterator
@@ -32,6 +33,8 @@ API_NAMES = (
     | set(dir(F))
     | set(dir(torch.Tensor))
     | {"indices", "values", "__init__"}
+    # Parameters a generated line reads of a module (shared parameters, param groups).
+    | {"weight", "bias"}
 )
 
 
@@ -83,6 +86,9 @@ def check_generated(conversion: Conversion, prototxt_strings: list[str]) -> None
     class_name = conversion.class_name
     assert class_name.isidentifier() and not keyword.iskeyword(class_name)
     assert class_name not in MODULE_NAMES | helpers | set(dir(builtins))
+    # A module with several outputs returns a NamedTuple of its own.
+    outputs_class = conversion.emitted.parts.outputs_class
+    generated = {class_name} | ({outputs_class} if outputs_class else set())
     top = tree.body
     assert _docstring(tree) is not None
     for stmt in top[1:]:
@@ -91,14 +97,16 @@ def check_generated(conversion: Conversion, prototxt_strings: list[str]) -> None
         elif isinstance(stmt, ast.ImportFrom):
             assert stmt.module in ("torch", "typing")
         elif isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
-            assert stmt.name in helpers | {class_name}
+            assert stmt.name in helpers | generated
         else:
             raise AssertionError(f"unexpected statement at module level: {ast.dump(stmt)}")
     classes = [s for s in top if isinstance(s, ast.ClassDef) and s.name == class_name]
     assert len(classes) == 1
     net = classes[0]
     for helper in (s for s in top if isinstance(s, (ast.FunctionDef, ast.ClassDef))):
-        if helper is not net:
+        if helper.name == outputs_class:
+            _check_outputs_class(helper, conversion)
+        elif helper is not net:
             assert ast.unparse(helper) == _helper_tree(helper.name), "helper text changed"
 
     # Docstrings: each prototxt string in them is a repr() with quotes escaped (doc_text), kept
@@ -108,12 +116,14 @@ def check_generated(conversion: Conversion, prototxt_strings: list[str]) -> None
     class_doc = _docstring(net)
     assert class_doc is not None
 
-    # The class: a docstring, __init__ and forward.
+    # The class: a docstring, __init__, forward and caffe_param_groups.
     methods = net.body[1:]
-    assert [m.name for m in methods if isinstance(m, ast.FunctionDef)] == ["__init__", "forward"]
-    assert len(methods) == 2
-    init, forward = methods
+    names = [m.name for m in methods if isinstance(m, ast.FunctionDef)]
+    assert names == ["__init__", "forward", "caffe_param_groups"]
+    assert len(methods) == 3
+    init, forward, groups = methods
     assert isinstance(init, ast.FunctionDef) and isinstance(forward, ast.FunctionDef)
+    assert isinstance(groups, ast.FunctionDef)
 
     attrs = set(conversion.emitted.attrs.values())
     locals_ = list(conversion.emitted.locals.values())
@@ -127,18 +137,41 @@ def check_generated(conversion: Conversion, prototxt_strings: list[str]) -> None
     for ident in attrs:
         assert not hasattr(nn.Module(), ident), ident
 
-    # __init__: super().__init__() then one assignment per attribute, each assigned once.
+    # __init__: super().__init__() then one assignment per attribute, each assigned once; a
+    # shared parameter (`self.a.weight = self.b.weight`) and `self.a[.weight].requires_grad_(
+    # False)` for lr_mult 0 may follow an attribute's assignment.
     assert ast.unparse(init.body[0]) == "super().__init__()"
     assigned: list[str] = []
     for stmt in init.body[1:]:
+        if isinstance(stmt, ast.Expr):
+            assert re.fullmatch(r"self\.\w+(\.\w+)?\.requires_grad_\(False\)", ast.unparse(stmt))
+            _check_expression(stmt.value, set(), attrs, helpers)
+            continue
         assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, ast.dump(stmt)
         target = stmt.targets[0]
+        if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute):
+            assert re.fullmatch(r"self\.\w+\.\w+ = self\.\w+\.\w+", ast.unparse(stmt))
+            _check_expression(stmt, set(), attrs, helpers)
+            continue
         assert isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
         assert target.value.id == "self"
         assigned.append(target.attr)
         _check_expression(stmt.value, set(), attrs, helpers)
     assert len(set(assigned)) == len(assigned)
     assert attrs <= set(assigned)
+
+    # caffe_param_groups: a docstring, then a list of {"params": [self.a.b, ...], "lr_mult":
+    # float, "decay_mult": float}.
+    assert isinstance(groups.body[-1], ast.Return) and len(groups.body) == 2
+    returned = groups.body[-1].value
+    assert isinstance(returned, ast.List)
+    group_keys = []
+    for group in returned.elts:
+        assert isinstance(group, ast.Dict)
+        assert [ast.literal_eval(k) for k in group.keys] == ["params", "lr_mult", "decay_mult"]
+        group_keys += group.keys
+        _check_expression(group.values[0], set(), attrs, helpers)
+        assert all(isinstance(v, ast.Constant) for v in group.values[1:])
 
     # forward: its arguments and assignments only bind allocated locals; then one return.
     args = [a.arg for a in forward.args.args]
@@ -154,12 +187,14 @@ def check_generated(conversion: Conversion, prototxt_strings: list[str]) -> None
             assert name.id not in bound, f"{name.id} assigned twice"
             bound.add(name.id)
     assert isinstance(forward.body[-1], ast.Return)
-    _check_expression(forward.body[-1].value, bound, attrs, helpers)
+    _check_expression(forward.body[-1].value, bound | generated, attrs, helpers)
 
-    # String constants anywhere in the net class other than its docstring: none.
+    # String constants anywhere in the net class other than its docstrings and the groups' keys:
+    # none.
+    docs = [class_doc, *(_docstring(m) for m in (init, forward, groups)), *group_keys]
     for node in ast.walk(net):
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
-            assert node is class_doc or node is _docstring(init) or node is _docstring(forward)
+            assert any(node is doc for doc in docs)
     # The docstrings' values hold names as repr()s: printable, one line each.
     graph = conversion.graph
     assert repr(graph.name or "net") in module_doc.value
@@ -171,6 +206,20 @@ def check_generated(conversion: Conversion, prototxt_strings: list[str]) -> None
     # Every name the net uses was one of the prototxt's strings.
     used = {node.name for node in graph.nodes} | {v.blob for v in graph.inputs}
     assert used <= set(prototxt_strings)
+
+
+def _check_outputs_class(cls: ast.ClassDef, conversion: Conversion) -> None:
+    """The NamedTuple: a docstring, then `field: torch.Tensor` per output, the fields being
+    allocated identifiers that may not start with "_"."""
+    assert [ast.unparse(b) for b in cls.bases] == ["NamedTuple"]
+    fields = [f.name for f in conversion.emitted.parts.output_fields]
+    assert len(fields) == len(conversion.graph.outputs) == len(cls.body) - 1
+    for stmt, field in zip(cls.body[1:], fields, strict=True):
+        assert isinstance(stmt, ast.AnnAssign) and stmt.value is None
+        assert ast.unparse(stmt.target) == field and ast.unparse(stmt.annotation) == "torch.Tensor"
+        assert field.isidentifier() and not keyword.iskeyword(field)
+        assert not field.startswith("_") and field not in ("count", "index")
+    assert len(set(fields)) == len(fields)
 
 
 def _check_expression(
@@ -236,8 +285,20 @@ _FORBIDDEN_PREFIXES = (
 )
 
 
+def _namedtuple_setup(event: str, args: tuple[Any, ...]) -> bool:
+    """typing.NamedTuple building the module's outputs class sets attributes of the class it
+    makes and of its __new__ (object.__setattr__ events about nothing outside the module)."""
+    if event != "object.__setattr__" or not args:
+        return False
+    target = args[0]
+    if isinstance(target, type):
+        return issubclass(target, tuple) and hasattr(target, "_fields")
+    return getattr(target, "__name__", None) == "__new__"
+
+
 def _hook(event: str, args: tuple[Any, ...]) -> None:
-    if _RECORDING[0] and event.startswith(_FORBIDDEN_PREFIXES):
+    recorded = _RECORDING[0] and event.startswith(_FORBIDDEN_PREFIXES)
+    if recorded and not _namedtuple_setup(event, args):
         _EVENTS.append((event, args))
 
 

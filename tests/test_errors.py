@@ -320,7 +320,8 @@ def test_training_layers_need_an_input_shape(tmp_path):
     assert_fails(
         tmp_path,
         'train_val.prototxt:2: note: layer "mnist" (Data): not in the TEST phase; left out\n'
-        'train_val.prototxt:4: note: layer "mnist_test" (Data): training-only layer; left out\n'
+        'train_val.prototxt:4: note: layer "mnist_test" (Data): left out: a data layer; its tops '
+        "that layers read are inputs of the module\n"
         "train_val.prototxt:6: layer \"ip\" (InnerProduct): bottom 'data' comes from "
         'training-only layer "mnist_test" (Data) at train_val.prototxt:4; give its shape with '
         "--input-shape data=N,C,H,W to make it an input\n",
@@ -339,10 +340,13 @@ def test_training_layers_are_dropped_with_a_note(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == (
         'train_val.prototxt:2: note: layer "mnist" (Data): not in the TEST phase; left out\n'
-        'train_val.prototxt:4: note: layer "mnist_test" (Data): training-only layer; left out\n'
-        'train_val.prototxt:8: note: layer "accuracy" (Accuracy): training-only layer; left out\n'
-        'train_val.prototxt:10: note: layer "loss" (SoftmaxWithLoss): training-only layer; '
-        "left out\n"
+        'train_val.prototxt:4: note: layer "mnist_test" (Data): left out: a data layer; its tops '
+        "that layers read are inputs of the module\n"
+        'train_val.prototxt:8: note: layer "accuracy" (Accuracy): left out: a metric, not part '
+        "of the model\n"
+        'train_val.prototxt:10: note: layer "loss" (SoftmaxWithLoss): left out: a loss; the blobs '
+        "it reads are outputs of the module (--outputs chooses them): compute the loss on them in "
+        "the training loop\n"
         "out: wrote model.py: class X, 7,850 parameters, no weights\n"
     )
     source = (tmp_path / "out" / "model.py").read_text()
@@ -361,7 +365,9 @@ def test_output_that_depends_on_a_loss_is_rejected(tmp_path):
     )
     assert_fails(
         tmp_path,
-        'net.prototxt:4: note: layer "loss" (EuclideanLoss): training-only layer; left out\n'
+        'net.prototxt:4: note: layer "loss" (EuclideanLoss): left out: a loss; the blobs it reads '
+        "are outputs of the module (--outputs chooses them): compute the loss on them in the "
+        "training loop\n"
         "net.prototxt:5: layer \"after\" (ReLU): bottom 'loss' is the output of training-only "
         'layer "loss" (EuclideanLoss) at net.prototxt:4, which a deploy net leaves out; remove '
         "the layers that use it\n",

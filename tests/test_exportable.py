@@ -49,11 +49,19 @@ FAST_NETS: list[tuple[str, Path, dict[str, tuple[int, ...]], bool]] = [
     # SSD's DetectionOutput: rows found (50, keep_top_k) and, with random weights, none at all.
     ("yufacedetectnet-v2", CORPUS / "yufacedetectnet-v2" / "deploy.prototxt", {}, False),
     ("mobilenet-ssd", CORPUS / "mobilenet-ssd" / "deploy.prototxt", {}, False),
+    # --outputs: two blobs (one an in-place blob's last version), returned as a NamedTuple.
+    ("tinynet-outputs", TINYNET, {}, False),
 ]
+# The --outputs of the nets above that have them.
+FAST_OUTPUTS: dict[str, list[str]] = {"tinynet-outputs": ["fc", "conv1"]}
 
 
 def _generate(
-    prototxt: Path, shapes: dict[str, tuple[int, ...]], optimize: bool, folder: Path
+    prototxt: Path,
+    shapes: dict[str, tuple[int, ...]],
+    optimize: bool,
+    folder: Path,
+    outputs: list[str] | None = None,
 ) -> Conversion:
     """The conversion, with fan-in scaled random weights so that values stay of order 1."""
     if not prototxt.is_file():
@@ -61,7 +69,7 @@ def _generate(
     weights = folder / "random.caffemodel"
     random_weights(prototxt, weights, seed=0, input_shapes=shapes)
     passes = OPTIMIZE_PIPELINE if optimize else DEFAULT_PIPELINE
-    return convert(prototxt, weights, input_shapes=shapes, passes=passes)
+    return convert(prototxt, weights, input_shapes=shapes, outputs=outputs, passes=passes)
 
 
 def _import(conversion: Conversion, folder: Path) -> tuple[torch.nn.Module, Path]:
@@ -233,6 +241,11 @@ def check_batch(net: torch.nn.Module, c: Conversion, folder: Path) -> None:
         if k in detections:
             _close(w, _batched_detections([singles[i][k] for i in images]))
             continue
+        if w.shape[0] != batch:
+            # Not per image: SSD's priors (1, 2, N) depend on the sizes only.
+            for i in images:
+                _close(w, singles[i][k])
+            continue
         for i in images:
             _close(w[i : i + 1], singles[i][k])
 
@@ -269,7 +282,7 @@ def _fast_net(
     if label not in _GENERATED:
         _, prototxt, shapes, optimize = next(n for n in FAST_NETS if n[0] == label)
         folder = factory.mktemp(label)
-        conversion = _generate(prototxt, shapes, optimize, folder)
+        conversion = _generate(prototxt, shapes, optimize, folder, FAST_OUTPUTS.get(label))
         net, _ = _import(conversion, folder)
         _GENERATED[label] = (net, conversion, folder)
     return _GENERATED[label]

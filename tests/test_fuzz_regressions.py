@@ -3,10 +3,11 @@ fuzzer found outside them (tests/caffe_fuzz; diagnoses in /work/notes/issue13-re
 
 Every test runs its net in real Caffe (the oracle, at test time: no hard-coded numbers) and in
 protocaffe, and asserts that they agree: the same numbers for every version of every blob, or
-both refusing the net (protocaffe with a located error). Those of open causes (6 and 9, owned by the
-`training` branch) are marked xfail(strict=True), so a fix flips them to XPASS and strict makes
-that visible: remove the marker with the fix. Finding N (non-finite inputs) stays xfail: it is
-documented, not reproduced. Skipped without the oracle (../shared/oracle).
+both refusing the net (protocaffe with a located error). Those of open causes (cause 9's
+differing copies, owned by the `training` branch) are marked xfail(strict=True), so a fix
+flips them to XPASS and strict makes that visible: remove the marker with the fix. Finding N
+(non-finite inputs) stays xfail: it is documented, not reproduced. Skipped without the
+oracle (../shared/oracle).
 """
 
 from __future__ import annotations
@@ -205,7 +206,6 @@ def test_cause5_split_sibling_output(oracle: Oracle, tmp_path: Path) -> None:
 # -- cause 6: BatchNorm with batch statistics -----------------------------------------------------
 
 
-@issue13("cause 6: one value per channel: Caffe outputs zeros, the module raises")
 def test_cause6_batch_statistics_one_value(oracle: Oracle, tmp_path: Path) -> None:
     params = "batch_norm_param { use_global_stats: false }"
     runs_in_both(oracle, tmp_path, one("BatchNorm", params, (1, 3, 1, 1)))
@@ -321,7 +321,6 @@ def test_cause9_shared_copies_differ(oracle: Oracle, tmp_path: Path, case: str) 
     runs_in_both(oracle, tmp_path / "tied", SHARED_NETS[case], caffemodel=weights)
 
 
-@issue13("cause 9: random-weights writes different values into shared copies")
 @pytest.mark.parametrize("case", sorted(SHARED_NETS))
 def test_cause9_random_weights_tie(oracle: Oracle, tmp_path: Path, case: str) -> None:
     prototxt = tmp_path / "net.prototxt"
@@ -335,7 +334,6 @@ def test_cause9_random_weights_tie(oracle: Oracle, tmp_path: Path, case: str) ->
     runs_in_both(oracle, tmp_path / "run", SHARED_NETS[case], caffemodel=weights)
 
 
-@issue13("cause 9: the module holds a copy of each shared parameter per layer")
 @pytest.mark.parametrize("case", sorted(SHARED_NETS))
 def test_cause9_one_parameter_per_name(tmp_path: Path, case: str) -> None:
     prototxt = tmp_path / "net.prototxt"
@@ -346,7 +344,6 @@ def test_cause9_one_parameter_per_name(tmp_path: Path, case: str) -> None:
     assert len(list(module.parameters())) == 2
 
 
-@issue13("cause 9: shared parameters of different shapes are accepted")
 def test_cause9_shared_shapes_differ(oracle: Oracle, tmp_path: Path) -> None:
     """Caffe: "Cannot share param 'w' owned by layer 'a' with layer 'b'; shape mismatch"
     (net.cpp AppendParam): 'a' has 3 input channels, 'b' one."""
@@ -359,7 +356,6 @@ def test_cause9_shared_shapes_differ(oracle: Oracle, tmp_path: Path) -> None:
     refused_by_both(oracle, tmp_path, net((1, 3, 4, 5), layers))
 
 
-@issue13("cause 9: more param specs than the layer has blobs")
 def test_cause9_too_many_param_specs(oracle: Oracle, tmp_path: Path) -> None:
     """Caffe: "Too many params specified for layer l" (net.cpp AppendParam: param_size must not
     exceed the number of parameter blobs); protocaffe ignores the extra spec."""
@@ -424,7 +420,10 @@ def test_finding_b_in_place_layers(oracle: Oracle, tmp_path: Path, case: str) ->
     writing the top, so it computes something else (or corrupts memory: Tile). protocaffe
     refuses them in place, in one located line (a deliberate, documented choice)."""
     verdict = agree(oracle, tmp_path, IN_PLACE[case])
-    assert verdict.cause.startswith("deliberate:"), explain(verdict)
+    # Tile in place corrupts Caffe's heap: it may run on, or abort (free(): invalid size).
+    assert verdict.outcome == "both-reject" or verdict.cause.startswith("deliberate:"), explain(
+        verdict
+    )
     assert is_located(verdict.protocaffe_message), verdict.protocaffe_message
 
 

@@ -244,30 +244,43 @@ def test_new_convert_options_work_in_the_config_and_the_header(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The config's keys and the header's command are read from convert's argparse
-    definition: an option another branch adds (here `--outputs`) needs no change to either."""
+    definition: an option another branch adds (here a made-up `--tap`) needs no change to either."""
     original = cli._convert_parser
 
-    def with_outputs() -> argparse.ArgumentParser:
+    def with_tap() -> argparse.ArgumentParser:
         parser = original()
-        parser.add_argument("--outputs", action="append", default=[], metavar="BLOB")
+        parser.add_argument("--tap", action="append", default=[], metavar="BLOB")
         return parser
 
-    monkeypatch.setattr(cli, "_convert_parser", with_outputs)
+    monkeypatch.setattr(cli, "_convert_parser", with_tap)
     (tmp_path / "protocaffe.toml").write_text(
-        net_table({"prototxt": "a.prototxt", "out": "m", "outputs": ["prob", "fc"]})
+        net_table({"prototxt": "a.prototxt", "out": "m", "tap": ["prob", "fc"]})
     )
     config = read_config(tmp_path / "protocaffe.toml", cli._convert_parser())
     assert config.nets[0].argv == (
         "a.prototxt",
         "--output",
         "m",
-        "--outputs",
+        "--tap",
         "prob",
-        "--outputs",
+        "--tap",
         "fc",
     )
-    args = cli._convert_parser().parse_args(["a.prototxt", "-o", "m", "--outputs", "prob"])
-    assert cli.regenerate_command(args) == "protocaffe convert ../a.prototxt -o . --outputs prob"
+    args = cli._convert_parser().parse_args(["a.prototxt", "-o", "m", "--tap", "prob"])
+    assert cli.regenerate_command(args) == "protocaffe convert ../a.prototxt -o . --tap prob"
+
+
+def test_outputs_and_phase_in_the_config_and_the_header(tmp_path: Path) -> None:
+    """convert's --outputs (a list, written back as one NAME[,NAME...]) and --phase."""
+    (tmp_path / "protocaffe.toml").write_text(
+        net_table({"prototxt": "a.prototxt", "out": "m", "outputs": "fc,prob", "phase": "TRAIN"})
+    )
+    config = read_config(tmp_path / "protocaffe.toml", cli._convert_parser())
+    args = cli._convert_parser().parse_args(list(config.nets[0].argv))
+    assert (args.outputs, args.phase) == (["fc", "prob"], "TRAIN")
+    assert cli.regenerate_command(args) == (
+        "protocaffe convert ../a.prototxt -o . --outputs fc,prob --phase TRAIN"
+    )
 
 
 def test_the_config_is_found_in_a_parent_folder(tmp_path: Path) -> None:

@@ -715,7 +715,9 @@ def test_reshape_against_numpy(tmp_path, kind, params, shape):
     check_against_numpy(tmp_path, text, lambda v, _: {"out": v["data"].reshape(shape)})
 
 
-def test_dropout_and_silence_are_removed(tmp_path):
+def test_dropout_is_kept_and_silence_removed(tmp_path):
+    """Dropout is a module (nn.Dropout: the identity in eval(), as in Caffe's TEST phase;
+    test_training_caffe.py checks its train()); Silence computes nothing and is removed."""
     text = net_text(
         {"data": (2, 3, 4, 5)},
         layer("drop", "Dropout", "data", "data")
@@ -725,7 +727,7 @@ def test_dropout_and_silence_are_removed(tmp_path):
     )
     run, _ = check_against_opencv(tmp_path, text)
     assert run.output_names == ["out"]
-    assert "Dropout" not in run.conversion.source
+    assert "self.drop = nn.Dropout(p=0.5)" in run.conversion.source
     assert "Silence" not in run.conversion.source
 
 
@@ -800,7 +802,7 @@ def test_in_place_chain(tmp_path):
         + pool("pool", "pool: MAX kernel_size: 3 stride: 2", "conv"),
     )
     run, inputs = check_against_opencv(tmp_path, text, blobs={"bn": bn_blobs(6, 3.0)})
-    assert check_every_layer_against_opencv(run, inputs) == 5  # Dropout is removed
+    assert check_every_layer_against_opencv(run, inputs) == 6  # Dropout too: a copy in eval()
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ def test_folds_follow_dataflow_not_file_order() -> None:
 def test_optimized_module_reads_as_its_caffe_layers(tmp_path: Path) -> None:
     source = convert(FOLD, passes=OPTIMIZE_PIPELINE).source
     assert "# 'conv_a' Convolution + 'bn_a' BatchNorm + 'scale_a' Scale" in source
-    assert "BatchNorm2d" in source  # bn_c stays
+    assert "self.bn_c = CaffeBatchNorm(" in source  # bn_c stays
     assert "Dropout" not in source and "nn.Linear(150, 5)" in source
 
 

@@ -121,7 +121,7 @@ def test_faster_rcnn_converts_with_the_example_plugin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The proposal layer against a numpy transcription of py-faster-rcnn's, on the layer's own
-    inputs; the generated module imports nothing but torch."""
+    inputs; the generated module imports nothing but torch (and the standard library's typing)."""
     monkeypatch.syspath_prepend(str(EXAMPLES))
     load_plugin("faster_rcnn_proposal")
     try:
@@ -129,7 +129,11 @@ def test_faster_rcnn_converts_with_the_example_plugin(
         imports = [
             line for line in conversion.source.splitlines() if line.startswith(("import", "from"))
         ]
-        assert imports == ["import torch", "from torch import nn"]
+        assert imports == [
+            "from typing import Any, NamedTuple",
+            "import torch",
+            "from torch import nn",
+        ]
         image = np.random.default_rng(0).standard_normal((1, 3, 160, 192)).astype(np.float32)
         info = np.array([[160, 192, 1.0]], np.float32)
         values = run_capturing(conversion, load_module(conversion), [image, info])

@@ -36,8 +36,8 @@ def test_inspect_rows_count_by_hand(capsys: pytest.CaptureFixture[str]) -> None:
     # fc: 150 -> 5 with bias; BatchNorm: mean, variance, factor.
     assert rows["fc"]["params"] == 150 * 5 + 5 and rows["fc"]["mult_adds"] == 2 * 5 * 150
     assert rows["fc_bn"]["params"] == 5 + 5 + 1
-    # Inputs are named as model.py's locals, in bottom order.
-    assert rows["merge"]["inputs"] == ["scale_b", "relu_a"]
+    # Inputs are named as model.py's locals, in bottom order ("drop": Dropout in place on scale_b).
+    assert rows["merge"]["inputs"] == ["drop", "relu_a"]
     assert rows["sum"]["inputs"] == ["bn_c", "side"]
     totals = data["totals"]
     assert totals == {  # type: ignore[comparison-overlap]
@@ -103,7 +103,7 @@ def test_inspect_text_has_a_row_per_layer_and_totals(capsys: pytest.CaptureFixtu
         "params",
         "mult-adds",
     ]
-    assert lines[-1].split()[:4] == ["total", "17", "layers", "1,165"]
+    assert lines[-1].split()[:4] == ["total", "18", "layers", "1,165"]
     assert sum(1 for line in lines if line.startswith("conv_c ")) == 1
 
 

@@ -5,6 +5,8 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -39,3 +41,21 @@ class CIFAR10_quick_test(nn.Module):
         ip2 = self.ip2(ip1)  # 'ip2' InnerProduct -> (1, 10)
         prob = torch.softmax(ip2, dim=1)  # 'prob' Softmax
         return prob
+
+    def caffe_param_groups(self) -> list[dict[str, Any]]:
+        """torch.optim parameter groups with Caffe's lr_mult and decay_mult, the blobs in
+        Caffe's order (net->learnable_params()); blobs with lr_mult 0 are left out (they
+        do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
+        """
+        return [
+            {"params": [self.conv1.weight], "lr_mult": 1.0, "decay_mult": 1.0},
+            {"params": [self.conv1.bias], "lr_mult": 2.0, "decay_mult": 1.0},
+            {"params": [self.conv2.weight], "lr_mult": 1.0, "decay_mult": 1.0},
+            {"params": [self.conv2.bias], "lr_mult": 2.0, "decay_mult": 1.0},
+            {"params": [self.conv3.weight], "lr_mult": 1.0, "decay_mult": 1.0},
+            {"params": [self.conv3.bias], "lr_mult": 2.0, "decay_mult": 1.0},
+            {"params": [self.ip1.weight], "lr_mult": 1.0, "decay_mult": 1.0},
+            {"params": [self.ip1.bias], "lr_mult": 2.0, "decay_mult": 1.0},
+            {"params": [self.ip2.weight], "lr_mult": 1.0, "decay_mult": 1.0},
+            {"params": [self.ip2.bias], "lr_mult": 2.0, "decay_mult": 1.0},
+        ]

@@ -5,6 +5,8 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any, NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -111,6 +113,14 @@ def caffe_max_pool_mask(
     return values, mask.to(x.dtype)
 
 
+class Edge_casesOutputs(NamedTuple):
+    """What Edge_cases returns: one field per output, named after its Caffe blob."""
+
+    argmax: torch.Tensor
+    gated: torch.Tensor
+    mix: torch.Tensor
+
+
 class Edge_cases(nn.Module):
     """Caffe net 'edge-cases': inputs 'image' (1, 4, 15, 15), 'gate' (1, 4); outputs
     'argmax', 'gated', 'mix' (Caffe's order).
@@ -125,9 +135,7 @@ class Edge_cases(nn.Module):
             8, 8, kernel_size=4, stride=2, groups=8, bias=False
         )
 
-    def forward(
-        self, image: torch.Tensor, gate: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, gate: torch.Tensor) -> Edge_casesOutputs:
         class_ = self.class_(image)  # 'class' Convolution -> (1, 8, 15, 15)
         _1x1 = self._1x1(class_)  # '1x1' PReLU
         # 'skip-pool' Pooling -> (1, 8, 8, 8): Caffe's window rule differs from torch's here
@@ -150,4 +158,22 @@ class Edge_cases(nn.Module):
             .narrow(1, 0, 1)
             .to(wide_pool.dtype)
         )
-        return argmax, gated, mix
+        return Edge_casesOutputs(argmax, gated, mix)
+
+    def caffe_param_groups(self) -> list[dict[str, Any]]:
+        """torch.optim parameter groups with Caffe's lr_mult and decay_mult, the blobs in
+        Caffe's order (net->learnable_params()); blobs with lr_mult 0 are left out (they
+        do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
+        """
+        return [
+            {
+                "params": [
+                    self.class_.weight,
+                    self.class_.bias,
+                    self._1x1.weight,
+                    self.up.weight,
+                ],
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
+        ]

@@ -5,6 +5,8 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -84,3 +86,33 @@ class InceptionBlock(nn.Module):
         loss3_classifier = self.loss3_classifier(torch.flatten(pool5_5x5_s3, 1))
         prob = torch.softmax(loss3_classifier, dim=1)  # 'prob' Softmax
         return prob
+
+    def caffe_param_groups(self) -> list[dict[str, Any]]:
+        """torch.optim parameter groups with Caffe's lr_mult and decay_mult, the blobs in
+        Caffe's order (net->learnable_params()); blobs with lr_mult 0 are left out (they
+        do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
+        """
+        return [
+            {
+                "params": [
+                    self.conv1_7x7_s2.weight,
+                    self.conv1_7x7_s2.bias,
+                    self.inception_1x1.weight,
+                    self.inception_1x1.bias,
+                    self.inception_3x3_reduce.weight,
+                    self.inception_3x3_reduce.bias,
+                    self.inception_3x3.weight,
+                    self.inception_3x3.bias,
+                    self.inception_5x5_reduce.weight,
+                    self.inception_5x5_reduce.bias,
+                    self.inception_5x5.weight,
+                    self.inception_5x5.bias,
+                    self.inception_pool_proj.weight,
+                    self.inception_pool_proj.bias,
+                    self.loss3_classifier.weight,
+                    self.loss3_classifier.bias,
+                ],
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
+        ]

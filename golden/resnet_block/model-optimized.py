@@ -5,6 +5,8 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -40,3 +42,27 @@ class ResNetBlock(nn.Module):
         fc10 = self.fc10(torch.flatten(pool5, 1))  # 'fc10' InnerProduct -> (1, 10)
         prob = torch.softmax(fc10, dim=1)  # 'prob' Softmax
         return prob
+
+    def caffe_param_groups(self) -> list[dict[str, Any]]:
+        """torch.optim parameter groups with Caffe's lr_mult and decay_mult, the blobs in
+        Caffe's order (net->learnable_params()); blobs with lr_mult 0 are left out (they
+        do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
+        """
+        return [
+            {
+                "params": [
+                    self.conv1.weight,
+                    self.conv1.bias,
+                    self.res2a_branch1.weight,
+                    self.res2a_branch1.bias,
+                    self.res2a_branch2a.weight,
+                    self.res2a_branch2a.bias,
+                    self.res2a_branch2b.weight,
+                    self.res2a_branch2b.bias,
+                    self.fc10.weight,
+                    self.fc10.bias,
+                ],
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
+        ]

@@ -5,8 +5,30 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class FrozenBatchNorm(nn.Module):
+    """Caffe's BatchNorm with use_global_stats: true (batch_norm_layer.cpp): it normalises
+    with the stored statistics in train() and eval() alike and never updates them. The
+    affine part is a separate Scale layer. running_mean and running_var are Caffe's blobs
+    0 and 1 divided by its moving-average factor (blob 2, kept as `factor`; 0 when the
+    layer never accumulated anything, and then the statistics are 0, as in Caffe).
+    """
+
+    def __init__(self, channels: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.zeros(channels))
+        self.register_buffer("factor", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, eps=self.eps)
 
 
 class Scale(nn.Module):
@@ -37,6 +59,64 @@ class Scale(nn.Module):
         return x * weight + bias
 
 
+class CaffeBatchNorm(nn.Module):
+    """Caffe's BatchNorm (batch_norm_layer.cpp); the affine part is a separate Scale layer.
+
+    train(): normalises with this batch's mean and (biased) variance per channel, over
+    every axis but 1, and accumulates them as Caffe does, which is not torch's momentum
+    update: Caffe keeps sums and a factor, f = moving_average_fraction,
+
+        factor = f * factor + 1
+        mean_sum = f * mean_sum + mean
+        var_sum = f * var_sum + m / (m - 1) * var   (m values per channel; 1 if m == 1)
+
+    and uses sum / factor. running_mean and running_var hold those quotients (Caffe's
+    blobs 0 and 1 over blob 2, which is `factor`), so the update is
+    running = (f * factor * running + batch) / (f * factor + 1).
+
+    eval(): normalises with running_mean and running_var, or, with
+    `batch_stats_in_eval` (use_global_stats: false), with the batch's own statistics, as
+    Caffe's TEST phase then does; eval() never changes the buffers.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        eps: float,
+        moving_average_fraction: float,
+        batch_stats_in_eval: bool = False,
+    ) -> None:
+        super().__init__()
+        self.eps = eps
+        self.moving_average_fraction = moving_average_fraction
+        self.batch_stats_in_eval = batch_stats_in_eval
+        # Caffe's blobs start at 0: nothing accumulated yet.
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.zeros(channels))
+        self.register_buffer("factor", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and not self.batch_stats_in_eval:
+            return F.batch_norm(x, self.running_mean, self.running_var, eps=self.eps)
+        dims = [0] + list(range(2, x.dim()))  # every axis but the channels
+        mean = x.mean(dims, keepdim=True)
+        centred = x - mean
+        var = (centred * centred).mean(dims, keepdim=True)
+        if self.training:
+            self.accumulate(mean.flatten(), var.flatten(), x.numel() // x.shape[1])
+        # One value per channel: x - mean is 0 and so is the output, as in Caffe.
+        return centred / torch.sqrt(var + self.eps)
+
+    def accumulate(self, mean: torch.Tensor, var: torch.Tensor, m: int) -> None:
+        with torch.no_grad():
+            kept = self.moving_average_fraction * self.factor
+            factor = kept + 1.0
+            unbiased = var * (m / (m - 1)) if m > 1 else var
+            self.running_mean.copy_((kept * self.running_mean + mean) / factor)
+            self.running_var.copy_((kept * self.running_var + unbiased) / factor)
+            self.factor.copy_(factor)
+
+
 class ResNetBlock(nn.Module):
     """Caffe net 'ResNetBlock': inputs 'data' (1, 3, 32, 32); outputs 'prob' (Caffe's
     order).
@@ -45,22 +125,25 @@ class ResNetBlock(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1, bias=False)
-        self.bn_conv1 = nn.BatchNorm2d(16, eps=1e-05, affine=False)
+        self.bn_conv1 = FrozenBatchNorm(16, eps=1e-05)
         self.scale_conv1 = Scale((16,), trailing=2, bias=True)
         self.res2a_branch1 = nn.Conv2d(16, 32, kernel_size=1, stride=2, bias=False)
-        self.bn2a_branch1 = nn.BatchNorm2d(32, eps=1e-05, affine=False)
+        self.bn2a_branch1 = CaffeBatchNorm(32, eps=1e-05, moving_average_fraction=0.999)
         self.scale2a_branch1 = Scale((32,), trailing=2, bias=True)
         self.res2a_branch2a = nn.Conv2d(16, 8, kernel_size=1, stride=2, bias=False)
-        self.bn2a_branch2a = nn.BatchNorm2d(8, eps=1e-05, affine=False)
+        self.bn2a_branch2a = CaffeBatchNorm(8, eps=1e-05, moving_average_fraction=0.999)
         self.scale2a_branch2a = Scale((8,), trailing=2, bias=True)
         self.res2a_branch2b = nn.Conv2d(8, 32, kernel_size=3, padding=1, bias=False)
-        self.bn2a_branch2b = nn.BatchNorm2d(32, eps=1e-05, affine=False)
+        self.bn2a_branch2b = CaffeBatchNorm(
+            32, eps=1e-05, moving_average_fraction=0.999
+        )
         self.scale2a_branch2b = Scale((32,), trailing=2, bias=True)
         self.fc10 = nn.Linear(32, 10)
 
     def forward(self, data: torch.Tensor) -> torch.Tensor:
         conv1 = self.conv1(data)  # 'conv1' Convolution -> (1, 16, 32, 32)
-        bn_conv1 = self.bn_conv1(conv1)  # 'bn_conv1' BatchNorm
+        # 'bn_conv1' BatchNorm: use_global_stats true: frozen in train() too
+        bn_conv1 = self.bn_conv1(conv1)
         scale_conv1 = self.scale_conv1(bn_conv1)  # 'scale_conv1' Scale
         conv1_relu = torch.relu(scale_conv1)  # 'conv1_relu' ReLU
         # 'res2a_branch1' Convolution -> (1, 32, 16, 16)
@@ -85,3 +168,31 @@ class ResNetBlock(nn.Module):
         fc10 = self.fc10(torch.flatten(pool5, 1))  # 'fc10' InnerProduct -> (1, 10)
         prob = torch.softmax(fc10, dim=1)  # 'prob' Softmax
         return prob
+
+    def caffe_param_groups(self) -> list[dict[str, Any]]:
+        """torch.optim parameter groups with Caffe's lr_mult and decay_mult, the blobs in
+        Caffe's order (net->learnable_params()); blobs with lr_mult 0 are left out (they
+        do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
+        """
+        return [
+            {
+                "params": [
+                    self.conv1.weight,
+                    self.scale_conv1.weight,
+                    self.scale_conv1.bias,
+                    self.res2a_branch1.weight,
+                    self.scale2a_branch1.weight,
+                    self.scale2a_branch1.bias,
+                    self.res2a_branch2a.weight,
+                    self.scale2a_branch2a.weight,
+                    self.scale2a_branch2a.bias,
+                    self.res2a_branch2b.weight,
+                    self.scale2a_branch2b.weight,
+                    self.scale2a_branch2b.bias,
+                    self.fc10.weight,
+                    self.fc10.bias,
+                ],
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
+        ]

@@ -4,6 +4,8 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -191,3 +193,69 @@ class Net(nn.Module):
         pool10 = torch.mean(relu_conv10, dim=(2, 3), keepdim=True)
         prob = torch.softmax(pool10, dim=1)  # 'prob' Softmax
         return prob
+
+    def caffe_param_groups(self) -> list[dict[str, Any]]:
+        """torch.optim parameter groups with Caffe's lr_mult and decay_mult, the blobs in
+        Caffe's order (net->learnable_params()); blobs with lr_mult 0 are left out (they
+        do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
+        """
+        return [
+            {
+                "params": [
+                    self.conv1.weight,
+                    self.conv1.bias,
+                    self.fire2_squeeze1x1.weight,
+                    self.fire2_squeeze1x1.bias,
+                    self.fire2_expand1x1.weight,
+                    self.fire2_expand1x1.bias,
+                    self.fire2_expand3x3.weight,
+                    self.fire2_expand3x3.bias,
+                    self.fire3_squeeze1x1.weight,
+                    self.fire3_squeeze1x1.bias,
+                    self.fire3_expand1x1.weight,
+                    self.fire3_expand1x1.bias,
+                    self.fire3_expand3x3.weight,
+                    self.fire3_expand3x3.bias,
+                    self.fire4_squeeze1x1.weight,
+                    self.fire4_squeeze1x1.bias,
+                    self.fire4_expand1x1.weight,
+                    self.fire4_expand1x1.bias,
+                    self.fire4_expand3x3.weight,
+                    self.fire4_expand3x3.bias,
+                    self.fire5_squeeze1x1.weight,
+                    self.fire5_squeeze1x1.bias,
+                    self.fire5_expand1x1.weight,
+                    self.fire5_expand1x1.bias,
+                    self.fire5_expand3x3.weight,
+                    self.fire5_expand3x3.bias,
+                    self.fire6_squeeze1x1.weight,
+                    self.fire6_squeeze1x1.bias,
+                    self.fire6_expand1x1.weight,
+                    self.fire6_expand1x1.bias,
+                    self.fire6_expand3x3.weight,
+                    self.fire6_expand3x3.bias,
+                    self.fire7_squeeze1x1.weight,
+                    self.fire7_squeeze1x1.bias,
+                    self.fire7_expand1x1.weight,
+                    self.fire7_expand1x1.bias,
+                    self.fire7_expand3x3.weight,
+                    self.fire7_expand3x3.bias,
+                    self.fire8_squeeze1x1.weight,
+                    self.fire8_squeeze1x1.bias,
+                    self.fire8_expand1x1.weight,
+                    self.fire8_expand1x1.bias,
+                    self.fire8_expand3x3.weight,
+                    self.fire8_expand3x3.bias,
+                    self.fire9_squeeze1x1.weight,
+                    self.fire9_squeeze1x1.bias,
+                    self.fire9_expand1x1.weight,
+                    self.fire9_expand1x1.bias,
+                    self.fire9_expand3x3.weight,
+                    self.fire9_expand3x3.bias,
+                    self.conv10.weight,
+                    self.conv10.bias,
+                ],
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
+        ]

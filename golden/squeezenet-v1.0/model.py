@@ -4,6 +4,8 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -65,6 +67,7 @@ class Net(nn.Module):
         self.fire9_expand1x1 = nn.Conv2d(64, 256, kernel_size=1)
         # 'fire9/expand3x3' Convolution
         self.fire9_expand3x3 = nn.Conv2d(64, 256, kernel_size=3, padding=1)
+        self.drop9 = nn.Dropout(p=0.5)
         self.conv10 = nn.Conv2d(512, 1000, kernel_size=1, padding=1)
 
     def forward(self, data: torch.Tensor) -> torch.Tensor:
@@ -185,9 +188,76 @@ class Net(nn.Module):
         fire9_relu_expand3x3 = torch.relu(fire9_expand3x3)
         # 'fire9/concat' Concat -> (10, 512, 13, 13): bottoms in prototxt order
         fire9_concat = torch.cat([fire9_relu_expand1x1, fire9_relu_expand3x3], dim=1)
-        conv10 = self.conv10(fire9_concat)  # 'conv10' Convolution -> (10, 1000, 15, 15)
+        drop9 = self.drop9(fire9_concat)  # 'drop9' Dropout
+        conv10 = self.conv10(drop9)  # 'conv10' Convolution -> (10, 1000, 15, 15)
         relu_conv10 = torch.relu(conv10)  # 'relu_conv10' ReLU
         # 'pool10' Pooling -> (10, 1000, 1, 1): global
         pool10 = torch.mean(relu_conv10, dim=(2, 3), keepdim=True)
         prob = torch.softmax(pool10, dim=1)  # 'prob' Softmax
         return prob
+
+    def caffe_param_groups(self) -> list[dict[str, Any]]:
+        """torch.optim parameter groups with Caffe's lr_mult and decay_mult, the blobs in
+        Caffe's order (net->learnable_params()); blobs with lr_mult 0 are left out (they
+        do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
+        """
+        return [
+            {
+                "params": [
+                    self.conv1.weight,
+                    self.conv1.bias,
+                    self.fire2_squeeze1x1.weight,
+                    self.fire2_squeeze1x1.bias,
+                    self.fire2_expand1x1.weight,
+                    self.fire2_expand1x1.bias,
+                    self.fire2_expand3x3.weight,
+                    self.fire2_expand3x3.bias,
+                    self.fire3_squeeze1x1.weight,
+                    self.fire3_squeeze1x1.bias,
+                    self.fire3_expand1x1.weight,
+                    self.fire3_expand1x1.bias,
+                    self.fire3_expand3x3.weight,
+                    self.fire3_expand3x3.bias,
+                    self.fire4_squeeze1x1.weight,
+                    self.fire4_squeeze1x1.bias,
+                    self.fire4_expand1x1.weight,
+                    self.fire4_expand1x1.bias,
+                    self.fire4_expand3x3.weight,
+                    self.fire4_expand3x3.bias,
+                    self.fire5_squeeze1x1.weight,
+                    self.fire5_squeeze1x1.bias,
+                    self.fire5_expand1x1.weight,
+                    self.fire5_expand1x1.bias,
+                    self.fire5_expand3x3.weight,
+                    self.fire5_expand3x3.bias,
+                    self.fire6_squeeze1x1.weight,
+                    self.fire6_squeeze1x1.bias,
+                    self.fire6_expand1x1.weight,
+                    self.fire6_expand1x1.bias,
+                    self.fire6_expand3x3.weight,
+                    self.fire6_expand3x3.bias,
+                    self.fire7_squeeze1x1.weight,
+                    self.fire7_squeeze1x1.bias,
+                    self.fire7_expand1x1.weight,
+                    self.fire7_expand1x1.bias,
+                    self.fire7_expand3x3.weight,
+                    self.fire7_expand3x3.bias,
+                    self.fire8_squeeze1x1.weight,
+                    self.fire8_squeeze1x1.bias,
+                    self.fire8_expand1x1.weight,
+                    self.fire8_expand1x1.bias,
+                    self.fire8_expand3x3.weight,
+                    self.fire8_expand3x3.bias,
+                    self.fire9_squeeze1x1.weight,
+                    self.fire9_squeeze1x1.bias,
+                    self.fire9_expand1x1.weight,
+                    self.fire9_expand1x1.bias,
+                    self.fire9_expand3x3.weight,
+                    self.fire9_expand3x3.bias,
+                    self.conv10.weight,
+                    self.conv10.bias,
+                ],
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
+        ]

@@ -5,6 +5,8 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -39,3 +41,27 @@ class TinyNet(nn.Module):
         fc = self.fc(torch.flatten(pool2, 1))  # 'fc' InnerProduct -> (1, 10)
         prob = torch.softmax(fc, dim=1)  # 'prob' Softmax
         return prob
+
+    def caffe_param_groups(self) -> list[dict[str, Any]]:
+        """torch.optim parameter groups with Caffe's lr_mult and decay_mult, the blobs in
+        Caffe's order (net->learnable_params()); blobs with lr_mult 0 are left out (they
+        do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
+        """
+        return [
+            {
+                "params": [
+                    self.conv1.weight,
+                    self.conv1.bias,
+                    self.branch_a.weight,
+                    self.branch_a.bias,
+                    self.branch_b.weight,
+                    self.branch_b.bias,
+                    self.shortcut.weight,
+                    self.shortcut.bias,
+                    self.fc.weight,
+                ],
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
+            {"params": [self.fc.bias], "lr_mult": 2.0, "decay_mult": 0.0},
+        ]

@@ -5,8 +5,69 @@ Names are Caffe names with characters outside [A-Za-z0-9_] replaced by "_"; a na
 would clash with Python or nn.Module gets a "_" suffix, a repeated name "_2", "_3", ...
 """
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class CaffeBatchNorm(nn.Module):
+    """Caffe's BatchNorm (batch_norm_layer.cpp); the affine part is a separate Scale layer.
+
+    train(): normalises with this batch's mean and (biased) variance per channel, over
+    every axis but 1, and accumulates them as Caffe does, which is not torch's momentum
+    update: Caffe keeps sums and a factor, f = moving_average_fraction,
+
+        factor = f * factor + 1
+        mean_sum = f * mean_sum + mean
+        var_sum = f * var_sum + m / (m - 1) * var   (m values per channel; 1 if m == 1)
+
+    and uses sum / factor. running_mean and running_var hold those quotients (Caffe's
+    blobs 0 and 1 over blob 2, which is `factor`), so the update is
+    running = (f * factor * running + batch) / (f * factor + 1).
+
+    eval(): normalises with running_mean and running_var, or, with
+    `batch_stats_in_eval` (use_global_stats: false), with the batch's own statistics, as
+    Caffe's TEST phase then does; eval() never changes the buffers.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        eps: float,
+        moving_average_fraction: float,
+        batch_stats_in_eval: bool = False,
+    ) -> None:
+        super().__init__()
+        self.eps = eps
+        self.moving_average_fraction = moving_average_fraction
+        self.batch_stats_in_eval = batch_stats_in_eval
+        # Caffe's blobs start at 0: nothing accumulated yet.
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.zeros(channels))
+        self.register_buffer("factor", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and not self.batch_stats_in_eval:
+            return F.batch_norm(x, self.running_mean, self.running_var, eps=self.eps)
+        dims = [0] + list(range(2, x.dim()))  # every axis but the channels
+        mean = x.mean(dims, keepdim=True)
+        centred = x - mean
+        var = (centred * centred).mean(dims, keepdim=True)
+        if self.training:
+            self.accumulate(mean.flatten(), var.flatten(), x.numel() // x.shape[1])
+        # One value per channel: x - mean is 0 and so is the output, as in Caffe.
+        return centred / torch.sqrt(var + self.eps)
+
+    def accumulate(self, mean: torch.Tensor, var: torch.Tensor, m: int) -> None:
+        with torch.no_grad():
+            kept = self.moving_average_fraction * self.factor
+            factor = kept + 1.0
+            unbiased = var * (m / (m - 1)) if m > 1 else var
+            self.running_mean.copy_((kept * self.running_mean + mean) / factor)
+            self.running_var.copy_((kept * self.running_var + unbiased) / factor)
+            self.factor.copy_(factor)
 
 
 class Scale(nn.Module):
@@ -46,12 +107,13 @@ class TinyNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1)
         # 'conv1/bn' BatchNorm
-        self.conv1_bn = nn.BatchNorm2d(16, eps=0.001, affine=False)
+        self.conv1_bn = CaffeBatchNorm(16, eps=0.001, moving_average_fraction=0.999)
         self.conv1_scale = Scale((16,), trailing=2, bias=True)  # 'conv1/scale' Scale
         self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         self.branch_a = nn.Conv2d(16, 8, kernel_size=1)
         self.branch_b = nn.Conv2d(16, 8, kernel_size=3, padding=1)
         self.shortcut = nn.Conv2d(16, 16, kernel_size=1)
+        self.drop = nn.Dropout(p=0.5)
         self.fc = nn.Linear(16, 10)
 
     def forward(self, data: torch.Tensor) -> torch.Tensor:
@@ -68,6 +130,33 @@ class TinyNet(nn.Module):
         sum_ = concat + shortcut * 0.5  # 'sum' Eltwise: coeff [1.0, 0.5]
         # 'pool2' Pooling -> (1, 16, 1, 1): global
         pool2 = torch.mean(sum_, dim=(2, 3), keepdim=True)
-        fc = self.fc(torch.flatten(pool2, 1))  # 'fc' InnerProduct -> (1, 10)
+        drop = self.drop(pool2)  # 'drop' Dropout
+        fc = self.fc(torch.flatten(drop, 1))  # 'fc' InnerProduct -> (1, 10)
         prob = torch.softmax(fc, dim=1)  # 'prob' Softmax
         return prob
+
+    def caffe_param_groups(self) -> list[dict[str, Any]]:
+        """torch.optim parameter groups with Caffe's lr_mult and decay_mult, the blobs in
+        Caffe's order (net->learnable_params()); blobs with lr_mult 0 are left out (they
+        do not require a gradient). `protocaffe solver`'s make_optimizer reads them.
+        """
+        return [
+            {
+                "params": [
+                    self.conv1.weight,
+                    self.conv1.bias,
+                    self.conv1_scale.weight,
+                    self.conv1_scale.bias,
+                    self.branch_a.weight,
+                    self.branch_a.bias,
+                    self.branch_b.weight,
+                    self.branch_b.bias,
+                    self.shortcut.weight,
+                    self.shortcut.bias,
+                    self.fc.weight,
+                ],
+                "lr_mult": 1.0,
+                "decay_mult": 1.0,
+            },
+            {"params": [self.fc.bias], "lr_mult": 2.0, "decay_mult": 0.0},
+        ]

@@ -27,6 +27,7 @@ from protocaffe.frontend.lower import build_graph
 from protocaffe.frontend.prototxt import NetDef, read_prototxt
 from protocaffe.ir.graph import Graph
 from protocaffe.passes import DEFAULT_PIPELINE, LOWERING, OPTIMIZE_PIPELINE, Pass, run_pipeline
+from protocaffe.passes.outputs import select_outputs
 
 __all__ = [
     "Conversion",
@@ -82,21 +83,28 @@ def compile(  # shadows the builtin in this module, which calls it as builtins.c
     prototxt: str | os.PathLike[str] | NetDef,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    outputs: Sequence[str] | None = None,
+    phase: str = "TEST",
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
     reporter: Reporter | None = None,
     dump: Callable[[str, Graph], None] | None = None,
 ) -> Graph:
     """The graph IR of `prototxt` (a path, or a NetDef already read) after `passes`.
 
-    `input_shapes` overrides declared input shapes; `dump(step, graph)` sees the IR after the
-    lowering and after each pass. Raises `protocaffe.errors.ProtocaffeError` for bad input.
+    `input_shapes` overrides declared input shapes; `outputs` names the blobs the module returns
+    instead of Caffe's outputs (and leaves out what they do not need: passes/outputs.py);
+    `phase` ("TEST" or "TRAIN") selects the layers by their include/exclude rules when reading
+    a path; `dump(step, graph)` sees the IR after the lowering and after each pass. Raises
+    `protocaffe.errors.ProtocaffeError` for bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
-    net = prototxt if isinstance(prototxt, NetDef) else read_prototxt(prototxt, reporter)
+    net = prototxt if isinstance(prototxt, NetDef) else read_prototxt(prototxt, reporter, phase)
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     graph = build_graph(net, reporter, shapes)
     if dump is not None:
         dump(LOWERING, graph)
+    if outputs is not None:
+        passes = (select_outputs(outputs), *passes)
     return run_pipeline(graph, passes, dump)
 
 
@@ -105,6 +113,8 @@ def convert(
     caffemodel: str | os.PathLike[str] | None = None,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    outputs: Sequence[str] | None = None,
+    phase: str = "TEST",
     optimize: bool = False,
     class_name: str | None = None,
     preprocess: ImageOptions | None = None,
@@ -116,7 +126,9 @@ def convert(
     """Compile `prototxt` into model.py's source, and map the weights of `caffemodel` (if
     given) to its state_dict.
 
-    `input_shapes` overrides declared input shapes ({"data": (1, 3, 224, 224)}); `optimize`
+    `input_shapes` overrides declared input shapes ({"data": (1, 3, 224, 224)}); `outputs`
+    names the blobs the module returns (["fc8"]: the logits, not `prob`) and leaves out what
+    they do not need; `phase` ("TEST" or "TRAIN") keeps that phase's layers; `optimize`
     folds BatchNorm and Scale into the layer before them and drops pass-through layers (the
     numbers do not change), or `passes` gives the pipeline itself; `class_name` names the
     module's class (default: the net's name made an identifier); `preprocess` adds a
@@ -129,9 +141,9 @@ def convert(
     `protocaffe.errors.ProtocaffeError`, whose lines say file:line and layer, for bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
-    pipeline = _pipeline(optimize, passes)
+    selection = _Selection(input_shapes, outputs, phase, _pipeline(optimize, passes))
     graph, emitted = _compile(
-        prototxt, input_shapes, pipeline, reporter, command, source_name, class_name, preprocess
+        prototxt, selection, reporter, command, source_name, class_name, preprocess
     )
     source = render_module(emitted.parts)
     arrays = _weights(graph, emitted, caffemodel, reporter) if caffemodel is not None else None
@@ -178,6 +190,8 @@ def write_conversion(
     *,
     fmt: str = "safetensors",
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    outputs: Sequence[str] | None = None,
+    phase: str = "TEST",
     optimize: bool = False,
     class_name: str | None = None,
     preprocess: ImageOptions | None = None,
@@ -221,10 +235,10 @@ def write_conversion(
     out = Path(output)
     if not force:
         check_replaceable(out)
-    pipeline = _pipeline(optimize, passes)
+    selection = _Selection(input_shapes, outputs, phase, _pipeline(optimize, passes))
     options = (command, source_name, class_name, preprocess)
     if caffemodel is None:
-        graph, emitted = _compile(prototxt, input_shapes, pipeline, reporter, *options)
+        graph, emitted = _compile(prototxt, selection, reporter, *options)
         source = render_module(emitted.parts)
         leftovers = earlier_outputs(out, [MODULE_NAME])
         with atomic_files([out / MODULE_NAME], remove=leftovers) as (model_tmp,):
@@ -237,7 +251,7 @@ def write_conversion(
     # Left in this order, the pool (reading) is waited for before the digests are stopped.
     with BlobDigests() as digests, ThreadPoolExecutor(1) as pool:
         reading = pool.submit(_read_and_hash, caffemodel, digests if manifest else None)
-        graph, emitted = _compile(prototxt, input_shapes, pipeline, reporter, *options)
+        graph, emitted = _compile(prototxt, selection, reporter, *options)
         arrays = state_arrays(graph, reading.result(), emitted.attrs, reporter)
         leftovers = earlier_outputs(out, names)
         # All files are complete before any replaces the previous one (model.py last), so a
@@ -256,18 +270,33 @@ def write_conversion(
     return replace(conversion, weight_bytes=(out / weights_name).stat().st_size)
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """What `compile` takes besides the prototxt: which layers, shapes and outputs."""
+
+    input_shapes: Mapping[str, Sequence[int]] | None
+    outputs: Sequence[str] | None
+    phase: str
+    passes: Sequence[Pass]
+
+
 def _compile(
     prototxt: str | os.PathLike[str],
-    input_shapes: Mapping[str, Sequence[int]] | None,
-    passes: Sequence[Pass],
+    selection: _Selection,
     reporter: Reporter,
     command: str | None = None,
     source_name: str | None = None,
     class_name: str | None = None,
     preprocess: ImageOptions | None = None,
 ) -> tuple[Graph, Emitted]:
-    net = read_prototxt(prototxt, reporter)
-    graph = compile(net, input_shapes=input_shapes, passes=passes, reporter=reporter)
+    net = read_prototxt(prototxt, reporter, selection.phase)
+    graph = compile(
+        net,
+        input_shapes=selection.input_shapes,
+        outputs=selection.outputs,
+        passes=selection.passes,
+        reporter=reporter,
+    )
     spec = resolve_preprocess(net, graph, preprocess, reporter)
     emitted = emit_module(
         graph,
@@ -388,6 +417,8 @@ def load(
     caffemodel: str | os.PathLike[str] | None = None,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    outputs: Sequence[str] | None = None,
+    phase: str = "TEST",
     optimize: bool = False,
     class_name: str | None = None,
 ) -> torch.nn.Module:
@@ -399,7 +430,13 @@ def load(
     """
     require_torch("protocaffe.load")
     conversion = convert(
-        prototxt, caffemodel, input_shapes=input_shapes, optimize=optimize, class_name=class_name
+        prototxt,
+        caffemodel,
+        input_shapes=input_shapes,
+        outputs=outputs,
+        phase=phase,
+        optimize=optimize,
+        class_name=class_name,
     )
     model: torch.nn.Module = module_from_source(conversion.source, conversion.class_name)
     state = conversion.state_dict

@@ -110,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing; exit 1 with a diff if the files on disk differ from the output",
     )
+    _add_outputs(convert)
+    convert.add_argument(
+        "--phase",
+        choices=("TEST", "TRAIN"),
+        default="TEST",
+        help="which layers of a train_val net to keep, by their include/exclude rules "
+        "(default TEST, as a deploy net runs)",
+    )
     convert.add_argument(
         "--class-name",
         type=_class_name,
@@ -148,6 +156,18 @@ def _parser() -> argparse.ArgumentParser:
     rand.add_argument("-o", "--output", required=True, help="the .caffemodel to write")
     rand.add_argument("--seed", type=int, default=0)
     _add_verify(sub)
+
+    solver = sub.add_parser(
+        "solver", help="write optim.py: a Caffe solver.prototxt as a PyTorch optimizer"
+    )
+    solver.add_argument("solver", metavar="solver.prototxt")
+    solver.add_argument("-o", "--output", required=True, help="the file to write, e.g. optim.py")
+    solver.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    solver.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 with a diff if the file on disk differs from the output",
+    )
     return parser
 
 
@@ -247,6 +267,25 @@ def _size(text: str) -> tuple[int, int]:
     return size
 
 
+def _names(text: str) -> list[str]:
+    names = [name for name in text.split(",") if name]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected NAME[,NAME...], got {text!r}")
+    return names
+
+
+def _add_outputs(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--outputs",
+        type=_names,
+        action="extend",
+        metavar="NAME[,NAME...]",
+        help="return these blobs (e.g. the logits before Softmax) instead of Caffe's outputs, "
+        "and leave out every layer and input they do not need; an in-place blob is its last "
+        "version",
+    )
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
@@ -287,6 +326,7 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.add_argument("--atol", type=float, default=None)
     check.add_argument("--seed", type=int, default=0, help="for random inputs and weights")
     check.add_argument("--json", help="write the whole report here")
+    _add_outputs(check)
 
 
 def _report(reporter: Reporter, quiet: bool) -> None:
@@ -328,6 +368,8 @@ def _word(action: argparse.Action, value: Any) -> str:
         return f"{value[0]}=" + ",".join(str(d) for d in value[1])
     if action.type is _size:
         return f"{value[0]}x{value[1]}"
+    if action.type is _names:  # --outputs: the extended list, as one NAME[,NAME...]
+        return ",".join(value)
     if action.type is _floats:
         return ",".join(_number(v) for v in value)
     if isinstance(value, float):
@@ -364,7 +406,7 @@ def regenerate_command(args: argparse.Namespace) -> str:
         flag = max(action.option_strings, key=len)
         if action.nargs == 0:
             options.append(flag)
-        elif isinstance(action, argparse._AppendAction):
+        elif isinstance(action, argparse._AppendAction) and action.type is not _names:
             for item in value:
                 options += [flag, shown(action, item)]
         else:
@@ -423,6 +465,8 @@ def _write_output(
         folder,
         fmt=args.format,
         input_shapes=dict(args.input_shape),
+        outputs=args.outputs,
+        phase=args.phase,
         passes=OPTIMIZE_PIPELINE if args.optimize else DEFAULT_PIPELINE,
         manifest=not args.no_manifest,
         reporter=reporter,
@@ -519,6 +563,31 @@ def _verify(args: argparse.Namespace, reporter: Reporter) -> int:
     return run_verify(args, reporter)
 
 
+def _solver(args: argparse.Namespace, reporter: Reporter) -> int:
+    from protocaffe.atomic import write_text
+    from protocaffe.backend.optim import solver_source
+    from protocaffe.backend.outputs import diff_files
+
+    # As convert's header: the command runs in the output's folder, paths relative to it.
+    folder = os.path.dirname(args.output) or "."
+    solver = _shown_path(args.solver, folder)
+    command = ["protocaffe", "solver", solver, "-o", os.path.basename(args.output)]
+    text = solver_source(args.solver, reporter, shlex.join(command), solver)
+    output = Path(args.output)
+    if not args.check:
+        write_text(output, text)
+        return EXIT_OK
+    diff = diff_files(output.parent, {output.name: text.encode("utf-8")})
+    if diff:
+        sys.stdout.write(diff)
+        print(
+            f"{output.as_posix()}: out of date; regenerate with the command in its header",
+            file=sys.stderr,
+        )
+        return EXIT_MISMATCH
+    return EXIT_OK
+
+
 def _generate(args: argparse.Namespace, reporter: Reporter) -> int:
     """`protocaffe generate`: every net of the config, each in a process of its own (in the
     config's folder, so that paths and messages are the same from any folder), reported in
@@ -585,6 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verify": _verify,
         "inspect": _inspect,
         "graph": _graph,
+        "solver": _solver,
     }
     needs_torch = _needs_torch(args)
     if needs_torch is not None:

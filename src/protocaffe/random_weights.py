@@ -52,11 +52,25 @@ def random_weights(
 
 
 def write_random_weights(graph: Graph, output: str | os.PathLike[str], seed: int = 0) -> None:
-    """`random_weights` for a lowered graph (one no pass has changed: each node a Caffe layer)."""
+    """`random_weights` for a lowered graph (one no pass has changed: each node a Caffe layer).
+
+    Blobs tied by `param { name }` get equal copies (the first layer's), as Caffe saves them."""
     rng = np.random.default_rng(seed)
     layers = []
+    shared: dict[str, np.ndarray] = {}
     for node in graph.nodes:
         specs = layer_of(node).blobs(node.attrs, [v.shape for v in node.inputs])
-        if specs:
-            layers.append((node.name, node.op, [random_blob(s, rng) for s in specs]))
+        if not specs:
+            continue
+        shares = [p.share for p in node.param_specs] + [""] * len(specs)
+        blobs = []
+        for spec, share in zip(specs, shares, strict=False):
+            if share and share in shared:
+                blobs.append(shared[share])
+                continue
+            blob = random_blob(spec, rng)
+            if share:
+                shared[share] = blob
+            blobs.append(blob)
+        layers.append((node.name, node.op, blobs))
     write_caffemodel(output, graph.name, layers)

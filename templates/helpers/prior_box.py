@@ -44,4 +44,6 @@ def prior_box(
         corners = corners.clamp(0.0, 1.0)
     corners = corners.reshape(-1)
     variances = torch.tensor(variance, dtype=f32).repeat(corners.numel() // 4)
-    return torch.stack([corners, variances]).unsqueeze(0).to(feature.device)
+    # Caffe's float32 values, in the module's dtype (float64 after .double()) and device.
+    priors = torch.stack([corners, variances]).unsqueeze(0)
+    return priors.to(device=feature.device, dtype=feature.dtype)

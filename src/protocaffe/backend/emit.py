@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -16,9 +17,9 @@ from typing import TYPE_CHECKING
 from protocaffe.backend.helpers import helper_imports, helper_names, helper_source
 from protocaffe.backend.names import RESERVED, RULE, Namespace, sanitize
 from protocaffe.errors import ProtocaffeError, SourceLoc
-from protocaffe.ir.graph import Graph, Node, Value
+from protocaffe.ir.graph import Graph, Node, ParamSpec, Value
 from protocaffe.layers import layer_of
-from protocaffe.layers.base import FUNCTIONAL, Emission, EmitContext, call, fmt_shape, tuple_expr
+from protocaffe.layers.base import Emission, EmitContext, call, fmt_shape, tuple_expr
 from protocaffe.version import __version__
 
 if TYPE_CHECKING:
@@ -68,6 +69,14 @@ class Line:
 
 
 @dataclass(frozen=True)
+class OutputField:
+    """One field of the NamedTuple a module with several outputs returns."""
+
+    name: str
+    comment: str  # the Caffe blob's name where the field's name differs from it
+
+
+@dataclass(frozen=True)
 class PreprocessParts:
     """The module-level preprocess(image): its docstring and the one call it makes."""
 
@@ -89,6 +98,11 @@ class ModuleParts:
     forward: list[Line]
     result: str
     return_type: str
+    # The NamedTuple of a module with several outputs (None for one output) and its fields.
+    outputs_class: str | None
+    output_fields: list[OutputField]
+    # caffe_param_groups(): one dict literal per run of blobs with the same multipliers.
+    param_groups: list[str]
     preprocess: PreprocessParts | None = None
 
 
@@ -197,33 +211,94 @@ def emit_module(
     and the class's docstrings (`_module_docstring`, `_class_docstring`)."""
     local = local_names(graph)
     body = _emit_body(graph, local)
+    class_name = (
+        checked_class_name(class_name, graph)
+        if class_name is not None
+        else class_name_for(graph.name)
+    )
     if preprocess is not None and "blob_from_image" not in body.helpers:
         body.helpers.append("blob_from_image")
         body.imports.update(helper_imports("blob_from_image"))
     results = [local[v] for v in graph.outputs]
-    return_type = (
-        "torch.Tensor"
-        if len(results) == 1
-        else "tuple[" + ", ".join(["torch.Tensor"] * len(results)) + "]"
-    )
+    typing = {"Any"}  # caffe_param_groups' annotation
+    outputs_class: str | None = None
+    fields: list[OutputField] = []
+    if len(results) > 1:
+        outputs_class, fields = _outputs_tuple(graph, class_name)
+        typing.add("NamedTuple")
+    body.imports.add(f"from typing import {', '.join(sorted(typing))}")
     parts = ModuleParts(
         docstring=_module_docstring(graph, regenerate, source_name),
         imports=module_imports(body.imports),
         helpers=[helper_source(name) for name in body.helpers],
-        class_name=(
-            checked_class_name(class_name, graph)
-            if class_name is not None
-            else class_name_for(graph.name)
-        ),
+        class_name=class_name,
         class_doc=_class_docstring(graph),
         init=body.init,
         signature=", ".join(["self"] + [f"{local[v]}: torch.Tensor" for v in graph.inputs]),
         forward=body.forward,
-        result=results[0] if len(results) == 1 else ", ".join(results),
-        return_type=return_type,
+        result=(results[0] if outputs_class is None else f"{outputs_class}({', '.join(results)})"),
+        return_type="torch.Tensor" if outputs_class is None else outputs_class,
+        outputs_class=outputs_class,
+        output_fields=fields,
+        param_groups=_param_groups(body.learnable),
         preprocess=_preprocess_parts(preprocess) if preprocess is not None else None,
     )
     return Emitted(parts, body.attrs, local)
+
+
+# Names a NamedTuple field may not take: tuple's own methods (a field would hide them).
+_TUPLE_ATTRS = frozenset({"count", "index"})
+
+
+def _outputs_tuple(graph: Graph, class_name: str) -> tuple[str, list[OutputField]]:
+    """The NamedTuple class a module with several outputs returns: one field per output, in
+    the module's output order, named after its Caffe blob (sanitised; NamedTuple fields may
+    not start with "_", so such a name gets an "out" prefix, and tuple's own `count` and
+    `index` get a "_" suffix, as Python's names do)."""
+    taken = helper_names() | {class_name}
+    tuple_name = class_name + "Outputs"
+    while tuple_name in taken:
+        tuple_name += "_"
+    names = Namespace()
+    fields = []
+    for index, value in enumerate(graph.outputs):
+        wanted = sanitize(value.blob)
+        if wanted.startswith("_"):
+            wanted = "out" + wanted
+        if wanted in _TUPLE_ATTRS:
+            wanted += "_"
+        field_name = names.name(index, wanted)
+        comment = comment_text(value.blob) if field_name != value.blob else ""
+        fields.append(OutputField(field_name, comment))
+    return tuple_name, fields
+
+
+@dataclass(frozen=True)
+class _Learnable:
+    """One learnable Caffe blob as the module holds it: `self.<expr>`, and its ParamSpec."""
+
+    expr: str
+    spec: ParamSpec
+
+
+def _param_groups(learnable: list[_Learnable]) -> list[str]:
+    """caffe_param_groups' dicts: the blobs in Caffe's order of learnable parameters
+    (Net::AppendParam: layer by layer, blob by blob, a shared one where it first appears),
+    without those with lr_mult 0, one dict per run with the same multipliers."""
+    runs: list[tuple[ParamSpec, list[str]]] = []
+    for blob in learnable:
+        if blob.spec.lr_mult == 0:
+            continue
+        key = ParamSpec(blob.spec.lr_mult, blob.spec.decay_mult)
+        if runs and runs[-1][0] == key:
+            runs[-1][1].append(blob.expr)
+        else:
+            runs.append((key, [blob.expr]))
+    return [
+        f'{{"params": [{", ".join(exprs)}], "lr_mult": {key.lr_mult!r}, '
+        f'"decay_mult": {key.decay_mult!r}}}'
+        for key, exprs in runs
+    ]
 
 
 def _preprocess_parts(spec: Preprocess) -> PreprocessParts:
@@ -279,6 +354,9 @@ class _Body:
     helpers: list[str] = field(default_factory=list)  # in order of first use
     imports: set[str] = field(default_factory=set)  # declared by emitters and helpers
     attrs: dict[str, str] = field(default_factory=dict)  # node name -> module attribute
+    learnable: list[_Learnable] = field(default_factory=list)  # Caffe's order
+    # Each shared parameter's first holder (`param { name }` -> self.<expr>, layer name).
+    shared: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _emit_body(graph: Graph, local: Mapping[Value, str]) -> _Body:
@@ -306,8 +384,47 @@ def _emit_body(graph: Graph, local: Mapping[Value, str]) -> _Body:
             body.attrs[node.name] = attr
             comment = trace if attr != node.name else ""
             body.init.append(Line(f"self.{attr} = {emission.init}", comment))
+            _training_lines(node, attr, body)
         body.forward.append(_forward_line(node, emission, local, trace))
     return body
+
+
+def _training_lines(node: Node, attr: str, body: _Body) -> None:
+    """After a node's module: a line per blob it shares with an earlier layer (`param { name
+    }`: one parameter, used by both), and `requires_grad_(False)` for blobs with lr_mult 0
+    (the whole module's when all of its own are); the learnable blobs in Caffe's order."""
+    kind = layer_of(node)
+    originals = node.fused or (node,)
+    keys = kind.learnable(node.attrs, [v.shape for v in node.inputs])
+    specs = originals[0].param_specs
+    frozen: list[str] = []
+    own: list[str] = []
+    for index, key in enumerate(keys):
+        if key is None:
+            continue
+        spec = specs[index] if index < len(specs) else ParamSpec()
+        expr = f"{attr}.{key}"
+        if spec.share and spec.share in body.shared:
+            owner, owner_layer = body.shared[spec.share]
+            body.init.append(
+                Line(
+                    f"self.{expr} = self.{owner}",
+                    f"Caffe: param {comment_text(spec.share)} is shared with "
+                    f"{comment_text(owner_layer)}",
+                )
+            )
+            continue
+        if spec.share:
+            body.shared[spec.share] = (expr, node.name)
+        body.learnable.append(_Learnable(f"self.{expr}", spec))
+        own.append(expr)
+        if spec.lr_mult == 0:
+            frozen.append(expr)
+    if frozen and frozen == own and len(own) == len([k for k in keys if k is not None]):
+        body.init.append(Line(f"self.{attr}.requires_grad_(False)", "lr_mult 0"))
+        return
+    for expr in frozen:
+        body.init.append(Line(f"self.{expr}.requires_grad_(False)", "lr_mult 0"))
 
 
 def _forward_line(node: Node, emission: Emission, local: Mapping[Value, str], trace: str) -> Line:
@@ -328,16 +445,26 @@ TORCH_IMPORTS = ("import torch", "from torch import nn")
 
 
 def module_imports(declared: Iterable[str]) -> list[str]:
-    """The module's import lines: torch's first (isort's order, plain imports before
-    from-imports, so that `ruff check` accepts the file), then the other declared ones, sorted."""
-    wanted = set(declared)
-    # numpy sorts before torch (preprocess() takes a numpy image).
-    torch_group = ["import numpy"] if "import numpy" in wanted else []
-    torch_group.append("import torch")
-    if FUNCTIONAL in wanted:
-        torch_group.append(FUNCTIONAL)
-    torch_group.append("from torch import nn")
-    return torch_group + sorted(wanted - set(torch_group))
+    """The module's import lines in isort's order, so that `ruff check` accepts the file: the
+    standard library's (`typing`), a blank line, then the others (torch's); within each group
+    plain imports before from-imports, by module. Every module imports torch and nn."""
+    wanted = set(declared) | set(TORCH_IMPORTS)
+    standard = sorted((s for s in wanted if _is_standard(s)), key=_import_order)
+    others = sorted((s for s in wanted if not _is_standard(s)), key=_import_order)
+    return [*standard, *([""] if standard else []), *others]
+
+
+def _imported_module(statement: str) -> str:
+    """`a.b` of `import a.b as c` or `from a.b import c` (statements are normalised)."""
+    return statement.split()[1]
+
+
+def _is_standard(statement: str) -> bool:
+    return _imported_module(statement).split(".")[0] in sys.stdlib_module_names
+
+
+def _import_order(statement: str) -> tuple[bool, str, str]:
+    return statement.startswith("from "), _imported_module(statement), statement
 
 
 def _module_docstring(graph: Graph, regenerate: str | None, source_name: str | None) -> list[str]:

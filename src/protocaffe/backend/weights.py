@@ -114,28 +114,31 @@ def state_arrays(
 
     `attrs` maps node names to the module attributes that hold their parameters. Layers are
     matched by name; when the caffemodel has a name twice, the last one wins, as in Caffe.
-    Every blob's shape is checked here, before anything is written.
+    Blobs tied by `param { name }` are one parameter: every layer gets the copy Caffe ends up
+    with (`_shared_blobs`). Every blob's shape is checked here, before anything is written.
     """
     by_name: dict[str, LayerBlobs] = {layer.name: layer for layer in model.layers}
+    shared = _shared_blobs(graph, model, reporter)
     used: set[str] = set()
     nodes: list[_NodeBlobs | _FusedBlobs] = []
     for node in graph.nodes:
         if node.name not in attrs:
             for original in node.fused or (node,):
-                _checked(original, "", by_name, model, used)
-            continue  # checked, but the module keeps nothing (e.g. BatchNorm on batch statistics)
+                _checked(original, "", by_name, model, used, shared)
+            continue  # checked, but the module keeps nothing (a layer without a module)
         if node.fused:
             parts = tuple(
-                _checked(original, attrs[node.name], by_name, model, used)
+                _checked(original, attrs[node.name], by_name, model, used, shared)
                 for original in node.fused
             )
             nodes.append(_FusedBlobs(attrs[node.name], node, parts))
             continue
-        blobs = _checked(node, attrs[node.name], by_name, model, used)
+        blobs = _checked(node, attrs[node.name], by_name, model, used, shared)
         if blobs is not None:
             nodes.append(blobs)
+    left_out = set(graph.left_out)
     for layer in model.layers:
-        if layer.name not in used and layer.blobs:
+        if layer.name not in used and layer.name not in left_out and layer.blobs:
             reporter.note(
                 SourceLoc(model.path, offset=layer.offset),
                 "has weights but no layer of that name in the prototxt needs them; ignored",
@@ -145,17 +148,61 @@ def state_arrays(
     return StateArrays(nodes)
 
 
+def _shared_blobs(
+    graph: Graph, model: CaffeModel, reporter: Reporter
+) -> dict[str, tuple[np.ndarray, str]]:
+    """For each `param { name }`: the blob Caffe ends up with, and the layer it came from.
+
+    Caffe's Net::CopyTrainedLayersFrom copies the caffemodel's layers in file order into the
+    net's layers of the same name; the layers that share a blob share its memory, so the last
+    copy in the file wins. A note says so when the copies differ."""
+    import numpy as np
+
+    # Every layer of the whole net that holds a copy, also those a pass left out (--outputs).
+    shares: dict[str, list[tuple[int, str]]] = {}  # layer name -> (blob index, share name)
+    for shared in graph.shared_params:
+        for layer_name, index in shared.holders:
+            shares.setdefault(layer_name, []).append((index, shared.name))
+    copies: dict[str, list[tuple[np.ndarray, str]]] = {}
+    for layer in model.layers:
+        for index, share in shares.get(layer.name, ()):
+            if index < len(layer.blobs):
+                copies.setdefault(share, []).append((layer.blobs[index], layer.name))
+    for share, found in copies.items():
+        last, source = found[-1]
+        differ = [name for blob, name in found[:-1] if not np.array_equal(blob, last)]
+        if differ:
+            names = ", ".join(repr(name) for name in differ)
+            reporter.note(
+                SourceLoc(model.path),
+                f"the copies of shared param {share!r} differ (layer {names} and {source!r}); "
+                f"Caffe loads them in file order into one blob, so the last, {source!r}'s, wins",
+            )
+    return {share: found[-1] for share, found in copies.items()}
+
+
 def _checked(
-    node: Node, attr: str, by_name: Mapping[str, LayerBlobs], model: CaffeModel, used: set[str]
+    node: Node,
+    attr: str,
+    by_name: Mapping[str, LayerBlobs],
+    model: CaffeModel,
+    used: set[str],
+    shared: Mapping[str, tuple[np.ndarray, str]],
 ) -> _NodeBlobs | None:
-    """The node's blobs from the caffemodel, checked against the shapes the prototxt needs;
-    None for a layer without weights."""
+    """The node's blobs from the caffemodel, checked against the shapes the prototxt needs
+    (a shared blob: the copy Caffe keeps); None for a layer without weights."""
     kind = layer_of(node)
     in_shapes = tuple(v.shape for v in node.inputs)
     specs = kind.blobs(node.attrs, in_shapes)
     if not specs:
         return None
     source = by_name.get(node.name)
+    shares = [spec.share for spec in node.param_specs]
+    shares += [""] * (len(specs) - len(shares))
+    if source is None and len(shares) == len(specs) and all(s in shared for s in shares):
+        # Every blob is shared and another layer's copy holds it: Caffe needs no copy of its own.
+        blobs = tuple(shared[s][0] for s in shares)
+        return _NodeBlobs(attr, kind, node.attrs, in_shapes, blobs, tuple(s.shape for s in specs))
     if source is None:
         raise ProtocaffeError.at(
             node.loc,
@@ -185,9 +232,11 @@ def _checked(
                 node.name,
                 node.op,
             )
-    return _NodeBlobs(
-        attr, kind, node.attrs, in_shapes, source.blobs, tuple(spec.shape for spec in specs)
+    blobs = tuple(
+        shared[share][0] if share in shared else blob
+        for blob, share in zip(source.blobs, shares, strict=True)
     )
+    return _NodeBlobs(attr, kind, node.attrs, in_shapes, blobs, tuple(spec.shape for spec in specs))
 
 
 def write_state(

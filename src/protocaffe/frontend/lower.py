@@ -14,20 +14,28 @@ one, so later readers see what Caffe's readers see (docs/shared-memory.md).
 
 The steps, in order: check that every type is known (`_check_types`); declare the inputs;
 lower each layer (`_Lowering.layer`: leave out training-only layers, parse, resolve bottoms,
-check in-place use, infer and check output shapes, define the outputs, follow shared memory);
-then find the net's outputs (`finish`).
+check in-place use, infer and check output shapes, define the outputs, read its `param`
+specs, follow shared memory); then settle the multipliers of shared parameters (`_Params`,
+Caffe's Net::AppendParam) and find the net's outputs (`finish`).
+
+A train_val net lowers too: its data layers are left out and their tops become the module's
+inputs where a kept layer reads them (shaped by `--input-shape`, or by the layer's own shape
+fields: MemoryData, DummyData); loss, accuracy and output-writing layers are left out, each with
+a note, so the blobs a loss reads become outputs.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from protocaffe.errors import Diagnostic, ProtocaffeError, Reporter, SourceLoc, did_you_mean
 from protocaffe.frontend.prototxt import LayerDef, NetDef
-from protocaffe.ir.graph import Attrs, Graph, Node, Shape, Value
+from protocaffe.ir.graph import Attrs, Graph, Node, ParamSpec, Shape, SharedParam, Value
 from protocaffe.layers import Layer, lookup
 from protocaffe.layers.base import Role
 from protocaffe.layers.registry import registered_types
@@ -35,31 +43,57 @@ from protocaffe.layers.structure import SHARED_MEMORY, SharedMemoryAttrs
 
 PLUGIN_DOCS = "see 'Custom layers' in the protocaffe README"
 
-# Layers that only matter for training or for feeding data: left out of a deploy graph.
-TRAINING_ONLY = frozenset(
+# Layers that feed data: their tops become the module's inputs where a kept layer reads them.
+DATA_LAYERS = frozenset(
     {
-        "Accuracy",
         "AnnotatedData",
-        "ContrastiveLoss",
         "Data",
         "DummyData",
-        "EuclideanLoss",
         "HDF5Data",
-        "HDF5Output",
-        "HingeLoss",
         "ImageData",
         "ImageSegData",
-        "InfogainLoss",
-        "MatWrite",  # DeepLab's test nets write their outputs to .mat files
         "MemoryData",
+        "WindowData",
+    }
+)
+# Layers that compute a training objective: the blobs they read stay, as outputs.
+LOSS_LAYERS = frozenset(
+    {
+        "ContrastiveLoss",
+        "EuclideanLoss",
+        "HingeLoss",
+        "InfogainLoss",
         "MultiBoxLoss",
         "MultinomialLogisticLoss",
         "SigmoidCrossEntropyLoss",
         "SmoothL1Loss",
         "SoftmaxWithLoss",
-        "WindowData",
     }
 )
+# Layers that only measure or save results.
+METRIC_LAYERS = frozenset(
+    {
+        "Accuracy",
+        "HDF5Output",
+        "MatWrite",  # DeepLab's test nets write their outputs to .mat files
+    }
+)
+# Everything a converted module leaves out.
+TRAINING_ONLY = DATA_LAYERS | LOSS_LAYERS | METRIC_LAYERS
+
+_LEFT_OUT = {
+    **dict.fromkeys(
+        DATA_LAYERS, "left out: a data layer; its tops that layers read are inputs of the module"
+    ),
+    **dict.fromkeys(
+        LOSS_LAYERS,
+        "left out: a loss; the blobs it reads are outputs of the module (--outputs chooses "
+        "them): compute the loss on them in the training loop",
+    ),
+    "Accuracy": "left out: a metric, not part of the model",
+    "HDF5Output": "left out: it writes blobs to a file",
+    "MatWrite": "left out: it writes blobs to a file",
+}
 
 
 def build_graph(
@@ -122,12 +156,15 @@ class _Lowering:
         self.net = net
         self.reporter = reporter
         self.overrides = dict(input_shapes)
+        self.named = frozenset(input_shapes)  # inputs --input-shape names stay inputs
         self.env: dict[str, Value] = {}
         self.producer: dict[str, LayerDef] = {}
         self.consumed: set[Value] = set()
         self.silenced: set[Value] = set()  # read by Silence layers only (unless also consumed)
         self.inputs: list[Value] = []
+        self.fed: set[Value] = set()  # inputs made of data layers' tops: kept only if read
         self.nodes: list[Node] = []
+        self.params = _Params()
         self.dropped: dict[str, LayerDef] = {}  # tops of training-only layers
         self.weighted: dict[str, LayerDef] = {}  # layers with weights, by name
         self.later_tops = _later_producers(net)
@@ -141,7 +178,11 @@ class _Lowering:
         # Values that hold prior boxes without a positive width or height, and why.
         self.degenerate: dict[Value, str] = {}
 
-    def define_input(self, name: str, shape: Shape, loc: SourceLoc, layer: LayerDef | None) -> None:
+    def define_input(
+        self, name: str, shape: Shape, loc: SourceLoc, layer: LayerDef | None, fed: bool = False
+    ) -> None:
+        """Declare input `name`; a `fed` one (a data layer's top) stays an input only if a
+        layer reads it or --input-shape names it."""
         shape = tuple(self.overrides.pop(name, shape))
         if not shape or any(d <= 0 for d in shape):
             raise ProtocaffeError.at(
@@ -157,6 +198,8 @@ class _Lowering:
         self.inputs.append(value)
         self.readers[name] = []
         self.memory[name] = len(self.memory)
+        if fed:
+            self.fed.add(value)
 
     def layer(self, index: int, layer: LayerDef) -> None:
         if self._left_out(layer):
@@ -185,9 +228,11 @@ class _Lowering:
             self.env[value.blob] = value
             self.producer[value.blob] = layer
             self.readers[value.blob] = []
-        params = kind.param_names(attrs, [v.shape for v in bottoms])
+        in_shapes = [v.shape for v in bottoms]
+        params = kind.param_names(attrs, in_shapes)
         if params:
             self._check_weighted_name(layer)
+        self.params.read(len(self.nodes), layer, kind, attrs, in_shapes, self.reporter)
         self.nodes.append(
             Node(layer.type, layer.name, tuple(bottoms), tuple(outputs), attrs, layer.loc, params)
         )
@@ -197,13 +242,14 @@ class _Lowering:
         """Training-only layers (whose tops may be fed as inputs instead) and a Silence that
         reads only their tops are left out, with a note."""
         if layer.type in TRAINING_ONLY:
-            fed = [t for t in layer.tops if t in self.overrides]
-            for top in fed:
-                self.define_input(top, self.overrides[top], layer.loc, layer)
+            shapes = _data_shapes(layer) if layer.type in DATA_LAYERS else {}
             for top in layer.tops:
-                if top not in fed:
+                if top in self.overrides or top in shapes:
+                    self.define_input(top, shapes.get(top, ()), layer.loc, layer, fed=True)
+                else:
                     self.dropped[top] = layer
-            self.reporter.note(layer.loc, "training-only layer; left out", layer.name, layer.type)
+            # (A transform_param becomes preprocess(): backend/preprocess.py says so itself.)
+            self.reporter.note(layer.loc, _LEFT_OUT[layer.type], layer.name, layer.type)
             return True
         kind = lookup(layer.type)
         silences = kind is not None and kind.silences
@@ -424,26 +470,38 @@ class _Lowering:
                 SourceLoc(net.path),
                 f"--input-shape names {names}, which is not an input (inputs: {known})",
             )
-        if not self.inputs:
+        # A data layer's top that no kept layer reads (the label, once the loss is left out) is
+        # neither an input nor an output of the module.
+        unread = {
+            v
+            for v in self.fed
+            if v not in self.consumed and v not in self.silenced and v.blob not in self.named
+        }
+        inputs = [v for v in self.inputs if v not in unread]
+        if not inputs:
             raise ProtocaffeError.at(SourceLoc(net.path), "the net declares no input")
         for blob in sorted(self.stale):
             value = self.env[blob]
             if value not in self.consumed and value not in self.silenced:
                 self._rebind(blob)  # an output: Caffe returns the memory's last values
-        outputs = self._net_outputs()
+        outputs = self._net_outputs(unread)
+        specs = self.params.settled()
+        nodes = [replace(n, param_specs=specs.get(i, ())) for i, n in enumerate(self.nodes)]
         return Graph(
             net.name,
             net.path,
-            tuple(self.inputs),
-            tuple(self.nodes),
+            tuple(inputs),
+            tuple(nodes),
             tuple(outputs),
+            shared_params=self.params.holders(),
             output_names=tuple(v.blob for v in outputs),
         )
 
-    def _net_outputs(self) -> list[Value]:
+    def _net_outputs(self, unread: set[Value]) -> list[Value]:
         """Caffe's outputs: blobs whose last version no layer reads, in name order (Net::Init
         keeps them in a std::set)."""
-        env, consumed, silenced = self.env, self.consumed, self.silenced
+        env, consumed = self.env, self.consumed
+        silenced = self.silenced | unread
         outputs = sorted(
             (v for v in env.values() if v not in consumed and v not in silenced),
             key=lambda v: v.blob,
@@ -464,6 +522,203 @@ class _Lowering:
         if not outputs:
             raise ProtocaffeError.at(SourceLoc(self.net.path), "the net has no output")
         return outputs
+
+
+def _data_shapes(layer: LayerDef) -> dict[str, Shape]:
+    """The top shapes a data layer declares itself, where Caffe gives them in the prototxt:
+    MemoryData (memory_data_layer.cpp DataLayerSetUp: data N x C x H x W, label N) and
+    DummyData (dummy_data_layer.cpp LayerSetUp: `shape` once or once per top, or the legacy
+    num/channels/height/width). The others read their shapes from their data source."""
+    tops = layer.tops
+    if layer.type == "MemoryData":
+        p = layer.param.memory_data_param
+        shapes: list[Shape] = [(p.batch_size, p.channels, p.height, p.width), (p.batch_size,)]
+        return dict(zip(tops, shapes, strict=False))
+    if layer.type != "DummyData":
+        return {}
+    d = layer.param.dummy_data_param
+    legacy = (d.num, d.channels, d.height, d.width)
+    if any(legacy):
+        if d.shape:
+            raise ProtocaffeError.at(
+                layer.loc,
+                "Caffe aborts here: Both shape and legacy fields were specified",
+                layer.name,
+                layer.type,
+            )
+        if any(len(values) not in (1, len(tops)) for values in legacy):
+            raise ProtocaffeError.at(
+                layer.loc,
+                f"Caffe aborts here: num, channels, height and width must each be given once "
+                f"or once per top ({len(tops)})",
+                layer.name,
+                layer.type,
+            )
+        return {
+            top: tuple(int(v[0] if len(v) == 1 else v[i]) for v in legacy)
+            for i, top in enumerate(tops)
+        }
+    if len(d.shape) not in (1, len(tops)):
+        raise ProtocaffeError.at(
+            layer.loc,
+            f"Caffe aborts here: Must specify 'shape' once, or once per top blob ({len(tops)}); "
+            f"specified {len(d.shape)}",
+            layer.name,
+            layer.type,
+        )
+    return {
+        top: tuple(int(x) for x in d.shape[0 if len(d.shape) == 1 else i].dim)
+        for i, top in enumerate(tops)
+    }
+
+
+@dataclass
+class _SharedParam:
+    """A `param { name }` as Net::AppendParam records it: the blob of the layer that named it
+    first (the owner), and the multipliers the net settles on (None while none was given)."""
+
+    owner: LayerDef
+    index: int
+    shape: Shape
+    lr_mult: float | None
+    decay_mult: float | None
+
+
+@dataclass(frozen=True)
+class _BlobSpec:
+    share: str
+    lr_mult: float | None  # None: not given (Caffe's default 1, or the shared blob's value)
+    decay_mult: float | None
+
+
+PERMISSIVE = 1  # ParamSpec.DimCheckMode
+
+
+class _Params:
+    """The layers' `param {}` specs, settled as Caffe's Net::Init and Net::AppendParam
+    (net.cpp) settle them: the n-th spec applies to the n-th weight blob (1 and 1 when it is
+    missing); more specs than blobs abort; a `name` seen before ties this blob to the first
+    layer's (shapes must match; a multiplier given on both sides must agree, and one given by
+    any layer of the tie applies to all)."""
+
+    def __init__(self) -> None:
+        self.shared: dict[str, _SharedParam] = {}
+        self.blobs: dict[int, tuple[_BlobSpec, ...]] = {}  # by the node's index
+        self.holding: dict[str, list[tuple[str, int]]] = {}  # share name -> (layer, blob index)
+
+    def read(
+        self,
+        node: int,
+        layer: LayerDef,
+        kind: Layer[Any],
+        attrs: Attrs,
+        in_shapes: Sequence[Shape],
+        reporter: Reporter,
+    ) -> None:
+        blobs = kind.blobs(attrs, in_shapes)
+        given = layer.param.param
+        if len(given) > len(blobs):
+            raise _error(
+                layer,
+                f"Caffe aborts here: Too many params specified for layer ({len(given)} param "
+                f"specs, {len(blobs)} weight blob{'' if len(blobs) == 1 else 's'})",
+            )
+        learnable = kind.learnable(attrs, in_shapes)
+        specs: list[_BlobSpec] = []
+        for index, blob in enumerate(blobs):
+            if index >= len(given):
+                specs.append(_BlobSpec("", None, None))
+                continue
+            spec = given[index]
+            lr = float(spec.lr_mult) if spec.HasField("lr_mult") else None
+            decay = float(spec.decay_mult) if spec.HasField("decay_mult") else None
+            if learnable[index] is None and lr not in (None, 0.0):
+                reporter.note(
+                    layer.loc,
+                    f"param {index} has lr_mult {lr:g}, but blob {index} is not trained here "
+                    "(BVLC Caffe refuses lr_mult on BatchNorm statistics; older Caffe let weight "
+                    "decay shrink them): the module keeps it as a buffer",
+                    layer.name,
+                    layer.type,
+                )
+            if spec.name:
+                if learnable[index] is None:
+                    raise _error(
+                        layer,
+                        f"param {spec.name!r} ties blob {index}, which the module keeps as a "
+                        "buffer; protocaffe ties learnable parameters only",
+                    )
+                self._share(layer, spec, index, blob.shape, lr, decay)
+                self.holding.setdefault(spec.name, []).append((layer.name, index))
+            specs.append(_BlobSpec(spec.name, lr, decay))
+        if specs:
+            self.blobs[node] = tuple(specs)
+
+    def _share(
+        self,
+        layer: LayerDef,
+        spec: Any,
+        index: int,
+        shape: Shape,
+        lr: float | None,
+        decay: float | None,
+    ) -> None:
+        name = spec.name
+        first = self.shared.get(name)
+        if first is None:
+            self.shared[name] = _SharedParam(layer, index, shape, lr, decay)
+            return
+        where = f"Cannot share param {name!r} owned by layer {first.owner.name!r} with this layer"
+        if spec.share_mode == PERMISSIVE:
+            if math.prod(shape) != math.prod(first.shape):
+                raise _error(
+                    layer,
+                    f"Caffe aborts here: {where}; count mismatch (owner {first.shape}, here "
+                    f"{shape})",
+                )
+            if shape != first.shape:
+                raise _error(
+                    layer,
+                    f"param {name!r} has shape {shape} here and {first.shape} in layer "
+                    f"{first.owner.name!r} (share_mode PERMISSIVE); protocaffe ties parameters "
+                    "of one shape only",
+                )
+        elif shape != first.shape:
+            raise _error(
+                layer,
+                f"Caffe aborts here: {where}; shape mismatch (owner {first.shape}, here {shape})",
+            )
+        for field, value in (("lr_mult", lr), ("decay_mult", decay)):
+            settled = getattr(first, field)
+            if value is None:
+                continue
+            if settled is None:
+                setattr(first, field, value)
+            elif settled != value:
+                raise _error(
+                    layer,
+                    f"Caffe aborts here: Shared param {name!r} has mismatched {field} "
+                    f"({value:g} here, {settled:g} before)",
+                )
+
+    def holders(self) -> tuple[SharedParam, ...]:
+        return tuple(SharedParam(name, tuple(found)) for name, found in self.holding.items())
+
+    def settled(self) -> dict[int, tuple[ParamSpec, ...]]:
+        """Each node's ParamSpecs (by its index) with the multipliers the net settled on."""
+
+        def one(blob: _BlobSpec) -> ParamSpec:
+            lr, decay = blob.lr_mult, blob.decay_mult
+            if blob.share:
+                shared = self.shared[blob.share]
+                lr, decay = shared.lr_mult, shared.decay_mult
+            return ParamSpec(1.0 if lr is None else lr, 1.0 if decay is None else decay, blob.share)
+
+        return {name: tuple(one(blob) for blob in blobs) for name, blobs in self.blobs.items()}
+
+
+def _error(layer: LayerDef, message: str) -> ProtocaffeError:
+    return ProtocaffeError.at(layer.loc, message, layer.name, layer.type)
 
 
 def _later_producers(net: NetDef) -> dict[str, list[tuple[int, LayerDef]]]:

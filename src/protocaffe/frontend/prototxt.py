@@ -2,7 +2,8 @@
 
 What happens here is what Caffe's `ReadNetParamsFromTextFile` + `UpgradeNetAsNeeded` +
 `FilterNet` do: old formats are upgraded to `layer {}` messages, the phase rules select the
-TEST net (a deploy file is run in TEST), and the input declarations (`input` + `input_dim`,
+TEST net (a deploy file is run in TEST; `phase="TRAIN"` selects the training net instead), and
+the input declarations (`input` + `input_dim`,
 `input` + `input_shape`, or `Input` layers) become `InputDef`s.
 """
 
@@ -20,7 +21,7 @@ from protocaffe.proto.schema import message_class
 
 Shape = tuple[int, ...]
 
-TEST_PHASE = 1
+PHASES = {"TRAIN": 0, "TEST": 1}
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,11 @@ class NetDef:
     layers: tuple[LayerDef, ...]
 
 
-def _phase_ok(layer: Any) -> bool:
-    """Caffe's StateMeetsRule for a TEST-phase net with no level or stages set."""
+def _phase_ok(layer: Any, phase: int) -> bool:
+    """Caffe's StateMeetsRule for a net of `phase` with no level or stages set."""
 
     def meets(rule: Any) -> bool:
-        if rule.HasField("phase") and rule.phase != TEST_PHASE:
+        if rule.HasField("phase") and rule.phase != phase:
             return False
         if rule.HasField("min_level") and rule.min_level > 0:
             return False
@@ -85,14 +86,35 @@ def _v1_layers(net: Any, locations: Locations, path: str) -> list[tuple[Any, Sou
             new.name = v0.name
             new.type = V0_TYPES.get(v0.type, v0.type)
             upgrade_v0(v0, new)
+            _upgrade_param_specs(v0, new)
         else:
             new.name = old.name
             enum_name = v1_enum.values_by_number[old.type].name if old.HasField("type") else ""
             new.type = V1_TYPES.get(enum_name, enum_name)
             copy_common_params(old, new)
+            _upgrade_param_specs(old, new)
         locations.record(new, loc)
         upgraded.append((new, loc))
     return upgraded
+
+
+def _upgrade_param_specs(old: Any, new: Any) -> None:
+    """V1's per-blob lists (`param` names, `blob_share_mode`, `blobs_lr`, `weight_decay`; V0
+    has the last two) become one ParamSpec per blob, as UpgradeV1LayerParameter
+    (upgrade_proto.cpp) makes them."""
+    fields = (
+        ("param", "name"),
+        ("blob_share_mode", "share_mode"),
+        ("blobs_lr", "lr_mult"),
+        ("weight_decay", "decay_mult"),
+    )
+    for old_field, spec_field in fields:
+        if old_field not in old.DESCRIPTOR.fields_by_name:
+            continue
+        for index, value in enumerate(getattr(old, old_field)):
+            while len(new.param) <= index:
+                new.param.add()
+            setattr(new.param[index], spec_field, value)
 
 
 def _declared_inputs(net: Any, locations: Locations, path: str) -> list[InputDef]:
@@ -122,8 +144,9 @@ def _declared_inputs(net: Any, locations: Locations, path: str) -> list[InputDef
     return [InputDef(n, s, loc) for n, s in zip(names, shapes, strict=True)]
 
 
-def read_prototxt_text(text: str, path: str, reporter: Reporter) -> NetDef:
-    """Parse prototxt text. `path` is only used in diagnostics."""
+def read_prototxt_text(text: str, path: str, reporter: Reporter, phase: str = "TEST") -> NetDef:
+    """Parse prototxt text, keeping the layers of `phase` ("TEST" or "TRAIN"). `path` is only
+    used in diagnostics."""
     locations = Locations()
     net: Any = message_class("NetParameter")()
     parse_text(text, path, net, reporter, locations)
@@ -137,8 +160,8 @@ def read_prototxt_text(text: str, path: str, reporter: Reporter) -> NetDef:
     inputs = _declared_inputs(net, locations, path)
     layers: list[LayerDef] = []
     for msg, loc in raw:
-        if not _phase_ok(msg):
-            reporter.note(loc, "not in the TEST phase; left out", msg.name, msg.type)
+        if not _phase_ok(msg, PHASES[phase]):
+            reporter.note(loc, f"not in the {phase} phase; left out", msg.name, msg.type)
             continue
         layers.append(
             LayerDef(
@@ -161,8 +184,9 @@ def _check_shape(shape: Shape, loc: SourceLoc, name: str) -> None:
         raise ProtocaffeError.at(loc, f'input "{name}" has a non-positive dimension: {shape}')
 
 
-def read_prototxt(path: str | os.PathLike[str], reporter: Reporter) -> NetDef:
-    """Read a prototxt file. Diagnostics name the path as given (relative paths stay relative)."""
+def read_prototxt(path: str | os.PathLike[str], reporter: Reporter, phase: str = "TEST") -> NetDef:
+    """Read a prototxt file (the layers of `phase`, see `read_prototxt_text`). Diagnostics name
+    the path as given (relative paths stay relative)."""
     shown = os.fspath(path)
     try:
         with open(path, "rb") as handle:
@@ -180,4 +204,4 @@ def read_prototxt(path: str | os.PathLike[str], reporter: Reporter) -> NetDef:
         raise ProtocaffeError.at(
             SourceLoc(shown, line), f"not UTF-8 text at byte {exc.start}{hint}"
         ) from None
-    return read_prototxt_text(text, shown, reporter)
+    return read_prototxt_text(text, shown, reporter, phase)

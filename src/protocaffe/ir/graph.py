@@ -41,6 +41,27 @@ class NoAttrs(Attrs):
 
 
 @dataclass(frozen=True)
+class ParamSpec:
+    """How Caffe trains one weight blob of a layer, as the net settles it (Net::AppendParam):
+    its learning-rate and weight-decay multipliers and, for a blob tied to other layers' by
+    `param { name }`, that name (`share`): every blob with one name is one parameter."""
+
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+    share: str = ""
+
+
+@dataclass(frozen=True)
+class SharedParam:
+    """One blob that layers share by `param { name }`: every (layer name, blob index) that
+    holds a copy of it in the whole net, in layer order. Kept on the graph, so that a pass that
+    leaves layers out (--outputs) still loads the copy the whole net loads."""
+
+    name: str
+    holders: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
 class Node:
     """One Caffe layer: `op` is the Caffe type (V2 spelling), `name` the layer name verbatim."""
 
@@ -56,6 +77,8 @@ class Node:
     # keeps first, then the layers folded into it in dataflow order. Their Caffe weights make
     # its state (see passes/fold.py); empty for a node that is one Caffe layer.
     fused: tuple[Node, ...] = ()
+    # One per Caffe weight blob, in blob order (empty for a layer without weights).
+    param_specs: tuple[ParamSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,11 @@ class Graph:
     # replaces an output Value by another (Dropout's by its input) keeps the name Caffe gives
     # it; empty: each output is named by its Value's blob.
     output_names: tuple[str, ...] = field(default=())
+    # The blobs the net's layers share by name (set by the lowering; passes keep it).
+    shared_params: tuple[SharedParam, ...] = field(default=())
+    # Layers of the net that a pass left out as not needed (--outputs): their weights in a
+    # caffemodel are expected, not a sign of a mismatched file.
+    left_out: tuple[str, ...] = field(default=())
 
     def __str__(self) -> str:
         """One line per node (see printer.py), as `protocaffe inspect --ir` prints it."""

@@ -8,7 +8,9 @@
 
 A value is `%blob.version` (an in-place layer writes the next version of its blob); a node is
 `outputs = Type['layer name'](inputs) {attributes}`, with a comment that gives the output shapes
-and where the layer is written. A node that --optimize folded together lists the layers it
+and where the layer is written. A layer's `param {}` specs follow its attributes when any is
+not Caffe's default (`param=[lr_mult/decay_mult 'shared name', ...]`). A node that --optimize
+folded together lists the layers it
 absorbed after its own attributes (`+ BatchNorm['bn'] {...}`). Values a pass replaced by another
 are listed last as aliases. Every Caffe name is printed as a repr() when it is not a plain
 name, so one node is always one line.
@@ -20,7 +22,7 @@ import dataclasses
 import os
 import re
 
-from protocaffe.ir.graph import Attrs, Graph, Node, Shape, Value
+from protocaffe.ir.graph import Attrs, Graph, Node, ParamSpec, Shape, Value
 
 _PLAIN = re.compile(r"[A-Za-z0-9_./\-]+")
 
@@ -43,7 +45,7 @@ def format_node(node: Node) -> str:
     outputs = ", ".join(_value(v) for v in node.outputs) or "()"
     inputs = ", ".join(_value(v) for v in node.inputs)
     originals = node.fused or (node,)
-    head = f"{outputs} = {_op(node)}({inputs}){_attrs(node.attrs)}"
+    head = f"{outputs} = {_op(node)}({inputs}){_attrs(node.attrs)}{_params(node)}"
     folded = "".join(f" + {_op(n)}{_attrs(n.attrs)}" for n in originals[1:])
     shapes = ", ".join(_shape(v.shape) for v in node.outputs)
     where = f"{_file(node.loc.file)}:" + ",".join(str(n.loc.line) for n in originals)
@@ -53,6 +55,18 @@ def format_node(node: Node) -> str:
 
 def _op(node: Node) -> str:
     return f"{node.op}[{node.name!r}]"
+
+
+def _params(node: Node) -> str:
+    specs = node.param_specs
+    if all(spec == ParamSpec() for spec in specs):
+        return ""
+
+    def one(spec: ParamSpec) -> str:
+        share = f" {spec.share!r}" if spec.share else ""
+        return f"{spec.lr_mult:g}/{spec.decay_mult:g}{share}"
+
+    return " param=[" + ", ".join(one(spec) for spec in specs) + "]"
 
 
 def _value(value: Value) -> str:

@@ -5,7 +5,8 @@ registered under one or more Caffe type names (`registry.register`). It says:
 - `parse`: the typed attributes, read from the layer's parameter message (a `LayerSource`);
 - `infer`: output shapes from input shapes, with Caffe's exact rules;
 - `blobs`: the shapes of the weight blobs Caffe stores for it (for checking and random weights);
-- `param_names` and `state`: how those blobs become the generated module's state_dict entries;
+- `param_names` and `state`: how those blobs become the generated module's state_dict entries,
+  and `learnable`: which of them are trained (parameters, not buffers);
 - `emit`: the Python that builds it in `__init__` (if anything) and computes it in `forward`;
 - optional hooks that passes and views ask instead of testing type names: what the op does
   (`role`, `identity`, `silences`, `declared_inputs`), when it passes its input through
@@ -181,6 +182,16 @@ class Layer(Generic[A]):
     ) -> dict[str, np.ndarray]:
         """Caffe blobs (already checked against `blobs()`, float32) to state_dict arrays."""
         return {}
+
+    def learnable(self, attrs: A, in_shapes: Sequence[Shape]) -> tuple[str | None, ...]:
+        """For each Caffe blob (in `blobs()` order): the state_dict key (relative to the node's
+        attribute) of the nn.Parameter that holds it, or None for a blob the module keeps as a
+        buffer and never trains (BatchNorm's statistics). Caffe's `param { lr_mult decay_mult
+        name }` of blob i apply to that parameter. The default pairs blob i with
+        `param_names()[i]`; a layer whose state is not one parameter per blob overrides it."""
+        names = self.param_names(attrs, in_shapes)
+        count = len(self.blobs(attrs, in_shapes))
+        return names if len(names) == count else (None,) * count
 
     def emit(self, attrs: A, ctx: EmitContext) -> Emission:
         raise NotImplementedError

@@ -259,9 +259,34 @@ class PReLU(ChannelWeightLayer[ChannelWeightAttrs]):
         return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init)
 
 
+@dataclass(frozen=True)
+class DropoutAttrs(Attrs):
+    ratio: float
+
+
 @register
-class Dropout(Layer[NoAttrs]):
-    """The identity at test time (Caffe scales during training instead)."""
+class Dropout(Layer[DropoutAttrs]):
+    """Caffe's Dropout (src/caffe/layers/dropout_layer.cpp): in TRAIN, each value is kept with
+    probability 1 - ratio and scaled by 1 / (1 - ratio), gradients through the same mask and
+    scale; in TEST a copy. That is nn.Dropout(p=ratio) in train() and eval(). `--optimize`
+    removes it (eval() is all it keeps)."""
 
     types = ("Dropout",)
-    identity = True
+
+    def parse(self, layer: LayerSource) -> DropoutAttrs:
+        return DropoutAttrs(f32(layer.param.dropout_param.dropout_ratio))
+
+    def emit(self, attrs: DropoutAttrs, ctx: EmitContext) -> Emission:
+        if not 0.0 <= attrs.ratio < 1.0:
+            # Caffe checks the ratio in debug builds only; a release build copies in TEST and
+            # aborts (or divides by zero at 1) in TRAIN.
+            return Emission(
+                forward=ctx.x,
+                note=f"dropout_ratio {attrs.ratio!r} is outside [0, 1): the identity here",
+            )
+        return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=f"nn.Dropout(p={attrs.ratio!r})")
+
+    def passes_through(
+        self, attrs: DropoutAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        return True

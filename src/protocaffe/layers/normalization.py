@@ -118,15 +118,22 @@ class LRN(Layer[LRNAttrs]):
 @dataclass(frozen=True)
 class BatchNormAttrs(Attrs):
     eps: float
-    use_global_stats: bool
+    # Caffe's optional field: None (unset) uses batch statistics in TRAIN and the stored ones
+    # in TEST; True the stored ones in both; False the batch's in both.
+    use_global_stats: bool | None
+    moving_average_fraction: float
 
 
 @register
 class BatchNorm(Layer[BatchNormAttrs]):
     """Caffe's BatchNorm: normalisation only (the affine part is a separate Scale layer).
+    Source: BVLC/caffe, src/caffe/layers/batch_norm_layer.cpp.
 
-    Its blobs are mean, variance and a one-element moving-average factor; the statistics are
-    the blobs divided by the factor (or zero when the factor is zero).
+    Its blobs are the sums of means and of variances and a one-element moving-average factor;
+    the statistics are the sums divided by the factor (zero when the factor is zero). The
+    module keeps the statistics (running_mean, running_var: the quotients) and the factor as
+    buffers, which train() updates with Caffe's rule (templates/helpers/CaffeBatchNorm.py);
+    with use_global_stats true they stay frozen (FrozenBatchNorm.py).
     """
 
     types = ("BatchNorm",)
@@ -134,14 +141,14 @@ class BatchNorm(Layer[BatchNormAttrs]):
 
     def parse(self, layer: LayerSource) -> BatchNormAttrs:
         p = layer.param.batch_norm_param
-        use_global = bool(p.use_global_stats) if p.HasField("use_global_stats") else True
+        use_global = bool(p.use_global_stats) if p.HasField("use_global_stats") else None
         if p.eps < 0:
             raise fail(
                 layer,
                 f"eps {f32(p.eps)} is negative: Caffe takes sqrt(variance + eps), NaN wherever "
                 "the variance is below -eps; protocaffe does not convert a negative eps",
             )
-        return BatchNormAttrs(f32(p.eps), use_global)
+        return BatchNormAttrs(f32(p.eps), use_global, f32(p.moving_average_fraction))
 
     def infer(
         self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape], layer: LayerSource
@@ -159,41 +166,54 @@ class BatchNorm(Layer[BatchNormAttrs]):
         ]
 
     def param_names(self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
-        return ("running_mean", "running_var") if attrs.use_global_stats else ()
+        return ("running_mean", "running_var", "factor")
+
+    def learnable(self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape]) -> tuple[None, ...]:
+        # Statistics, never trained (BVLC's LayerSetUp forces lr_mult 0 on all three).
+        return (None, None, None)
 
     def state(
         self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
     ) -> dict[str, np.ndarray]:
-        if not attrs.use_global_stats:
-            return {}
         import numpy as np
 
-        factor = float(blobs[2].reshape(-1)[0])
-        scale = np.float32(0.0 if factor == 0 else 1.0 / factor)
-        return {"running_mean": blobs[0] * scale, "running_var": blobs[1] * scale}
+        # Caffe's global-statistics Forward: scale = factor == 0 ? 0 : 1 / factor, in float32.
+        factor = blobs[2].reshape(1)
+        value = float(factor[0])
+        scale = np.float32(0.0 if value == 0 else np.float32(1.0) / np.float32(value))
+        return {
+            "running_mean": blobs[0] * scale,
+            "running_var": blobs[1] * scale,
+            "factor": factor,
+        }
 
     def emit(self, attrs: BatchNormAttrs, ctx: EmitContext) -> Emission:
-        shape = ctx.in_shapes[0]
-        if not attrs.use_global_stats:
-            forward = f"F.batch_norm({ctx.x}, None, None, training=True, eps={attrs.eps!r})"
+        channels = repr(ctx.in_shapes[0][1])
+        if attrs.use_global_stats:
             return Emission(
-                forward=forward,
-                note="statistics of this batch (use_global_stats false)",
-                imports=(FUNCTIONAL,),
+                forward=f"self.{ctx.attr}({ctx.x})",
+                init=call("FrozenBatchNorm", channels, eps=attrs.eps),
+                note="use_global_stats true: frozen in train() too",
+                helpers=("FrozenBatchNorm",),
             )
-        cls = {2: "nn.BatchNorm1d", 3: "nn.BatchNorm1d", 4: "nn.BatchNorm2d", 5: "nn.BatchNorm3d"}
+        in_eval = attrs.use_global_stats is False
         init = call(
-            cls.get(len(shape), "nn.BatchNorm1d"), repr(shape[1]), eps=attrs.eps, affine=False
+            "CaffeBatchNorm",
+            channels,
+            eps=attrs.eps,
+            moving_average_fraction=attrs.moving_average_fraction,
+            batch_stats_in_eval=True if in_eval else None,
         )
-        if len(shape) in cls:
-            return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init)
-        # Caffe normalises any rank over the axes after the channel; torch has no 4-D-spatial
-        # module, so those axes are flattened into one.
-        forward = f"self.{ctx.attr}(torch.flatten({ctx.x}, 2)).reshape({ctx.x}.shape)"
-        return Emission(forward=forward, init=init)
+        return Emission(
+            forward=f"self.{ctx.attr}({ctx.x})",
+            init=init,
+            note="use_global_stats false: batch statistics in eval() too" if in_eval else "",
+            helpers=("CaffeBatchNorm",),
+        )
 
     def channel_affine(self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape]) -> bool:
-        return attrs.use_global_stats
+        # What eval() computes; with use_global_stats false it depends on the batch.
+        return attrs.use_global_stats is not False
 
     def affine_coefficients(
         self, attrs: BatchNormAttrs, state: Mapping[str, np.ndarray]
@@ -306,6 +326,10 @@ class BN(Layer[BNAttrs]):
         if attrs.dialect == "pspnet":
             return ("weight", "bias", "running_mean", "running_var")
         return ("weight", "bias")
+
+    def learnable(self, attrs: BNAttrs, in_shapes: Sequence[Shape]) -> tuple[str | None, ...]:
+        # PSPNet's moving mean and variance are nn.BatchNorm2d's buffers.
+        return ("weight", "bias", None, None) if attrs.dialect == "pspnet" else ("weight", "bias")
 
     def state(
         self, attrs: BNAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]

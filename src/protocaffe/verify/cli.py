@@ -42,6 +42,7 @@ def options_from_args(args: argparse.Namespace) -> VerifyOptions:
             atol=DEFAULT_ATOL if args.atol is None else args.atol,
         ),
         seed=args.seed,
+        outputs=args.outputs,
     )
 
 

@@ -27,6 +27,7 @@ from protocaffe.frontend.prototxt import read_prototxt
 from protocaffe.ir.graph import Graph, Node, Shape, Value
 from protocaffe.layers import layer_of
 from protocaffe.passes import DEFAULT_PIPELINE, run_pipeline
+from protocaffe.passes.outputs import select_outputs
 from protocaffe.verify.compare import (
     Status,
     Tolerance,
@@ -71,6 +72,7 @@ class VerifyOptions:
     reference: str = "opencv"
     tolerance: Tolerance = field(default_factory=Tolerance)
     seed: int = 0
+    outputs: Sequence[str] | None = None  # the module's outputs (convert --outputs)
 
 
 def verify(
@@ -99,7 +101,10 @@ def verify(
         # file was read and reported on already.
         with _blame_inputs(opts, shapes, declared):
             lowered = api.compile(net, input_shapes=shapes, passes=(), reporter=Reporter())
-    graph = run_pipeline(lowered, DEFAULT_PIPELINE)
+    passes = DEFAULT_PIPELINE
+    if opts.outputs is not None:
+        passes = (select_outputs(opts.outputs), *passes)
+    graph = run_pipeline(lowered, passes)
     with tempfile.TemporaryDirectory(prefix="protocaffe-verify-") as work:
         weights = caffemodel
         if weights is None:
