@@ -582,6 +582,53 @@ class PReLUParameter(Message, Protocol):
     channel_shared: bool
 
 
+class SolverParameter(Message, Protocol):
+    net: str
+    net_param: NetParameter
+    train_net: str
+    test_net: Sequence[str]
+    train_net_param: NetParameter
+    test_net_param: Sequence[NetParameter]
+    train_state: NetState
+    test_state: Sequence[NetState]
+    test_iter: Sequence[int]
+    test_interval: int
+    test_compute_loss: bool
+    test_initialization: bool
+    base_lr: float
+    display: int
+    average_loss: int
+    max_iter: int
+    iter_size: int
+    lr_policy: str
+    gamma: float
+    power: float
+    momentum: float
+    weight_decay: float
+    regularization_type: str
+    stepsize: int
+    stepvalue: Sequence[int]
+    clip_gradients: float
+    snapshot: int
+    snapshot_prefix: str
+    snapshot_diff: bool
+    snapshot_format: int
+    solver_mode: int
+    device_id: int
+    random_seed: int
+    type: str
+    delta: float
+    momentum2: float
+    rms_decay: float
+    debug_info: bool
+    snapshot_after_train: bool
+    solver_type: int
+    layer_wise_reduce: bool
+    weights: Sequence[str]
+    eval_type: str
+    ap_version: str
+
+
 class PermuteParameter(Message, Protocol):
     order: Sequence[int]
 
