@@ -132,7 +132,9 @@ class Run:
 
 def _expose_every_value(graph: Graph) -> Graph:
     """A pass for tests: every value a node defines becomes an output of the module."""
-    return replace(graph, outputs=tuple(v for node in graph.nodes for v in node.outputs))
+    return replace(
+        graph, outputs=tuple(v for node in graph.nodes for v in node.outputs), output_names=()
+    )
 
 
 def check_every_layer_against_opencv(

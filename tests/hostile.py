@@ -246,10 +246,15 @@ _HELPER_TREES: dict[str, str] = {}
 
 
 def _helper_tree(name: str) -> str:
-    if name not in _HELPER_TREES:
-        from protocaffe.backend.helpers import helper_source
+    """The text of top-level function or class `name` as its helper file defines it (a helper
+    file may define private functions beside its public one)."""
+    if not _HELPER_TREES:
+        from protocaffe.backend.helpers import templates_dir
 
-        _HELPER_TREES[name] = ast.unparse(ast.parse(helper_source(name)).body[0])
+        for path in sorted((templates_dir() / "helpers").glob("*.py")):
+            for stmt in ast.parse(path.read_text(encoding="utf-8")).body:
+                if isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
+                    _HELPER_TREES[stmt.name] = ast.unparse(stmt)
     return _HELPER_TREES[name]
 
 

@@ -46,12 +46,13 @@ SNAPSHOTS = {
         "(1, 0): every dimension must be positive"
     ),
     "group_not_dividing.prototxt": (
-        'group_not_dividing.prototxt:4: layer "conv" (Convolution): input channels 4 are not '
-        "divisible by group 3"
+        'group_not_dividing.prototxt:4: layer "conv" (Convolution): Caffe aborts here: input '
+        "channels 4 % group 3 != 0"
     ),
     "kernel_too_large.prototxt": (
-        'kernel_too_large.prototxt:4: layer "conv" (Convolution): kernel (9, 9) (dilation '
-        "(1, 1)) is larger than the padded input 8x8"
+        'kernel_too_large.prototxt:4: layer "conv" (Convolution): the output would be (0, 0): '
+        "kernel (9, 9) (dilation (1, 1), stride (1, 1), pad (1, 1)) leaves no output for the "
+        "input (6, 6)"
     ),
     "pool_kernel_too_large.prototxt": (
         'pool_kernel_too_large.prototxt:4: layer "pool" (Pooling): kernel (9, 9) is larger '

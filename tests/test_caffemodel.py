@@ -209,12 +209,26 @@ def test_writer_rejects_complex_and_leaves_no_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_blob_without_shape_is_0d(tmp_path: Path) -> None:
+    """Blob::ToProto writes no shape for a 0-D blob (Scale with num_axes 0) and FromProto reads
+    it back as 0-D; one holding several values is refused, as Caffe's count check refuses it."""
+    path = tmp_path / "zero.caffemodel"
+    path.write_bytes(ld(100, ld(1, b"s") + ld(2, b"Scale") + ld(7, ld(5, struct.pack("<f", 3)))))
+    assert read_caffemodel(path).layers[0].blobs[0].shape == ()
+    path.write_bytes(
+        ld(100, ld(1, b"s") + ld(2, b"Scale") + ld(7, ld(5, struct.pack("<2f", 1, 2))))
+    )
+    with pytest.raises(ProtocaffeError, match="no shape, so Caffe reads it as a 0-D blob"):
+        read_caffemodel(path)
+
+
 def test_huge_sparse_file_past_2gib(tmp_path: Path) -> None:
     count = (1 << 29) + 3  # 2 GiB + 12 bytes of float32 zeros, never touched by the reader
     blob = ld(7, ld(1, varint(count))) + key(5, 2) + varint(count * 4)
     head = ld(1, b"big") + ld(2, b"InnerProduct") + key(7, 2) + varint(len(blob) + count * 4)
     prefix = key(100, 2) + varint(len(head) + len(blob) + count * 4) + head + blob
-    tail = ld(100, ld(1, b"after") + ld(2, b"Bias") + ld(7, ld(5, struct.pack("<2f", 1, 2))))
+    two = ld(7, ld(1, varint(2))) + ld(5, struct.pack("<2f", 1, 2))
+    tail = ld(100, ld(1, b"after") + ld(2, b"Bias") + ld(7, two))
     path = tmp_path / "big.caffemodel"
     with open(path, "wb") as out:
         out.write(prefix)
@@ -325,7 +339,7 @@ def blob(draw: st.DrawFn) -> tuple[bytes, npt.NDArray[Any]]:
     else:
         ordered = []
     if mode == "none":
-        shape = (draw(st.integers(0, 6)),)
+        shape = ()  # Caffe's 0-D blob: ToProto writes no shape at all
     count = math.prod(shape)
     if double:
         values = draw(st.lists(FLOATS64, min_size=count, max_size=count))
@@ -448,7 +462,7 @@ def protobuf_net(draw: st.DrawFn) -> tuple[bytes, str, list[Expected]]:
                 proto.num, proto.channels, proto.height, proto.width = dims
                 shape = tuple(dims)
             else:
-                shape = (draw(st.integers(0, 5)),)
+                shape = ()  # no shape: a 0-D blob, one value
             count = math.prod(shape)
             if draw(st.booleans()):
                 values = draw(st.lists(FLOATS64, min_size=count, max_size=count))
@@ -478,8 +492,9 @@ def test_special_floats_are_bit_exact(tmp_path: Path) -> None:
     values = np.concatenate([values, np.frombuffer(b"\x01\x00\x80\x7f", np.float32)])  # sNaN
     packed = ld(5, values.tobytes())
     unpacked = b"".join(key(5, 5) + v.tobytes() for v in values)
+    shape = ld(7, ld(1, varint(values.size)))
     for data in (packed, unpacked):
-        path = write_bytes(tmp_path, ld(100, text(1, "x") + ld(7, data)))
+        path = write_bytes(tmp_path, ld(100, text(1, "x") + ld(7, shape + data)))
         (array,) = read_caffemodel(path).layers[0].blobs
         assert array.tobytes() == values.tobytes()
 

@@ -219,8 +219,8 @@ CONV_FC = HEAD + (
             (1, 3, 2, 2),
             "protocaffe verify: x.npy: input 'data' has shape (1, 3, 2, 2), which the net "
             'cannot take (it declares (1, 3, 8, 8)): net.prototxt:4: layer "conv" '
-            "(Convolution): kernel (3, 3) (dilation (1, 1)) is larger than the padded input "
-            "2x2\n",
+            "(Convolution): the output would be (0, 0): kernel (3, 3) (dilation (1, 1), "
+            "stride (1, 1), pad (0, 0)) leaves no output for the input (2, 2)\n",
         ),
         (
             (1, 4, 8, 8),

@@ -435,7 +435,7 @@ def test_random_weights_errors_leave_no_file(tmp_path):
         (
             'layer { name: "c" type: "Convolution" bottom: "data" top: "c"'
             " convolution_param { num_output: 0 kernel_size: 1 } }",
-            "top 'c' would have shape (1, 0, 8, 8): every dimension must be positive",
+            "Caffe aborts here: convolution_param.num_output must be positive",
         ),
         (
             'layer { name: "c" type: "Pooling" bottom: "data" top: "c"'

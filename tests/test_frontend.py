@@ -22,7 +22,7 @@ from caffe_check import (
 )
 
 from protocaffe.api import convert, module_from_source
-from protocaffe.errors import Reporter
+from protocaffe.errors import ProtocaffeError, Reporter
 from protocaffe.proto.schema import message_class
 from protocaffe.random_weights import random_weights
 
@@ -326,9 +326,9 @@ def test_several_outputs_in_caffe_order(tmp_path):
 
 
 def test_reader_before_an_in_place_update_sees_the_old_value(tmp_path):
-    """`a` reads data before the in-place ReLU: it must see the values before the ReLU, and
-    the Concat after it the values after. (Real Caffe refuses this net once it inserts Split
-    layers; OpenCV runs it with these semantics.)"""
+    """`a` reads data before the in-place ReLU. Real Caffe refuses this net once it inserts
+    Split layers (issue 13 finding A); protocaffe refuses it as Caffe does, although OpenCV
+    runs it."""
     text = net_text(
         {"data": (1, 2, 3, 4)},
         layer("a", "Power", "data", params="power_param { scale: 2 }")
@@ -337,8 +337,5 @@ def test_reader_before_an_in_place_update_sees_the_old_value(tmp_path):
         + layer("scale", "Power", "data", "data", params="power_param { scale: -1 }")
         + layer("out", "Concat", ["a", "b", "data"]),
     )
-    run, inputs = check_against_opencv(tmp_path, text)
-    x = inputs["data"]
-    relu = np.maximum(x, 0)
-    expected = np.concatenate([2 * x, relu + 1, -relu], axis=1)
-    assert_close(run.ours(inputs)["out"], expected)
+    with pytest.raises(ProtocaffeError, match="produced by multiple sources"):
+        check_against_opencv(tmp_path, text)

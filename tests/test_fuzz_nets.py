@@ -22,11 +22,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from caffe_fuzz.aliasing import stale_reads
+from caffe_fuzz.compare import layers_of, parse_net
 from hypothesis import example, given, note, reject, settings
 from hypothesis import strategies as st
 from opencv_ref import OpenCVWorker
 
 from protocaffe.api import Conversion, convert
+from protocaffe.errors import ProtocaffeError
 from protocaffe.random_weights import random_weights
 
 pytest.importorskip("cv2")
@@ -141,10 +144,10 @@ def add_layer(draw: Any, net: NetBuilder) -> None:
             shift = draw(st.sampled_from([0.0, 1.0, -0.5]))
             params = f"power_param {{ power: {power} scale: {scale} shift: {shift} }}"
         elif kind == "PReLU":
+            # channel_shared: its weight is a 0-D blob in Caffe's files, which OpenCV 4 cannot
+            # load; real Caffe checks it (test_fuzz_regressions.py, cause 1).
             if len(shape) < 2:
                 kind = "TanH"
-            elif draw(st.booleans()):
-                params = "prelu_param { channel_shared: true }"
         elif kind == "BatchNorm":
             if len(shape) < 2:
                 kind = "Sigmoid"
@@ -416,7 +419,21 @@ def test_fuzzed_net_matches_opencv(
     seed: int,
 ) -> None:
     text, shape = net
-    check_against_opencv(opencv, tmp_path_factory.mktemp("fuzz"), text, shape, seed)
+    if stale_reads(layers_of(parse_net(text))):
+        # A reader of memory an in-place layer wrote through another blob (issue 13 cause 5):
+        # protocaffe follows Caffe there (checked against the oracle in
+        # test_fuzz_regressions.py); OpenCV follows the dataflow.
+        reject()
+    try:
+        check_against_opencv(opencv, tmp_path_factory.mktemp("fuzz"), text, shape, seed)
+    except ProtocaffeError as exc:
+        # The generator may run a layer in place where real Caffe aborts (AbsVal, Flatten,
+        # Reshape, Split; a write after another layer read the blob): protocaffe refuses such a
+        # net with Caffe's CHECK, in one located line, as test_fuzz_regressions.py checks
+        # against the oracle. OpenCV runs it, so there is nothing to compare.
+        if "Caffe aborts here" not in str(exc) and "in place" not in str(exc):
+            raise
+        reject()
 
 
 def test_grouped_dilated_padded_convolution_matches_numpy(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from protocaffe.frontend.caffemodel_writer import write_caffemodel
 from protocaffe.random_weights import random_weights
 
 # Layer names (L0..L8) and blob names (IN, B0..B7) of one small net that uses an in-place
-# layer, helpers (Scale, caffe_pool2d), a Concat, an Eltwise, a Slice with two tops and layers
+# layer, helpers (Scale, caffe_pool), a Concat, an Eltwise, a Slice with two tops and layers
 # with weights; outputs B1, B6 and B7.
 LAYERS = 9
 BLOBS = 9
@@ -198,8 +198,8 @@ def check_names(
 )
 @example(
     net="f",
-    layers=["_parameters", "forward", "input", "caffe_pool2d", "Scale", "self", "", "x\ny", "'''"],
-    blobs=["caffe_pool2d", "training", "__init__", "Bias", "\r", "\x00", "class", "\u2028", '"'],
+    layers=["_parameters", "forward", "input", "caffe_pool", "Scale", "self", "", "x\ny", "'''"],
+    blobs=["caffe_pool", "training", "__init__", "Bias", "\r", "\x00", "class", "\u2028", '"'],
 )
 def test_arbitrary_names(
     tmp_path_factory: pytest.TempPathFactory,

@@ -65,31 +65,32 @@ def test_pooling_matches_caffe_for_any_geometry(tmp_path_factory, geometry):
 
 def test_the_pooling_helper_sizes_windows_by_the_layers_rule():
     """Caffe's output-size rule has two copies: `caffe_pool_size`, which shape inference uses,
-    and the generated `caffe_pool2d` helper, which computes it at run time in torch. They must
-    agree on every geometry (both axes, ceil and floor, any pad below the kernel)."""
+    and the generated `caffe_pool` helper, which computes it at run time in torch. They must
+    agree on every geometry (both axes, ceil and floor, any pad below the kernel; a pad on one
+    axis drops a last window that starts in the padding on the other axis too)."""
     import torch
 
     from protocaffe.backend.helpers import helper_imports, helper_source
     from protocaffe.layers.pooling import caffe_pool_size
 
     namespace: dict[str, object] = {}
-    source = "\n".join(helper_imports("caffe_pool2d")) + "\n\n" + helper_source("caffe_pool2d")
-    exec(compile(source, "caffe_pool2d.py", "exec"), namespace)
-    caffe_pool2d = namespace["caffe_pool2d"]
+    source = "\n".join(helper_imports("caffe_pool")) + "\n\n" + helper_source("caffe_pool")
+    exec(compile(source, "caffe_pool.py", "exec"), namespace)
+    caffe_pool = namespace["caffe_pool"]
     checked = 0
     for size in range(1, 13):
         for kernel in range(1, 6):
             for stride in range(1, 5):
                 for pad in range(kernel):
                     for ceil in (False, True):
-                        expected = caffe_pool_size(size, kernel, stride, pad, ceil)
+                        expected = caffe_pool_size(size, kernel, stride, pad, ceil, pad > 0)
                         if expected <= 0:
                             continue
                         x = torch.zeros(1, 1, size, size + 2)
-                        out = caffe_pool2d(
-                            x, (kernel, 1), (stride, 1), (pad, 0), ceil, average=checked % 2 == 0
+                        out = caffe_pool(
+                            x, [kernel, 1], [stride, 2], [pad, 0], ceil, average=checked % 2 == 0
                         )
-                        other = caffe_pool_size(size + 2, 1, 1, 0, ceil)
+                        other = caffe_pool_size(size + 2, 1, 2, 0, ceil, pad > 0)
                         assert tuple(out.shape[2:]) == (expected, other), (
                             size,
                             kernel,
@@ -97,8 +98,8 @@ def test_the_pooling_helper_sizes_windows_by_the_layers_rule():
                             pad,
                             ceil,
                         )
-                        out = caffe_pool2d(
-                            x.transpose(2, 3), (1, kernel), (1, stride), (0, pad), ceil, False
+                        out = caffe_pool(
+                            x.transpose(2, 3), [1, kernel], [1, stride], [0, pad], ceil, False
                         )
                         assert tuple(out.shape[2:]) == (size + 2, expected)
                         checked += 1

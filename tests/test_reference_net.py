@@ -41,8 +41,10 @@ def test_every_converted_layer_type_has_a_reference() -> None:
     from protocaffe.layers import registered_types
 
     # Input and the data layers that declare shapes (DummyData, MemoryData) become inputs: the
-    # reference takes their tops as given, as it does for every data layer.
-    declared = {"Input"} | reference.DATA_LAYERS
+    # reference takes their tops as given, as it does for every data layer. SharedMemory is
+    # protocaffe's own node (a blob re-bound to memory another blob wrote): verify takes its
+    # reference from the written blob's (verify/core.py).
+    declared = {"Input", "SharedMemory"} | reference.DATA_LAYERS
     missing = set(registered_types()) - set(reference.layer_types()) - declared
     assert not missing
 
@@ -59,7 +61,7 @@ def test_unknown_types_are_one_located_error_each() -> None:
     text = HEAD + (
         'layer { name: "a" type: "MyClip" bottom: "data" top: "a" }\n'
         'layer { name: "b" type: "ReLU" bottom: "a" top: "b" }\n'
-        'layer { name: "c" type: "Mish" bottom: "b" top: "c" }\n'
+        'layer { name: "c" type: "MyGelu" bottom: "b" top: "c" }\n'
     )
     with pytest.raises(ProtocaffeError) as caught:
         ReferenceNet(_net(text))
@@ -67,7 +69,7 @@ def test_unknown_types_are_one_located_error_each() -> None:
     assert len(lines) == 2
     assert lines[0].startswith('net.prototxt:4: layer "a" (MyClip): ')
     assert "has no implementation of layer type 'MyClip'" in lines[0]
-    assert lines[1].startswith('net.prototxt:6: layer "c" (Mish): ')
+    assert lines[1].startswith('net.prototxt:6: layer "c" (MyGelu): ')
 
 
 def test_a_registered_function_runs_a_new_type() -> None:

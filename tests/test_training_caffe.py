@@ -231,7 +231,8 @@ def _every_value(graph: Graph) -> Graph:
     """A pass for tests: the last version of every blob becomes an output, in Caffe's name
     order, so that each can be compared with Caffe's blob of that name after the forward."""
     last = {v.blob: v for node in graph.nodes for v in node.outputs}
-    return replace(graph, outputs=tuple(last[name] for name in sorted(last)))
+    names = tuple(sorted(last))
+    return replace(graph, outputs=tuple(last[name] for name in names), output_names=names)
 
 
 def _write_case(folder: Path, case: Case) -> Result:

@@ -12,41 +12,108 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def caffe_pool2d(
+def _caffe_pool_sizes(
     x: torch.Tensor,
-    kernel: tuple[int, int],
-    stride: tuple[int, int],
-    pad: tuple[int, int],
+    kernel: list[int],
+    stride: list[int],
+    pad: list[int],
     ceil: bool,
-    average: bool,
+    clip_last: bool,
     extra: int = 0,
-) -> torch.Tensor:
-    """Caffe's pooling, for geometries where torch's output size or padding rule differ.
-
-    Pads explicitly to Caffe's output size (ceil, then drop a last window that starts in the
-    padding when pad > 0) and, for AVE, divides by Caffe's window size clipped at H + pad.
-    `extra` more rows and columns: ChenYingpeng/darknet2caffe's rule (--dialect darknet-pool).
-    """
+) -> list[int]:
+    """Caffe's pooled size per spatial axis: ceil (or floor), `extra` more (darknet2caffe's
+    rule, --dialect darknet-pool), then, when any pad is non-zero (and `clip_last`: C3D's
+    Pooling3D has no such rule), drop a last window that would start in the padding, on every
+    axis (PoolingLayer::Reshape)."""
+    clip = clip_last and max(pad) > 0
     sizes: list[int] = []
-    for i in range(2):
-        span = x.shape[2 + i] + 2 * pad[i] - kernel[i]
+    for i in range(len(kernel)):
+        size = x.shape[2 + i]
+        span = size + 2 * pad[i] - kernel[i]
         out = (-(-span // stride[i]) if ceil else span // stride[i]) + 1 + extra
-        if pad[i] > 0 and (out - 1) * stride[i] >= x.shape[2 + i] + pad[i]:
+        if clip and (out - 1) * stride[i] >= size + pad[i]:
             out -= 1
         sizes.append(out)
-    height, width = x.shape[2], x.shape[3]
-    bottom = (sizes[0] - 1) * stride[0] + kernel[0] - pad[0] - height
-    right = (sizes[1] - 1) * stride[1] + kernel[1] - pad[1] - width
+    return sizes
+
+
+def _caffe_padded(
+    x: torch.Tensor,
+    kernel: list[int],
+    stride: list[int],
+    pad: list[int],
+    sizes: list[int],
+    fill: float,
+) -> torch.Tensor:
+    """`x` padded (or cropped) so that plain windows of `kernel` and `stride` give `sizes`."""
+    widths: list[int] = []
+    for i in range(len(kernel) - 1, -1, -1):
+        after = (sizes[i] - 1) * stride[i] + kernel[i] - pad[i] - x.shape[2 + i]
+        widths += [pad[i], after]
+    return F.pad(x, widths, value=fill)
+
+
+def caffe_pool(
+    x: torch.Tensor,
+    kernel: list[int],
+    stride: list[int],
+    pad: list[int],
+    ceil: bool,
+    average: bool,
+    clip_last: bool = True,
+    extra: int = 0,
+) -> torch.Tensor:
+    """Caffe's MAX or AVE pooling over 2 or 3 spatial axes, for geometries where torch's output
+    size or padding rule differ: pads explicitly to Caffe's output size and, for AVE, divides
+    by Caffe's window size clipped at size + pad."""
+    sizes = _caffe_pool_sizes(x, kernel, stride, pad, ceil, clip_last, extra)
     fill = 0.0 if average else torch.finfo(x.dtype).min
-    padded = F.pad(x, (pad[1], right, pad[0], bottom), value=fill)
+    padded = _caffe_padded(x, kernel, stride, pad, sizes, fill)
     if not average:
-        return F.max_pool2d(padded, kernel, stride)
-    total = F.avg_pool2d(padded, kernel, stride, divisor_override=1)
-    rows = torch.arange(sizes[0], device=x.device) * stride[0] - pad[0]
-    cols = torch.arange(sizes[1], device=x.device) * stride[1] - pad[1]
-    rows_count = torch.clamp(rows + kernel[0], max=height + pad[0]) - rows
-    cols_count = torch.clamp(cols + kernel[1], max=width + pad[1]) - cols
-    return total / (rows_count[:, None] * cols_count[None, :]).to(x.dtype)
+        if len(kernel) == 2:
+            return F.max_pool2d(padded, kernel, stride)
+        return F.max_pool3d(padded, kernel, stride)
+    if len(kernel) == 2:
+        total = F.avg_pool2d(padded, kernel, stride, divisor_override=1)
+    else:
+        total = F.avg_pool3d(padded, kernel, stride, divisor_override=1)
+    count = torch.ones(sizes, dtype=x.dtype, device=x.device)
+    for i in range(len(kernel)):
+        starts = torch.arange(sizes[i], device=x.device) * stride[i] - pad[i]
+        ends = torch.clamp(starts + kernel[i], max=x.shape[2 + i] + pad[i])
+        shape = [1] * len(kernel)
+        shape[i] = sizes[i]
+        count = count * (ends - starts).to(x.dtype).reshape(shape)
+    return total / count
+
+
+def caffe_max_pool_mask(
+    x: torch.Tensor,
+    kernel: list[int],
+    stride: list[int],
+    pad: list[int],
+    ceil: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caffe's MAX pooling with its second top: the flat index of each window's first maximum
+    within its channel's spatial volume (h * W + w), a float as Caffe stores it; -1 where the
+    window holds no input value."""
+    sizes = _caffe_pool_sizes(x, kernel, stride, pad, ceil, True)
+    padded = _caffe_padded(x, kernel, stride, pad, sizes, torch.finfo(x.dtype).min)
+    if len(kernel) == 2:
+        values, indices = F.max_pool2d(padded, kernel, stride, return_indices=True)
+    else:
+        values, indices = F.max_pool3d(padded, kernel, stride, return_indices=True)
+    flat = torch.zeros_like(indices)
+    inside = torch.ones_like(indices, dtype=torch.bool)
+    scale = 1
+    for i in range(len(kernel) - 1, -1, -1):
+        coord = indices % padded.shape[2 + i] - pad[i]
+        indices = torch.div(indices, padded.shape[2 + i], rounding_mode="floor")
+        inside = inside & (coord >= 0) & (coord < x.shape[2 + i])
+        flat = flat + coord * scale
+        scale = scale * x.shape[2 + i]
+    mask = torch.where(inside, flat, torch.full_like(flat, -1))
+    return values, mask.to(x.dtype)
 
 
 class Edge_casesOutputs(NamedTuple):
@@ -77,9 +144,9 @@ class Edge_cases(nn.Module):
         class_ = self.class_(image)  # 'class' Convolution -> (1, 8, 15, 15)
         _1x1 = self._1x1(class_)  # '1x1' PReLU
         # 'skip-pool' Pooling -> (1, 8, 8, 8): Caffe's window rule differs from torch's here
-        skip_pool = caffe_pool2d(_1x1, (1, 1), (2, 2), (0, 0), ceil=True, average=False)
+        skip_pool = caffe_pool(_1x1, [1, 1], [2, 2], [0, 0], ceil=True, average=False)
         # 'wide pool' Pooling -> (1, 8, 9, 9): Caffe's window rule differs from torch's here
-        wide_pool = caffe_pool2d(_1x1, (3, 3), (2, 2), (2, 2), ceil=True, average=True)
+        wide_pool = caffe_pool(_1x1, [3, 3], [2, 2], [2, 2], ceil=True, average=True)
         up = self.up(skip_pool)  # 'up' Deconvolution -> (1, 8, 18, 18)
         # 'crop' Crop -> (1, 8, 15, 15)
         crop = up[:, :, 1 : 1 + _1x1.shape[2], 1 : 1 + _1x1.shape[3]]
@@ -89,8 +156,13 @@ class Edge_cases(nn.Module):
         for_ = torch.tanh(lo)  # 'for' TanH
         after = torch.sigmoid(for_)  # 'after' Sigmoid
         mix = torch.maximum(torch.maximum(for_, hi), after)  # 'mix' Eltwise
-        # 'argmax' ArgMax -> (1, 1, 9, 9)
-        argmax = torch.topk(wide_pool, 1, dim=1).indices.to(wide_pool.dtype)
+        # 'argmax' ArgMax -> (1, 1, 9, 9): ties: the larger index first, as Caffe
+        argmax = (
+            torch.sort(wide_pool, dim=1, stable=True)
+            .indices.flip(1)
+            .narrow(1, 0, 1)
+            .to(wide_pool.dtype)
+        )
         return Edge_casesOutputs(
             argmax.contiguous(), gated.contiguous(), mix.contiguous()
         )

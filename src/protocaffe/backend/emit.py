@@ -168,8 +168,9 @@ def shown_source(path: str) -> str:
 
 def _value_name(value: Value, node: Node | None) -> str:
     # The first version of a blob is named after the blob; later (in-place) versions after the
-    # layer that wrote them, so `relu1` reads as the output of layer relu1.
-    if value.version == 0 or node is None:
+    # layer that wrote them, so `relu1` reads as the output of layer relu1. A blob re-bound to
+    # shared memory (SharedMemory) keeps its own name, with a number.
+    if value.version == 0 or node is None or layer_of(node).rebinds:
         return value.blob
     return node.name
 
@@ -449,6 +450,8 @@ def _training_lines(node: Node, attr: str, body: _Body) -> None:
 
 def _forward_line(node: Node, emission: Emission, local: Mapping[Value, str], trace: str) -> Line:
     targets = ", ".join(local[v] for v in node.outputs)
+    if emission.comment is not None:
+        return Line(f"{targets} = {emission.forward}", emission.comment)
     comment = trace
     shapes = [v.shape for v in node.outputs]
     if not node.inputs or shapes != [node.inputs[0].shape] * len(shapes):
@@ -515,7 +518,7 @@ def _module_docstring(graph: Graph, regenerate: str | None, source_name: str | N
 def _class_docstring(graph: Graph) -> list[str]:
     name = graph.name or "net"
     inputs = [f"{doc_text(v.blob)} {fmt_shape(v.shape)}," for v in graph.inputs]
-    outputs = [f"{doc_text(v.blob)}," for v in graph.outputs]
+    outputs = [f"{doc_text(graph.output_name(i))}," for i in range(len(graph.outputs))]
     return wrap_units(
         ["Caffe", "net", f"{doc_text(name)}:", "inputs"]
         + [*inputs[:-1], inputs[-1][:-1] + ";", "outputs"]

@@ -15,8 +15,9 @@ own parser) that the tests compare this one with.
 The meaning of a blob follows Caffe (`Blob::FromProto` / `Blob::ShapeEquals`):
 
 * shape: the legacy 4-D dims (num, channels, height, width) when any of them is present, kept
-  4-D exactly as stored (a V1 bias is often (1, 1, 1, N)); otherwise `shape` (BlobShape) when
-  present, even with no dims (a 0-d blob); otherwise 1-D (count,);
+  4-D exactly as stored (a V1 bias is often (1, 1, 1, N)); otherwise `shape` (BlobShape), and
+  a blob with neither is 0-D (Caffe's ToProto writes no `shape` for a 0-D blob, such as a
+  Scale with num_axes 0 or a channel-shared PReLU weight, and FromProto reads it back so);
 * values: `double_data` (float64) when it holds any value, otherwise `data` (float32);
   `diff` and `double_diff` are ignored;
 * the number of values must equal the product of the shape.
@@ -161,7 +162,12 @@ def finish_blob(raw: RawBlob) -> tuple[npt.NDArray[Any], str | None]:
         shape = tuple(raw.dims)
         what = "shape"
     else:
-        return values, None
+        if values.size != 1:
+            return values, (
+                f"it has no shape, so Caffe reads it as a 0-D blob (Blob::FromProto), which "
+                f"holds 1 value; it holds {values.size}"
+            )
+        return values.reshape(()), None
     if any(d < 0 for d in shape):
         return values, f"{what} {shape} has a negative dimension"
     need = math.prod(shape)

@@ -1,15 +1,22 @@
 """Lower a `NetDef` to the graph IR: typed attributes, SSA values and inferred shapes.
 
 The walk follows the file's layer order, which Caffe requires to be a dataflow order. Each top
-defines a new Value; an in-place top (a name that is also a bottom) defines the next version of
-that blob, so earlier readers keep the version they saw. Errors found on the way (missing
-bottoms, tops defined twice, shape mismatches) carry the layer's location.
+defines a new Value; an in-place top (a top named like the bottom at its position) defines the
+next version of that blob, so earlier readers keep the version they saw. Errors found on the way
+(missing bottoms, tops defined twice, in-place layers Caffe refuses, shape mismatches) carry
+the layer's location.
+
+Caffe's shared memory is tracked as memory classes of blob names: a layer whose tops share its
+bottom's memory (`Layer.shares_memory`) puts them in the bottom's class. When an in-place layer
+writes a blob, every other blob of its class holds the written values too; before such a blob
+is read again (or returned), a `SharedMemory` node defines its next version from the written
+one, so later readers see what Caffe's readers see (docs/shared-memory.md).
 
 The steps, in order: check that every type is known (`_check_types`); declare the inputs;
 lower each layer (`_Lowering.layer`: leave out training-only layers, parse, resolve bottoms,
-infer and check output shapes, define the outputs, read its `param` specs); then settle the
-multipliers of shared parameters (`_Params`, Caffe's Net::AppendParam) and find the net's
-outputs (`finish`).
+check in-place use, infer and check output shapes, define the outputs, read its `param`
+specs, follow shared memory); then settle the multipliers of shared parameters (`_Params`,
+Caffe's Net::AppendParam) and find the net's outputs (`finish`).
 
 A train_val net lowers too: its data layers are left out and their tops become the module's
 inputs where a kept layer reads them (shaped by `--input-shape`, or by the layer's own shape
@@ -31,7 +38,9 @@ from protocaffe.frontend.dialects import apply_dialects
 from protocaffe.frontend.prototxt import LayerDef, NetDef
 from protocaffe.ir.graph import Attrs, Graph, Node, ParamSpec, Shape, SharedParam, Value
 from protocaffe.layers import Layer, lookup
+from protocaffe.layers.base import Role
 from protocaffe.layers.registry import registered_types
+from protocaffe.layers.structure import SHARED_MEMORY, SharedMemoryAttrs
 
 PLUGIN_DOCS = "see 'Custom layers' in the protocaffe README"
 
@@ -149,7 +158,9 @@ def _check_types(net: NetDef) -> None:
         for layer in net.layers
         if lookup(layer.type) is None and layer.type not in TRAINING_ONLY
     ]
-    known = [*registered_types(), *TRAINING_ONLY] if missing else []
+    # SharedMemory is protocaffe's own node, never a type to suggest.
+    types = [t for t in registered_types() if t != SHARED_MEMORY]
+    known = [*types, *TRAINING_ONLY] if missing else []
     unknown = [
         Diagnostic(
             layer.loc,
@@ -199,6 +210,15 @@ class _Lowering:
         self.weighted: dict[str, LayerDef] = {}  # layers with weights, by name
         self.later_tops = _later_producers(net)
         self.read = _read_blobs(net)
+        # Caffe's view of blob names: the layers that read each blob since a layer last wrote
+        # it (an in-place write after such a read aborts Caffe), and which blobs share memory.
+        self.readers: dict[str, list[LayerDef]] = {}
+        self.memory: dict[str, int] = {}
+        # blob -> (the value last written in place into its memory through another blob, the
+        # layer that wrote it): the blob must be re-bound to it before its next use.
+        self.stale: dict[str, tuple[Value, LayerDef]] = {}
+        # Values that hold prior boxes without a positive width or height, and why.
+        self.degenerate: dict[Value, str] = {}
 
     def define_input(
         self, name: str, shape: Shape, loc: SourceLoc, layer: LayerDef | None, fed: bool = False
@@ -218,6 +238,8 @@ class _Lowering:
         value = Value(name, 0, shape)
         self.env[name] = value
         self.inputs.append(value)
+        self.readers[name] = []
+        self.memory[name] = len(self.memory)
         if fed:
             self.fed.add(value)
 
@@ -244,14 +266,19 @@ class _Lowering:
             return
         bottoms = self._bottoms(index, layer)
         out_shapes = self._out_shapes(layer, kind, attrs, bottoms)
+        self._check_in_place(layer, kind, attrs, bottoms, out_shapes)
         outputs = self._outputs(layer, out_shapes)
+        self._follow_degenerate_boxes(layer, kind, attrs, bottoms, outputs)
         if kind.silences:
             self.silenced.update(bottoms)
         else:
             self.consumed.update(bottoms)
+        for bottom in layer.bottoms:
+            self.readers[bottom].append(layer)
         for value in outputs:
             self.env[value.blob] = value
             self.producer[value.blob] = layer
+            self.readers[value.blob] = []
         in_shapes = [v.shape for v in bottoms]
         params = kind.param_names(attrs, in_shapes)
         if params:
@@ -260,6 +287,7 @@ class _Lowering:
         self.nodes.append(
             Node(layer.type, layer.name, tuple(bottoms), tuple(outputs), attrs, layer.loc, params)
         )
+        self._follow_memory(layer, kind, attrs, bottoms, outputs)
 
     def _left_out(self, layer: LayerDef) -> bool:
         """Training-only layers (whose tops may be fed as inputs instead) and a Silence that
@@ -299,6 +327,8 @@ class _Lowering:
         bottoms: list[Value] = []
         for bottom in layer.bottoms:
             if bottom in self.env:
+                if bottom in self.stale:
+                    self._rebind(bottom)
                 bottoms.append(self.env[bottom])
                 continue
             raise ProtocaffeError.at(
@@ -351,6 +381,136 @@ class _Lowering:
             outputs.append(Value(top, version, tuple(shape)))
         return outputs
 
+    def _check_in_place(
+        self,
+        layer: LayerDef,
+        kind: Layer[Any],
+        attrs: Attrs,
+        bottoms: Sequence[Value],
+        out_shapes: Sequence[Shape],
+    ) -> None:
+        """Caffe's rules for a top named like a bottom (net.cpp AppendTop, insert_splits.cpp,
+        and the layers' own CHECKs), and protocaffe's refusal of layers that compute something
+        else in place."""
+        for position, top in enumerate(layer.tops):
+            if top not in layer.bottoms:
+                continue
+            if position >= len(layer.bottoms) or layer.bottoms[position] != top:
+                raise ProtocaffeError.at(
+                    layer.loc,
+                    f"Caffe aborts here: Top blob '{top}' produced by multiple sources (an "
+                    "in-place top must be at the position of its bottom)",
+                    layer.name,
+                    layer.type,
+                )
+            earlier = self.readers.get(top, [])
+            if earlier or layer.bottoms.count(top) > 1:
+                reader = earlier[0] if earlier else layer
+                raise ProtocaffeError.at(
+                    layer.loc,
+                    f"Caffe aborts here: Top blob '{top}' produced by multiple sources (layer "
+                    f"\"{reader.name}\" at {reader.loc.line_text} reads '{top}' too, so Caffe "
+                    "gives each reader a copy and this layer no longer writes in place)",
+                    layer.name,
+                    layer.type,
+                )
+            if kind.refuses_in_place:
+                raise ProtocaffeError.at(
+                    layer.loc,
+                    f"Caffe aborts here: {layer.type} Layer does not allow in-place computation",
+                    layer.name,
+                    layer.type,
+                )
+            in_shapes = [v.shape for v in bottoms]
+            if tuple(out_shapes[position]) != bottoms[position].shape or not (
+                kind.computes_in_place(attrs, in_shapes)
+            ):
+                raise ProtocaffeError.at(
+                    layer.loc,
+                    f"runs in place on '{top}', where Caffe's {layer.type} overwrites its input "
+                    "before it has read all of it (or reshapes it), so Caffe does not compute "
+                    "the layer there; give the top its own name",
+                    layer.name,
+                    layer.type,
+                )
+
+    def _follow_degenerate_boxes(
+        self,
+        layer: LayerDef,
+        kind: Layer[Any],
+        attrs: Attrs,
+        bottoms: Sequence[Value],
+        outputs: Sequence[Value],
+    ) -> None:
+        """Caffe's box decoder aborts on a prior of width or height <= 0 (PriorBox with an
+        aspect ratio <= 0): follow such priors through the layers that only move them."""
+        position = kind.decodes_boxes(attrs)
+        if (
+            position is not None
+            and position < len(bottoms)
+            and bottoms[position] in self.degenerate
+        ):
+            raise ProtocaffeError.at(
+                layer.loc,
+                f"Caffe aborts here: Check failed: prior_width > 0 (DecodeBBox; the priors hold "
+                f"{self.degenerate[bottoms[position]]})",
+                layer.name,
+                layer.type,
+            )
+        reason = kind.degenerate_boxes(attrs)
+        if reason is None:
+            moves = (
+                kind.identity
+                or kind.role is Role.COMBINE
+                or kind.shares_memory(attrs, [v.shape for v in bottoms], [v.shape for v in outputs])
+            )
+            reason = next((self.degenerate[v] for v in bottoms if v in self.degenerate), None)
+            if not moves:
+                reason = None
+        if reason is not None:
+            for value in outputs:
+                self.degenerate[value] = reason
+
+    def _follow_memory(
+        self,
+        layer: LayerDef,
+        kind: Layer[Any],
+        attrs: Attrs,
+        bottoms: Sequence[Value],
+        outputs: Sequence[Value],
+    ) -> None:
+        """Update the memory classes after `layer` ran (see the module docstring)."""
+        in_shapes = [v.shape for v in bottoms]
+        out_shapes = [v.shape for v in outputs]
+        shares = bool(bottoms) and kind.shares_memory(attrs, in_shapes, out_shapes)
+        for position, value in enumerate(outputs):
+            top = value.blob
+            in_place = position < len(layer.bottoms) and layer.bottoms[position] == top
+            if not in_place:
+                self.memory[top] = self.memory[bottoms[0].blob] if shares else len(self.memory)
+                self.stale.pop(top, None)
+                continue
+            if shares or kind.identity:
+                continue  # the values do not change
+            target = self.memory[top]
+            for other, where in self.memory.items():
+                if other != top and where == target:
+                    self.stale[other] = (value, layer)
+
+    def _rebind(self, blob: str) -> None:
+        """Define the next version of `blob` from the values last written into its memory."""
+        written, writer = self.stale.pop(blob)
+        previous = self.env[blob]
+        value = Value(blob, previous.version + 1, previous.shape)
+        attrs = SharedMemoryAttrs(blob, written.blob, writer.name)
+        self.nodes.append(
+            Node(SHARED_MEMORY, writer.name, (written, previous), (value,), attrs, writer.loc)
+        )
+        # The previous version is superseded (never an output); the written one is not read in
+        # Caffe's sense, so it can still be an output.
+        self.consumed.add(previous)
+        self.env[blob] = value
+
     def _check_weighted_name(self, layer: LayerDef) -> None:
         # Caffe finds a layer's weights by its name, so a name with weights must be unique.
         first = self.weighted.setdefault(layer.name, layer)
@@ -382,6 +542,10 @@ class _Lowering:
         inputs = [v for v in self.inputs if v not in unread]
         if not inputs:
             raise ProtocaffeError.at(SourceLoc(net.path), "the net declares no input")
+        for blob in sorted(self.stale):
+            value = self.env[blob]
+            if value not in self.consumed and value not in self.silenced:
+                self._rebind(blob)  # an output: Caffe returns the memory's last values
         outputs = self._net_outputs(unread)
         specs = self.params.settled()
         nodes = [replace(n, param_specs=specs.get(i, ())) for i, n in enumerate(self.nodes)]
@@ -392,6 +556,7 @@ class _Lowering:
             tuple(nodes),
             tuple(outputs),
             shared_params=self.params.holders(),
+            output_names=tuple(v.blob for v in outputs),
         )
 
     def _net_outputs(self, unread: set[Value]) -> list[Value]:

@@ -91,6 +91,10 @@ class Graph:
     # Values that a pass replaced by another (e.g. Dropout's output by its input), kept so that
     # tools can still map every Caffe blob to the value that now holds it.
     aliases: tuple[tuple[Value, Value], ...] = field(default=())
+    # Caffe's names of the outputs, in `outputs` order, set by the lowering. A pass that
+    # replaces an output Value by another (Dropout's by its input) keeps the name Caffe gives
+    # it; empty: each output is named by its Value's blob.
+    output_names: tuple[str, ...] = field(default=())
     # The blobs the net's layers share by name (set by the lowering; passes keep it).
     shared_params: tuple[SharedParam, ...] = field(default=())
     # Layers of the net that a pass left out as not needed (--outputs): their weights in a
@@ -102,6 +106,12 @@ class Graph:
         from protocaffe.ir.printer import format_graph
 
         return format_graph(self)
+
+    def output_name(self, index: int) -> str:
+        """Caffe's name of output `index` (the blob name Net::Init reports)."""
+        if self.output_names:
+            return self.output_names[index]
+        return self.outputs[index].blob
 
     def users(self, value: Value) -> Iterator[Node]:
         """The nodes that read `value`, in graph order (each once)."""

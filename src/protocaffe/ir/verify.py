@@ -26,3 +26,7 @@ def verify_graph(graph: Graph) -> None:
     for value in graph.outputs:
         if value not in defined:
             raise GraphInvariantError(f"output {value} is never defined")
+    if graph.output_names and len(graph.output_names) != len(graph.outputs):
+        raise GraphInvariantError(
+            f"{len(graph.output_names)} output names for {len(graph.outputs)} outputs"
+        )

@@ -105,6 +105,8 @@ class Emission:
     `register_helper`) that the code uses; a helper declares its own imports.
     `imports` are the import statements the expressions need beyond `torch` and `nn`
     (`FUNCTIONAL` for `F.`, `import torchvision`, ...): nothing else is imported.
+    `comment`, for a line that computes no Caffe layer of its own (the lowering's
+    `SharedMemory` lines), replaces the trace comment; it must come from `repr()`'d names.
     """
 
     forward: str
@@ -112,6 +114,7 @@ class Emission:
     note: str = ""
     helpers: tuple[str, ...] = ()
     imports: tuple[str, ...] = ()
+    comment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,13 @@ class Layer(Generic[A]):
     identity: ClassVar[bool] = False
     # A layer that reads its bottoms only so that Caffe does not report them as outputs.
     silences: ClassVar[bool] = False
+    # Caffe's own LayerSetUp/Reshape refuses to run the layer in place (top == bottom): AbsVal,
+    # Flatten, Reshape and Split CHECK "... Layer does not allow in-place computation".
+    refuses_in_place: ClassVar[bool] = False
+    # A node the lowering inserts that is no Caffe layer (the `SharedMemory` re-binding of a
+    # blob whose memory an in-place layer wrote through another name): its one output equals
+    # its first input, reshaped to the output's shape (see docs/shared-memory.md).
+    rebinds: ClassVar[bool] = False
     role: ClassVar[Role] = Role.OTHER
     # A data layer whose parameters declare its tops' shapes (DummyData, MemoryData): the tops
     # a later layer reads become inputs (see `declared_inputs`), the others (labels) are left out.
@@ -206,6 +216,35 @@ class Layer(Generic[A]):
     def declared_inputs(self, attrs: A) -> tuple[Shape, ...] | None:
         """For a layer that declares the net's inputs (Input): the shape of each top, which
         the lowering turns into graph inputs instead of a node."""
+        return None
+
+    def shares_memory(
+        self, attrs: A, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        """Whether Caffe gives the layer's tops the memory of its bottom 0 (`Blob::ShareData`):
+        Split, Reshape, Flatten, a Concat of one bottom, a Slice with one top, an identity
+        Permute. An in-place layer on such a top then also rewrites the bottom (and the other
+        tops); the lowering makes later readers see it (docs/shared-memory.md)."""
+        return False
+
+    def computes_in_place(self, attrs: A, in_shapes: Sequence[Shape]) -> bool:
+        """Whether Caffe still computes the layer's formula when it runs in place (top 0 is
+        bottom 0): its CPU code reads each input value before it writes the output value at
+        that place. Layers that read their input after writing into it (LRN across channels,
+        Eltwise SUM, which zeroes the top first) or that reshape the blob under their input
+        (Pooling, InnerProduct, ...) compute something else in place; the lowering refuses
+        them there. A plugin layer is trusted to be elementwise when its shape does not change."""
+        return True
+
+    def degenerate_boxes(self, attrs: A) -> str | None:
+        """For a layer that makes prior boxes (PriorBox): why some box has no positive width or
+        height (an aspect ratio <= 0), which a box decoder downstream aborts on; else None."""
+        return None
+
+    def decodes_boxes(self, attrs: A) -> int | None:
+        """For a layer that decodes boxes against priors and CHECKs that each prior has a
+        positive width and height (DetectionOutput, bbox_util.cpp DecodeBBox): the position of
+        its priors input; else None. The lowering refuses degenerate priors there."""
         return None
 
     def passes_through(
@@ -371,6 +410,13 @@ def tuple_expr(values: Sequence[object]) -> str:
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
+class Code(str):
+    """A Python expression the emitter built from numbers only: `call` writes it verbatim."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def call(fn: str, *args: str, **kwargs: object) -> str:
     """`fn(a, b, k=v)` with keyword values repr()'d; None-valued keywords are left out."""
     parts = list(args) + [f"{k}={v!r}" for k, v in kwargs.items() if v is not None]
@@ -401,13 +447,22 @@ class ChannelWeightLayer(Layer[CW]):
     def infer(self, attrs: CW, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
         if len(in_shapes[0]) < 2:
             raise fail(layer, f"expects an input with a channel axis, got {in_shapes[0]}")
+        if len(in_shapes[0]) > 4:
+            # Both read channels() (prelu_layer.cpp, normalize_layer.cpp), Blob::LegacyShape.
+            raise fail(
+                layer,
+                f"Caffe aborts here: Cannot use legacy accessors on Blobs with > 4 axes (the "
+                f"input is {in_shapes[0]})",
+            )
         return [in_shapes[0]]
 
     def channels(self, attrs: CW, in_shapes: Sequence[Shape]) -> int:
         return 1 if attrs.channel_shared else in_shapes[0][1]
 
     def blobs(self, attrs: CW, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
-        return [BlobSpec((self.channels(attrs, in_shapes),), self.weight_init)]
+        # A shared weight is a 0-D blob in Caffe (LayerSetUp: Blob(vector<int>(0))).
+        shape: Shape = () if attrs.channel_shared else (in_shapes[0][1],)
+        return [BlobSpec(shape, self.weight_init)]
 
     def param_names(self, attrs: CW, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
         return ("weight",)

@@ -1,5 +1,17 @@
-"""Convolution: Convolution and Deconvolution (2-D, with group, dilation, per-axis kernel,
-stride and pad), and the depthwise convolution of the mobile-net forks."""
+"""Convolution: Convolution and Deconvolution over any 1 to 3 spatial axes (with group,
+dilation, per-axis kernel, stride and pad, a channel axis other than 1, several bottoms), and
+the depthwise convolution of the mobile-net forks.
+
+Caffe's geometry is BaseConvolutionLayer's (BVLC src/caffe/layers/base_conv_layer.cpp,
+LayerSetUp and Reshape; conv_layer.cpp and deconv_layer.cpp, compute_output_shape): the number
+of spatial axes is the input's rank minus `axis + 1`, and kernel_size, stride, pad and dilation
+each hold one value for every spatial axis or one per axis (`kernel_h`/`kernel_w`,
+`stride_h`/..., `pad_h`/... only for two, and never with the repeated field). A convolution's
+output size truncates toward zero (C++ integer division), so a kernel larger than the padded
+input still gives one output where the numerator is above -stride; taps outside the input read
+zero. A dilation of 0 makes every tap of that axis read the same place: the kernel's taps along
+it are summed into a kernel of 1.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
+    FUNCTIONAL,
     BlobSpec,
     Emission,
     EmitContext,
@@ -18,9 +31,9 @@ from protocaffe.layers.base import (
     LayerSource,
     Role,
     call,
+    canonical_axis,
     fail,
     opt,
-    pair,
     spatial,
 )
 from protocaffe.layers.registry import register
@@ -28,103 +41,236 @@ from protocaffe.layers.registry import register
 if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
     import numpy as np
 
+# torch has Conv1d, Conv2d and Conv3d (and their transposes).
+MAX_SPATIAL_AXES = 3
+
 
 @dataclass(frozen=True)
 class ConvAttrs(Attrs):
+    """kernel, stride, pad and dilation as the layer gives them: one value for every spatial
+    axis, or one per spatial axis (resolved against the input by `Geometry.of`)."""
+
     num_output: int
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    pad: tuple[int, int]
-    dilation: tuple[int, int]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pad: tuple[int, ...]
+    dilation: tuple[int, ...]
     group: int
     bias: bool
     transposed: bool
+    axis: int = 1
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """One value per spatial axis, for an input of a given rank."""
+
+    axis: int  # the channel axis
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pad: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+    @staticmethod
+    def of(attrs: ConvAttrs, shape: Shape) -> Geometry:
+        axis = attrs.axis % len(shape)
+        n = len(shape) - axis - 1
+
+        def each(values: tuple[int, ...]) -> tuple[int, ...]:
+            return values * n if len(values) == 1 else values
+
+        return Geometry(
+            axis, each(attrs.kernel), each(attrs.stride), each(attrs.pad), each(attrs.dilation)
+        )
+
+    @property
+    def extent(self) -> tuple[int, ...]:
+        """The span of each kernel: dilation * (kernel - 1) + 1."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation, strict=True))
+
+    @property
+    def summed(self) -> tuple[bool, ...]:
+        """The axes whose dilation is 0: their taps all read one place (kernel extent 1)."""
+        return tuple(d == 0 for d in self.dilation)
+
+
+def _pair_rule(
+    layer: LayerSource, name: str, values: Sequence[int], default: int | None
+) -> tuple[int, ...]:
+    """`name` (repeated) or `name_h`/`name_w`, as BaseConvolutionLayer::LayerSetUp reads them."""
+    p = layer.param.convolution_param
+    h, w = opt(p, f"{name}_h"), opt(p, f"{name}_w")
+    if h is None and w is None:
+        if not values:
+            # No kernel at all: Caffe accepts it only over 0 spatial axes (a blob that ends at
+            # the channel axis); `infer` checks the count against the input.
+            return () if default is None else (default,)
+        return tuple(int(v) for v in values)
+    if values:
+        raise fail(
+            layer,
+            f"Caffe aborts here: Either {name} or {name}_h/w should be specified; not both",
+        )
+    if default is None or name == "stride":
+        # kernel_h/kernel_w and stride_h/stride_w have no default in BVLC's and the SSD fork's
+        # caffe.proto: the one not given is 0.
+        missing = f"{name}_w" if w is None else f"{name}_h" if h is None else ""
+        if missing:
+            what = "Filter" if name == "kernel" else "Stride"
+            raise fail(
+                layer,
+                f"Caffe aborts here: {what} dimensions must be nonzero ({missing} is not given, "
+                "and BVLC Caffe gives it no default; only the brocolli build defaults it to 1)",
+            )
+    return (h if h is not None else (default or 0), w if w is not None else (default or 0))
 
 
 def parse_conv(layer: LayerSource, transposed: bool) -> ConvAttrs:
     p = layer.param.convolution_param
     if not p.HasField("num_output"):
         raise fail(layer, "convolution_param.num_output is required")
-    if p.axis != 1:
-        raise fail(layer, f"convolution over axis {p.axis} is not supported (only axis 1)")
-    for name in ("kernel_size", "stride", "pad", "dilation"):
-        values: Sequence[int] = getattr(p, name)
-        if len(values) > 2:
-            raise fail(layer, f"{name} has more than 2 values: only 2-D convolution is supported")
-    kernel = spatial(list(p.kernel_size), None, opt(p, "kernel_h"), opt(p, "kernel_w"), 0)
-    stride = spatial(list(p.stride), None, opt(p, "stride_h"), opt(p, "stride_w"), 1)
-    pad = spatial(list(p.pad), None, opt(p, "pad_h"), opt(p, "pad_w"), 0)
-    dilation = spatial(list(p.dilation), None, None, None, 1)
-    if min(kernel) <= 0:
-        raise fail(layer, f"kernel size must be positive, got {kernel}")
-    if min(stride) <= 0 or min(dilation) <= 0:
-        raise fail(layer, "stride and dilation must be positive")
+    if p.num_output <= 0:
+        raise fail(layer, "Caffe aborts here: convolution_param.num_output must be positive")
+    kernel = _pair_rule(layer, "kernel", list(p.kernel_size), None)
+    stride = _pair_rule(layer, "stride", list(p.stride), 1)
+    pad = _pair_rule(layer, "pad", list(p.pad), 0)
+    dilation = tuple(int(d) for d in p.dilation) or (1,)
+    if kernel and min(kernel) <= 0:
+        raise fail(layer, "Caffe aborts here: Filter dimensions must be nonzero")
+    if min(stride) <= 0:
+        raise fail(layer, "Caffe aborts here: Stride dimensions must be nonzero")
     if p.group <= 0:
-        raise fail(layer, f"group must be positive, got {p.group}")
+        raise fail(layer, f"group must be positive, got {p.group} (Caffe divides by it)")
     if p.num_output % p.group:
-        raise fail(layer, f"num_output {p.num_output} is not divisible by group {p.group}")
+        raise fail(
+            layer,
+            f"Caffe aborts here: Number of output should be multiples of group ({p.num_output} "
+            f"and {p.group})",
+        )
     return ConvAttrs(
-        num_output=p.num_output,
+        num_output=int(p.num_output),
         kernel=kernel,
         stride=stride,
         pad=pad,
         dilation=dilation,
-        group=p.group,
-        bias=p.bias_term,
+        group=int(p.group),
+        bias=bool(p.bias_term),
         transposed=transposed,
+        axis=int(p.axis),
     )
 
 
 def conv_out_size(size: int, k: int, s: int, p: int, d: int) -> int:
-    """Caffe's convolution output size (floor), as in BaseConvolutionLayer."""
-    return (size + 2 * p - (d * (k - 1) + 1)) // s + 1
+    """Caffe's convolution output size: C++ int division, which truncates toward zero."""
+    span = size + 2 * p - (d * (k - 1) + 1)
+    return int(span / s) + 1 if span < 0 else span // s + 1
 
 
 def deconv_out_size(size: int, k: int, s: int, p: int, d: int) -> int:
     return s * (size - 1) + (d * (k - 1) + 1) - 2 * p
 
 
+def _one(values: tuple[int, ...]) -> int | tuple[int, ...]:
+    """One int when every axis agrees (`kernel_size=3`), else the tuple."""
+    return values[0] if len(set(values)) == 1 else values
+
+
 @register
 class Convolution(Layer[ConvAttrs]):
+    """Convolution and Deconvolution (BVLC conv_layer.cpp, deconv_layer.cpp): one set of weights
+    for every bottom, each bottom giving its own top."""
+
     types = ("Convolution", "Deconvolution")
+    bottoms = (1, None)
+    tops = (1, None)
     role = Role.CONVOLUTION
 
     def parse(self, layer: LayerSource) -> ConvAttrs:
-        return parse_conv(layer, transposed=layer.type == "Deconvolution")
+        attrs = parse_conv(layer, transposed=layer.type == "Deconvolution")
+        if len(layer.tops) != len(layer.bottoms):
+            raise fail(
+                layer,
+                f"Caffe aborts here: {len(layer.bottoms)} bottoms need as many tops, got "
+                f"{len(layer.tops)}",
+            )
+        return attrs
 
     def infer(
         self, attrs: ConvAttrs, in_shapes: Sequence[Shape], layer: LayerSource
     ) -> list[Shape]:
         shape = in_shapes[0]
-        if len(shape) != 4:
-            raise fail(layer, f"expects a 4-D input, got {shape}")
-        n, c, h, w = shape
-        if c % attrs.group:
-            raise fail(layer, f"input channels {c} are not divisible by group {attrs.group}")
-        size = deconv_out_size if attrs.transposed else conv_out_size
-        out = [
-            size(dim, k, s, p, d)
-            for dim, k, s, p, d in zip(
-                (h, w), attrs.kernel, attrs.stride, attrs.pad, attrs.dilation, strict=True
-            )
-        ]
-        if min(out) <= 0:
+        axis = canonical_axis(attrs.axis, len(shape), layer)
+        # n == 0 (the channel axis is the last): Caffe convolves with a kernel of no axes, a
+        # product over the channels at each position.
+        n = len(shape) - axis - 1
+        p = layer.param.convolution_param
+        if n != 2 and any(
+            opt(p, f"{name}_{side}") is not None
+            for name in ("kernel", "stride", "pad")
+            for side in "hw"
+        ):
             raise fail(
                 layer,
-                f"kernel {attrs.kernel} (dilation {attrs.dilation}) is larger than the padded "
-                f"input {h + 2 * attrs.pad[0]}x{w + 2 * attrs.pad[1]}",
+                f"Caffe aborts here: kernel_h & kernel_w (and stride_h/w, pad_h/w) can only be "
+                f"used for 2D convolution; the input {shape} has {n} spatial axes",
             )
-        return [(n, attrs.num_output, out[0], out[1])]
+        for name, values in (
+            ("kernel_size", attrs.kernel),
+            ("stride", attrs.stride),
+            ("pad", attrs.pad),
+            ("dilation", attrs.dilation),
+        ):
+            if len(values) not in (1, n):
+                raise fail(
+                    layer,
+                    f"Caffe aborts here: {name} must be specified once, or once per spatial "
+                    f"dimension ({name} specified {len(values)} times; {n} spatial dims)",
+                )
+        if n > MAX_SPATIAL_AXES:
+            raise fail(
+                layer,
+                f"convolution over {n} spatial axes (input {shape}) is not supported: torch "
+                f"convolves over at most {MAX_SPATIAL_AXES}",
+            )
+        for i, other in enumerate(in_shapes[1:], start=1):
+            if other != shape:
+                raise fail(
+                    layer,
+                    f"Caffe aborts here: All inputs must have the same shape (bottom {i} is "
+                    f"{other}, bottom 0 {shape})",
+                )
+        channels = shape[axis]
+        if channels % attrs.group:
+            raise fail(
+                layer, f"Caffe aborts here: input channels {channels} % group {attrs.group} != 0"
+            )
+        g = Geometry.of(attrs, shape)
+        size = deconv_out_size if attrs.transposed else conv_out_size
+        spatial = shape[axis + 1 :]
+        out = tuple(
+            size(dim, k, s, pad, d)
+            for dim, k, s, pad, d in zip(
+                spatial, g.kernel, g.stride, g.pad, g.dilation, strict=True
+            )
+        )
+        if out and min(out) <= 0:
+            raise fail(
+                layer,
+                f"the output would be {out}: kernel {g.kernel} (dilation {g.dilation}, stride "
+                f"{g.stride}, pad {g.pad}) leaves no output for the input {spatial}",
+            )
+        return [shape[:axis] + (attrs.num_output,) + out] * len(in_shapes)
 
     def blobs(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
-        c = in_shapes[0][1]
-        kh, kw = attrs.kernel
+        g = Geometry.of(attrs, in_shapes[0])
+        c = in_shapes[0][g.axis]
+        taps = math.prod(g.kernel)
         if attrs.transposed:
-            weight = (c, attrs.num_output // attrs.group, kh, kw)
-            fan_in = c // attrs.group * kh * kw // max(1, attrs.stride[0] * attrs.stride[1])
+            weight = (c, attrs.num_output // attrs.group, *g.kernel)
+            fan_in = c // attrs.group * taps // max(1, math.prod(g.stride))
         else:
-            weight = (attrs.num_output, c // attrs.group, kh, kw)
-            fan_in = c // attrs.group * kh * kw
+            weight = (attrs.num_output, c // attrs.group, *g.kernel)
+            fan_in = c // attrs.group * taps
         specs = [BlobSpec(weight, Init.FAN_IN, max(1, fan_in))]
         if attrs.bias:
             specs.append(BlobSpec((attrs.num_output,), Init.SMALL))
@@ -136,39 +282,122 @@ class Convolution(Layer[ConvAttrs]):
     def state(
         self, attrs: ConvAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
     ) -> dict[str, np.ndarray]:
-        return dict(zip(self.param_names(attrs, in_shapes), blobs, strict=True))
+        g = Geometry.of(attrs, in_shapes[0])
+        weight = blobs[0]
+        summed = tuple(2 + i for i, s in enumerate(g.summed) if s)
+        if summed:  # dilation 0: every tap of the axis reads the same input value
+            weight = weight.sum(axis=summed, keepdims=True, dtype=weight.dtype)
+        if not g.kernel:  # no spatial axis: torch's Conv1d over one position
+            weight = weight.reshape(*weight.shape, 1)
+        return dict(zip(self.param_names(attrs, in_shapes), [weight, *blobs[1:]], strict=True))
 
     def emit(self, attrs: ConvAttrs, ctx: EmitContext) -> Emission:
-        c = ctx.in_shapes[0][1]
-        cls = "nn.ConvTranspose2d" if attrs.transposed else "nn.Conv2d"
+        shape = ctx.in_shapes[0]
+        g = Geometry.of(attrs, shape)
+        n = len(g.kernel)
+        c = shape[g.axis]
+        if n == 0:
+            return _emit_no_spatial_axes(attrs, ctx, g)
+        kernel = tuple(1 if s else k for k, s in zip(g.kernel, g.summed, strict=True))
+        dilation = tuple(1 if s else d for d, s in zip(g.dilation, g.summed, strict=True))
+        cls = f"nn.ConvTranspose{n}d" if attrs.transposed else f"nn.Conv{n}d"
         init = call(
             cls,
             repr(c),
             repr(attrs.num_output),
-            kernel_size=pair(attrs.kernel),
-            stride=pair(attrs.stride) if attrs.stride != (1, 1) else None,
-            padding=pair(attrs.pad) if attrs.pad != (0, 0) else None,
-            dilation=pair(attrs.dilation) if attrs.dilation != (1, 1) else None,
+            kernel_size=_one(kernel),
+            stride=_one(g.stride) if set(g.stride) != {1} else None,
+            padding=_one(g.pad) if set(g.pad) != {0} else None,
+            dilation=_one(dilation) if set(dilation) != {1} else None,
             groups=attrs.group if attrs.group != 1 else None,
             bias=False if not attrs.bias else None,
         )
-        return Emission(forward=f"self.{ctx.attr}({ctx.x})", init=init)
+        notes = []
+        if any(g.summed):
+            notes.append("dilation 0: its taps read one place, so they are summed")
+        extra = _truncated_padding(attrs, g, shape)
+        imports: tuple[str, ...] = ()
+        if any(extra):
+            notes.append("Caffe truncates the output size toward zero: zeros padded after")
+            imports = (FUNCTIONAL,)
+        calls = []
+        for x in ctx.inputs:
+            padded = x
+            if any(extra):
+                pads = ", ".join(f"0, {e}" for e in reversed(extra))
+                padded = f"F.pad({x}, ({pads}))"
+            calls.append(_over_channel_axis(f"self.{ctx.attr}", padded, x, g.axis))
+        if len(calls) > 1:
+            notes.append("one set of weights for each bottom")
+        forward = calls[0] if len(calls) == 1 else "(" + ", ".join(calls) + ")"
+        return Emission(forward=forward, init=init, note="; ".join(notes), imports=imports)
 
     def absorbs_affine(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> ConvAttrs | None:
         # A Deconvolution's output channel mixes weight column c of every input row: it does
-        # not fold this way.
-        return None if attrs.transposed else replace(attrs, bias=True)
+        # not fold this way; nor does a convolution whose channels are not axis 1.
+        rank = len(in_shapes[0])
+        if attrs.transposed or attrs.axis % rank != 1 or len(in_shapes) > 1 or rank < 3:
+            return None
+        return replace(attrs, bias=True)
+
+    def computes_in_place(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False  # the top is reshaped (and written) before im2col reads the bottom
 
     def multiply_adds(
         self, attrs: ConvAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
     ) -> int:
-        kh, kw = attrs.kernel
+        g = Geometry.of(attrs, in_shapes[0])
+        taps = math.prod(g.kernel)
         if attrs.transposed:
-            # Every input element is multiplied into num_output / group * kh * kw outputs.
-            in_elements = math.prod(in_shapes[0])
-            return in_elements * attrs.num_output // attrs.group * kh * kw
+            # Every input element is multiplied into num_output / group * taps outputs.
+            in_elements = sum(math.prod(s) for s in in_shapes)
+            return in_elements * attrs.num_output // attrs.group * taps
         out_elements = sum(math.prod(s) for s in out_shapes)
-        return out_elements * in_shapes[0][1] // attrs.group * kh * kw
+        return out_elements * in_shapes[0][g.axis] // attrs.group * taps
+
+
+def _emit_no_spatial_axes(attrs: ConvAttrs, ctx: EmitContext, g: Geometry) -> Emission:
+    """Over a blob that ends at the channel axis: torch's 1-D convolution with a kernel of 1 at
+    one position (Caffe's weight (num_output, channels / group) gains that axis on loading)."""
+    cls = "nn.ConvTranspose1d" if attrs.transposed else "nn.Conv1d"
+    init = call(
+        cls,
+        repr(ctx.in_shapes[0][g.axis]),
+        repr(attrs.num_output),
+        kernel_size=1,
+        groups=attrs.group if attrs.group != 1 else None,
+        bias=False if not attrs.bias else None,
+    )
+    calls = [
+        _over_channel_axis(f"self.{ctx.attr}", f"{x}.unsqueeze(-1)", x, g.axis) + ".squeeze(-1)"
+        for x in ctx.inputs
+    ]
+    forward = calls[0] if len(calls) == 1 else "(" + ", ".join(calls) + ")"
+    return Emission(forward=forward, init=init, note="no spatial axis: one position")
+
+
+def _truncated_padding(attrs: ConvAttrs, g: Geometry, shape: Shape) -> tuple[int, ...]:
+    """Zeros to add after each spatial axis so that torch's floor division gives Caffe's
+    truncated output size (nonzero only where the kernel exceeds the padded input)."""
+    if attrs.transposed:
+        return (0,) * len(g.kernel)
+    extra = []
+    spatial = shape[g.axis + 1 :]
+    for dim, k, s, p, d in zip(spatial, g.kernel, g.stride, g.pad, g.dilation, strict=True):
+        out = conv_out_size(dim, k, s, p, d)
+        extent = 1 if d == 0 else d * (k - 1) + 1
+        extra.append(max(0, (out - 1) * s + extent - (dim + 2 * p)))
+    return tuple(extra)
+
+
+def _over_channel_axis(module: str, x: str, original: str, axis: int) -> str:
+    """`module(x)` with the axes before the channel axis as the batch (Caffe's `num_`);
+    `original` is the input before padding, whose leading axes the output keeps."""
+    if axis == 1:
+        return f"{module}({x})"
+    if axis == 0:
+        return f"{module}({x}.unsqueeze(0)).squeeze(0)"
+    return f"{module}({x}.flatten(0, {axis - 1})).unflatten(0, {original}.shape[:{axis}])"
 
 
 @register
@@ -226,6 +455,9 @@ class ConvolutionDepthwise(Layer[ConvAttrs]):
     def emit(self, attrs: ConvAttrs, ctx: EmitContext) -> Emission:
         return self._conv.emit(_depthwise(attrs, ctx.in_shapes), ctx)
 
+    def computes_in_place(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
+
     def multiply_adds(
         self, attrs: ConvAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
     ) -> int:
@@ -268,7 +500,7 @@ class DepthwiseConvolution(Layer[DepthwiseConvolutionAttrs]):
     def parse(self, layer: LayerSource) -> DepthwiseConvolutionAttrs:
         conv = parse_conv(layer, transposed=False)
         gpu = "depthwise-gpu" in layer.dialects
-        if gpu and conv.dilation != (1, 1):
+        if gpu and set(conv.dilation) != {1}:
             raise fail(
                 layer,
                 f"dilation {conv.dilation} under --dialect depthwise-gpu: the fork's GPU kernel "
@@ -292,11 +524,12 @@ class DepthwiseConvolution(Layer[DepthwiseConvolutionAttrs]):
                     f"num_output {attrs.conv.num_output} must equal the input channels of "
                     f"{shape} under --dialect depthwise-gpu (one filter per channel)",
                 )
-            if shape[2] < attrs.conv.kernel[0] or shape[3] < attrs.conv.kernel[1]:
+            kernel = Geometry.of(attrs.conv, shape).kernel
+            if shape[2] < kernel[0] or shape[3] < kernel[1]:
                 raise fail(
                     layer,
                     f"the {shape[2]}x{shape[3]} map is smaller than the kernel "
-                    f"{attrs.conv.kernel}: the fork's GPU kernel picks the wrong weights there",
+                    f"{kernel}: the fork's GPU kernel picks the wrong weights there",
                 )
         return self._conv.infer(attrs.conv, in_shapes, layer)
 
@@ -318,7 +551,7 @@ class DepthwiseConvolution(Layer[DepthwiseConvolutionAttrs]):
         state = self._conv.state(attrs.conv, in_shapes, blobs)
         if attrs.gpu:
             # ConvForward reads filter c at weight + c * kh * kw of the flat blob.
-            channels, (kh, kw) = in_shapes[0][1], attrs.conv.kernel
+            channels, (kh, kw) = in_shapes[0][1], Geometry.of(attrs.conv, in_shapes[0]).kernel
             flat = state["weight"].reshape(-1)[: channels * kh * kw]
             state["weight"] = flat.reshape(channels, 1, kh, kw)
         return state

@@ -8,7 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocaffe.ir.graph import Attrs, Shape
-from protocaffe.layers.base import Emission, EmitContext, Layer, LayerSource, call, f32, fail
+from protocaffe.layers.base import (
+    Code,
+    Emission,
+    EmitContext,
+    Layer,
+    LayerSource,
+    call,
+    f32,
+    fail,
+)
 from protocaffe.layers.registry import register
 
 
@@ -29,7 +38,31 @@ def single(value: float) -> float:
     """`value` rounded to float32. One +, -, *, / or sqrt of float32 operands done in double
     and rounded once gives exactly the float32 operation's result, so this reproduces Caffe's
     float arithmetic."""
-    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+    if math.isnan(value):
+        return value
+    try:
+        return float(struct.unpack("<f", struct.pack("<f", value))[0])
+    except OverflowError:  # beyond float32's range: infinity, as a float cast gives
+        return math.copysign(math.inf, value)
+
+
+def _sqrt(value: float) -> float:
+    """C's sqrt: NaN for a negative value (Caffe computes with aspect ratios <= 0 too)."""
+    return math.sqrt(value) if value >= 0 else math.nan
+
+
+def _divide(a: float, b: float) -> float:
+    """IEEE division: a / 0 is an infinity (or NaN for 0 / 0), as in C."""
+    if b != 0 or math.isnan(b):
+        return a / b
+    if a == 0 or math.isnan(a):
+        return math.nan
+    return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def legacy_dim(shape: Shape, index: int) -> int:
+    """Blob::LegacyShape: the axis, or 1 beyond a blob's axes (num, channels, height, width)."""
+    return shape[index] if index < len(shape) else 1
 
 
 @register
@@ -37,65 +70,72 @@ class PriorBox(Layer[PriorBoxAttrs]):
     """SSD's default boxes for one feature map: computed from the feature map's and the image's
     run-time sizes, so they follow the input when the module runs at another resolution.
 
+    The fork truncates min_size and max_size to int before computing a box
+    (`int min_size_ = min_sizes_[s]`, Forward_cpu); a bottom with fewer than 4 axes has height
+    and width 1 where it has no such axis (the legacy accessors).
+
     Source: weiliu89/caffe (branch ssd), src/caffe/layers/prior_box_layer.cpp.
     """
 
     types = ("PriorBox",)
     bottoms = (2, 2)
 
+    def computes_in_place(self, attrs: PriorBoxAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
+
     def parse(self, layer: LayerSource) -> PriorBoxAttrs:
         p = layer.param.prior_box_param
         min_sizes = [single(v) for v in p.min_size]
         max_sizes = [single(v) for v in p.max_size]
-        if not min_sizes or any(s <= 0 for s in min_sizes):
-            raise fail(layer, "PriorBox needs positive min_size values")
-        if max_sizes and len(max_sizes) != len(min_sizes):
-            raise fail(layer, f"{len(max_sizes)} max_size values for {len(min_sizes)} min_size")
-        if any(mx <= mn for mn, mx in zip(min_sizes, max_sizes, strict=False)):
-            raise fail(layer, "each max_size must be greater than its min_size")
-        # Aspect ratios as PriorBoxLayer::LayerSetUp builds them: 1 first, no repeats, flips.
+        # The CHECKs of PriorBoxLayer::LayerSetUp, in its order.
+        if not min_sizes:
+            raise fail(layer, "Caffe aborts here: must provide min_size")
+        if any(not s > 0 for s in min_sizes):
+            raise fail(layer, "Caffe aborts here: min_size must be positive")
+        # Aspect ratios as LayerSetUp builds them: 1 first, no repeats, flips (1 / ar in double,
+        # stored as float; a ratio <= 0 gives boxes of side 0, infinity or NaN, as in Caffe).
         ratios = [1.0]
         for ar in (single(v) for v in p.aspect_ratio):
             if any(abs(ar - r) < 1e-6 for r in ratios):
                 continue
             ratios.append(ar)
             if p.flip:
-                ratios.append(single(1.0 / ar))
-        # Box sides in float32, as Caffe computes them (sqrt of a float is a float).
-        boxes: list[tuple[float, float]] = []
-        for index, mn in enumerate(min_sizes):
-            boxes.append((f32(mn), f32(mn)))
-            if max_sizes:
-                side = single(math.sqrt(single(mn * max_sizes[index])))
-                boxes.append((f32(side), f32(side)))
-            for ar in ratios:
-                if abs(ar - 1.0) < 1e-6:
-                    continue
-                root = single(math.sqrt(ar))
-                boxes.append((f32(single(mn * root)), f32(single(mn / root))))
+                ratios.append(single(_divide(1.0, ar)))
+        if max_sizes and len(max_sizes) != len(min_sizes):
+            raise fail(
+                layer,
+                f"Caffe aborts here: {len(max_sizes)} max_size values for {len(min_sizes)} "
+                "min_size (CHECK_EQ)",
+            )
+        if any(not mx > mn for mn, mx in zip(min_sizes, max_sizes, strict=False)):
+            raise fail(layer, "Caffe aborts here: max_size must be greater than min_size")
         variance = [f32(v) for v in p.variance]
+        if len(variance) > 1 and len(variance) != 4:
+            raise fail(
+                layer, f"Caffe aborts here: variance needs 1 or 4 values, got {len(variance)}"
+            )
+        if any(not v > 0 for v in variance):
+            raise fail(layer, "Caffe aborts here: variance values must be positive")
         if len(variance) == 0:
             variance = [0.1]
         if len(variance) == 1:
             variance = variance * 4
-        if len(variance) != 4:
-            raise fail(layer, f"variance needs 1 or 4 values, got {len(variance)}")
-        if any(v <= 0 for v in variance):
-            raise fail(layer, "variance values must be positive")
-        image_size: tuple[int, int] | None = None
-        if p.HasField("img_size"):
-            image_size = (int(p.img_size), int(p.img_size))
-        elif p.HasField("img_h") or p.HasField("img_w"):
-            image_size = (int(p.img_h), int(p.img_w))
-        step: tuple[float, float] | None = None
-        if p.HasField("step"):
-            step = (f32(p.step), f32(p.step))
-        elif p.HasField("step_h") or p.HasField("step_w"):
-            step = (f32(p.step_h), f32(p.step_w))
-        if image_size is not None and min(image_size) <= 0:
-            raise fail(layer, f"img_size must be positive, got {image_size}")
-        if step is not None and min(step) <= 0:
-            raise fail(layer, f"step must be positive, got {step}")
+        image_size = _image_size(layer)
+        step = _step(layer)
+        # Box sides as Forward_cpu computes them: int sizes, float (sqrt of a float is a
+        # float; sqrt(int * int) is a double, stored into a float).
+        boxes: list[tuple[float, float]] = []
+        for index, size in enumerate(min_sizes):
+            mn = int(size)
+            boxes.append((float(mn), float(mn)))
+            if max_sizes:
+                side = single(math.sqrt(mn * int(max_sizes[index])))
+                boxes.append((f32(side), f32(side)))
+            for ar in ratios:
+                if abs(ar - 1.0) < 1e-6:
+                    continue
+                root = single(_sqrt(ar))
+                boxes.append((f32(single(mn * root)), f32(single(_divide(mn, root)))))
         return PriorBoxAttrs(
             tuple(boxes),
             bool(p.clip),
@@ -105,21 +145,38 @@ class PriorBox(Layer[PriorBoxAttrs]):
             f32(p.offset),
         )
 
+    def degenerate_boxes(self, attrs: PriorBoxAttrs) -> str | None:
+        for width, height in attrs.boxes:
+            if not (width > 0 and height > 0):
+                return f"a prior of width {width} and height {height}"
+        return None
+
     def infer(
         self, attrs: PriorBoxAttrs, in_shapes: Sequence[Shape], layer: LayerSource
     ) -> list[Shape]:
         feature, image = in_shapes
-        if len(feature) != 4 or len(image) != 4:
-            raise fail(layer, f"expects 4-D bottoms, got {feature} and {image}")
-        return [(1, 2, feature[2] * feature[3] * len(attrs.boxes) * 4)]
+        for shape in (feature, image):
+            if len(shape) > 4:
+                raise fail(
+                    layer,
+                    f"Caffe aborts here: Cannot use legacy accessors on Blobs with > 4 axes "
+                    f"(a bottom is {shape})",
+                )
+        cells = legacy_dim(feature, 2) * legacy_dim(feature, 3)
+        return [(1, 2, cells * len(attrs.boxes) * 4)]
 
     def emit(self, attrs: PriorBoxAttrs, ctx: EmitContext) -> Emission:
+        feature, image = (
+            _as_4d(name, shape) for name, shape in zip(ctx.inputs, ctx.in_shapes, strict=True)
+        )
         forward = call(
             "prior_box",
-            ctx.inputs[0],
-            ctx.inputs[1],
+            feature,
+            image,
             # A list of [width, height] lists: TorchScript types no variable-length tuples.
-            boxes=[list(box) for box in attrs.boxes],
+            boxes=Code(
+                "[" + ", ".join(f"[{_literal(w)}, {_literal(h)}]" for w, h in attrs.boxes) + "]"
+            ),
             variance=attrs.variance,
             offset=attrs.offset,
             clip=attrs.clip,
@@ -129,7 +186,59 @@ class PriorBox(Layer[PriorBoxAttrs]):
         return Emission(forward=forward, helpers=("prior_box",))
 
 
+def _image_size(layer: LayerSource) -> tuple[int, int] | None:
+    p = layer.param.prior_box_param
+    if p.HasField("img_h") or p.HasField("img_w"):
+        if p.HasField("img_size"):
+            raise fail(
+                layer,
+                "Caffe aborts here: Either img_size or img_h/img_w should be specified; not both",
+            )
+        if not p.img_h > 0 or not p.img_w > 0:
+            raise fail(layer, "Caffe aborts here: img_h and img_w should be larger than 0")
+        return (int(p.img_h), int(p.img_w))
+    if p.HasField("img_size"):
+        if not p.img_size > 0:
+            raise fail(layer, "Caffe aborts here: img_size should be larger than 0")
+        return (int(p.img_size), int(p.img_size))
+    return None
+
+
+def _step(layer: LayerSource) -> tuple[float, float] | None:
+    p = layer.param.prior_box_param
+    if p.HasField("step_h") or p.HasField("step_w"):
+        if p.HasField("step"):
+            raise fail(
+                layer,
+                "Caffe aborts here: Either step or step_h/step_w should be specified; not both",
+            )
+        if not p.step_h > 0 or not p.step_w > 0:
+            raise fail(layer, "Caffe aborts here: step_h and step_w should be larger than 0")
+        return (f32(p.step_h), f32(p.step_w))
+    if p.HasField("step"):
+        if not p.step > 0:
+            raise fail(layer, "Caffe aborts here: step should be larger than 0")
+        return (f32(p.step), f32(p.step))
+    return None
+
+
+def _as_4d(name: str, shape: Shape) -> str:
+    """A bottom of fewer than 4 axes, as the legacy accessors see it (missing axes are 1)."""
+    missing = 4 - len(shape)
+    return f"{name}[{', '.join(['...'] + ['None'] * missing)}]" if missing > 0 else name
+
+
+def _literal(value: float) -> str:
+    """A float literal, with infinities and NaN (aspect ratios <= 0) spelled as Python can."""
+    if math.isnan(value):
+        return 'float("nan")'
+    if math.isinf(value):
+        return 'float("inf")' if value > 0 else '-float("inf")'
+    return repr(value)
+
+
 CODE_TYPES = {1: "CORNER", 2: "CENTER_SIZE", 3: "CORNER_SIZE"}
+FLT_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -141,7 +250,7 @@ class DetectionOutputAttrs(Attrs):
     top_k: int
     eta: float
     keep_top_k: int
-    confidence_threshold: float | None
+    confidence_threshold: float
     code_type: str
     variance_encoded_in_target: bool
     clip: bool  # OpenCV's extension: clip decoded boxes to [0, 1] before NMS
@@ -162,6 +271,13 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
     types = ("DetectionOutput",)
     bottoms = (3, 3)
 
+    def computes_in_place(self, attrs: DetectionOutputAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
+
+    def decodes_boxes(self, attrs: DetectionOutputAttrs) -> int | None:
+        # DecodeBBox CHECKs prior_width > 0 and prior_height > 0 for the size-based codes.
+        return None if attrs.code_type == "CORNER" else 2
+
     def parse(self, layer: LayerSource) -> DetectionOutputAttrs:
         p = layer.param.detection_output_param
         if not p.HasField("num_classes") or p.num_classes < 1:
@@ -171,6 +287,13 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
             raise fail(layer, "nms_threshold must be >= 0 and eta in (0, 1]")
         if p.code_type not in CODE_TYPES:
             raise fail(layer, f"unknown code_type {p.code_type}")
+        if p.share_location and p.background_label_id == -1:
+            # DecodeBBoxesAll skips the background label, and shared predictions have label -1.
+            raise fail(
+                layer,
+                "Caffe aborts here: Could not find location predictions for label -1 "
+                "(share_location with background_label_id -1)",
+            )
         return DetectionOutputAttrs(
             num_classes=int(p.num_classes),
             share_location=bool(p.share_location),
@@ -179,8 +302,9 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
             top_k=int(nms.top_k) if nms.HasField("top_k") else -1,
             eta=f32(nms.eta),
             keep_top_k=int(p.keep_top_k),
+            # Unset: Caffe keeps every score above -FLT_MAX (detection_output_layer.cpp).
             confidence_threshold=(
-                f32(p.confidence_threshold) if p.HasField("confidence_threshold") else None
+                f32(p.confidence_threshold) if p.HasField("confidence_threshold") else f32(-FLT_MAX)
             ),
             code_type=CODE_TYPES[p.code_type],
             variance_encoded_in_target=bool(p.variance_encoded_in_target),

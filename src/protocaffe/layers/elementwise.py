@@ -111,6 +111,7 @@ class TanH(_Fixed):
 class AbsVal(_Fixed):
     types = ("AbsVal",)
     function: ClassVar[str] = "torch.abs"
+    refuses_in_place = True  # absval_layer.cpp LayerSetUp
 
 
 @register

@@ -41,6 +41,9 @@ class InnerProduct(Layer[InnerProductAttrs]):
     types = ("InnerProduct",)
     role = Role.DENSE
 
+    def computes_in_place(self, attrs: InnerProductAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False  # the top is reshaped (and written) before the product reads the bottom
+
     def parse(self, layer: LayerSource) -> InnerProductAttrs:
         p = layer.param.inner_product_param
         if not p.HasField("num_output"):
@@ -131,9 +134,12 @@ def _operand_shape(attrs: BroadcastAttrs, in_shapes: Sequence[Shape]) -> Shape:
                 f"{attrs.axis}",
             )
         return operand
-    if shape and not -len(shape) <= attrs.axis < len(shape):
-        raise ValueError(f"axis {attrs.axis} is out of range for a {len(shape)}-D input")
-    axis = attrs.axis % len(shape) if shape else 0
+    if not -len(shape) <= attrs.axis < len(shape):
+        # LayerSetUp's CanonicalAxisIndex, whatever num_axes is (a 0-D input has no axis).
+        raise ValueError(
+            f"Caffe aborts here: axis {attrs.axis} out of range for {len(shape)}-D Blob"
+        )
+    axis = attrs.axis % len(shape)
     if attrs.num_axes == -1:
         return shape[axis:]
     if attrs.num_axes < -1 or axis + attrs.num_axes > len(shape):
@@ -282,16 +288,25 @@ class Eltwise(Layer[EltwiseAttrs]):
     bottoms = (2, None)
 
     def parse(self, layer: LayerSource) -> EltwiseAttrs:
+        # eltwise_layer.cpp LayerSetUp: one coefficient per bottom, none with PROD; MAX
+        # accepts coefficients and ignores them.
         p = layer.param.eltwise_param
         coeffs = tuple(float(c) for c in p.coeff)
-        if coeffs and p.operation != SUM:
-            raise fail(layer, "coeff is only allowed with operation SUM")
         if coeffs and len(coeffs) != len(layer.bottoms):
             raise fail(
                 layer,
-                f"{len(coeffs)} coeff values for {len(layer.bottoms)} bottoms (need one each)",
+                f"Caffe aborts here: Eltwise Layer takes one coefficient per bottom blob "
+                f"({len(coeffs)} coeff for {len(layer.bottoms)} bottoms)",
             )
-        return EltwiseAttrs(int(p.operation), coeffs)
+        if coeffs and p.operation == PROD:
+            raise fail(
+                layer, "Caffe aborts here: Eltwise layer only takes coefficients for summation"
+            )
+        return EltwiseAttrs(int(p.operation), coeffs if p.operation == SUM else ())
+
+    def computes_in_place(self, attrs: EltwiseAttrs, in_shapes: Sequence[Shape]) -> bool:
+        # SUM zeroes its top before adding the bottoms: in place, bottom 0 is lost.
+        return attrs.operation != SUM
 
     def infer(
         self, attrs: EltwiseAttrs, in_shapes: Sequence[Shape], layer: LayerSource
@@ -342,6 +357,9 @@ class Axpy(Layer[NoAttrs]):
 
     types = ("Axpy",)
     bottoms = (3, 3)
+
+    def computes_in_place(self, attrs: NoAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
 
     def parse(self, layer: LayerSource) -> NoAttrs:
         return NoAttrs()

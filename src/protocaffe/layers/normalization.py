@@ -72,6 +72,10 @@ class LRNAttrs(Attrs):
 class LRN(Layer[LRNAttrs]):
     types = ("LRN",)
 
+    def computes_in_place(self, attrs: LRNAttrs, in_shapes: Sequence[Shape]) -> bool:
+        # Across channels it writes scale^-beta into the top, then multiplies by the bottom.
+        return False
+
     def parse(self, layer: LayerSource) -> LRNAttrs:
         p = layer.param.lrn_param
         if p.local_size % 2 == 0:
@@ -133,6 +137,12 @@ class BatchNorm(Layer[BatchNormAttrs]):
     def parse(self, layer: LayerSource) -> BatchNormAttrs:
         p = layer.param.batch_norm_param
         use_global = bool(p.use_global_stats) if p.HasField("use_global_stats") else None
+        if p.eps < 0:
+            raise fail(
+                layer,
+                f"eps {f32(p.eps)} is negative: Caffe takes sqrt(variance + eps), NaN wherever "
+                "the variance is below -eps; protocaffe does not convert a negative eps",
+            )
         return BatchNormAttrs(f32(p.eps), use_global, f32(p.moving_average_fraction))
 
     def infer(

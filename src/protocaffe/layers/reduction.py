@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,7 +28,11 @@ class ArgMaxAttrs(Attrs):
 
 @register
 class ArgMax(Layer[ArgMaxAttrs]):
-    """Indices (as floats, like Caffe) or values of the top_k largest entries."""
+    """Indices (as floats, like Caffe) or values of the top_k largest entries.
+
+    Caffe ranks (value, index) pairs with std::greater (argmax_layer.cpp Forward_cpu), so among
+    equal values the larger index comes first: an ascending stable sort, reversed.
+    """
 
     types = ("ArgMax",)
 
@@ -47,9 +52,14 @@ class ArgMax(Layer[ArgMaxAttrs]):
             if attrs.top_k > shape[axis]:
                 raise fail(layer, f"top_k {attrs.top_k} exceeds axis {axis} of size {shape[axis]}")
             return [shape[:axis] + (attrs.top_k,) + shape[axis + 1 :]]
-        count = 1
-        for d in shape[1:]:
-            count *= d
+        if not shape:
+            # LayerSetUp's bottom[0]->count(1) on a 0-D blob.
+            raise fail(
+                layer,
+                "Caffe aborts here: ArgMax without axis needs an axis 0 (count(1) "
+                "of a 0-D blob checks start_axis <= end_axis)",
+            )
+        count = math.prod(shape[1:])
         if attrs.top_k > count:
             raise fail(layer, f"top_k {attrs.top_k} exceeds the {count} values per sample")
         rank = max(3, len(shape))
@@ -59,25 +69,29 @@ class ArgMax(Layer[ArgMaxAttrs]):
         out[2] = attrs.top_k
         return [tuple(out)]
 
+    def computes_in_place(self, attrs: ArgMaxAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
+
     def emit(self, attrs: ArgMaxAttrs, ctx: EmitContext) -> Emission:
-        x = ctx.x
+        x, k = ctx.x, attrs.top_k
+        note = "ties: the larger index first, as Caffe"
         if attrs.axis is not None:
-            axis = attrs.axis % len(ctx.in_shapes[0])
+            d = attrs.axis % len(ctx.in_shapes[0])
             field = "values" if attrs.out_max_val else "indices"
-            expr = f"torch.topk({x}, {attrs.top_k}, dim={axis}).{field}"
+            expr = f"torch.sort({x}, dim={d}, stable=True).{field}.flip({d}).narrow({d}, 0, {k})"
             if not attrs.out_max_val:
                 expr = f"{expr}.to({x}.dtype)"
-            return Emission(forward=expr)
-        out = ctx.out_shapes[0]
-        flat = f"torch.topk(torch.flatten({x}, 1), {attrs.top_k}, dim=1)"
-        trailing = ", ".join(str(d) for d in out[2:])
+            return Emission(forward=expr, note=note)
+        trailing = ", ".join(str(d) for d in ctx.out_shapes[0][2:])
+        ranked = f"torch.sort({x}.reshape({x}.shape[0], -1), dim=1, stable=True)"
+        indices = f"{ranked}.indices.flip(1)[:, :{k}].to({x}.dtype)"
         if attrs.out_max_val:
+            values = f"{ranked}.values.flip(1)[:, :{k}]"
             return Emission(
-                forward=f"torch.stack([{flat}.indices.to({x}.dtype), {flat}.values], 1)"
-                f".reshape(-1, 2, {trailing})",
-                note="indices, then values",
+                forward=f"torch.stack([{indices}, {values}], 1).reshape(-1, 2, {trailing})",
+                note=f"indices, then values; {note}",
             )
-        return Emission(forward=f"{flat}.indices.to({x}.dtype).reshape(-1, 1, {trailing})")
+        return Emission(forward=f"{indices}.reshape(-1, 1, {trailing})", note=note)
 
 
 SUM, ASUM, SUMSQ, MEAN = 1, 2, 3, 4
@@ -95,6 +109,9 @@ class Reduction(Layer[ReductionAttrs]):
     """Reduces every axis from `axis` on: SUM, ASUM, SUMSQ or MEAN, times coeff."""
 
     types = ("Reduction",)
+
+    def computes_in_place(self, attrs: ReductionAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
 
     def parse(self, layer: LayerSource) -> ReductionAttrs:
         p = layer.param.reduction_param

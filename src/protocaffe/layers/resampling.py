@@ -62,6 +62,9 @@ class Interp(Layer[InterpAttrs]):
 
     types = ("Interp",)
 
+    def computes_in_place(self, attrs: InterpAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
+
     def parse(self, layer: LayerSource) -> InterpAttrs:
         p = layer.param.interp_param
 
@@ -142,6 +145,9 @@ class Upsample(Layer[UpsampleAttrs]):
 
     types = ("Upsample",)
     bottoms = (1, 3)  # a third input is added by a pass: the tensor whose size to restore
+
+    def computes_in_place(self, attrs: UpsampleAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
 
     def parse(self, layer: LayerSource) -> UpsampleAttrs:
         p = layer.param.upsample_param

@@ -99,6 +99,15 @@ class Concat(Layer[AxisAttrs]):
     ) -> bool:
         return len(in_shapes) == 1
 
+    def shares_memory(
+        self, attrs: AxisAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        # concat_layer.cpp Reshape: one bottom -> top[0]->ShareData(*bottom[0]).
+        return len(in_shapes) == 1
+
+    def computes_in_place(self, attrs: AxisAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return len(in_shapes) == 1
+
 
 @dataclass(frozen=True)
 class SliceAttrs(Attrs):
@@ -159,6 +168,15 @@ class Slice(Layer[SliceAttrs]):
     ) -> bool:
         return len(out_shapes) == 1
 
+    def shares_memory(
+        self, attrs: SliceAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        # slice_layer.cpp Reshape: one top -> top[0]->ShareData(*bottom[0]).
+        return len(out_shapes) == 1
+
+    def computes_in_place(self, attrs: SliceAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False  # several tops: the first is the bottom, reshaped before the copies
+
 
 @register
 class Split(Layer[NoAttrs]):
@@ -167,9 +185,15 @@ class Split(Layer[NoAttrs]):
     types = ("Split",)
     tops = (1, None)
     identity = True
+    refuses_in_place = True  # split_layer.cpp Reshape
 
     def infer(self, attrs: NoAttrs, in_shapes: Sequence[Shape], layer: LayerSource) -> list[Shape]:
         return [in_shapes[0]] * len(layer.tops)
+
+    def shares_memory(
+        self, attrs: NoAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        return True  # split_layer.cpp Forward_cpu: top[i]->ShareData(*bottom[0])
 
 
 @register
@@ -194,7 +218,11 @@ class FlattenAttrs(Attrs):
 
 @register
 class Flatten(Layer[FlattenAttrs]):
+    """Merges axes `axis` to `end_axis` into one (flatten_layer.cpp Reshape). With end_axis
+    just before axis, count(axis, end_axis + 1) is 1 and Caffe inserts an axis of 1 there."""
+
     types = ("Flatten",)
+    refuses_in_place = True  # flatten_layer.cpp Reshape
 
     def parse(self, layer: LayerSource) -> FlattenAttrs:
         p = layer.param.flatten_param
@@ -206,15 +234,27 @@ class Flatten(Layer[FlattenAttrs]):
         shape = in_shapes[0]
         start = canonical_axis(attrs.axis, len(shape), layer)
         end = canonical_axis(attrs.end_axis, len(shape), layer)
-        if end < start:
-            raise fail(layer, f"end_axis {attrs.end_axis} comes before axis {attrs.axis}")
+        if end < start - 1:
+            # Blob::count(start, end + 1) CHECKs start <= end + 1.
+            raise fail(
+                layer,
+                f"Caffe aborts here: end_axis {attrs.end_axis} comes before axis {attrs.axis} "
+                "(Blob::count checks start_axis <= end_axis)",
+            )
         return [shape[:start] + (math.prod(shape[start : end + 1]),) + shape[end + 1 :]]
 
     def emit(self, attrs: FlattenAttrs, ctx: EmitContext) -> Emission:
         rank = len(ctx.in_shapes[0])
         start, end = attrs.axis % rank, attrs.end_axis % rank
+        if end < start:
+            return Emission(forward=f"{ctx.x}.unsqueeze({start})", note="Caffe inserts an axis")
         args = f"{start}" if end == rank - 1 else f"{start}, {end}"
         return Emission(forward=f"torch.flatten({ctx.x}, {args})")
+
+    def shares_memory(
+        self, attrs: FlattenAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        return True  # flatten_layer.cpp Forward_cpu: top[0]->ShareData(*bottom[0])
 
 
 @dataclass(frozen=True)
@@ -255,6 +295,12 @@ def reshape_plan(attrs: ReshapeAttrs, shape: Shape) -> list[int | str]:
 @register
 class Reshape(Layer[ReshapeAttrs]):
     types = ("Reshape",)
+    refuses_in_place = True  # reshape_layer.cpp LayerSetUp
+
+    def shares_memory(
+        self, attrs: ReshapeAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        return True  # reshape_layer.cpp Reshape: top[0]->ShareData(*bottom[0])
 
     def parse(self, layer: LayerSource) -> ReshapeAttrs:
         p = layer.param.reshape_param
@@ -302,6 +348,9 @@ class Crop(Layer[CropAttrs]):
     types = ("Crop",)
     role = Role.COMBINE
     bottoms = (2, 2)
+
+    def computes_in_place(self, attrs: CropAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
 
     def parse(self, layer: LayerSource) -> CropAttrs:
         p = layer.param.crop_param
@@ -401,6 +450,9 @@ class TileAttrs(Attrs):
 class Tile(Layer[TileAttrs]):
     types = ("Tile",)
 
+    def computes_in_place(self, attrs: TileAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False  # it reshapes the blob it reads (and corrupts the heap doing so)
+
     def parse(self, layer: LayerSource) -> TileAttrs:
         p = layer.param.tile_param
         if not p.HasField("tiles") or p.tiles <= 0:
@@ -460,6 +512,19 @@ class Permute(Layer[PermuteAttrs]):
             return Emission(forward=ctx.x)
         return Emission(forward=f"{ctx.x}.permute{tuple_expr(order)}")
 
+    def _identity(self, attrs: PermuteAttrs, in_shapes: Sequence[Shape]) -> bool:
+        order = self._full(attrs, len(in_shapes[0]))
+        return order == tuple(range(len(order)))
+
+    def shares_memory(
+        self, attrs: PermuteAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> bool:
+        # permute_layer.cpp (SSD) Forward_cpu: without a permutation, ShareData.
+        return self._identity(attrs, in_shapes)
+
+    def computes_in_place(self, attrs: PermuteAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return self._identity(attrs, in_shapes)
+
 
 @dataclass(frozen=True)
 class GroupAttrs(Attrs):
@@ -488,6 +553,9 @@ class ShuffleChannel(Layer[GroupAttrs]):
         if len(shape) < 2 or shape[1] % attrs.group:
             raise fail(layer, f"channels of {shape} are not divisible by group {attrs.group}")
         return [shape]
+
+    def computes_in_place(self, attrs: GroupAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return attrs.group == 1  # it copies channels from the bottom into the top
 
     def emit(self, attrs: GroupAttrs, ctx: EmitContext) -> Emission:
         x = ctx.x
@@ -819,3 +887,47 @@ class Im2col(Layer[Im2colAttrs]):
             stride=pair(attrs.stride) if attrs.stride != (1, 1) else None,
         )
         return Emission(forward=f"{unfold}.unflatten(2, ({out_h}, {out_w}))", imports=(FUNCTIONAL,))
+
+
+@dataclass(frozen=True)
+class SharedMemoryAttrs(Attrs):
+    """`blob` shows the values that layer `writer` wrote in place into `written`, a blob that
+    shares its memory in Caffe."""
+
+    blob: str
+    written: str
+    writer: str
+
+
+SHARED_MEMORY = "SharedMemory"
+
+
+@register
+class SharedMemory(Layer[SharedMemoryAttrs]):
+    """Not a Caffe layer: the lowering inserts it where an in-place layer wrote into a blob
+    whose memory another blob shares (Split, Reshape, Flatten, a one-bottom Concat, a one-top
+    Slice, an identity Permute), before the other blob is read again or returned. Its output
+    is the next version of that other blob: input 0 (the written values), reshaped like input 1
+    (the blob's previous version). See docs/shared-memory.md."""
+
+    types = (SHARED_MEMORY,)
+    bottoms = (2, 2)
+    rebinds = True
+
+    def parse(self, layer: LayerSource) -> SharedMemoryAttrs:
+        raise fail(layer, f"'{SHARED_MEMORY}' is protocaffe's own node, not a Caffe layer type")
+
+    def infer(
+        self, attrs: SharedMemoryAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        return [in_shapes[1]]
+
+    def emit(self, attrs: SharedMemoryAttrs, ctx: EmitContext) -> Emission:
+        written, previous = ctx.inputs
+        same = ctx.in_shapes[0] == ctx.in_shapes[1]
+        forward = written if same else f"{written}.reshape({previous}.shape)"
+        comment = (
+            f"Caffe: {attrs.blob!r} shares memory with {attrs.written!r}, written by "
+            f"{attrs.writer!r}"
+        )
+        return Emission(forward=forward, comment=comment)

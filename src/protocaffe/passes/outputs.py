@@ -65,5 +65,6 @@ def _select(graph: Graph, names: tuple[str, ...]) -> Graph:
         inputs=tuple(v for v in graph.inputs if v in seen),
         nodes=tuple(n for n in graph.nodes if id(n) in needed),
         outputs=tuple(outputs),
+        output_names=tuple(names),
         left_out=graph.left_out + tuple(n.name for n in graph.nodes if id(n) not in needed),
     )

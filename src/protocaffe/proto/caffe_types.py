@@ -179,6 +179,7 @@ class LayerParameter(Message, Protocol):
     proposal_param: ProposalParameter
     lstm_param: LstmParameter
     continuation_indicator_param: ContinuationIndicatorParameter
+    pooling_nd_param: PoolingNDParameter
 
 
 class TransformationParameter(Message, Protocol):
@@ -976,4 +977,20 @@ class LstmParameter(Message, Protocol):
 class ContinuationIndicatorParameter(Message, Protocol):
     time_step: int
     batch_size: int
+    axis: int
+
+
+class PoolingNDParameter(Message, Protocol):
+    pool: int
+    pad: Sequence[int]
+    kernel_size: Sequence[int]
+    stride: Sequence[int]
+    pad_h: int
+    pad_w: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    engine: int
+    global_pooling: bool
     axis: int

@@ -147,7 +147,7 @@ def graph_dot(
             source[value] = node_id
     for i, value in enumerate(graph.outputs):
         node_id = f"output{i}"
-        label = _quoted(value.blob, "output", _shape(value.shape))
+        label = _quoted(graph.output_name(i), "output", _shape(value.shape))
         lines.append(f'  {node_id} [label={label}, shape=ellipse, fillcolor="#ffffff"];')
         lines.append(f"  {source[value]} -> {node_id} [label={_quoted(local[value])}];")
     if marked is not None:

@@ -11,6 +11,17 @@ Sources:
   Where both are given, `round_mode` wins, as in the oracle build.
 - rbgirshick/caffe-fast-rcnn (faster-rcnn branch), src/caffe/layers/roi_pooling_layer.cpp
   Forward_cpu.
+- 3-D pooling. yulequan's 3D-Caffe (as in DlutMedimgGroup/MouseCTSegmentation @ 80ef4503),
+  3D-Caffe/src/caffe/layers/pooling_layer.cpp and pooling_nd_layer.cpp: LayerSetUp (kernel,
+  pad, stride once or once per spatial axis; pad < kernel), Reshape (float ceil, then when any
+  pad is non-zero the BVLC last-window rule on every axis), Forward_cpu's 3-axis loops (MAX:
+  strict > from -FLT_MAX, mask (h * W + w) * D + d; AVE: the window clipped at size + pad gives
+  the divisor, then the sum over the part inside the input). BVLC's Pooling refuses a 5-D
+  input; a 5-D `Pooling` here follows the fork.
+- facebook/C3D @ 71336a22, C3D-v1.1/src/caffe/layers/pool3d_layer.cpp (and C3D-v1.0's):
+  LayerSetUp (ceil sizes, no last-window rule, no temporal pad; a pad needs AVE) and
+  Forward_cpu (MAX windows clipped to the input; AVE divisor (hend - hstart)(wend - wstart)
+  (lend - lstart) before clipping, with hend = min(hstart + k, H + pad)).
 """
 
 from __future__ import annotations
@@ -150,9 +161,32 @@ def _pool_params(
     return method, kernel, stride, pad, ceil
 
 
+def _pooling_5d(layer: RefLayer, x: Array) -> list[Array]:
+    """3D-Caffe's Pooling over a 5-D blob (its pooling_param repeats kernel_size, pad and
+    stride; protocaffe's schema has BVLC's single values, one for all three axes)."""
+    p = layer.param.pooling_param
+    has = p.HasField
+    layer.check(
+        not any(has(f) for f in ("kernel_h", "kernel_w", "pad_h", "pad_w", "stride_h", "stride_w")),
+        "kernel_h & kernel_w can only be used for 2D pooling.",
+    )
+    if p.global_pooling:
+        layer.check(
+            not has("kernel_size"), "With Global_pooling: true Filter size cannot specified."
+        )
+        kernel = tuple(x.shape[2:])
+        layer.check(p.pad == 0 and p.stride == 1, "With Global_pooling: true; pad = 0, stride = 1")
+    else:
+        layer.check(has("kernel_size") and p.kernel_size > 0, "Filter dimensions must be nonzero.")
+        kernel = (int(p.kernel_size),) * 3
+    return _pool3d_caffe(layer, x, int(p.pool), kernel, (int(p.stride),) * 3, (int(p.pad),) * 3)
+
+
 @register("Pooling", tops=(1, 2))
 def pooling(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     x = bottoms[0]
+    if x.ndim == 5:
+        return _pooling_5d(layer, x)
     layer.check(
         x.ndim == 4, "Input must have 4 axes, corresponding to (num, channels, height, width)"
     )
@@ -174,6 +208,146 @@ def pooling(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     except ValueError as exc:
         raise layer.fail(f"Caffe aborts here: {exc}") from None
     return [top, mask][: len(layer.tops)]
+
+
+def pool3d(
+    x: Array,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pad: tuple[int, ...],
+    average: bool,
+    clip_last: bool = True,
+) -> tuple[Array, Array]:
+    """The 3-axis loops of 3D-Caffe's PoolingLayer::Forward_cpu (clip_last: its Reshape's
+    last-window rule; C3D's Pooling3D has none) over x (N, C, D, H, W): (top, mask)."""
+    n, c = x.shape[:2]
+    sizes = x.shape[2:]
+    padded = any(p != 0 for p in pad)
+    out = []
+    for size, k, s, p in zip(sizes, kernel, stride, pad, strict=True):
+        o = math.ceil(f32(size + 2 * p - k) / f32(s)) + 1
+        if clip_last and padded and (o - 1) * s >= size + p:
+            o -= 1
+        out.append(o)
+    if min(out) <= 0:
+        raise ValueError(f"the output size {tuple(out)} is not positive")
+    xs = as_f32(x)
+    top = np.zeros((n, c, *out), np.float32)
+    mask = np.full((n, c, *out), -1.0, np.float32)
+    for index in np.ndindex(*out):
+        starts = [i * s - p for i, s, p in zip(index, stride, pad, strict=True)]
+        ends = [
+            min(b + k, size + p) for b, k, size, p in zip(starts, kernel, sizes, pad, strict=True)
+        ]
+        pool_size = math.prod(e - b for b, e in zip(starts, ends, strict=True))
+        lo = [max(b, 0) for b in starts]
+        hi = [min(e, size) for e, size in zip(ends, sizes, strict=True)]
+        if not average:
+            # The MAX loop clips the end at the size itself (no pad term).
+            hi = [min(b + k, size) for b, k, size in zip(starts, kernel, sizes, strict=True)]
+        window = xs[:, :, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        if average:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                total = window.sum(axis=(2, 3, 4), dtype=np.float32)
+                top[(slice(None), slice(None)) + index] = total / np.float32(pool_size)
+            continue
+        best = np.full((n, c), -FLT_MAX, np.float32)
+        where = np.full((n, c), -1.0, np.float32)
+        for d in range(lo[0], hi[0]):
+            for h in range(lo[1], hi[1]):
+                for w in range(lo[2], hi[2]):
+                    value = xs[:, :, d, h, w]
+                    better = value > best
+                    best = np.where(better, value, best)
+                    flat = np.float32((d * sizes[1] + h) * sizes[2] + w)
+                    where = np.where(better, flat, where)
+        at = (slice(None), slice(None)) + index
+        top[at] = best
+        mask[at] = where
+    return top, mask
+
+
+def _per_axis(
+    layer: RefLayer, name: str, values: list[int], n: int, default: int
+) -> tuple[int, ...]:
+    layer.check(
+        len(values) in (0, 1, n),
+        f"{name} must be specified once, or once per spatial dimension ({name} specified "
+        f"{len(values)} times; {n} spatial dims)",
+    )
+    if not values:
+        return (default,) * n
+    return tuple(values) * n if len(values) == 1 else tuple(values)
+
+
+def _pool3d_caffe(
+    layer: RefLayer,
+    x: Array,
+    method: int,
+    kernel: tuple[int, ...],
+    stride: tuple[int, ...],
+    pad: tuple[int, ...],
+) -> list[Array]:
+    layer.check(all(p < k for k, p in zip(kernel, pad, strict=True)), f"pad {pad} < kernel")
+    layer.check(min(stride) > 0, "Stride dimensions must be nonzero.")
+    if method == STOCHASTIC:
+        raise layer.fail("Caffe aborts here: STOCHASTIC pooling has no CPU forward")
+    layer.check(len(layer.tops) == 1 or method == MAX, "only MAX pooling has a second (mask) top")
+    try:
+        top, mask = pool3d(x, kernel, stride, pad, method == AVE)
+    except ValueError as exc:
+        raise layer.fail(f"Caffe aborts here: {exc}") from None
+    return [top, mask][: len(layer.tops)]
+
+
+@register("PoolingND", tops=(1, 2))
+def pooling_nd(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """3D-Caffe's PoolingND (pooling_nd_layer.cpp), 3 spatial axes."""
+    x = bottoms[0]
+    p = layer.param.pooling_nd_param
+    layer.check(p.axis == 1, "only channel axis 1 is transcribed")
+    layer.check(x.ndim == 5, f"3 spatial axes are transcribed, got {x.shape}")
+    n = 3
+    if p.global_pooling:
+        layer.check(
+            len(p.kernel_size) == 0, "With Global_pooling: true Filter size cannot specified."
+        )
+        kernel = tuple(x.shape[2:])
+    else:
+        kernel = _per_axis(layer, "kernel_size", list(p.kernel_size), n, 0)
+        layer.check(
+            len(p.kernel_size) > 0 and min(kernel) > 0, "Filter dimensions must be nonzero."
+        )
+    pad = _per_axis(layer, "pad", list(p.pad), n, 0)
+    stride = _per_axis(layer, "stride", list(p.stride), n, 1)
+    return _pool3d_caffe(layer, x, int(p.pool), kernel, stride, pad)
+
+
+@register("Pooling3D")
+def pooling3d(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """C3D's Pooling3D (pool3d_layer.cpp): pooling3d_param (v1.1), or pooling_param's
+    kernel_depth and temporal_stride (v1.0's V1 POOLING3D)."""
+    x = bottoms[0]
+    layer.check(x.ndim == 5, f"Pooling3D reads shape(1..4) of a 5-D blob, got {x.shape}")
+    q = (
+        layer.param.pooling3d_param
+        if layer.param.HasField("pooling3d_param")
+        else (layer.param.pooling_param)
+    )
+    method, size, stride, pad = int(q.pool), int(q.kernel_size), int(q.stride), int(q.pad)
+    depth, temporal = int(q.kernel_depth), int(q.temporal_stride)
+    if pad != 0:
+        layer.check(method == AVE, "Padding implemented only for average pooling.")
+    if method == STOCHASTIC:
+        raise layer.fail("Caffe aborts here: STOCHASTIC pooling: NOT_IMPLEMENTED")
+    layer.check(size > 0 and depth > 0 and stride > 0 and temporal > 0, "a zero kernel or stride")
+    try:
+        top, _ = pool3d(
+            x, (depth, size, size), (temporal, stride, stride), (0, pad, pad), method == AVE, False
+        )
+    except ValueError as exc:
+        raise layer.fail(f"Caffe aborts here: {exc}") from None
+    return [top]
 
 
 def _round_half_away(value: np.float32) -> int:
