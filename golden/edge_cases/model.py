@@ -67,7 +67,8 @@ def caffe_pool(
     size or padding rule differ: pads explicitly to Caffe's output size and, for AVE, divides
     by Caffe's window size clipped at size + pad."""
     sizes = _caffe_pool_sizes(x, kernel, stride, pad, ceil, clip_last, extra)
-    fill = 0.0 if average else torch.finfo(x.dtype).min
+    # -FLT_MAX, Caffe's start value for a max (a literal: TorchScript has no torch.finfo).
+    fill = 0.0 if average else -3.4028234663852886e38
     padded = _caffe_padded(x, kernel, stride, pad, sizes, fill)
     if not average:
         if len(kernel) == 2:
@@ -98,7 +99,7 @@ def caffe_max_pool_mask(
     within its channel's spatial volume (h * W + w), a float as Caffe stores it; -1 where the
     window holds no input value."""
     sizes = _caffe_pool_sizes(x, kernel, stride, pad, ceil, True)
-    padded = _caffe_padded(x, kernel, stride, pad, sizes, torch.finfo(x.dtype).min)
+    padded = _caffe_padded(x, kernel, stride, pad, sizes, -3.4028234663852886e38)
     if len(kernel) == 2:
         values, indices = F.max_pool2d(padded, kernel, stride, return_indices=True)
     else:
