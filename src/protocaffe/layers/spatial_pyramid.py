@@ -63,16 +63,21 @@ class SPP(Layer[SPPAttrs]):
         n, c, h, w = shape
         total = 0
         for level in range(attrs.pyramid_height):
-            sizes = []
-            for size in (h, w):
-                kernel, pad = spp_level(size, level)
+            geometry = [spp_level(size, level) for size in (h, w)]
+            for size, (kernel, pad) in zip((h, w), geometry, strict=True):
                 if pad >= kernel:
                     raise fail(
                         layer,
                         f"Caffe aborts here: at pyramid level {level} ({2**level} bins) an axis "
                         f"of {size} needs pad {pad} >= kernel {kernel} (the input is too small)",
                     )
-                sizes.append(caffe_pool_size(size, kernel, kernel, pad, True))
+            # The level's PoolingLayer drops a last window that starts in the padding when
+            # either axis is padded (pooling_layer.cpp Reshape).
+            clip = any(pad > 0 for _, pad in geometry)
+            sizes = [
+                caffe_pool_size(size, kernel, kernel, pad, True, clip)
+                for size, (kernel, pad) in zip((h, w), geometry, strict=True)
+            ]
             if attrs.pyramid_height == 1:
                 return [(n, c, sizes[0], sizes[1])]
             total += c * sizes[0] * sizes[1]
