@@ -177,7 +177,14 @@ def check_generated(conversion: Conversion, prototxt_strings: list[str]) -> None
     args = [a.arg for a in forward.args.args]
     assert args[0] == "self" and set(args[1:]) <= set(locals_)
     bound = set(args[1:])
-    for stmt in forward.body[:-1]:
+    body = forward.body[:-1]
+    # The prologue may re-bind each 4-D input once, to channels-last, and only in this form.
+    while body and re.fullmatch(
+        r"(\w+) = \1\.contiguous\(memory_format=torch\.channels_last\)", ast.unparse(body[0])
+    ):
+        assert ast.unparse(body[0]).split(" = ")[0] in args[1:], ast.unparse(body[0])
+        body = body[1:]
+    for stmt in body:
         assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, ast.dump(stmt)
         target = stmt.targets[0]
         names = target.elts if isinstance(target, ast.Tuple) else [target]
