@@ -28,6 +28,7 @@ from caffe_fuzz.compare import layers_of, parse_net
 from caffe_fuzz.netgen import RECIPES
 from caffe_fuzz.oracle import Oracle, available
 from caffe_fuzz.probe import missing_recipes
+from zoo_cases import ORACLE_CASES
 
 pytestmark = pytest.mark.skipif(not available(), reason="no real-Caffe oracle (../shared/oracle)")
 
@@ -87,8 +88,20 @@ def test_fuzz_type_against_caffe(campaign: dict[str, list[CaseRecord]], kind: st
 
 
 def test_every_shared_type_has_a_recipe(oracle: Oracle) -> None:
-    """A type that both sides know but the fuzzer cannot generate would go unchecked."""
-    assert missing_recipes(oracle.layer_types) == []
+    """A type that both sides know but the fuzzer cannot generate would go unchecked, unless
+    it has seeded cases of its own against real Caffe (tests/zoo_cases.py: LSTM, SPP, ...)."""
+    checked = set(ORACLE_CASES) | set(NOT_FUZZED)
+    unchecked = [kind for kind in missing_recipes(oracle.layer_types) if kind not in checked]
+    assert unchecked == []
+
+
+# Types both know that the fuzzer leaves alone, and where they are checked instead.
+NOT_FUZZED = {
+    "MemoryData": "an input, not a computation (Caffe aborts on it without a Reset): "
+    "tests/test_verify_caffe.py has Caffe run it as an Input layer",
+    "PSROIPooling": "the oracle build has its GPU kernel only: tests/test_fork_types.py checks it "
+    "against the R-FCN transcription",
+}
 
 
 def test_the_fuzzer_compares_every_blob(campaign: dict[str, list[CaseRecord]]) -> None:

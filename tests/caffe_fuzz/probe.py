@@ -36,7 +36,10 @@ def _knows(kind: str) -> bool:
             return "unknown layer type" not in str(error)
         except Exception:  # a crash still means the type is known
             return True
-    return not any("training-only" in str(d) for d in conversion.diagnostics)
+    # A training-only layer is left out with a note ("left out: a loss; ...").
+    return not any(
+        "training-only" in str(d) or f"({kind}): left out" in str(d) for d in conversion.diagnostics
+    )
 
 
 def protocaffe_types(candidates: Iterable[str]) -> frozenset[str]:
