@@ -18,13 +18,16 @@ table in the README.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conformance import FAST_PARAMETERS, CorpusCase, corpus_cases, parameter_count
@@ -52,9 +55,8 @@ def _cases() -> list[object]:
     runs: list[tuple[CorpusCase, bool, str, int]] = []
     for case in corpus_cases(CORPUS):
         case = replace(case, input_shapes={**case.input_shapes, **EXTRA_SHAPES.get(case.model, {})})
-        if case.model in NEEDS_PLUGIN:
-            _load_plugin(case.model)
-        weights = parameter_count(case)
+        with _plugin(case.model):
+            weights = parameter_count(case)
         name = case.name.replace(" (real weights)", "[real]")
         for optimize in (False, True):
             runs.append(
@@ -88,12 +90,34 @@ def _sample(runs: list[tuple[CorpusCase, bool, str, int]]) -> set[str]:
     return chosen
 
 
-def _load_plugin(model: str) -> None:
+# The types each plugin registers, kept after its first load (importing it again does not
+# register them again).
+_PLUGIN_TYPES: dict[str, dict[str, Any]] = {}
+
+
+@contextlib.contextmanager
+def _plugin(model: str) -> Iterator[None]:
+    """The net's plugin registered while the block runs, and unregistered after it: a plugin
+    left registered (this module's collection used to leave one) changes what every later test
+    sees, e.g. Faster R-CNN's `Python` layer becoming a known type."""
+    if model not in NEEDS_PLUGIN:
+        yield
+        return
+    from protocaffe.layers import registry
     from protocaffe.plugins import load_plugin
 
-    if str(PLUGINS) not in sys.path:
-        sys.path.insert(0, str(PLUGINS))
-    load_plugin(NEEDS_PLUGIN[model])
+    saved = dict(registry._REGISTRY)
+    if model not in _PLUGIN_TYPES:
+        if str(PLUGINS) not in sys.path:
+            sys.path.insert(0, str(PLUGINS))
+        load_plugin(NEEDS_PLUGIN[model])
+        _PLUGIN_TYPES[model] = {k: v for k, v in registry._REGISTRY.items() if k not in saved}
+    registry._REGISTRY.update(_PLUGIN_TYPES[model])
+    try:
+        yield
+    finally:
+        registry._REGISTRY.clear()
+        registry._REGISTRY.update(saved)
 
 
 CASES = _cases()
@@ -102,16 +126,15 @@ CASES = _cases()
 @pytest.mark.skipif(not CASES, reason="../shared/corpus is absent")
 @pytest.mark.parametrize(("case", "optimize"), CASES)
 def test_corpus_net_verifies_against_the_numpy_reference(case: CorpusCase, optimize: bool) -> None:
-    if case.model in NEEDS_PLUGIN:
-        _load_plugin(case.model)
     started = time.perf_counter()
-    report = verify(
-        case.prototxt,
-        case.weights,
-        reference="numpy",
-        input_shapes=case.input_shapes,
-        optimize=optimize,
-    )
+    with _plugin(case.model):
+        report = verify(
+            case.prototxt,
+            case.weights,
+            reference="numpy",
+            input_shapes=case.input_shapes,
+            optimize=optimize,
+        )
     seconds = time.perf_counter() - started
     assert report.ok, report.table(brief=True)
     assert report.reference == "numpy"

@@ -232,6 +232,7 @@ def _make_reference(
     weights: str | os.PathLike[str],
     model: CaffeModel,
     random: bool,
+    dialects: Sequence[str] = (),
 ) -> Reference:
     if name == "caffe":
         from protocaffe.verify.pycaffe import CaffeReference
@@ -246,7 +247,7 @@ def _make_reference(
         return OpenCVReference(net, prototxt, weights)
     from protocaffe.verify.numpy_backend import NumpyReference
 
-    return NumpyReference(net, model)
+    return NumpyReference(net, model, dialects)
 
 
 _TITLES = {"caffe": "real Caffe", "opencv": "OpenCV", "numpy": "the numpy reference"}
@@ -326,7 +327,13 @@ class _Session:
         tried, absent = candidates(self.opts.reference)
         for name in tried:
             reference = _make_reference(
-                name, self.net, prototxt, weights, self.model, self.random_weights
+                name,
+                self.net,
+                prototxt,
+                weights,
+                self.model,
+                self.random_weights,
+                self.opts.dialects,
             )
             try:
                 reference.prepare()
@@ -386,7 +393,7 @@ class _Session:
         if self._local is None:
             from protocaffe.verify.numpy_backend import NumpyReference
 
-            self._local = NumpyReference(self.net, self.model)
+            self._local = NumpyReference(self.net, self.model, self.opts.dialects)
             self._local.prepare()
         return self._local
 

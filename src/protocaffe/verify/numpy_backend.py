@@ -9,7 +9,7 @@ that type, on the layer as the reference reads it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,9 +65,12 @@ class NumpyReference:
 
     name = "numpy"
 
-    def __init__(self, net: NetDef, weights: CaffeModel | None) -> None:
+    def __init__(
+        self, net: NetDef, weights: CaffeModel | None, dialects: Collection[str] = ()
+    ) -> None:
         self.net = net
         self.weights = weights
+        self.dialects = tuple(dialects)
         self.reference: ReferenceNet | None = None
 
     def version(self) -> str:
@@ -75,7 +78,9 @@ class NumpyReference:
 
     def prepare(self) -> None:
         try:
-            self.reference = ReferenceNet(self.net, self.weights, plugin_ops(self.net))
+            self.reference = ReferenceNet(
+                self.net, self.weights, dialects=self.dialects, ops=plugin_ops(self.net)
+            )
         except ProtocaffeError as exc:
             first = exc.diagnostics[0]
             reason = first.message
