@@ -25,7 +25,8 @@ from protocaffe.random_weights import random_weights
 
 RESNET_BLOCK = Path(__file__).resolve().parent / "fixtures" / "resnet_block.prototxt"
 
-# A 4-D output, after a Concat of a Slice's two tops and a ReLU's.
+# A 4-D output, after a Concat of a Slice's two tops and a ReLU's. (relu_b is not in place:
+# Caffe refuses an in-place write to a blob another layer read first.)
 BRANCHES = """name: "Branches"
 input: "data"
 input_shape { dim: 1 dim: 3 dim: 12 dim: 12 }
@@ -36,8 +37,8 @@ layer { name: "conv_b" type: "Convolution" bottom: "a" top: "b"
   convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
 layer { name: "pool_b" type: "Pooling" bottom: "b" top: "pooled"
   pooling_param { pool: MAX kernel_size: 3 stride: 1 pad: 1 } }
-layer { name: "relu_b" type: "ReLU" bottom: "b" top: "b" }
-layer { name: "conv_c" type: "Convolution" bottom: "b" top: "c"
+layer { name: "relu_b" type: "ReLU" bottom: "b" top: "rb" }
+layer { name: "conv_c" type: "Convolution" bottom: "rb" top: "c"
   convolution_param { num_output: 4 kernel_size: 1 } }
 layer { name: "slice_c" type: "Slice" bottom: "c" top: "c1" top: "c2"
   slice_param { axis: 1 slice_point: 2 } }
