@@ -90,9 +90,10 @@ def _sample(runs: list[tuple[CorpusCase, bool, str, int]]) -> set[str]:
     return chosen
 
 
-# The types each plugin registers, kept after its first load (importing it again does not
-# register them again).
+# The types and helpers each plugin registers, kept after its first load (importing it again
+# does not register them again).
 _PLUGIN_TYPES: dict[str, dict[str, Any]] = {}
+_PLUGIN_HELPERS: dict[str, dict[str, Any]] = {}
 
 
 @contextlib.contextmanager
@@ -103,21 +104,36 @@ def _plugin(model: str) -> Iterator[None]:
     if model not in NEEDS_PLUGIN:
         yield
         return
-    from protocaffe.layers import registry
+    from protocaffe.backend import helpers
+    from protocaffe.layers import loading, registry
     from protocaffe.plugins import load_plugin
 
-    saved = dict(registry._REGISTRY)
+    module = NEEDS_PLUGIN[model]
+    saved, loaded, imported = dict(registry._REGISTRY), set(loading._loaded), module in sys.modules
+    saved_helpers = dict(helpers._PLUGIN_HELPERS)
     if model not in _PLUGIN_TYPES:
         if str(PLUGINS) not in sys.path:
             sys.path.insert(0, str(PLUGINS))
-        load_plugin(NEEDS_PLUGIN[model])
+        load_plugin(module)
         _PLUGIN_TYPES[model] = {k: v for k, v in registry._REGISTRY.items() if k not in saved}
+        _PLUGIN_HELPERS[model] = {
+            k: v for k, v in helpers._PLUGIN_HELPERS.items() if k not in saved_helpers
+        }
     registry._REGISTRY.update(_PLUGIN_TYPES[model])
+    helpers._PLUGIN_HELPERS.update(_PLUGIN_HELPERS[model])
     try:
         yield
     finally:
+        # As before the block: a later load_plugin of the same module imports and registers it
+        # again.
         registry._REGISTRY.clear()
         registry._REGISTRY.update(saved)
+        loading._loaded.clear()
+        loading._loaded.update(loaded)
+        helpers._PLUGIN_HELPERS.clear()
+        helpers._PLUGIN_HELPERS.update(saved_helpers)
+        if not imported:
+            sys.modules.pop(module, None)
 
 
 CASES = _cases()
