@@ -47,11 +47,7 @@ def test_fork_net_converts(name: str) -> None:
     compile(conversion.source, name, "exec")
 
 
-def test_python_layer_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from protocaffe.layers import registry
-
-    # Without the example plugin (tests/test_verify_corpus.py registers it when collected).
-    monkeypatch.delitem(registry._REGISTRY, "Python", raising=False)
+def test_python_layer_is_one_clear_error() -> None:
     with pytest.raises(ProtocaffeError) as caught:
         convert(corpus_net("faster-rcnn-vgg16-voc"))
     (diagnostic,) = caught.value.diagnostics
