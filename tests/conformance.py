@@ -181,9 +181,9 @@ def run_case(
         return done("error", layers=layers, reason=_first_line(exc))
     except (VerifyError, InputError) as exc:
         text = str(exc)
-        # The reference's own limits ("OpenCV cannot import this layer", possibly located at
-        # the layer it lacks) are skips here; the numpy reference covers those nets.
-        unavailable = any(f"{ref} cannot" in text for ref in ("OpenCV", "Caffe"))
+        # The reference's own limits (OpenCV cannot import a layer) are skips here; the numpy
+        # reference covers those nets.
+        unavailable = isinstance(exc, VerifyError) and exc.reference_unavailable
         status = "skip" if unavailable else "error"
         return done(status, layers=layers, reason=text)
     first = report.first_divergent

@@ -57,7 +57,12 @@ REFERENCES = ("auto", *REFERENCE_NAMES)
 
 class VerifyError(Exception):
     """Verification could not run (bad input, no reference for the net, a module that does
-    not load): one line saying why."""
+    not load): one line saying why. `reference_unavailable` is set when the chosen reference
+    (or every reference `auto` tried) cannot run this net."""
+
+    def __init__(self, message: str, reference_unavailable: bool = False) -> None:
+        super().__init__(message)
+        self.reference_unavailable = reference_unavailable
 
 
 @dataclass
@@ -342,7 +347,7 @@ class _Session:
             except ReferenceUnavailable as exc:
                 reference.close()
                 if self.opts.reference != "auto":
-                    raise VerifyError(exc.line(_suggestion(name))) from None
+                    raise VerifyError(exc.line(_suggestion(name)), True) from None
                 skipped.append((name, exc.line()))
                 last = exc
                 continue
@@ -351,7 +356,7 @@ class _Session:
             return rows, ReferenceChoice(name, reference.version(), why, tuple(skipped))
         others = [_TITLES[n] for n, _ in skipped[:-1]]
         tail = f" ({' and '.join(others)} cannot run it either)" if others else ""
-        raise VerifyError(last.line(tail))
+        raise VerifyError(last.line(tail), True)
 
     def _compare(
         self, reference: Reference, steps: Iterator[RefStep], inputs: Mapping[str, np.ndarray]
