@@ -1,13 +1,11 @@
 """Regression tests for issue 13: one per cause 1-10, and one per disagreement the differential
-fuzzer found outside them (tests/caffe_fuzz; diagnoses in /work/notes/issue13-research.md).
+fuzzer found outside them (tests/caffe_fuzz; each test's docstring gives the diagnosis).
 
 Every test runs its net in real Caffe (the oracle, at test time: no hard-coded numbers) and in
 protocaffe, and asserts that they agree: the same numbers for every version of every blob, or
-both refusing the net (protocaffe with a located error). Those of open causes (cause 9's
-differing copies, owned by the `training` branch) are marked xfail(strict=True), so a fix
-flips them to XPASS and strict makes that visible: remove the marker with the fix. Finding N
-(non-finite inputs) stays xfail: it is documented, not reproduced. Skipped without the
-oracle (../shared/oracle).
+both refusing the net (protocaffe with a located error). Every cause is fixed; finding N
+(non-finite inputs) stays xfail(strict=True): it is documented, not reproduced. Skipped
+without the oracle (../shared/oracle).
 """
 
 from __future__ import annotations
@@ -29,10 +27,6 @@ from caffe_fuzz.regress import check, explain
 from protocaffe.api import convert, module_from_source
 
 pytestmark = pytest.mark.skipif(not available(), reason="no real-Caffe oracle (../shared/oracle)")
-
-
-def issue13(cause: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"issue 13 {cause}")
 
 
 @pytest.fixture(scope="module")
@@ -314,9 +308,10 @@ def _unshared_weights(oracle: Oracle, folder: Path, text: str) -> Path:
     return folder / "untied" / "net.caffemodel"
 
 
-@issue13("cause 9: a caffemodel whose shared copies differ loads as Caffe loads it")
 @pytest.mark.parametrize("case", sorted(SHARED_NETS))
 def test_cause9_shared_copies_differ(oracle: Oracle, tmp_path: Path, case: str) -> None:
+    """Caffe shares the copies' memory, so the last copy in the file wins for every holder
+    (the harness compares the full net, not the prefixes that cut a shared param)."""
     weights = _unshared_weights(oracle, tmp_path, SHARED_NETS[case])
     runs_in_both(oracle, tmp_path / "tied", SHARED_NETS[case], caffemodel=weights)
 

@@ -193,14 +193,39 @@ def judge(case: Path, caffe: CaffeOutcome, inputs: Mapping[str, np.ndarray]) -> 
     layers = layers_of(net)
     snapshots = np.load(case / "snapshots.npz")
     caffe_index = _caffe_indices(layers, caffe)
+    cut_shares = _prefixes_that_cut_shares(layers)
     for index, layer in enumerate(layers):
         if layer.type == "Input" or index not in caffe_index:  # type: ignore[attr-defined]
+            continue
+        if index in cut_shares:
             continue
         mismatch = _compare_prefix(case, net, index, caffe_index[index], snapshots, inputs, result)
         if mismatch is not None:
             result.mismatch = mismatch
             break
     return result
+
+
+def _prefixes_that_cut_shares(layers: list[Message]) -> set[int]:
+    """The prefixes that hold a shared param (`param { name }`) a later layer also holds.
+
+    Caffe loads a caffemodel's copies of a shared blob into one memory, so the full net's
+    value is the last copy in the file (net.cpp CopyTrainedLayersFrom after AppendParam's
+    ShareData); a net cut before the last holder loads an earlier copy, so its blobs are not
+    Caffe's full-net snapshots. Those prefixes are not compared; the full net always is."""
+    last_holder: dict[str, int] = {}
+    first_holder: dict[str, int] = {}
+    for index, layer in enumerate(layers):
+        for spec in layer.param:  # type: ignore[attr-defined]
+            name = spec if isinstance(spec, str) else spec.name
+            if name:
+                first_holder.setdefault(name, index)
+                last_holder[name] = index
+    return {
+        index
+        for name, first in first_holder.items()
+        for index in range(first, last_holder[name])
+    }
 
 
 def _caffe_indices(layers: list[Message], caffe: CaffeOutcome) -> dict[int, int]:
