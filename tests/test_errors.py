@@ -471,3 +471,32 @@ def test_output_path_that_cannot_be_written(tmp_path):
     assert result.returncode == 2
     assert result.stderr == "taken: cannot write: File exists\n"
     assert (tmp_path / "taken").read_text() == "a file, not a folder"
+
+
+def test_weighted_layers_with_one_name_are_refused_unless_all_their_blobs_are_shared(tmp_path):
+    # Caffe copies a caffemodel layer's blobs into the first layer of that name only, so a
+    # second one with weights of its own would keep its filler values.
+    twice = (
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "a"\n'
+        "  convolution_param { num_output: 3 kernel_size: 1 } }\n"
+        'layer { name: "c" type: "Convolution" bottom: "a" top: "b"\n'
+        "  convolution_param { num_output: 3 kernel_size: 1 } }\n"
+    )
+    write(tmp_path, "net.prototxt", HEAD + twice)
+    assert_fails(
+        tmp_path,
+        'net.prototxt:6: layer "c" (Convolution): layer "c" at net.prototxt:4:1 has the same name;'
+        " layers with weights need unique names (the caffemodel matches weights by name)\n",
+        "convert",
+        "net.prototxt",
+        "-o",
+        "out",
+    )
+    # With every blob tied by `param { name }` the later layer shares the first one's memory.
+    shared = twice.replace(
+        "  convolution_param", '  param { name: "w" } param { name: "b" } convolution_param'
+    )
+    write(tmp_path, "shared.prototxt", HEAD + shared)
+    result = cli(tmp_path, "convert", "shared.prototxt", "-o", "out")
+    assert result.returncode == 0, result.stderr
+    assert "self.c_2.weight = self.c.weight" in (tmp_path / "out" / "model.py").read_text()

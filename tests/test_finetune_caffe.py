@@ -234,8 +234,8 @@ def caffe_blobs(model: torch.nn.Module, conversion: Any) -> dict[str, np.ndarray
     """The module's state as Caffe's blobs, "layer/index": parameters as they are, BatchNorm's
     statistics back as sums (running value x factor) beside the factor."""
     blobs: dict[str, np.ndarray] = {}
-    for node in conversion.graph.nodes:
-        attr = conversion.emitted.attrs.get(node.name)
+    for index, node in enumerate(conversion.graph.nodes):
+        attr = conversion.emitted.attrs.get(index)
         if attr is None or not node.params:
             continue
         module = getattr(model, attr)

@@ -339,6 +339,20 @@ def test_cause9_one_parameter_per_name(tmp_path: Path, case: str) -> None:
     assert len(list(module.parameters())) == 2
 
 
+def test_cause9_one_name_for_layers_whose_blobs_are_all_shared(
+    oracle: Oracle, tmp_path: Path
+) -> None:
+    """co-saliency FCN names three convolutions 'conv12_pre', all tied by param names: Caffe
+    accepts that (no unique-name check in net.cpp), and the later layers' blobs share the first
+    one's memory, so the weights are one parameter whatever copy the caffemodel holds."""
+    layers = "".join(
+        f'layer {{ name: "c" type: "Convolution" bottom: "{a}" top: "{b}" {SHARED} '
+        "convolution_param { num_output: 2 kernel_size: 3 pad: 1 } }\n"
+        for a, b in (("data", "x"), ("x", "y"))
+    )
+    runs_in_both(oracle, tmp_path, net((1, 2, 5, 6), layers))
+
+
 def test_cause9_shared_shapes_differ(oracle: Oracle, tmp_path: Path) -> None:
     """Caffe: "Cannot share param 'w' owned by layer 'a' with layer 'b'; shape mismatch"
     (net.cpp AppendParam): 'a' has 3 input channels, 'b' one."""

@@ -222,9 +222,7 @@ def _prefixes_that_cut_shares(layers: list[Message]) -> set[int]:
                 first_holder.setdefault(name, index)
                 last_holder[name] = index
     return {
-        index
-        for name, first in first_holder.items()
-        for index in range(first, last_holder[name])
+        index for name, first in first_holder.items() for index in range(first, last_holder[name])
     }
 
 

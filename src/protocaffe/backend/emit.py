@@ -109,8 +109,9 @@ class ModuleParts:
 @dataclass(frozen=True)
 class Emitted:
     parts: ModuleParts
-    # The module attribute that holds each node's parameters (node name -> attribute).
-    attrs: dict[str, str]
+    # The module attribute that holds each node's parameters, by the node's position in the
+    # graph (two layers may share a name: Caffe allows it).
+    attrs: dict[int, str]
     # The local variable that holds each value in forward().
     locals: dict[Value, str]
 
@@ -374,7 +375,7 @@ class _Body:
     forward: list[Line] = field(default_factory=list)
     helpers: list[str] = field(default_factory=list)  # in order of first use
     imports: set[str] = field(default_factory=set)  # declared by emitters and helpers
-    attrs: dict[str, str] = field(default_factory=dict)  # node name -> module attribute
+    attrs: dict[int, str] = field(default_factory=dict)  # node position -> module attribute
     learnable: list[_Learnable] = field(default_factory=list)  # Caffe's order
     # Each shared parameter's first holder (`param { name }` -> self.<expr>, layer name).
     shared: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -402,7 +403,7 @@ def _emit_body(graph: Graph, local: Mapping[Value, str]) -> _Body:
         body.imports.update(checked_import(statement, node) for statement in emission.imports)
         trace = trace_text(node)
         if emission.init is not None:
-            body.attrs[node.name] = attr
+            body.attrs[index] = attr
             comment = trace if attr != node.name else ""
             body.init.append(Line(f"self.{attr} = {emission.init}", comment))
             _training_lines(node, attr, body)

@@ -108,11 +108,11 @@ class StateArrays(Mapping[str, "np.ndarray"]):
 
 
 def state_arrays(
-    graph: Graph, model: CaffeModel, attrs: Mapping[str, str], reporter: Reporter
+    graph: Graph, model: CaffeModel, attrs: Mapping[int, str], reporter: Reporter
 ) -> StateArrays:
     """The state_dict (as float32 numpy arrays, made on access) of the module emitted for `graph`.
 
-    `attrs` maps node names to the module attributes that hold their parameters. Layers are
+    `attrs` maps nodes (by position) to the module attributes that hold their parameters. Layers are
     matched by name; when the caffemodel has a name twice, the last one wins, as in Caffe.
     Blobs tied by `param { name }` are one parameter: every layer gets the copy Caffe ends up
     with (`_shared_blobs`). Every blob's shape is checked here, before anything is written.
@@ -121,19 +121,19 @@ def state_arrays(
     shared = _shared_blobs(graph, model, reporter)
     used: set[str] = set()
     nodes: list[_NodeBlobs | _FusedBlobs] = []
-    for node in graph.nodes:
-        if node.name not in attrs:
+    for index, node in enumerate(graph.nodes):
+        attr = attrs.get(index)
+        if attr is None:
             for original in node.fused or (node,):
                 _checked(original, "", by_name, model, used, shared)
             continue  # checked, but the module keeps nothing (a layer without a module)
         if node.fused:
             parts = tuple(
-                _checked(original, attrs[node.name], by_name, model, used, shared)
-                for original in node.fused
+                _checked(original, attr, by_name, model, used, shared) for original in node.fused
             )
-            nodes.append(_FusedBlobs(attrs[node.name], node, parts))
+            nodes.append(_FusedBlobs(attr, node, parts))
             continue
-        blobs = _checked(node, attrs[node.name], by_name, model, used, shared)
+        blobs = _checked(node, attr, by_name, model, used, shared)
         if blobs is not None:
             nodes.append(blobs)
     left_out = set(graph.left_out)

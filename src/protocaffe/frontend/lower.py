@@ -282,7 +282,7 @@ class _Lowering:
         in_shapes = [v.shape for v in bottoms]
         params = kind.param_names(attrs, in_shapes)
         if params:
-            self._check_weighted_name(layer)
+            self._check_weighted_name(layer, len(params))
         self.params.read(len(self.nodes), layer, kind, attrs, in_shapes, self.reporter)
         self.nodes.append(
             Node(layer.type, layer.name, tuple(bottoms), tuple(outputs), attrs, layer.loc, params)
@@ -511,10 +511,14 @@ class _Lowering:
         self.consumed.add(previous)
         self.env[blob] = value
 
-    def _check_weighted_name(self, layer: LayerDef) -> None:
-        # Caffe finds a layer's weights by its name, so a name with weights must be unique.
+    def _check_weighted_name(self, layer: LayerDef, blobs: int) -> None:
+        # Caffe finds a layer's weights by its name (CopyTrainedLayersFrom copies them into the
+        # first layer of that name), so a name with weights must be unique -- unless every blob
+        # of the later layer is shared by `param { name }`: its blobs then share the memory of
+        # an earlier holder's (Net::AppendParam) and take the values Caffe loads into that.
         first = self.weighted.setdefault(layer.name, layer)
-        if first is not layer:
+        specs = list(layer.param.param)[:blobs]
+        if first is not layer and not (len(specs) == blobs and all(s.name for s in specs)):
             raise ProtocaffeError.at(
                 layer.loc,
                 f'layer "{first.name}" at {first.loc} has the same name; layers with weights '
