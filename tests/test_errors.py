@@ -500,3 +500,29 @@ def test_weighted_layers_with_one_name_are_refused_unless_all_their_blobs_are_sh
     result = cli(tmp_path, "convert", "shared.prototxt", "-o", "out")
     assert result.returncode == 0, result.stderr
     assert "self.c_2.weight = self.c.weight" in (tmp_path / "out" / "model.py").read_text()
+
+
+def test_batchnorm_statistics_may_be_named_but_not_tied(tmp_path):
+    # SRM's saliency net names every BatchNorm statistic once (param { name lr_mult: 0 }):
+    # nothing is tied, so it converts. A second holder of the name would tie buffers.
+    def bn(name: str, bottom: str) -> str:
+        specs = "".join(f'param {{ name: "s{i}" lr_mult: 0 }} ' for i in range(3))
+        return (
+            f'layer {{ name: "{name}" type: "BatchNorm" bottom: "{bottom}" top: "{name}"\n'
+            f"  {specs}}}\n"
+        )
+
+    write(tmp_path, "once.prototxt", HEAD + bn("a", "data"))
+    result = cli(tmp_path, "convert", "once.prototxt", "-o", "converted")
+    assert result.returncode == 0, result.stderr
+    write(tmp_path, "twice.prototxt", HEAD + bn("a", "data") + bn("b", "a"))
+    assert_fails(
+        tmp_path,
+        "twice.prototxt:6: layer \"b\" (BatchNorm): param 's0' ties blob 0 to an earlier "
+        "layer's, and one of them is a blob the module keeps as a buffer; protocaffe ties "
+        "learnable parameters only\n",
+        "convert",
+        "twice.prototxt",
+        "-o",
+        "out",
+    )

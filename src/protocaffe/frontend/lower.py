@@ -623,6 +623,9 @@ class _Params:
         self.shared: dict[str, _SharedParam] = {}
         self.blobs: dict[int, tuple[_BlobSpec, ...]] = {}  # by the node's index
         self.holding: dict[str, list[tuple[str, int]]] = {}  # share name -> (layer, blob index)
+        # Names given to blobs the module keeps as buffers (BatchNorm's statistics): harmless
+        # while one layer holds the name, a tie protocaffe cannot make once a second does.
+        self.buffer_names: dict[str, LayerDef] = {}
 
     def read(
         self,
@@ -659,16 +662,23 @@ class _Params:
                     layer.name,
                     layer.type,
                 )
-            if spec.name:
-                if learnable[index] is None:
-                    raise _error(
-                        layer,
-                        f"param {spec.name!r} ties blob {index}, which the module keeps as a "
-                        "buffer; protocaffe ties learnable parameters only",
-                    )
-                self._share(layer, spec, index, blob.shape, lr, decay)
-                self.holding.setdefault(spec.name, []).append((layer.name, index))
-            specs.append(_BlobSpec(spec.name, lr, decay))
+            share = spec.name
+            if share:
+                first = self.buffer_names.get(share)
+                if learnable[index] is None or first is not None:
+                    if first is not None or share in self.shared:
+                        raise _error(
+                            layer,
+                            f"param {share!r} ties blob {index} to an earlier layer's, and one "
+                            "of them is a blob the module keeps as a buffer; protocaffe ties "
+                            "learnable parameters only",
+                        )
+                    self.buffer_names[share] = layer
+                    share = ""  # one holder: nothing is tied
+                else:
+                    self._share(layer, spec, index, blob.shape, lr, decay)
+                    self.holding.setdefault(share, []).append((layer.name, index))
+            specs.append(_BlobSpec(share, lr, decay))
         if specs:
             self.blobs[node] = tuple(specs)
 
