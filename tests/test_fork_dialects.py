@@ -224,3 +224,26 @@ def test_unknown_v1_names_still_fail_at_their_line(tmp_path: Path) -> None:
     with pytest.raises(ProtocaffeError) as caught:
         convert(prototxt)
     assert "net.prototxt:7:26: unknown value 'FROBNICATE' for 'type'" in str(caught.value)
+
+
+def test_rcf_autocrop_follows_dilated_convolutions(tmp_path: Path) -> None:
+    """RCF's conv5 is dilated (kernel 3, dilation 2, pad 2) and its pool4 has stride 1; its
+    conv_layer.hpp maps coordinates with the dilated kernel's extent, 5. Worked by hand with
+    coords.hpp's FilterMap (input = stride * output + (extent - 1) / 2 - pad): pool1 gives
+    data = 2 p + 0.5, the dilated conv the identity, the 4/2 deconvolution p = (u - 1.5) / 2,
+    so data = u - 1: a crop offset of 1 (the undilated kernel would give 2)."""
+    body = (
+        layer("pool1", "Pooling", "data", params="pooling_param { pool: MAX kernel_size: 2 "
+              "stride: 2 }")
+        + layer("conv5", "Convolution", "pool1", params="convolution_param { num_output: 2 "
+                "kernel_size: 3 pad: 2 dilation: 2 }")
+        + layer("up", "Deconvolution", "conv5", params="convolution_param { num_output: 1 "
+                "kernel_size: 4 stride: 2 }")
+        + layer("crop", "AutoCrop", "up", "data", tops=["cropped"])
+    )  # fmt: skip
+    x = np.random.default_rng(17).normal(size=(1, 2, 13, 16)).astype(np.float32)
+    conversion, reference = compare_with_reference(
+        tmp_path, net_text({"data": x.shape}, body), {"data": x}
+    )
+    assert _crop_offsets(conversion.graph) == [1]
+    assert reference["cropped"].shape == (1, 1, 13, 16)

@@ -260,7 +260,15 @@ def _coord_map(layer: LayerDef, offsets: tuple[int, int] | None, abort: Any) -> 
         kernel = _pair(conv.kernel_size, conv, "kernel_h", "kernel_w", 0)
         stride = _pair(conv.stride, conv, "stride_h", "stride_w", 1)
         pad = _pair(conv.pad, conv, "pad_h", "pad_w", 0)
-        filter_map = _filter_map(kernel, stride, pad)
+        given = list(conv.dilation)
+        dilation = (given[0], given[-1]) if given else (1, 1)
+        # RCF's conv_layer.hpp / deconv_layer.hpp coord_map(): the dilated kernel's extent
+        # (HED's fork predates dilation, so the same).
+        extent = (
+            dilation[0] * (kernel[0] - 1) + 1,
+            dilation[1] * (kernel[1] - 1) + 1,
+        )
+        filter_map = _filter_map(extent, stride, pad)
         return filter_map if layer.type == "Deconvolution" else _invert(filter_map)
     if layer.type == "Pooling":
         pool = p.pooling_param

@@ -4,7 +4,8 @@
 Sources: s9xie/hed @ 912632b9, src/caffe/layers/crop_layer.cpp (CropLayer::LayerSetUp,
 Forward_cpu), include/caffe/util/coords.hpp (DiagonalAffineMap, FilterMap) and the coord_map()
 overrides of include/caffe/{vision,common,neuron}_layers.hpp; yun-liu/rcf @ ce460ff6,
-src/caffe/layers/auto_crop_layer.cpp (the same LayerSetUp). Maps are pairs (scale, offset)
+src/caffe/layers/auto_crop_layer.cpp (the same LayerSetUp) and include/caffe/layers/conv_layer.hpp,
+deconv_layer.hpp (coord_map() with the dilated kernel's extent). Maps are pairs (scale, offset)
 per axis in float, as DiagonalAffineMap<Dtype> holds them.
 """
 
@@ -68,7 +69,14 @@ def _layer_map(layer: Any, offsets: dict[int, tuple[int, int]], index: int) -> M
         kernel = _hw(c, "kernel_size", "kernel_h", "kernel_w", 0, repeated=True)
         stride = _hw(c, "stride", "stride_h", "stride_w", 1, repeated=True)
         pad = _hw(c, "pad", "pad_h", "pad_w", 0, repeated=True)
-        m = _filter_map(kernel, stride, pad)
+        # rcf's conv_layer.hpp / deconv_layer.hpp coord_map(): FilterMap of the kernel extent
+        # dilation * (kernel - 1) + 1 (hed's fork has no dilation: extent = kernel there).
+        dilation = [int(d) for d in c.dilation] or [1]
+        extent = (
+            dilation[0] * (kernel[0] - 1) + 1,
+            dilation[-1] * (kernel[1] - 1) + 1,
+        )
+        m = _filter_map(extent, stride, pad)
         return m if kind == "Deconvolution" else _inverse(m)
     if kind == "Pooling" and not layer.param.pooling_param.global_pooling:
         q = layer.param.pooling_param
