@@ -63,6 +63,24 @@ NETS: dict[str, tuple[dict[str, tuple[int, ...]], str]] = {
             params="roi_pooling_param { pooled_h: 2 pooled_w: 3 spatial_scale: 1 }",
         ),
     ),
+    "unpooling": (
+        {"x": (1, 2, 7, 9)},
+        layer(
+            "p",
+            "Pooling",
+            "x",
+            tops=["pooled", "mask"],
+            params="pooling_param { pool: MAX kernel_size: 2 stride: 2 }",
+        )
+        + layer(
+            "u",
+            "Unpooling",
+            "pooled",
+            "mask",
+            params="unpooling_param { unpool: MAX kernel_size: 2 stride: 2 unpool_h: 8 "
+            "unpool_w: 10 }",
+        ),
+    ),
 }
 
 

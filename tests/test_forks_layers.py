@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fork_cases import compare_with_reference, layer, net_text
 from forks_support import load_module, run_capturing
 
 from protocaffe.api import convert
+from protocaffe.errors import ProtocaffeError
 from protocaffe.frontend.caffemodel import read_caffemodel
 from protocaffe.random_weights import random_weights
 from protocaffe.verify.reference.ops.conv import im2col_conv
@@ -204,3 +206,55 @@ layer { name: "roi" type: "ROIPooling" bottom: "features" bottom: "rois" top: "p
     )
     (ours,) = run(module, features, rois)
     np.testing.assert_array_equal(ours, roi_pool(features, rois, 3, 2, 0.25))
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"),
+    [
+        ((1, 3, 7, 9), "unpool_size: 9"),
+        ((2, 2, 7, 9), "unpool_h: 8 unpool_w: 10"),
+        ((1, 2, 5, 6), ""),
+    ],
+)
+def test_deconvnet_unpooling(shape: tuple[int, ...], size: str, tmp_path: Path) -> None:
+    """DeconvNet's Unpooling after a masked MAX pooling (ceil mode, odd sizes; integer inputs
+    make ties), against the numpy reference of HyeonwooNoh/caffe's unpooling_layer.cpp. Without
+    a size the fork's formula gives max((H - 1) * 2 + 2, H * 2 + 1) = 2 H + 1."""
+    body = layer(
+        "pool", "Pooling", "x", tops=["pooled", "mask"],
+        params="pooling_param { pool: MAX kernel_size: 2 stride: 2 }",
+    ) + layer(
+        "unpool", "Unpooling", "pooled", "mask",
+        params=f"unpooling_param {{ unpool: MAX kernel_size: 2 stride: 2 {size} }}",
+    )  # fmt: skip
+    x = RNG.integers(0, 3, shape).astype(np.float32)
+    conversion, reference = compare_with_reference(tmp_path, net_text({"x": shape}, body), {"x": x})
+    pooled_h, pooled_w = reference["pooled"].shape[2:]
+    expected = {
+        "unpool_size: 9": (9, 9),
+        "unpool_h: 8 unpool_w: 10": (8, 10),
+        "": (2 * pooled_h + 1, 2 * pooled_w + 1),
+    }[size]
+    assert reference["unpool"].shape[2:] == expected
+    assert "caffe_unpool(" in conversion.source
+
+
+def test_deconvnet_unpooling_v1_and_refusals(tmp_path: Path) -> None:
+    v1 = (
+        'name: "v1"\ninput: "x"\ninput_dim: 1\ninput_dim: 2\ninput_dim: 6\ninput_dim: 6\n'
+        'layers { name: "pool" type: POOLING bottom: "x" top: "pooled" top: "mask"\n'
+        "  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n"
+        'layers { name: "unpool" type: UNPOOLING bottom: "pooled" bottom: "mask" top: "up"\n'
+        "  unpooling_param { unpool: MAX kernel_size: 2 stride: 2 unpool_size: 6 } }\n"
+    )
+    x = RNG.normal(size=(1, 2, 6, 6)).astype(np.float32)
+    compare_with_reference(tmp_path, v1, {"x": x})
+    for params, message in (
+        ("unpool: AVE kernel_size: 2 stride: 2", "only MAX unpooling is supported"),
+        ("kernel_size: 2 stride: 2 pad: 1", "only zero padding is allowed"),
+        ("kernel_size: 2 kernel_h: 2 kernel_w: 2", "kernel_size OR kernel_h and kernel_w"),
+    ):
+        text = v1.replace("unpool: MAX kernel_size: 2 stride: 2 unpool_size: 6", params)
+        (tmp_path / "bad.prototxt").write_text(text)
+        with pytest.raises(ProtocaffeError, match=message):
+            convert(tmp_path / "bad.prototxt")

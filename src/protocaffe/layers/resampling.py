@@ -382,3 +382,107 @@ class MaxUnPool(Layer[MaxUnPoolAttrs]):
             note="Caffe aborts on a mask index outside the output",
             helpers=("caffe_unpool",),
         )
+
+
+@dataclass(frozen=True)
+class UnpoolingAttrs(Attrs):
+    size: tuple[int, int] | None  # unpool_size or unpool_h/unpool_w; None: from the input
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+
+
+@register
+class Unpooling(Layer[UnpoolingAttrs]):
+    """DeconvNet's max-unpooling (V1 `UNPOOLING`): zeros of the unpooled size, each input value
+    at the flat index h * W + w of its channel plane that the mask (bottom 1, a Pooling layer's
+    second top) holds; a later value at the same index overwrites an earlier one. The size is
+    unpool_size (or unpool_h and unpool_w), else max((H - 1) * stride + kernel, H * stride + 1)
+    per axis (pad must be 0 in the fork).
+
+    Only the masked MAX form is supported: AVE, TILE and MAX without a mask are refused.
+
+    Source: HyeonwooNoh/caffe, src/caffe/layers/unpooling_layer.cpp (LayerSetUp, Reshape,
+    Forward_cpu)."""
+
+    types = ("Unpooling",)
+    bottoms = (1, 3)  # a third input is added by a pass: the tensor whose size to restore
+
+    def computes_in_place(self, attrs: UnpoolingAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
+
+    def parse(self, layer: LayerSource) -> UnpoolingAttrs:
+        p = layer.param.unpooling_param
+        has = p.HasField
+        if has("kernel_size") == (has("kernel_h") and has("kernel_w")):
+            raise fail(
+                layer, "Caffe aborts here: Filter size is kernel_size OR kernel_h and kernel_w"
+            )
+        if not ((not has("pad") and has("pad_h") and has("pad_w")) or not has("pad_h")):
+            raise fail(layer, "Caffe aborts here: pad is pad OR pad_h and pad_w are required.")
+        if (has("stride_h") or has("stride_w")) and (
+            has("stride") or not (has("stride_h") and has("stride_w"))
+        ):
+            raise fail(
+                layer, "Caffe aborts here: Stride is stride OR stride_h and stride_w are required."
+            )
+        sized = has("unpool_h") and has("unpool_w")
+        if (has("unpool_h") or has("unpool_w")) and (has("unpool_size") or not sized):
+            raise fail(
+                layer,
+                "Caffe aborts here: Unpool is unpool_size OR unpool_h and unpool_w are required.",
+            )
+        if has("kernel_size"):
+            kernel = (int(p.kernel_size), int(p.kernel_size))
+        else:
+            kernel = (int(p.kernel_h), int(p.kernel_w))
+        if min(kernel) <= 0:
+            raise fail(layer, "Caffe aborts here: Filter dimensions cannot be zero.")
+        pad = (int(p.pad_h), int(p.pad_w)) if has("pad_h") else (int(p.pad), int(p.pad))
+        if pad != (0, 0):
+            raise fail(layer, "Caffe aborts here: currently, only zero padding is allowed.")
+        if has("stride_h"):
+            stride = (int(p.stride_h), int(p.stride_w))
+        else:
+            stride = (int(p.stride), int(p.stride))
+        size: tuple[int, int] | None = None
+        if has("unpool_size"):
+            size = (int(p.unpool_size), int(p.unpool_size))
+        elif sized:
+            size = (int(p.unpool_h), int(p.unpool_w))
+        if int(p.unpool) != 0:
+            raise fail(layer, "only MAX unpooling is supported (AVE and TILE are not)")
+        if len(layer.bottoms) != 2:
+            raise fail(layer, "MAX unpooling without a mask bottom is not supported")
+        return UnpoolingAttrs(size, kernel, stride)
+
+    def infer(
+        self, attrs: UnpoolingAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        x, mask = in_shapes[:2]
+        if len(x) != 4:
+            raise fail(layer, f"expects a 4-D input, got {x}")
+        if mask != x:
+            raise fail(layer, f"the mask {mask} must have the input's shape {x}")
+        if attrs.size is not None:
+            return [x[:2] + attrs.size]
+        h, w = (
+            max((size - 1) * s + k, size * s + 1)
+            for size, s, k in zip(x[2:], attrs.stride, attrs.kernel, strict=True)
+        )
+        return [x[:2] + (h, w)]
+
+    def emit(self, attrs: UnpoolingAttrs, ctx: EmitContext) -> Emission:
+        x, mask = ctx.inputs[:2]
+        size = tuple_expr(ctx.out_shapes[0][2:])
+        note = "DeconvNet's max-unpool"
+        if len(ctx.inputs) == 3:
+            size = f"({ctx.inputs[2]}.shape[2], {ctx.inputs[2]}.shape[3])"
+            note += " to the pooled tensor's size"
+        return Emission(
+            forward=f"caffe_unpool({x}, {mask}, {size})",
+            note=note,
+            helpers=("caffe_unpool",),
+        )
+
+    def unpools(self, attrs: UnpoolingAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return True

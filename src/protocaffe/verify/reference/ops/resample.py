@@ -218,6 +218,37 @@ def upsample(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
         raise layer.fail(f"Caffe aborts here: {exc}") from None
 
 
+@register("Unpooling", bottoms=(2, 2))
+def unpooling(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """DeconvNet's Unpooling, MAX with a mask (HyeonwooNoh/caffe, unpooling_layer.cpp:
+    LayerSetUp reads kernel, stride, pad (must be 0) and unpool_size or unpool_h/unpool_w;
+    Reshape: otherwise max((H - 1) * stride + kernel - 2 pad, H * stride - pad + 1) per axis;
+    Forward_cpu MAX: zeros, then top[mask[i]] = bottom[i] per channel plane)."""
+    p = layer.param.unpooling_param
+    layer.check(int(p.unpool) == 0, "only MAX unpooling has a reference here")
+    x, mask = bottoms
+    layer.check(x.shape == mask.shape, f"the mask {mask.shape} must have the input's shape")
+    kernel_h = int(p.kernel_size) if p.HasField("kernel_size") else int(p.kernel_h)
+    kernel_w = int(p.kernel_size) if p.HasField("kernel_size") else int(p.kernel_w)
+    stride_h = int(p.stride_h) if p.HasField("stride_h") else int(p.stride)
+    stride_w = int(p.stride_w) if p.HasField("stride_h") else int(p.stride)
+    pad_h = int(p.pad_h) if p.HasField("pad_h") else int(p.pad)
+    pad_w = int(p.pad_w) if p.HasField("pad_h") else int(p.pad)
+    layer.check(pad_h == 0 and pad_w == 0, "currently, only zero padding is allowed.")
+    if p.HasField("unpool_size"):
+        out_h = out_w = int(p.unpool_size)
+    elif p.HasField("unpool_h") and p.HasField("unpool_w"):
+        out_h, out_w = int(p.unpool_h), int(p.unpool_w)
+    else:
+        height, width = x.shape[2], x.shape[3]
+        out_h = max((height - 1) * stride_h + kernel_h - 2 * pad_h, height * stride_h - pad_h + 1)
+        out_w = max((width - 1) * stride_w + kernel_w - 2 * pad_w, width * stride_w - pad_w + 1)
+    try:
+        return [unpool(x, mask, out_h, out_w)]
+    except ValueError as exc:
+        raise layer.fail(f"Caffe aborts here: {exc}") from None
+
+
 # The oracle build's resampling layers: brocolli-caffe 9.0.2, src/caffe/layers/resize_layer.cpp
 # (LayerSetUp, Reshape: height/width, or int(scale * size) in float with is_pyramid_test) with
 # src/caffe/util/util_img.cpp (ResizeBlob_cpu, BiLinearResizeMat_cpu),
