@@ -574,3 +574,112 @@ class DepthwiseConvolution(Layer[DepthwiseConvolutionAttrs]):
         out_shapes: Sequence[Shape],
     ) -> int:
         return self._conv.multiply_adds(self._as_conv(attrs, in_shapes), in_shapes, out_shapes)
+
+
+@register
+class Convolution3D(Layer[ConvAttrs]):
+    """C3D's 3-D convolution and deconvolution over (N, C, L, H, W): a kernel_depth x
+    kernel_size x kernel_size kernel, temporal_stride x stride x stride apart, temporal_pad x pad
+    x pad zeros around; no dilation, no group (`group` is read by no line of the layer;
+    `filter_group` only splits the output filters into gemms over all channels, which is still a
+    full convolution). Output sizes: `(L + 2 tp - kd) / ts + 1` (C++ int division) for the
+    convolution, `(L - 1) ts - 2 tp + kd` for the deconvolution. Weights (O, C, kd, k, k) and
+    (C, O, kd, k, k); the bias blob is (1, 1, 1, 1, O).
+
+    V2 `Convolution3D` / `Deconvolution3D` read convolution3d_param (C3D v1.1); V1
+    `CONVOLUTION3D` / `DECONVOLUTION3D` read convolution_param with kernel_depth,
+    temporal_stride, temporal_pad and filter_group (C3D v1.0). v1.1's Deconvolution3D reads
+    bias_term from convolution_param (default true), not from convolution3d_param: a
+    `convolution3d_param { bias_term: false }` deconvolution still has a bias blob.
+
+    Source: facebook/C3D @ 71336a22, C3D-v1.1/src/caffe/layers/convolution3d_layer.cpp and
+    deconvolution3d_layer.cpp (LayerSetUp, Forward_cpu), C3D-v1.1/src/caffe/util/vol2col.cpp
+    (vol2col_cpu, col2vol_cpu); C3D-v1.0's files of the same names (SetUp, Forward_cpu).
+    """
+
+    types = ("Convolution3D", "Deconvolution3D")
+    role = Role.CONVOLUTION
+    _conv = Convolution()
+
+    def parse(self, layer: LayerSource) -> ConvAttrs:
+        transposed = layer.type == "Deconvolution3D"
+        if layer.param.HasField("convolution3d_param"):
+            q = layer.param.convolution3d_param
+            num_output, size, depth = int(q.num_output), int(q.kernel_size), int(q.kernel_depth)
+            stride, temporal = int(q.stride), int(q.temporal_stride)
+            pad, temporal_pad = int(q.pad), int(q.temporal_pad)
+            filter_group, bias = int(q.filter_group), bool(q.bias_term)
+        else:
+            p = layer.param.convolution_param
+            for name in ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w"):
+                if p.HasField(name):
+                    raise fail(layer, f"{name}: C3D's convolution_param has no such field")
+            if p.dilation:
+                raise fail(layer, "dilation: C3D's convolution_param has no such field")
+            for name in ("kernel_size", "stride", "pad"):
+                if len(getattr(p, name)) > 1:
+                    raise fail(layer, f"{name}: C3D's convolution_param holds one value at most")
+            num_output = int(p.num_output)
+            size = int(p.kernel_size[0]) if p.kernel_size else 0
+            depth = int(p.kernel_depth)
+            stride = int(p.stride[0]) if p.stride else 1
+            pad = int(p.pad[0]) if p.pad else 0
+            temporal, temporal_pad = int(p.temporal_stride), int(p.temporal_pad)
+            filter_group, bias = int(p.filter_group), bool(p.bias_term)
+        if transposed:
+            # Both versions' Deconvolution3DLayer read bias_term from convolution_param.
+            bias = bool(layer.param.convolution_param.bias_term)
+        if num_output <= 0:
+            raise fail(layer, "Caffe aborts here: num_output must be positive (CHECK_GT)")
+        if size <= 0 or depth <= 0:
+            raise fail(layer, f"kernel_size {size} and kernel_depth {depth} must be positive")
+        if stride <= 0 or temporal <= 0:
+            raise fail(layer, "stride and temporal_stride must be positive (C3D divides by them)")
+        if not transposed and (filter_group <= 0 or num_output % filter_group):
+            raise fail(
+                layer,
+                f"Caffe aborts here: num_output {num_output} % filter_group {filter_group} != 0",
+            )
+        return ConvAttrs(
+            num_output=num_output,
+            kernel=(depth, size, size),
+            stride=(temporal, stride, stride),
+            pad=(temporal_pad, pad, pad),
+            dilation=(1,),
+            group=1,
+            bias=bias,
+            transposed=transposed,
+        )
+
+    def infer(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        if len(in_shapes[0]) != 5:
+            raise fail(layer, f"expects a 5-D input (N, C, L, H, W), got {in_shapes[0]}")
+        return self._conv.infer(attrs, in_shapes, layer)
+
+    def blobs(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        specs = self._conv.blobs(attrs, in_shapes)
+        if attrs.bias:
+            specs[1] = replace(specs[1], shape=(1, 1, 1, 1, attrs.num_output))
+        return specs
+
+    def param_names(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        return self._conv.param_names(attrs, in_shapes)
+
+    def state(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        flat = [blobs[0], *(b.reshape(-1) for b in blobs[1:])]
+        return self._conv.state(attrs, in_shapes, flat)
+
+    def emit(self, attrs: ConvAttrs, ctx: EmitContext) -> Emission:
+        return self._conv.emit(attrs, ctx)
+
+    def computes_in_place(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
+
+    def multiply_adds(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        return self._conv.multiply_adds(attrs, in_shapes, out_shapes)
