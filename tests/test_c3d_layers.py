@@ -1,10 +1,11 @@
-"""C3D's 3-D convolution and deconvolution (issue 15): V2 `Convolution3D` / `Deconvolution3D`
-(C3D v1.1, convolution3d_param) and V1 `CONVOLUTION3D` / `DECONVOLUTION3D` (C3D v1.0, the 3-D
-fields inside convolution_param). Neither real Caffe nor OpenCV runs them: the generated module
-is compared with the numpy reference's transcription of facebook/C3D's C++
-(protocaffe.verify.reference.ops.conv names the files and functions), every blob, with seeded
-random weights and odd sizes; the reference itself is checked against cases worked out by hand
-from vol2col_cpu / col2vol_cpu.
+"""The video forks' 3-D layers (issue 15): C3D's V2 `Convolution3D` / `Deconvolution3D` (C3D
+v1.1, convolution3d_param) and V1 `CONVOLUTION3D` / `DECONVOLUTION3D` (C3D v1.0, the 3-D fields
+inside convolution_param); video-caffe's `NdConvolution` / `NdPooling` (kernel_shape,
+stride_shape, pad_shape messages). Neither real Caffe nor OpenCV runs them: the generated module
+is compared with the numpy reference's transcription of each fork's C++
+(protocaffe.verify.reference.ops.conv and .pooling name the files and functions), every blob,
+with seeded random weights and odd sizes; the reference itself is checked against cases worked
+out by hand from the C++ (vol2col_cpu / col2vol_cpu, compute_output_shape).
 """
 
 from __future__ import annotations
@@ -284,3 +285,149 @@ def test_video_data_transform_param_gives_no_preprocess(tmp_path: Path) -> None:
     assert "def preprocess" not in conversion.source
     notes = [str(d) for d in reporter.diagnostics]
     assert any("not an image (N, C, H, W): model.py gets no preprocess()" in n for n in notes)
+
+
+# ---- video-caffe NdConvolution / NdPooling ------------------------------------------------------
+
+
+def _dims(name: str, values: list[int]) -> str:
+    return f"{name} {{ {' '.join(f'dim: {v}' for v in values)} }}"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_nd_convolution_against_the_reference(seed: int, tmp_path: Path) -> None:
+    """Seeded 3-D (and 2-D) geometries: odd sizes, per-axis kernel/stride/pad, groups, two
+    bottoms sharing the weights; geometries the fork cannot run (an output axis of 1, which it
+    drops from the top's shape) are refused by both."""
+    rng = np.random.default_rng(500 + seed)
+    spatial = 3 if seed % 4 else 2
+    group = int(rng.choice([1, 2]))
+    shape = (int(rng.integers(1, 3)), group * int(rng.integers(1, 3)))
+    shape += tuple(int(rng.integers(2, 6)) * 2 + 1 for _ in range(spatial))
+    kernel = [int(rng.integers(1, 4)) for _ in range(spatial)]
+    fields = [f"num_output: {group * int(rng.integers(1, 3))}", f"group: {group}"]
+    fields.append(_dims("kernel_shape", kernel))
+    if rng.random() < 0.7:
+        fields.append(_dims("stride_shape", [int(rng.integers(1, 3)) for _ in kernel]))
+    if rng.random() < 0.7:
+        fields.append(_dims("pad_shape", [int(rng.integers(0, k + 1)) for k in kernel]))
+    if rng.random() < 0.3:
+        fields.append("bias_term: false")
+    two = seed % 3 == 0
+    bottoms = ("x", "y") if two else ("x",)
+    tops = ("c0", "c1") if two else ("c0",)
+    params = f"convolution_param {{ {' '.join(fields)} }}"
+    inputs = {b: rng.normal(size=shape).astype(np.float32) for b in bottoms}
+    text = net_text(
+        {b: shape for b in bottoms},
+        layer("c", "NdConvolution", *bottoms, tops=tops, params=params),
+    )
+    try:
+        compare_with_reference(tmp_path, text, inputs, seed=seed)
+    except ProtocaffeError:
+        net = read_prototxt(tmp_path / "net.prototxt", Reporter())
+        with pytest.raises(ProtocaffeError):
+            ReferenceNet(net, None).forward(inputs)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_nd_pooling_against_the_reference(seed: int, tmp_path: Path) -> None:
+    rng = np.random.default_rng(700 + seed)
+    shape = (int(rng.integers(1, 3)), int(rng.integers(1, 4)))
+    shape += tuple(int(rng.integers(1, 5)) * 2 + 1 for _ in range(3))
+    kernel = [int(rng.integers(1, 4)) for _ in range(3)]
+    method = "MAX" if seed % 2 else "AVE"
+    fields = [f"pool: {method}", _dims("kernel_shape", kernel)]
+    # Strides up to the kernel (a larger one leaves windows the fork's cuDNN call is refused
+    # for: empty, or AVE overhanging the padding; test_nd_pooling_reference_by_hand has one).
+    fields.append(_dims("stride_shape", [int(rng.integers(1, k + 1)) for k in kernel]))
+    if rng.random() < 0.6:
+        pad = int(rng.integers(0, min(kernel)))
+        fields.append(_dims("pad_shape", [pad] * 3))
+    params = f"pooling_param {{ {' '.join(fields)} }}"
+    text = net_text({"x": shape}, layer("p", "NdPooling", "x", params=params))
+    x = rng.normal(size=shape).astype(np.float32)
+    try:
+        compare_with_reference(tmp_path, text, {"x": x}, seed=seed)
+    except ProtocaffeError:
+        net = read_prototxt(tmp_path / "net.prototxt", Reporter())
+        with pytest.raises(ProtocaffeError):
+            ReferenceNet(net, None).forward({"x": x})
+
+
+def test_nd_pooling_reference_by_hand(tmp_path: Path) -> None:
+    """compute_output_shape by hand on x = 0..44 as (1, 1, 1, 5, 9): kernel (1, 2, 2), stride
+    (1, 2, 2), pad (0, 1, 0): D 1; H ceil((5 + 2 - 2) / 2) + 1 = 4, and H has a pad: (4 - 1) *
+    2 = 6 >= 5 + 1, so 3; W ceil((9 - 2) / 2) + 1 = 5. MAX window (h 0, w 4) covers row 0
+    (row -1 is padding) and column 8: x[0, 8] = 8; window (h 1, w 0) rows 1..2, columns 0..1:
+    x[2, 1] = 19. With W's kernel 1 and stride 3 the fork keeps ceil(8 / 3) + 1 = 4 windows on
+    W (no pad there), the last starting past the input, where BVLC's rule (any pad set) drops
+    it: refused."""
+    params = (
+        "pooling_param { pool: MAX kernel_shape { dim: 1 dim: 2 dim: 2 } "
+        "stride_shape { dim: 1 dim: 2 dim: 2 } pad_shape { dim: 0 dim: 1 dim: 0 } }"
+    )
+    text = net_text({"x": (1, 1, 1, 5, 9)}, layer("p", "NdPooling", "x", params=params))
+    x = np.arange(45, dtype=np.float32).reshape(1, 1, 1, 5, 9)
+    net = read_prototxt_text_for(tmp_path, text)
+    top = ReferenceNet(net, None).forward({"x": x})["p"]
+    assert top.shape == (1, 1, 1, 3, 5)
+    assert top[0, 0, 0, 0, 4] == 8
+    assert top[0, 0, 0, 1, 0] == 19
+    np.testing.assert_array_equal(build(tmp_path, text).ours({"x": x})["p"], top)
+    mixed = text.replace("dim: 1 dim: 2 dim: 2 } pad", "dim: 1 dim: 2 dim: 3 } pad").replace(
+        "kernel_shape { dim: 1 dim: 2 dim: 2 }", "kernel_shape { dim: 1 dim: 2 dim: 1 }"
+    )
+    with pytest.raises(ProtocaffeError, match="drops a last window only on axes with a pad"):
+        build(tmp_path, mixed)
+
+
+def read_prototxt_text_for(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / "ref.prototxt"
+    path.write_text(text)
+    return read_prototxt(path, Reporter())
+
+
+def test_nd_convolution_refuses_an_output_axis_of_one(tmp_path: Path) -> None:
+    params = (
+        "convolution_param { num_output: 2 kernel_shape { dim: 3 dim: 3 dim: 3 } "
+        "pad_shape { dim: 0 dim: 1 dim: 1 } }"
+    )
+    text = net_text({"x": (1, 1, 3, 5, 5)}, layer("c", "NdConvolution", "x", params=params))
+    with pytest.raises(ProtocaffeError, match="an output axis of size 1"):
+        build(tmp_path, text)
+
+
+def test_video_caffe_c3d_block_against_the_reference(tmp_path: Path) -> None:
+    """A c3d_ucf101_deploy-like block: NdConvolution 3x3x3 pad 1, ReLU, NdPooling (1, 2, 2),
+    NdConvolution, NdPooling 2x2x2 (ceil: L 3 -> 2), InnerProduct."""
+    conv = (
+        "convolution_param {{ num_output: {n} kernel_shape {{ dim: 3 dim: 3 dim: 3 }} "
+        "stride_shape {{ dim: 1 dim: 1 dim: 1 }} pad_shape {{ dim: 1 dim: 1 dim: 1 }} }}"
+    )
+    body = (
+        layer("conv1a", "NdConvolution", "data", params=conv.format(n=4))
+        + layer("relu1a", "ReLU", "conv1a", tops=("conv1a",))
+        + layer(
+            "pool1",
+            "NdPooling",
+            "conv1a",
+            params="pooling_param { pool: MAX kernel_shape { dim: 1 dim: 2 dim: 2 } "
+            "stride_shape { dim: 1 dim: 2 dim: 2 } }",
+        )
+        + layer("conv2a", "NdConvolution", "pool1", params=conv.format(n=6))
+        + layer(
+            "pool2",
+            "NdPooling",
+            "conv2a",
+            params="pooling_param { pool: MAX kernel_shape { dim: 2 dim: 2 dim: 2 } "
+            "stride_shape { dim: 2 dim: 2 dim: 2 } }",
+        )
+        + layer("fc", "InnerProduct", "pool2", params="inner_product_param { num_output: 5 }")
+    )
+    shape = (2, 3, 3, 9, 7)
+    x = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    _, reference = compare_with_reference(tmp_path, net_text({"data": shape}, body), {"data": x})
+    # pool1: (3, 5, 4) by ceil; pool2: (2, 3, 2).
+    assert reference["pool1"].shape == (2, 4, 3, 5, 4)
+    assert reference["pool2"].shape == (2, 6, 2, 3, 2)

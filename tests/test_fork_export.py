@@ -73,6 +73,23 @@ NETS: dict[str, tuple[dict[str, tuple[int, ...]], str]] = {
             "temporal_pad: 1 pad: 1 stride: 2 temporal_stride: 2 }",
         ),
     ),
+    "nd-conv-pool": (
+        {"x": (1, 2, 5, 7, 6)},
+        layer(
+            "c",
+            "NdConvolution",
+            "x",
+            params="convolution_param { num_output: 4 kernel_shape { dim: 3 dim: 3 dim: 3 } "
+            "pad_shape { dim: 1 dim: 1 dim: 1 } stride_shape { dim: 1 dim: 2 dim: 2 } }",
+        )
+        + layer(
+            "p",
+            "NdPooling",
+            "c",
+            params="pooling_param { pool: MAX kernel_shape { dim: 2 dim: 2 dim: 2 } "
+            "stride_shape { dim: 2 dim: 2 dim: 2 } }",
+        ),
+    ),
     "roi-align": (
         {"f": (3, 3, 9, 11), "rois": (4, 5)},
         layer(

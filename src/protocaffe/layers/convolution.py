@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
@@ -675,6 +675,127 @@ class Convolution3D(Layer[ConvAttrs]):
 
     def emit(self, attrs: ConvAttrs, ctx: EmitContext) -> Emission:
         return self._conv.emit(attrs, ctx)
+
+    def computes_in_place(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
+
+    def multiply_adds(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        return self._conv.multiply_adds(attrs, in_shapes, out_shapes)
+
+
+def nd_shapes(
+    layer: LayerSource, p: Any, rank: int | None
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """kernel_shape, stride_shape and pad_shape of video-caffe's NdConvolution / NdPooling
+    (`{ dim: ... }` messages) with the CHECKs of their LayerSetUp: a kernel is required, the
+    other two have as many dims as it when given (defaults 1 and 0)."""
+    if not p.HasField("kernel_shape"):
+        raise fail(layer, "Caffe aborts here: Kernel shape is required (kernel_shape { dim: ... })")
+    kernel = tuple(int(d) for d in p.kernel_shape.dim)
+    if min(kernel, default=0) <= 0:
+        raise fail(layer, "Caffe aborts here: Filter dimensions cannot be zero")
+    values = {}
+    for name, default in (("stride", 1), ("pad", 0)):
+        given = tuple(int(d) for d in getattr(p, f"{name}_shape").dim)
+        if p.HasField(f"{name}_shape") and len(given) != len(kernel):
+            raise fail(
+                layer,
+                f"Caffe aborts here: Kernel and {name.capitalize()} shape don't match "
+                f"({len(kernel)} and {len(given)} dims)",
+            )
+        values[name] = given if p.HasField(f"{name}_shape") else (default,) * len(kernel)
+    if min(values["stride"]) <= 0:
+        raise fail(layer, "stride_shape dims must be positive (the fork divides by them)")
+    if rank is not None and len(kernel) != rank - 2:
+        raise fail(
+            layer,
+            f"kernel_shape has {len(kernel)} dims, the input has {rank - 2} spatial axes "
+            "(cuDNN's descriptors need one per axis)",
+        )
+    return kernel, values["stride"], values["pad"]
+
+
+@register
+class NdConvolution(Layer[ConvAttrs]):
+    """video-caffe's NdConvolution: a Convolution over every axis after the channels (axis 1),
+    with per-axis `kernel_shape`, `stride_shape` and `pad_shape` messages, group, no dilation.
+    Only a cuDNN implementation exists (Forward_cpu is NOT_IMPLEMENTED, engine CAFFE aborts):
+    cuDNN's cross-correlation, the same arithmetic as Caffe's im2col convolution. Weight
+    (num_output, C / group, *kernel), bias (num_output,).
+
+    compute_output_shape keeps only output axes whose size `(in + 2 p - k) / s + 1` is above 1,
+    leaving the top's rank unlike the bottom's cuDNN descriptor: such a layer, and a kernel
+    beyond the padded input, are refused.
+
+    Source: chuckcho/video-caffe @ fc232b3e, src/caffe/layers/cudnn_ndconv_layer.cpp
+    (LayerSetUp, Reshape, compute_output_shape) and cudnn_ndconv_layer.cu (Forward_gpu).
+    """
+
+    types = ("NdConvolution",)
+    bottoms = (1, None)
+    tops = (1, None)
+    role = Role.CONVOLUTION
+    _conv = Convolution()
+
+    def parse(self, layer: LayerSource) -> ConvAttrs:
+        p = layer.param.convolution_param
+        kernel, stride, pad = nd_shapes(layer, p, None)
+        if p.num_output <= 0:
+            raise fail(layer, "Caffe aborts here: num_output must be positive (CHECK_GT)")
+        if p.group <= 0 or p.num_output % p.group:
+            raise fail(
+                layer,
+                f"Caffe aborts here: Number of output should be multiples of group "
+                f"({p.num_output} and {p.group})",
+            )
+        if len(layer.tops) != len(layer.bottoms):
+            raise fail(layer, "one top per bottom (Forward_gpu loops over both)")
+        return ConvAttrs(
+            num_output=int(p.num_output),
+            kernel=kernel,
+            stride=stride,
+            pad=pad,
+            dilation=(1,),
+            group=int(p.group),
+            bias=bool(p.bias_term),
+            transposed=False,
+        )
+
+    def infer(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        shape = in_shapes[0]
+        nd_shapes(layer, layer.param.convolution_param, len(shape))
+        for dim, k, s, p in zip(shape[2:], attrs.kernel, attrs.stride, attrs.pad, strict=True):
+            if dim + 2 * p < k:
+                raise fail(layer, f"kernel {attrs.kernel} is larger than the padded input {shape}")
+            if (dim + 2 * p - k) // s + 1 == 1:
+                raise fail(
+                    layer,
+                    f"an output axis of size 1 (input {shape}, kernel {attrs.kernel}): the fork "
+                    "drops it from the top's shape (compute_output_shape keeps dim > 1), "
+                    "which cuDNN's descriptors do not match; not converted",
+                )
+        return self._conv.infer(attrs, in_shapes, layer)
+
+    def blobs(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        return self._conv.blobs(attrs, in_shapes)
+
+    def param_names(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        return self._conv.param_names(attrs, in_shapes)
+
+    def state(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        return self._conv.state(attrs, in_shapes, blobs)
+
+    def emit(self, attrs: ConvAttrs, ctx: EmitContext) -> Emission:
+        return self._conv.emit(attrs, ctx)
+
+    def absorbs_affine(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> ConvAttrs | None:
+        return self._conv.absorbs_affine(attrs, in_shapes)
 
     def computes_in_place(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
         return False

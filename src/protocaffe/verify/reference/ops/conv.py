@@ -21,6 +21,7 @@ from protocaffe.verify.reference.params import (
     as_f32,
     canonical_axis,
     count,
+    nd_shape_fields,
     spatial_params,
     trunc_div,
 )
@@ -430,3 +431,44 @@ def deconvolution3d(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     except ValueError as exc:
         raise layer.fail(f"Caffe aborts here: {exc}") from None
     return [top]
+
+
+@register("NdConvolution", bottoms=(1, None), tops=(1, None))
+def nd_convolution(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """chuckcho/video-caffe @ fc232b3e, src/caffe/layers/cudnn_ndconv_layer.cpp
+    (CudnnNdConvolutionLayer::LayerSetUp, Reshape, compute_output_shape) and
+    cudnn_ndconv_layer.cu (Forward_gpu: cudnnConvolutionForward per bottom and group, then
+    cudnnAddTensor of the bias); Forward_cpu is NOT_IMPLEMENTED.
+
+    LayerSetUp: CHECK has kernel_shape; pad_shape / stride_shape with as many dims when given
+    (defaults 0 and 1); weight (num_output, C / group, *kernel), bias (num_output,);
+    CHECK C % group == 0, num_output % group == 0. compute_output_shape: `(in + 2 p - k) / s
+    + 1` per axis, kept only when above 1 (a size-1 axis would leave the top's rank unlike the
+    bottom's cuDNN descriptor: refused here, as is a kernel beyond the padded input, which
+    cuDNN rejects). cuDNN's convolution is a cross-correlation over zero padding, per group:
+    the arithmetic of BVLC's im2col convolution, so this is `im2col_conv` above with dilation 1.
+    """
+    p = layer.param.convolution_param
+    x0 = bottoms[0]
+    layer.check(len(bottoms) == len(layer.tops), "one top per bottom")
+    channels = x0.shape[1]
+    kernel, stride, pad = nd_shape_fields(layer, p, x0.ndim - 2)
+    num_output, group = int(p.num_output), int(p.group)
+    layer.check(num_output > 0, "num_output_ > 0")
+    layer.check(group > 0 and channels % group == 0, "channels_ % group_ == 0")
+    layer.check(num_output % group == 0, "Number of output should be multiples of group.")
+    for size, k, s, q in zip(x0.shape[2:], kernel, stride, pad, strict=True):
+        layer.check(size + 2 * q >= k, "the kernel is larger than the padded input")
+        layer.check((size + 2 * q - k) // s + 1 > 1, "an output axis of size 1 is dropped")
+    shapes: list[tuple[int, ...]] = [(num_output, channels // group, *kernel)]
+    if p.bias_term:
+        shapes.append((num_output,))
+    blobs = layer.weights(*shapes)
+    bias = blobs[1] if p.bias_term else None
+    tops = []
+    for x in bottoms:
+        layer.check(x.shape == x0.shape, "Inputs must have same shape.")
+        tops.append(
+            im2col_conv(x, blobs[0], bias, tuple(stride), tuple(pad), (1,) * len(kernel), group)
+        )
+    return tops
