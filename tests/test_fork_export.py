@@ -73,6 +73,22 @@ NETS: dict[str, tuple[dict[str, tuple[int, ...]], str]] = {
             "temporal_pad: 1 pad: 1 stride: 2 temporal_stride: 2 }",
         ),
     ),
+    "c3d-pool": (
+        {"x": (1, 2, 5, 7, 6)},
+        layer(
+            "p",
+            "Pooling3D",
+            "x",
+            params="pooling3d_param { pool: MAX kernel_size: 2 kernel_depth: 2 stride: 2 "
+            "temporal_stride: 2 }",
+        )
+        + layer(
+            "a",
+            "Pooling3D",
+            "p",
+            params="pooling3d_param { pool: AVE kernel_size: 3 kernel_depth: 1 stride: 2 pad: 1 }",
+        ),
+    ),
     "nd-conv-pool": (
         {"x": (1, 2, 5, 7, 6)},
         layer(
