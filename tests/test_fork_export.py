@@ -53,6 +53,59 @@ NETS: dict[str, tuple[dict[str, tuple[int, ...]], str]] = {
     "reorg": ({"x": (1, 8, 6, 4)}, layer("o", "Reorg", "x", params="reorg_param { stride: 2 }")),
     "ctc": ({"x": (7, 1, 5)}, layer("c", "CTCGreedyDecoder", "x")),
     "yolov3": ({"x": (1, 21, 3, 5)}, layer("d", "Yolov3DetectionOutput", "x", params=_YOLO)),
+    "c3d-conv": (
+        {"x": (1, 3, 5, 7, 6)},
+        layer(
+            "c",
+            "Convolution3D",
+            "x",
+            params="convolution3d_param { num_output: 4 kernel_size: 3 kernel_depth: 3 "
+            "temporal_pad: 1 pad: 1 stride: 2 filter_group: 2 }",
+        ),
+    ),
+    "c3d-deconv": (
+        {"x": (1, 3, 5, 7, 6)},
+        layer(
+            "d",
+            "Deconvolution3D",
+            "x",
+            params="convolution3d_param { num_output: 2 kernel_size: 4 kernel_depth: 3 "
+            "temporal_pad: 1 pad: 1 stride: 2 temporal_stride: 2 }",
+        ),
+    ),
+    "c3d-pool": (
+        {"x": (1, 2, 5, 7, 6)},
+        layer(
+            "p",
+            "Pooling3D",
+            "x",
+            params="pooling3d_param { pool: MAX kernel_size: 2 kernel_depth: 2 stride: 2 "
+            "temporal_stride: 2 }",
+        )
+        + layer(
+            "a",
+            "Pooling3D",
+            "p",
+            params="pooling3d_param { pool: AVE kernel_size: 3 kernel_depth: 1 stride: 2 pad: 1 }",
+        ),
+    ),
+    "nd-conv-pool": (
+        {"x": (1, 2, 5, 7, 6)},
+        layer(
+            "c",
+            "NdConvolution",
+            "x",
+            params="convolution_param { num_output: 4 kernel_shape { dim: 3 dim: 3 dim: 3 } "
+            "pad_shape { dim: 1 dim: 1 dim: 1 } stride_shape { dim: 1 dim: 2 dim: 2 } }",
+        )
+        + layer(
+            "p",
+            "NdPooling",
+            "c",
+            params="pooling_param { pool: MAX kernel_shape { dim: 2 dim: 2 dim: 2 } "
+            "stride_shape { dim: 2 dim: 2 dim: 2 } }",
+        ),
+    ),
     "roi-align": (
         {"f": (3, 3, 9, 11), "rois": (4, 5)},
         layer(

@@ -74,6 +74,17 @@ def resolve_preprocess(
     `given` options; None when there is neither."""
     given = given if given is not None else ImageOptions()
     data_layer = _data_layer(net, graph)
+    if given == ImageOptions() and data_layer is not None and len(graph.inputs[0].shape) != 4:
+        # A video data layer's transform_param (C3D's VideoData: a clip (N, C, L, H, W)) crops
+        # and subtracts per frame; preprocess() makes one image, so the net converts without it.
+        reporter.note(
+            data_layer.loc,
+            f"transform_param: the input is {fmt_shape(graph.inputs[0].shape)}, not an image "
+            "(N, C, H, W): model.py gets no preprocess()",
+            data_layer.name,
+            data_layer.type,
+        )
+        return None
     mean_given = given.mean is not None or given.mean_file is not None
     transform = (
         _from_transform(net, data_layer, reporter, mean_given) if data_layer is not None else None

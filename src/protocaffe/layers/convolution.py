@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from protocaffe.ir.graph import Attrs, Shape
 from protocaffe.layers.base import (
@@ -574,3 +574,233 @@ class DepthwiseConvolution(Layer[DepthwiseConvolutionAttrs]):
         out_shapes: Sequence[Shape],
     ) -> int:
         return self._conv.multiply_adds(self._as_conv(attrs, in_shapes), in_shapes, out_shapes)
+
+
+@register
+class Convolution3D(Layer[ConvAttrs]):
+    """C3D's 3-D convolution and deconvolution over (N, C, L, H, W): a kernel_depth x
+    kernel_size x kernel_size kernel, temporal_stride x stride x stride apart, temporal_pad x pad
+    x pad zeros around; no dilation, no group (`group` is read by no line of the layer;
+    `filter_group` only splits the output filters into gemms over all channels, which is still a
+    full convolution). Output sizes: `(L + 2 tp - kd) / ts + 1` (C++ int division) for the
+    convolution, `(L - 1) ts - 2 tp + kd` for the deconvolution. Weights (O, C, kd, k, k) and
+    (C, O, kd, k, k); the bias blob is (1, 1, 1, 1, O).
+
+    V2 `Convolution3D` / `Deconvolution3D` read convolution3d_param (C3D v1.1); V1
+    `CONVOLUTION3D` / `DECONVOLUTION3D` read convolution_param with kernel_depth,
+    temporal_stride, temporal_pad and filter_group (C3D v1.0). v1.1's Deconvolution3D reads
+    bias_term from convolution_param (default true), not from convolution3d_param: a
+    `convolution3d_param { bias_term: false }` deconvolution still has a bias blob.
+
+    Source: facebook/C3D @ 71336a22, C3D-v1.1/src/caffe/layers/convolution3d_layer.cpp and
+    deconvolution3d_layer.cpp (LayerSetUp, Forward_cpu), C3D-v1.1/src/caffe/util/vol2col.cpp
+    (vol2col_cpu, col2vol_cpu); C3D-v1.0's files of the same names (SetUp, Forward_cpu).
+    """
+
+    types = ("Convolution3D", "Deconvolution3D")
+    role = Role.CONVOLUTION
+    _conv = Convolution()
+
+    def parse(self, layer: LayerSource) -> ConvAttrs:
+        transposed = layer.type == "Deconvolution3D"
+        if layer.param.HasField("convolution3d_param"):
+            q = layer.param.convolution3d_param
+            num_output, size, depth = int(q.num_output), int(q.kernel_size), int(q.kernel_depth)
+            stride, temporal = int(q.stride), int(q.temporal_stride)
+            pad, temporal_pad = int(q.pad), int(q.temporal_pad)
+            filter_group, bias = int(q.filter_group), bool(q.bias_term)
+        else:
+            p = layer.param.convolution_param
+            for name in ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w"):
+                if p.HasField(name):
+                    raise fail(layer, f"{name}: C3D's convolution_param has no such field")
+            if p.dilation:
+                raise fail(layer, "dilation: C3D's convolution_param has no such field")
+            for name in ("kernel_size", "stride", "pad"):
+                if len(getattr(p, name)) > 1:
+                    raise fail(layer, f"{name}: C3D's convolution_param holds one value at most")
+            num_output = int(p.num_output)
+            size = int(p.kernel_size[0]) if p.kernel_size else 0
+            depth = int(p.kernel_depth)
+            stride = int(p.stride[0]) if p.stride else 1
+            pad = int(p.pad[0]) if p.pad else 0
+            temporal, temporal_pad = int(p.temporal_stride), int(p.temporal_pad)
+            filter_group, bias = int(p.filter_group), bool(p.bias_term)
+        if transposed:
+            # Both versions' Deconvolution3DLayer read bias_term from convolution_param.
+            bias = bool(layer.param.convolution_param.bias_term)
+        if num_output <= 0:
+            raise fail(layer, "Caffe aborts here: num_output must be positive (CHECK_GT)")
+        if size <= 0 or depth <= 0:
+            raise fail(layer, f"kernel_size {size} and kernel_depth {depth} must be positive")
+        if stride <= 0 or temporal <= 0:
+            raise fail(layer, "stride and temporal_stride must be positive (C3D divides by them)")
+        if not transposed and (filter_group <= 0 or num_output % filter_group):
+            raise fail(
+                layer,
+                f"Caffe aborts here: num_output {num_output} % filter_group {filter_group} != 0",
+            )
+        return ConvAttrs(
+            num_output=num_output,
+            kernel=(depth, size, size),
+            stride=(temporal, stride, stride),
+            pad=(temporal_pad, pad, pad),
+            dilation=(1,),
+            group=1,
+            bias=bias,
+            transposed=transposed,
+        )
+
+    def infer(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        if len(in_shapes[0]) != 5:
+            raise fail(layer, f"expects a 5-D input (N, C, L, H, W), got {in_shapes[0]}")
+        return self._conv.infer(attrs, in_shapes, layer)
+
+    def blobs(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        specs = self._conv.blobs(attrs, in_shapes)
+        if attrs.bias:
+            specs[1] = replace(specs[1], shape=(1, 1, 1, 1, attrs.num_output))
+        return specs
+
+    def param_names(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        return self._conv.param_names(attrs, in_shapes)
+
+    def state(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        flat = [blobs[0], *(b.reshape(-1) for b in blobs[1:])]
+        return self._conv.state(attrs, in_shapes, flat)
+
+    def emit(self, attrs: ConvAttrs, ctx: EmitContext) -> Emission:
+        return self._conv.emit(attrs, ctx)
+
+    def computes_in_place(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
+
+    def multiply_adds(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        return self._conv.multiply_adds(attrs, in_shapes, out_shapes)
+
+
+def nd_shapes(
+    layer: LayerSource, p: Any, rank: int | None
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """kernel_shape, stride_shape and pad_shape of video-caffe's NdConvolution / NdPooling
+    (`{ dim: ... }` messages) with the CHECKs of their LayerSetUp: a kernel is required, the
+    other two have as many dims as it when given (defaults 1 and 0)."""
+    if not p.HasField("kernel_shape"):
+        raise fail(layer, "Caffe aborts here: Kernel shape is required (kernel_shape { dim: ... })")
+    kernel = tuple(int(d) for d in p.kernel_shape.dim)
+    if min(kernel, default=0) <= 0:
+        raise fail(layer, "Caffe aborts here: Filter dimensions cannot be zero")
+    values = {}
+    for name, default in (("stride", 1), ("pad", 0)):
+        given = tuple(int(d) for d in getattr(p, f"{name}_shape").dim)
+        if p.HasField(f"{name}_shape") and len(given) != len(kernel):
+            raise fail(
+                layer,
+                f"Caffe aborts here: Kernel and {name.capitalize()} shape don't match "
+                f"({len(kernel)} and {len(given)} dims)",
+            )
+        values[name] = given if p.HasField(f"{name}_shape") else (default,) * len(kernel)
+    if min(values["stride"]) <= 0:
+        raise fail(layer, "stride_shape dims must be positive (the fork divides by them)")
+    if rank is not None and len(kernel) != rank - 2:
+        raise fail(
+            layer,
+            f"kernel_shape has {len(kernel)} dims, the input has {rank - 2} spatial axes "
+            "(cuDNN's descriptors need one per axis)",
+        )
+    return kernel, values["stride"], values["pad"]
+
+
+@register
+class NdConvolution(Layer[ConvAttrs]):
+    """video-caffe's NdConvolution: a Convolution over every axis after the channels (axis 1),
+    with per-axis `kernel_shape`, `stride_shape` and `pad_shape` messages, group, no dilation.
+    Only a cuDNN implementation exists (Forward_cpu is NOT_IMPLEMENTED, engine CAFFE aborts):
+    cuDNN's cross-correlation, the same arithmetic as Caffe's im2col convolution. Weight
+    (num_output, C / group, *kernel), bias (num_output,).
+
+    compute_output_shape keeps only output axes whose size `(in + 2 p - k) / s + 1` is above 1,
+    leaving the top's rank unlike the bottom's cuDNN descriptor: such a layer, and a kernel
+    beyond the padded input, are refused.
+
+    Source: chuckcho/video-caffe @ fc232b3e, src/caffe/layers/cudnn_ndconv_layer.cpp
+    (LayerSetUp, Reshape, compute_output_shape) and cudnn_ndconv_layer.cu (Forward_gpu).
+    """
+
+    types = ("NdConvolution",)
+    bottoms = (1, None)
+    tops = (1, None)
+    role = Role.CONVOLUTION
+    _conv = Convolution()
+
+    def parse(self, layer: LayerSource) -> ConvAttrs:
+        p = layer.param.convolution_param
+        kernel, stride, pad = nd_shapes(layer, p, None)
+        if p.num_output <= 0:
+            raise fail(layer, "Caffe aborts here: num_output must be positive (CHECK_GT)")
+        if p.group <= 0 or p.num_output % p.group:
+            raise fail(
+                layer,
+                f"Caffe aborts here: Number of output should be multiples of group "
+                f"({p.num_output} and {p.group})",
+            )
+        if len(layer.tops) != len(layer.bottoms):
+            raise fail(layer, "one top per bottom (Forward_gpu loops over both)")
+        return ConvAttrs(
+            num_output=int(p.num_output),
+            kernel=kernel,
+            stride=stride,
+            pad=pad,
+            dilation=(1,),
+            group=int(p.group),
+            bias=bool(p.bias_term),
+            transposed=False,
+        )
+
+    def infer(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        shape = in_shapes[0]
+        nd_shapes(layer, layer.param.convolution_param, len(shape))
+        for dim, k, s, p in zip(shape[2:], attrs.kernel, attrs.stride, attrs.pad, strict=True):
+            if dim + 2 * p < k:
+                raise fail(layer, f"kernel {attrs.kernel} is larger than the padded input {shape}")
+            if (dim + 2 * p - k) // s + 1 == 1:
+                raise fail(
+                    layer,
+                    f"an output axis of size 1 (input {shape}, kernel {attrs.kernel}): the fork "
+                    "drops it from the top's shape (compute_output_shape keeps dim > 1), "
+                    "which cuDNN's descriptors do not match; not converted",
+                )
+        return self._conv.infer(attrs, in_shapes, layer)
+
+    def blobs(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        return self._conv.blobs(attrs, in_shapes)
+
+    def param_names(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        return self._conv.param_names(attrs, in_shapes)
+
+    def state(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        return self._conv.state(attrs, in_shapes, blobs)
+
+    def emit(self, attrs: ConvAttrs, ctx: EmitContext) -> Emission:
+        return self._conv.emit(attrs, ctx)
+
+    def absorbs_affine(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> ConvAttrs | None:
+        return self._conv.absorbs_affine(attrs, in_shapes)
+
+    def computes_in_place(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
+
+    def multiply_adds(
+        self, attrs: ConvAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        return self._conv.multiply_adds(attrs, in_shapes, out_shapes)

@@ -31,6 +31,7 @@ from protocaffe.layers.base import (
     fail,
     opt,
 )
+from protocaffe.layers.convolution import nd_shapes
 from protocaffe.layers.registry import register
 
 MAX, AVE, STOCHASTIC = 0, 1, 2
@@ -455,6 +456,82 @@ class Pooling3D(Layer[PoolAttrs]):
         if len(shape) != 5:
             raise fail(layer, f"expects a 5-D input (N, C, L, H, W), got {shape}")
         return _infer(attrs, shape, layer)
+
+    def emit(self, attrs: PoolAttrs, ctx: EmitContext) -> Emission:
+        return _emit(attrs, ctx)
+
+    def computes_in_place(self, attrs: PoolAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return False
+
+
+@register
+class NdPooling(Layer[PoolAttrs]):
+    """video-caffe's NdPooling: MAX or AVE pooling over every axis after the channels, with
+    per-axis `kernel_shape`, `stride_shape` and `pad_shape` messages. Only a cuDNN
+    implementation exists (Forward_cpu is NOT_IMPLEMENTED): CUDNN_POOLING_MAX, or
+    CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING (the whole kernel is the divisor), over the top
+    size compute_output_shape gives: ceil, then on each axis WITH a pad, a last window that
+    starts in the padding dropped (BVLC applies that rule to every axis once any pad is set).
+
+    Refused where this cannot be matched with certainty: axes whose rule differs from BVLC's
+    (mixed pads with a window starting past the input), a window with no input position in it,
+    an AVE window that overhangs the
+    padded input (cuDNN's divisor there is the whole kernel, Caffe's CPU one is clipped; no
+    cuDNN to check against), a pad as large as the kernel.
+
+    Source: chuckcho/video-caffe @ fc232b3e, src/caffe/layers/cudnn_ndpooling_layer.cpp
+    (LayerSetUp, Reshape, compute_output_shape), include/caffe/util/cudnn.hpp
+    (createNdPoolingDesc).
+    """
+
+    types = ("NdPooling",)
+    role = Role.POOLING
+
+    def parse(self, layer: LayerSource) -> PoolAttrs:
+        p = layer.param.pooling_param
+        if p.pool not in (MAX, AVE):
+            raise fail(layer, "Caffe aborts here: Unknown pooling method (cuDNN: MAX or AVE)")
+        kernel, stride, pad = nd_shapes(layer, p, None)
+        if any(q >= k for k, q in zip(kernel, pad, strict=True)):
+            raise fail(layer, f"pad_shape {pad} must be smaller than kernel_shape {kernel}")
+        if p.global_pooling:
+            if set(pad) != {0} or set(stride) != {1}:
+                raise fail(layer, "global_pooling with a pad_shape or stride_shape: not supported")
+            return PoolAttrs(int(p.pool), (), (1,), (0,), True, True)
+        return PoolAttrs(int(p.pool), kernel, stride, pad, False, True)
+
+    def infer(
+        self, attrs: PoolAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        shape = in_shapes[0]
+        if not 3 <= len(shape) <= 5:
+            raise fail(layer, f"expects 1 to 3 spatial axes (N, C, ...), got {shape}")
+        if not attrs.global_pooling:
+            nd_shapes(layer, layer.param.pooling_param, len(shape))
+        tops = _infer(attrs, shape, layer)
+        kernel, stride, pad = geometry(attrs, shape)
+        for dim, k, s, p, bvlc in zip(shape[2:], kernel, stride, pad, tops[0][2:], strict=True):
+            own = caffe_pool_size(dim, k, s, p, True, clip=p > 0)
+            if own != bvlc:
+                raise fail(
+                    layer,
+                    f"pad_shape {pad}: the fork drops a last window only on axes with a pad "
+                    f"(here {own} outputs where BVLC's rule gives {bvlc}); not supported",
+                )
+            if (own - 1) * s - p >= dim:
+                raise fail(
+                    layer,
+                    f"the last window starts past the input ({dim}, kernel {k}, stride {s}, pad "
+                    f"{p}): what cuDNN gives for an empty window is not known; not converted",
+                )
+            if attrs.method == AVE and (own - 1) * s + k > dim + 2 * p:
+                raise fail(
+                    layer,
+                    f"an AVE window overhangs the padded input ({dim} + 2 * {p}, kernel {k}, "
+                    f"stride {s}): cuDNN divides it by the whole kernel, unlike Caffe's CPU "
+                    "pooling, and no cuDNN is at hand to confirm it; not converted",
+                )
+        return tops
 
     def emit(self, attrs: PoolAttrs, ctx: EmitContext) -> Emission:
         return _emit(attrs, ctx)

@@ -264,6 +264,9 @@ class ConvolutionParameter(Message, Protocol):
     temporal_stride: int
     filter_group: int
     temporal_pad: int
+    pad_shape: BlobShape
+    kernel_shape: BlobShape
+    stride_shape: BlobShape
 
 
 class CropParameter(Message, Protocol):
@@ -422,6 +425,9 @@ class PoolingParameter(Message, Protocol):
     ceil_mode: bool
     kernel_depth: int
     temporal_stride: int
+    pad_shape: BlobShape
+    kernel_shape: BlobShape
+    stride_shape: BlobShape
 
 
 class PowerParameter(Message, Protocol):

@@ -90,3 +90,26 @@ def spatial_params(
 def as_f32(array: Array) -> Array:
     """A C-contiguous float32 array (no copy when it already is one)."""
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def nd_shape_fields(
+    layer: RefLayer, p: Any, spatial: int
+) -> tuple[list[int], list[int], list[int]]:
+    """kernel_shape, stride_shape, pad_shape (`{ dim: ... }` messages) as chuckcho/video-caffe's
+    cudnn_ndconv_layer.cpp and cudnn_ndpooling_layer.cpp (LayerSetUp) read them: CHECK
+    has_kernel_shape, kernel dims > 0; the others with as many dims when given, else 1 and 0;
+    cuDNN's descriptors need one per spatial axis."""
+    layer.check(p.HasField("kernel_shape"), "Kernel shape is required.")
+    kernel = [int(d) for d in p.kernel_shape.dim]
+    layer.check(all(k > 0 for k in kernel), "Filter dimensions cannot be zero.")
+    found = []
+    for name, default in (("stride_shape", 1), ("pad_shape", 0)):
+        if p.HasField(name):
+            given = [int(d) for d in getattr(p, name).dim]
+            layer.check(len(given) == len(kernel), f"Kernel and {name} don't match !")
+            found.append(given)
+        else:
+            found.append([default] * len(kernel))
+    layer.check(len(kernel) == spatial, f"{len(kernel)} kernel dims for {spatial} spatial axes")
+    layer.check(all(s > 0 for s in found[0]), "stride_shape dims must be positive")
+    return kernel, found[0], found[1]

@@ -21,6 +21,7 @@ from protocaffe.verify.reference.params import (
     as_f32,
     canonical_axis,
     count,
+    nd_shape_fields,
     spatial_params,
     trunc_div,
 )
@@ -319,3 +320,155 @@ def depthwise_gpu_values(
                 acc = acc + bias[None, :]
             top[:, :, ph, pw] = acc
     return top
+
+
+def _c3d_params(layer: RefLayer) -> tuple[int, int, int, int, int, int, int, int, bool]:
+    """(num_output, kernel_size, kernel_depth, stride, temporal_stride, pad, temporal_pad,
+    filter_group, bias_term) as C3D's LayerSetUp reads them: convolution3d_param in v1.1,
+    convolution_param (C3D v1.0's ConvolutionParameter: one optional value per field) in v1.0."""
+    if layer.param.HasField("convolution3d_param"):
+        q = layer.param.convolution3d_param
+        return (
+            int(q.num_output),
+            int(q.kernel_size),
+            int(q.kernel_depth),
+            int(q.stride),
+            int(q.temporal_stride),
+            int(q.pad),
+            int(q.temporal_pad),
+            int(q.filter_group),
+            bool(q.bias_term),
+        )
+    p = layer.param.convolution_param
+
+    def one(values: list[int], default: int) -> int:
+        layer.check(len(values) <= 1, "C3D v1.0's convolution_param holds one value per field")
+        return int(values[0]) if values else default
+
+    return (
+        int(p.num_output),
+        one(list(p.kernel_size), 0),
+        int(p.kernel_depth),
+        one(list(p.stride), 1),
+        int(p.temporal_stride),
+        one(list(p.pad), 0),
+        int(p.temporal_pad),
+        int(p.filter_group),
+        bool(p.bias_term),
+    )
+
+
+@register("Convolution3D")
+def convolution3d(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """facebook/C3D @ 71336a22, C3D-v1.1/src/caffe/layers/convolution3d_layer.cpp
+    (Convolution3DLayer::LayerSetUp, Forward_cpu) and C3D-v1.0's (SetUp, Forward_cpu), with
+    src/caffe/util/vol2col.cpp (vol2col_cpu).
+
+    LayerSetUp: output (L + 2 tp - kd) / ts + 1, (H + 2 p - k) / s + 1, (W + 2 p - k) / s + 1
+    (C++ int division); weight (num_output, C, kd, k, k), bias (1, 1, 1, 1, num_output);
+    CHECK num_output > 0 and num_output % filter_group == 0; `group` is never read.
+    Forward_cpu per sample: vol2col (column row c = ((c_im * kd + l) * k + h) * k + w, zero
+    outside the input), then for each filter group g a gemm of weight rows
+    [g * M, (g + 1) * M) (M = num_output / filter_group, K = C kd k k: every input channel)
+    with the columns into top rows [g * M, (g + 1) * M), then bias * ones.
+
+    The groups' gemms are the row blocks of one gemm (num_output x K) x (K x N), and vol2col is
+    im2col_cpu over three axes with dilation 1 (the same row order c_im, kd, k, k and the same
+    zero reads), so this is `im2col_conv` (BVLC's forward convolution above) with group 1,
+    dilation 1, stride (ts, s, s) and pad (tp, p, p); the bias is added after the product as
+    the bias gemm does. That function transcribes the same arithmetic, not the emitters'.
+    """
+    x = bottoms[0]
+    layer.check(x.ndim == 5, f"C3D reads shape(0..4) of a 5-D blob, got {x.shape}")
+    num_output, k, kd, s, ts, p, tp, filter_group, bias_term = _c3d_params(layer)
+    layer.check(num_output > 0, "Check failed: num_output_ > 0")
+    layer.check(filter_group > 0 and num_output % filter_group == 0, "num_output_ % filter_group_")
+    layer.check(k > 0 and kd > 0 and s > 0 and ts > 0, "a zero kernel or stride")
+    channels = x.shape[1]
+    shapes: list[tuple[int, ...]] = [(num_output, channels, kd, k, k)]
+    if bias_term:
+        shapes.append((1, 1, 1, 1, num_output))
+    blobs = layer.weights(*shapes)
+    bias = blobs[1].reshape(-1) if bias_term else None
+    try:
+        top = im2col_conv(x, blobs[0], bias, (ts, s, s), (tp, p, p), (1, 1, 1), 1)
+    except ValueError as exc:
+        raise layer.fail(f"Caffe aborts here: {exc}") from None
+    return [top]
+
+
+@register("Deconvolution3D")
+def deconvolution3d(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """facebook/C3D @ 71336a22, C3D-v1.0/src/caffe/layers/deconvolution3d_layer.cpp
+    (Deconvolution3DLayer::SetUp, Forward_cpu) and C3D-v1.1's (LayerSetUp, Forward_cpu), with
+    src/caffe/util/vol2col.cpp (col2vol_cpu).
+
+    SetUp: output (L - 1) ts - 2 tp + kd, (H - 1) s - 2 p + k, (W - 1) s - 2 p + k; weight
+    (C, num_output, kd, k, k), bias (1, 1, 1, 1, num_output); bias_term is read from
+    convolution_param in both versions (v1.1 reads every other field from
+    convolution3d_param). Forward_cpu per sample: col = W^T x (K = num_output kd k k rows, N =
+    L H W columns), col2vol (zero the output, then add column row c = ((o * kd + l) * k + h) *
+    k + w at output (l ts - tp + l, h s - p + h, w s - p + w) where inside), plus bias.
+
+    col2vol with the output size above is col2im_cpu over three axes with dilation 1 (same row
+    order, the scatter-add of every column inside the output), so this is `col2im_deconv`
+    (BVLC's Deconvolution above) with group 1: the same arithmetic, not the emitters'.
+    """
+    x = bottoms[0]
+    layer.check(x.ndim == 5, f"C3D reads shape(0..4) of a 5-D blob, got {x.shape}")
+    num_output, k, kd, s, ts, p, tp, _, _ = _c3d_params(layer)
+    bias_term = bool(layer.param.convolution_param.bias_term)
+    layer.check(num_output > 0, "Check failed: num_output_ > 0")
+    layer.check(k > 0 and kd > 0 and s > 0 and ts > 0, "a zero kernel or stride")
+    channels = x.shape[1]
+    shapes: list[tuple[int, ...]] = [(channels, num_output, kd, k, k)]
+    if bias_term:
+        shapes.append((1, 1, 1, 1, num_output))
+    blobs = layer.weights(*shapes)
+    bias = blobs[1].reshape(-1) if bias_term else None
+    try:
+        top = col2im_deconv(x, blobs[0], bias, (ts, s, s), (tp, p, p), (1, 1, 1), 1)
+    except ValueError as exc:
+        raise layer.fail(f"Caffe aborts here: {exc}") from None
+    return [top]
+
+
+@register("NdConvolution", bottoms=(1, None), tops=(1, None))
+def nd_convolution(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """chuckcho/video-caffe @ fc232b3e, src/caffe/layers/cudnn_ndconv_layer.cpp
+    (CudnnNdConvolutionLayer::LayerSetUp, Reshape, compute_output_shape) and
+    cudnn_ndconv_layer.cu (Forward_gpu: cudnnConvolutionForward per bottom and group, then
+    cudnnAddTensor of the bias); Forward_cpu is NOT_IMPLEMENTED.
+
+    LayerSetUp: CHECK has kernel_shape; pad_shape / stride_shape with as many dims when given
+    (defaults 0 and 1); weight (num_output, C / group, *kernel), bias (num_output,);
+    CHECK C % group == 0, num_output % group == 0. compute_output_shape: `(in + 2 p - k) / s
+    + 1` per axis, kept only when above 1 (a size-1 axis would leave the top's rank unlike the
+    bottom's cuDNN descriptor: refused here, as is a kernel beyond the padded input, which
+    cuDNN rejects). cuDNN's convolution is a cross-correlation over zero padding, per group:
+    the arithmetic of BVLC's im2col convolution, so this is `im2col_conv` above with dilation 1.
+    """
+    p = layer.param.convolution_param
+    x0 = bottoms[0]
+    layer.check(len(bottoms) == len(layer.tops), "one top per bottom")
+    channels = x0.shape[1]
+    kernel, stride, pad = nd_shape_fields(layer, p, x0.ndim - 2)
+    num_output, group = int(p.num_output), int(p.group)
+    layer.check(num_output > 0, "num_output_ > 0")
+    layer.check(group > 0 and channels % group == 0, "channels_ % group_ == 0")
+    layer.check(num_output % group == 0, "Number of output should be multiples of group.")
+    for size, k, s, q in zip(x0.shape[2:], kernel, stride, pad, strict=True):
+        layer.check(size + 2 * q >= k, "the kernel is larger than the padded input")
+        layer.check((size + 2 * q - k) // s + 1 > 1, "an output axis of size 1 is dropped")
+    shapes: list[tuple[int, ...]] = [(num_output, channels // group, *kernel)]
+    if p.bias_term:
+        shapes.append((num_output,))
+    blobs = layer.weights(*shapes)
+    bias = blobs[1] if p.bias_term else None
+    tops = []
+    for x in bottoms:
+        layer.check(x.shape == x0.shape, "Inputs must have same shape.")
+        tops.append(
+            im2col_conv(x, blobs[0], bias, tuple(stride), tuple(pad), (1,) * len(kernel), group)
+        )
+    return tops

@@ -30,7 +30,13 @@ import math
 
 import numpy as np
 
-from protocaffe.verify.reference.params import FLT_MAX, as_f32, f32, legacy_shape
+from protocaffe.verify.reference.params import (
+    FLT_MAX,
+    as_f32,
+    f32,
+    legacy_shape,
+    nd_shape_fields,
+)
 from protocaffe.verify.reference.registry import Array, RefLayer, register
 
 MAX, AVE, STOCHASTIC = 0, 1, 2
@@ -432,3 +438,57 @@ def spp(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
             return [top]
         levels.append(top.reshape(top.shape[0], -1))
     return [np.concatenate(levels, axis=1)]
+
+
+@register("NdPooling")
+def nd_pooling(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
+    """chuckcho/video-caffe @ fc232b3e, src/caffe/layers/cudnn_ndpooling_layer.cpp
+    (CudnnNdPoolingLayer::LayerSetUp, Reshape, compute_output_shape) and
+    include/caffe/util/cudnn.hpp (createNdPoolingDesc): the forward is cuDNN's
+    (Forward_cpu is NOT_IMPLEMENTED).
+
+    compute_output_shape per axis: `ceil(float(in + 2 p - k) / s) + 1`, then, where THAT axis's
+    pad > 0, one less if `(dim - 1) * s >= in + p`; axes with dim < 1 are left out of the top
+    (refused here: no output). cuDNN pools window i over [i s - p, i s - p + k): MAX over the
+    positions inside the input (CUDNN_POOLING_MAX ignores padding); AVE
+    (CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING) sums those positions and divides by the whole
+    kernel. That divisor is transcribed only where the window lies inside the padded input, and
+    only windows holding an input position (elsewhere cuDNN's documentation does not settle
+    the value): other geometries are refused."""
+    x = as_f32(bottoms[0])
+    p = layer.param.pooling_param
+    spatial = x.ndim - 2
+    layer.check(int(p.pool) in (MAX, AVE), "Unknown pooling method.")
+    kernel, stride, pad = nd_shape_fields(layer, p, spatial)
+    if p.global_pooling:
+        kernel = list(x.shape[2:])
+    layer.check(all(s > 0 for s in stride), "stride_shape dims must be positive")
+    out = []
+    for size, k, s, q in zip(x.shape[2:], kernel, stride, pad, strict=True):
+        dim = math.ceil(f32(size + 2 * q - k) / f32(s)) + 1
+        if q > 0 and (dim - 1) * s >= size + q:
+            dim -= 1
+        layer.check(dim >= 1, f"no output on an axis of size {size} (kernel {k})")
+        layer.check((dim - 1) * s - q < size, "a last window holds no input position")
+        if int(p.pool) == AVE:
+            layer.check(
+                (dim - 1) * s + k <= size + 2 * q,
+                "an AVE window overhangs the padded input (cuDNN's divisor not transcribed)",
+            )
+        out.append(dim)
+    top = np.zeros((*x.shape[:2], *out), np.float32)
+    divisor = np.float32(math.prod(kernel))
+    for index in np.ndindex(*out):
+        lo = [max(i * s - q, 0) for i, s, q in zip(index, stride, pad, strict=True)]
+        hi = [
+            min(i * s - q + k, size)
+            for i, s, q, k, size in zip(index, stride, pad, kernel, x.shape[2:], strict=True)
+        ]
+        key = (slice(None), slice(None), *(slice(a, b) for a, b in zip(lo, hi, strict=True)))
+        window = x[key].reshape(*x.shape[:2], -1)
+        at = (slice(None), slice(None), *index)
+        if int(p.pool) == MAX:
+            top[at] = window.max(axis=2)
+        else:
+            top[at] = window.sum(axis=2, dtype=np.float32) / divisor
+    return [top]
