@@ -134,6 +134,76 @@ NETS: dict[str, tuple[dict[str, tuple[int, ...]], str]] = {
             "unpool_w: 10 }",
         ),
     ),
+    "psroi-pooling": (
+        {"f": (2, 8, 7, 9), "rois": (4, 5)},
+        layer(
+            "ps",
+            "PSROIPooling",
+            "f",
+            "rois",
+            params="psroi_pooling_param { spatial_scale: 1 output_dim: 2 group_size: 2 }",
+        ),
+    ),
+    "decode-bbox": (
+        {"d": (5, 8), "rois": (5, 5)},
+        layer("dec", "DecodeBBox", "d", "rois"),
+    ),
+    "box-output": (
+        {"a": (1, 6, 5, 7), "b": (1, 6, 3, 3)},
+        layer(
+            "proposals",
+            "BoxOutput",
+            "a",
+            "b",
+            tops=["boxes", "scored"],
+            params='box_output_param { fg_thr: -0.5 iou_thr: 0.4 nms_type: "IOU" field_h: 24 '
+            "field_h: 48 field_w: 16 field_w: 40 downsample_rate: 8 downsample_rate: 16 "
+            "field_whr: 2 field_xyr: 2 max_nms_num: 20 max_post_nms_num: 6 min_size: 4 }",
+        ),
+    ),
+    "box-group-output": (
+        {"p0": (3, 2, 5, 6), "d0": (3, 4, 5, 6)},
+        layer(
+            "proposals",
+            "BoxGroupOutput",
+            "p0",
+            "d0",
+            params='box_group_output_param { fg_thr: 0.3 iou_thr: 0.5 nms_type: "IOU" '
+            "box_group_param { field_w: 20 field_w: 14 field_w: 28 field_h: 20 field_h: 28 "
+            "field_h: 14 stride: 8 } field_whr: 4 field_xyr: 2 min_size: 6 }",
+        ),
+    ),
+    "scale-route": (
+        {"rois": (9, 5)},
+        layer("route", "ScaleRoute", "rois", params="scale_route_param { high_scale: 40 }"),
+    ),
+    "yolo-v2": (
+        {"x": (1, 14, 5, 5)},
+        layer(
+            "det",
+            "YoloDetectionOutput",
+            "x",
+            params="yolo_detection_output_param { num_classes: 2 num_box: 2 "
+            "confidence_threshold: 0.2 nms_threshold: 0.4 biases: 1 biases: 2 biases: 3 "
+            "biases: 4 }",
+        ),
+    ),
+    "autocrop": (
+        {"data": (1, 2, 13, 16)},
+        layer(
+            "pool1",
+            "Pooling",
+            "data",
+            params="pooling_param { pool: MAX kernel_size: 2 stride: 2 }",
+        )
+        + layer(
+            "up",
+            "Deconvolution",
+            "pool1",
+            params="convolution_param { num_output: 1 kernel_size: 4 stride: 2 }",
+        )
+        + layer("crop", "AutoCrop", "up", "data"),
+    ),
 }
 
 
