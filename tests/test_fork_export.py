@@ -215,6 +215,19 @@ EXPORT_LIMITS: dict[tuple[str, str], str] = {
     "and NMS); torch.export needs a static or unbacked-size formulation",
     ("yolov3", "onnx"): "the ONNX exporter goes through torch.export (see yolov3-export)",
     ("yolov3", "compile"): "fullgraph=True: the same data-dependent row count (see yolov3-export)",
+    # The same limit for the other heads whose row count depends on the data:
+    **{
+        (label, check): f"the number of rows {label} keeps is data-dependent ({why}); "
+        "torch.export, its ONNX path and fullgraph torch.compile need a static or "
+        "unbacked-size formulation"
+        for label, why in (
+            ("yolo-v2", "threshold and NMS"),
+            ("box-output", "fg_thr, NMS and min_size"),
+            ("box-group-output", "fg_thr, NMS and min_size"),
+            ("scale-route", "the regions inside the scale range"),
+        )
+        for check in ("export", "compile", "onnx")
+    },
 }
 
 
