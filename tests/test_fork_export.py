@@ -134,6 +134,16 @@ NETS: dict[str, tuple[dict[str, tuple[int, ...]], str]] = {
             "unpool_w: 10 }",
         ),
     ),
+    "dense-block": (
+        {"x": (1, 5, 7, 9)},
+        layer("d", "DenseBlock", "x", params="denseblock_param { numTransition: 2 growthRate: 3 }")
+        + layer(
+            "bc",
+            "DenseBlock",
+            "d",
+            params="denseblock_param { numTransition: 2 growthRate: 2 use_BC: true }",
+        ),
+    ),
 }
 
 
