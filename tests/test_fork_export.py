@@ -204,6 +204,16 @@ NETS: dict[str, tuple[dict[str, tuple[int, ...]], str]] = {
         )
         + layer("crop", "AutoCrop", "up", "data"),
     ),
+    "dense-block": (
+        {"x": (1, 5, 7, 9)},
+        layer("d", "DenseBlock", "x", params="denseblock_param { numTransition: 2 growthRate: 3 }")
+        + layer(
+            "bc",
+            "DenseBlock",
+            "d",
+            params="denseblock_param { numTransition: 2 growthRate: 2 use_BC: true }",
+        ),
+    ),
 }
 
 

@@ -411,6 +411,12 @@ def _emit_body(graph: Graph, local: Mapping[Value, str]) -> _Body:
     return body
 
 
+def _attribute_path(key: str) -> str:
+    """The Python path of a state_dict key under a module: `.transitions[0].weight` for
+    `transitions.0.weight` (a key through an nn.ModuleList)."""
+    return "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in key.split("."))
+
+
 def _training_lines(node: Node, attr: str, body: _Body) -> None:
     """After a node's module: a line per blob it shares with an earlier layer (`param { name
     }`: one parameter, used by both), and `requires_grad_(False)` for blobs with lr_mult 0
@@ -425,7 +431,7 @@ def _training_lines(node: Node, attr: str, body: _Body) -> None:
         if key is None:
             continue
         spec = specs[index] if index < len(specs) else ParamSpec()
-        expr = f"{attr}.{key}"
+        expr = f"{attr}{_attribute_path(key)}"
         if spec.share and spec.share in body.shared:
             owner, owner_layer = body.shared[spec.share]
             body.init.append(

@@ -2,15 +2,16 @@
 
 convolution, pooling, spatial_pyramid, resampling, linear, elementwise, normalization,
 reduction, structure, sources, recurrent, detection, proposal, and the fork families reorder
-(Transpose, Reverse, Flip, Reorg), ctc, yolo and rcnn: importing this package registers them
-all. base.py is the contract (and the LayerSource protocol a layer reads), registry.py finds a
-definition by type, loading.py loads plugins. The package imports nothing above the IR (see
-docs/architecture.md).
+(Transpose, Reverse, Flip, Reorg), ctc, yolo, rcnn and dense_block (caffe_ocr's DenseBlock):
+importing this package registers them all. base.py is the contract (and the LayerSource
+protocol a layer reads), registry.py finds a definition by type, loading.py loads plugins.
+The package imports nothing above the IR (see docs/architecture.md).
 """
 
 from protocaffe.layers import (  # noqa: F401  (imported for their registrations)
     convolution,
     ctc,
+    dense_block,
     detection,
     elementwise,
     linear,

@@ -180,6 +180,7 @@ class LayerParameter(Message, Protocol):
     lstm_param: LstmParameter
     continuation_indicator_param: ContinuationIndicatorParameter
     pooling_nd_param: PoolingNDParameter
+    denseblock_param: DenseBlockParameter
 
 
 class TransformationParameter(Message, Protocol):
@@ -1000,3 +1001,25 @@ class PoolingNDParameter(Message, Protocol):
     engine: int
     global_pooling: bool
     axis: int
+
+
+class DenseBlockParameter(Message, Protocol):
+    numTransition: int
+    initChannel: int
+    growthRate: int
+    pad_h: int
+    pad_w: int
+    conv_verticalStride: int
+    conv_horizentalStride: int
+    filter_H: int
+    filter_W: int
+    Filter_Filler: FillerParameter
+    BN_Scaler_Filler: FillerParameter
+    BN_Bias_Filler: FillerParameter
+    gpuIdx: int
+    use_dropout: bool
+    dropout_amount: float
+    use_BC: bool
+    BC_ultra_space_efficient: bool
+    workspace_MB: int
+    moving_average_fraction: float
