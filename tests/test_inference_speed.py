@@ -127,3 +127,52 @@ def test_fast_with_nnpack_everywhere_it_applies(tmp_path: Path) -> None:
         )
     none = protocaffe.fast(model, x, nnpack=False)
     assert "_nnpack" not in str(none.graph)
+
+
+IN_PLACE = """name: "InPlace"
+input: "data"
+input_shape { dim: 2 dim: 3 dim: 6 dim: 7 }
+layer { name: "relu_in" type: "ReLU" bottom: "data" top: "r0" }
+layer { name: "conv" type: "Convolution" bottom: "r0" top: "conv"
+  convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "relu_a" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "conv_b" type: "Convolution" bottom: "conv" top: "b"
+  convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "relu_b" type: "ReLU" bottom: "b" top: "rb" }
+layer { name: "sig" type: "Sigmoid" bottom: "conv" top: "sig" }
+layer { name: "relu_s" type: "ReLU" bottom: "sig" top: "rs" }
+layer { name: "sum" type: "Eltwise" bottom: "rb" bottom: "rs" bottom: "b" top: "sum" }
+layer { name: "relu_c" type: "ReLU" bottom: "sum" top: "sum" relu_param { negative_slope: 0.1 } }
+"""
+
+
+def test_relu_computes_in_place_only_into_a_fresh_tensor_no_one_else_reads(
+    tmp_path: Path,
+) -> None:
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(IN_PLACE)
+    weights = tmp_path / "net.caffemodel"
+    random_weights(prototxt, weights, seed=3)
+    conversion = convert(prototxt, weights)
+    source = conversion.source
+    assert "torch.relu(data)" in source  # the caller's tensor
+    assert "torch.relu_(scale)" in source  # Scale's new tensor, read by the ReLU only
+    assert "torch.relu(b)" in source  # 'b' is also read by the Eltwise
+    assert "torch.relu(sig)" in source  # Sigmoid's backward reads its output
+    assert "F.leaky_relu(sum_, 0.1, inplace=True)" in source
+    # train(): the same gradients as the module with every ReLU out of place.
+    out_of_place = source.replace("torch.relu_(", "torch.relu(").replace(", inplace=True", "")
+    modules = []
+    for text in (source, out_of_place):
+        module = module_from_source(text, conversion.class_name)
+        module.load_state_dict(conversion.state_dict)
+        modules.append(module.train())
+    x = torch.from_numpy(np.random.default_rng(4).normal(size=(2, 3, 6, 7)).astype(np.float32))
+    grads = []
+    for module in modules:
+        module.zero_grad()
+        module(x).square().sum().backward()
+        grads.append([p.grad.clone() for p in module.parameters()])
+    for ours, theirs in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)

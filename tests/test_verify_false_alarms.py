@@ -70,7 +70,7 @@ def test_a_wrong_fold_still_fails_at_the_folded_line(tmp_path: Path) -> None:
     )
     source = re.sub(r"\n\s*conv1_bn = self\.conv1_bn\(conv1\).*", "", source)
     source = re.sub(r"\n\s*conv1_scale = self\.conv1_scale\(conv1_bn\).*", "", source)
-    source = source.replace("torch.relu(conv1_scale)", "torch.relu(conv1)")
+    source = source.replace("torch.relu_(conv1_scale)", "torch.relu_(conv1)")
     module = tmp_path / "model.py"
     module.write_text(source)
     report = verify(TINYNET, weights, module=module, reference="numpy")

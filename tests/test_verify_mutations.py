@@ -129,7 +129,7 @@ def test_a_deleted_layer_is_blamed_when_its_consumer_diverges(
 ) -> None:
     weights, source = generated
     source = _edit(source, r"\n\s*scale1 = self\.scale1\(bn1\).*", "")
-    source = _edit(source, r"torch\.relu\(scale1\)", "torch.relu(bn1)")
+    source = _edit(source, r"torch\.relu_\(scale1\)", "torch.relu_(bn1)")
     report = _verify(tmp_path, weights, source)
     first = report.first_divergent
     assert first is not None and first.layer == "scale1"

@@ -73,21 +73,23 @@ class InceptionBlock(nn.Module):
         data = data.contiguous(memory_format=torch.channels_last)
         # 'conv1/7x7_s2' Convolution -> (1, 16, 32, 32)
         conv1_7x7_s2 = self.conv1_7x7_s2(data)
-        conv1_relu_7x7 = torch.relu(conv1_7x7_s2)  # 'conv1/relu_7x7' ReLU
+        conv1_relu_7x7 = torch.relu_(conv1_7x7_s2)  # 'conv1/relu_7x7' ReLU: in place
         # 'pool1/3x3_s2' Pooling -> (1, 16, 16, 16): Caffe rounds up
         pool1_3x3_s2 = self.pool1_3x3_s2(conv1_relu_7x7)
         # 'pool1/norm1' LRN
         pool1_norm1 = caffe_lrn(pool1_3x3_s2, size=5, alpha=0.0001, beta=0.75, k=1.0)
         # 'inception/1x1' Convolution -> (1, 8, 16, 16)
         inception_1x1 = self.inception_1x1(pool1_norm1)
-        inception_relu_1x1 = torch.relu(inception_1x1)  # 'inception/relu_1x1' ReLU
+        # 'inception/relu_1x1' ReLU: in place
+        inception_relu_1x1 = torch.relu_(inception_1x1)
         # 'inception/3x3_reduce' Convolution -> (1, 8, 16, 16)
         inception_3x3_reduce = self.inception_3x3_reduce(pool1_norm1)
-        # 'inception/relu_3x3_reduce' ReLU
-        inception_relu_3x3_reduce = torch.relu(inception_3x3_reduce)
+        # 'inception/relu_3x3_reduce' ReLU: in place
+        inception_relu_3x3_reduce = torch.relu_(inception_3x3_reduce)
         # 'inception/3x3' Convolution -> (1, 12, 16, 16)
         inception_3x3 = self.inception_3x3(inception_relu_3x3_reduce)
-        inception_relu_3x3 = torch.relu(inception_3x3)  # 'inception/relu_3x3' ReLU
+        # 'inception/relu_3x3' ReLU: in place
+        inception_relu_3x3 = torch.relu_(inception_3x3)
         # 'inception/5x5_reduce' Convolution -> (1, 4, 16, 16)
         inception_5x5_reduce = self.inception_5x5_reduce(pool1_norm1)
         # 'inception/5x5' Convolution -> (1, 6, 16, 16)

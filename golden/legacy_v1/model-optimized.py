@@ -32,7 +32,7 @@ class LegacyV1(nn.Module):
         pool1 = self.pool1(conv1)  # 'pool1' Pooling -> (1, 32, 16, 16): Caffe rounds up
         relu1 = torch.relu(pool1)  # 'relu1' ReLU
         conv2 = self.conv2(relu1)  # 'conv2' Convolution
-        relu2 = torch.relu(conv2)  # 'relu2' ReLU
+        relu2 = torch.relu_(conv2)  # 'relu2' ReLU: in place
         pool2 = self.pool2(relu2)  # 'pool2' Pooling -> (1, 32, 8, 8): Caffe rounds up
         ip1 = self.ip1(torch.flatten(pool2, 1))  # 'ip1' InnerProduct -> (1, 64)
         ip2 = self.ip2(ip1)  # 'ip2' InnerProduct -> (1, 10)

@@ -29,16 +29,17 @@ class ResNetBlock(nn.Module):
         data = data.contiguous(memory_format=torch.channels_last)
         # 'conv1' Convolution + 'bn_conv1' BatchNorm + 'scale_conv1' Scale -> (1, 16, 32, 32)
         conv1 = self.conv1(data)
-        conv1_relu = torch.relu(conv1)  # 'conv1_relu' ReLU
+        conv1_relu = torch.relu_(conv1)  # 'conv1_relu' ReLU: in place
         # 'res2a_branch1' Convolution + 'bn2a_branch1' BatchNorm + 'scale2a_branch1' Scale -> (1, 32, 16, 16)
         res2a_branch1 = self.res2a_branch1(conv1_relu)
         # 'res2a_branch2a' Convolution + 'bn2a_branch2a' BatchNorm + 'scale2a_branch2a' Scale -> (1, 8, 16, 16)
         res2a_branch2a = self.res2a_branch2a(conv1_relu)
-        res2a_branch2a_relu = torch.relu(res2a_branch2a)  # 'res2a_branch2a_relu' ReLU
+        # 'res2a_branch2a_relu' ReLU: in place
+        res2a_branch2a_relu = torch.relu_(res2a_branch2a)
         # 'res2a_branch2b' Convolution + 'bn2a_branch2b' BatchNorm + 'scale2a_branch2b' Scale -> (1, 32, 16, 16)
         res2a_branch2b = self.res2a_branch2b(res2a_branch2a_relu)
         res2a = res2a_branch1 + res2a_branch2b  # 'res2a' Eltwise
-        res2a_relu = torch.relu(res2a)  # 'res2a_relu' ReLU
+        res2a_relu = torch.relu_(res2a)  # 'res2a_relu' ReLU: in place
         # 'pool5' Pooling -> (1, 32, 1, 1): global
         pool5 = torch.mean(res2a_relu, dim=(2, 3), keepdim=True)
         fc10 = self.fc10(torch.flatten(pool5, 1))  # 'fc10' InnerProduct -> (1, 10)

@@ -148,7 +148,7 @@ class ResNetBlock(nn.Module):
         # 'bn_conv1' BatchNorm: use_global_stats true: frozen in train() too
         bn_conv1 = self.bn_conv1(conv1)
         scale_conv1 = self.scale_conv1(bn_conv1)  # 'scale_conv1' Scale
-        conv1_relu = torch.relu(scale_conv1)  # 'conv1_relu' ReLU
+        conv1_relu = torch.relu_(scale_conv1)  # 'conv1_relu' ReLU: in place
         # 'res2a_branch1' Convolution -> (1, 32, 16, 16)
         res2a_branch1 = self.res2a_branch1(conv1_relu)
         bn2a_branch1 = self.bn2a_branch1(res2a_branch1)  # 'bn2a_branch1' BatchNorm
@@ -158,14 +158,15 @@ class ResNetBlock(nn.Module):
         bn2a_branch2a = self.bn2a_branch2a(res2a_branch2a)  # 'bn2a_branch2a' BatchNorm
         # 'scale2a_branch2a' Scale
         scale2a_branch2a = self.scale2a_branch2a(bn2a_branch2a)
-        res2a_branch2a_relu = torch.relu(scale2a_branch2a)  # 'res2a_branch2a_relu' ReLU
+        # 'res2a_branch2a_relu' ReLU: in place
+        res2a_branch2a_relu = torch.relu_(scale2a_branch2a)
         # 'res2a_branch2b' Convolution -> (1, 32, 16, 16)
         res2a_branch2b = self.res2a_branch2b(res2a_branch2a_relu)
         bn2a_branch2b = self.bn2a_branch2b(res2a_branch2b)  # 'bn2a_branch2b' BatchNorm
         # 'scale2a_branch2b' Scale
         scale2a_branch2b = self.scale2a_branch2b(bn2a_branch2b)
         res2a = scale2a_branch1 + scale2a_branch2b  # 'res2a' Eltwise
-        res2a_relu = torch.relu(res2a)  # 'res2a_relu' ReLU
+        res2a_relu = torch.relu_(res2a)  # 'res2a_relu' ReLU: in place
         # 'pool5' Pooling -> (1, 32, 1, 1): global
         pool5 = torch.mean(res2a_relu, dim=(2, 3), keepdim=True)
         fc10 = self.fc10(torch.flatten(pool5, 1))  # 'fc10' InnerProduct -> (1, 10)

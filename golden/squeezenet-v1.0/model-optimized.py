@@ -73,124 +73,124 @@ class Net(nn.Module):
         # channels-last memory: the same values, faster CPU kernels
         data = data.contiguous(memory_format=torch.channels_last)
         conv1 = self.conv1(data)  # 'conv1' Convolution -> (10, 96, 111, 111)
-        relu_conv1 = torch.relu(conv1)  # 'relu_conv1' ReLU
+        relu_conv1 = torch.relu_(conv1)  # 'relu_conv1' ReLU: in place
         pool1 = self.pool1(relu_conv1)  # 'pool1' Pooling -> (10, 96, 55, 55)
         # 'fire2/squeeze1x1' Convolution -> (10, 16, 55, 55)
         fire2_squeeze1x1 = self.fire2_squeeze1x1(pool1)
-        # 'fire2/relu_squeeze1x1' ReLU
-        fire2_relu_squeeze1x1 = torch.relu(fire2_squeeze1x1)
+        # 'fire2/relu_squeeze1x1' ReLU: in place
+        fire2_relu_squeeze1x1 = torch.relu_(fire2_squeeze1x1)
         # 'fire2/expand1x1' Convolution -> (10, 64, 55, 55)
         fire2_expand1x1 = self.fire2_expand1x1(fire2_relu_squeeze1x1)
-        # 'fire2/relu_expand1x1' ReLU
-        fire2_relu_expand1x1 = torch.relu(fire2_expand1x1)
+        # 'fire2/relu_expand1x1' ReLU: in place
+        fire2_relu_expand1x1 = torch.relu_(fire2_expand1x1)
         # 'fire2/expand3x3' Convolution -> (10, 64, 55, 55)
         fire2_expand3x3 = self.fire2_expand3x3(fire2_relu_squeeze1x1)
-        # 'fire2/relu_expand3x3' ReLU
-        fire2_relu_expand3x3 = torch.relu(fire2_expand3x3)
+        # 'fire2/relu_expand3x3' ReLU: in place
+        fire2_relu_expand3x3 = torch.relu_(fire2_expand3x3)
         # 'fire2/concat' Concat -> (10, 128, 55, 55): bottoms in prototxt order
         fire2_concat = torch.cat([fire2_relu_expand1x1, fire2_relu_expand3x3], dim=1)
         # 'fire3/squeeze1x1' Convolution -> (10, 16, 55, 55)
         fire3_squeeze1x1 = self.fire3_squeeze1x1(fire2_concat)
-        # 'fire3/relu_squeeze1x1' ReLU
-        fire3_relu_squeeze1x1 = torch.relu(fire3_squeeze1x1)
+        # 'fire3/relu_squeeze1x1' ReLU: in place
+        fire3_relu_squeeze1x1 = torch.relu_(fire3_squeeze1x1)
         # 'fire3/expand1x1' Convolution -> (10, 64, 55, 55)
         fire3_expand1x1 = self.fire3_expand1x1(fire3_relu_squeeze1x1)
-        # 'fire3/relu_expand1x1' ReLU
-        fire3_relu_expand1x1 = torch.relu(fire3_expand1x1)
+        # 'fire3/relu_expand1x1' ReLU: in place
+        fire3_relu_expand1x1 = torch.relu_(fire3_expand1x1)
         # 'fire3/expand3x3' Convolution -> (10, 64, 55, 55)
         fire3_expand3x3 = self.fire3_expand3x3(fire3_relu_squeeze1x1)
-        # 'fire3/relu_expand3x3' ReLU
-        fire3_relu_expand3x3 = torch.relu(fire3_expand3x3)
+        # 'fire3/relu_expand3x3' ReLU: in place
+        fire3_relu_expand3x3 = torch.relu_(fire3_expand3x3)
         # 'fire3/concat' Concat -> (10, 128, 55, 55): bottoms in prototxt order
         fire3_concat = torch.cat([fire3_relu_expand1x1, fire3_relu_expand3x3], dim=1)
         # 'fire4/squeeze1x1' Convolution -> (10, 32, 55, 55)
         fire4_squeeze1x1 = self.fire4_squeeze1x1(fire3_concat)
-        # 'fire4/relu_squeeze1x1' ReLU
-        fire4_relu_squeeze1x1 = torch.relu(fire4_squeeze1x1)
+        # 'fire4/relu_squeeze1x1' ReLU: in place
+        fire4_relu_squeeze1x1 = torch.relu_(fire4_squeeze1x1)
         # 'fire4/expand1x1' Convolution -> (10, 128, 55, 55)
         fire4_expand1x1 = self.fire4_expand1x1(fire4_relu_squeeze1x1)
-        # 'fire4/relu_expand1x1' ReLU
-        fire4_relu_expand1x1 = torch.relu(fire4_expand1x1)
+        # 'fire4/relu_expand1x1' ReLU: in place
+        fire4_relu_expand1x1 = torch.relu_(fire4_expand1x1)
         # 'fire4/expand3x3' Convolution -> (10, 128, 55, 55)
         fire4_expand3x3 = self.fire4_expand3x3(fire4_relu_squeeze1x1)
-        # 'fire4/relu_expand3x3' ReLU
-        fire4_relu_expand3x3 = torch.relu(fire4_expand3x3)
+        # 'fire4/relu_expand3x3' ReLU: in place
+        fire4_relu_expand3x3 = torch.relu_(fire4_expand3x3)
         # 'fire4/concat' Concat -> (10, 256, 55, 55): bottoms in prototxt order
         fire4_concat = torch.cat([fire4_relu_expand1x1, fire4_relu_expand3x3], dim=1)
         pool4 = self.pool4(fire4_concat)  # 'pool4' Pooling -> (10, 256, 27, 27)
         # 'fire5/squeeze1x1' Convolution -> (10, 32, 27, 27)
         fire5_squeeze1x1 = self.fire5_squeeze1x1(pool4)
-        # 'fire5/relu_squeeze1x1' ReLU
-        fire5_relu_squeeze1x1 = torch.relu(fire5_squeeze1x1)
+        # 'fire5/relu_squeeze1x1' ReLU: in place
+        fire5_relu_squeeze1x1 = torch.relu_(fire5_squeeze1x1)
         # 'fire5/expand1x1' Convolution -> (10, 128, 27, 27)
         fire5_expand1x1 = self.fire5_expand1x1(fire5_relu_squeeze1x1)
-        # 'fire5/relu_expand1x1' ReLU
-        fire5_relu_expand1x1 = torch.relu(fire5_expand1x1)
+        # 'fire5/relu_expand1x1' ReLU: in place
+        fire5_relu_expand1x1 = torch.relu_(fire5_expand1x1)
         # 'fire5/expand3x3' Convolution -> (10, 128, 27, 27)
         fire5_expand3x3 = self.fire5_expand3x3(fire5_relu_squeeze1x1)
-        # 'fire5/relu_expand3x3' ReLU
-        fire5_relu_expand3x3 = torch.relu(fire5_expand3x3)
+        # 'fire5/relu_expand3x3' ReLU: in place
+        fire5_relu_expand3x3 = torch.relu_(fire5_expand3x3)
         # 'fire5/concat' Concat -> (10, 256, 27, 27): bottoms in prototxt order
         fire5_concat = torch.cat([fire5_relu_expand1x1, fire5_relu_expand3x3], dim=1)
         # 'fire6/squeeze1x1' Convolution -> (10, 48, 27, 27)
         fire6_squeeze1x1 = self.fire6_squeeze1x1(fire5_concat)
-        # 'fire6/relu_squeeze1x1' ReLU
-        fire6_relu_squeeze1x1 = torch.relu(fire6_squeeze1x1)
+        # 'fire6/relu_squeeze1x1' ReLU: in place
+        fire6_relu_squeeze1x1 = torch.relu_(fire6_squeeze1x1)
         # 'fire6/expand1x1' Convolution -> (10, 192, 27, 27)
         fire6_expand1x1 = self.fire6_expand1x1(fire6_relu_squeeze1x1)
-        # 'fire6/relu_expand1x1' ReLU
-        fire6_relu_expand1x1 = torch.relu(fire6_expand1x1)
+        # 'fire6/relu_expand1x1' ReLU: in place
+        fire6_relu_expand1x1 = torch.relu_(fire6_expand1x1)
         # 'fire6/expand3x3' Convolution -> (10, 192, 27, 27)
         fire6_expand3x3 = self.fire6_expand3x3(fire6_relu_squeeze1x1)
-        # 'fire6/relu_expand3x3' ReLU
-        fire6_relu_expand3x3 = torch.relu(fire6_expand3x3)
+        # 'fire6/relu_expand3x3' ReLU: in place
+        fire6_relu_expand3x3 = torch.relu_(fire6_expand3x3)
         # 'fire6/concat' Concat -> (10, 384, 27, 27): bottoms in prototxt order
         fire6_concat = torch.cat([fire6_relu_expand1x1, fire6_relu_expand3x3], dim=1)
         # 'fire7/squeeze1x1' Convolution -> (10, 48, 27, 27)
         fire7_squeeze1x1 = self.fire7_squeeze1x1(fire6_concat)
-        # 'fire7/relu_squeeze1x1' ReLU
-        fire7_relu_squeeze1x1 = torch.relu(fire7_squeeze1x1)
+        # 'fire7/relu_squeeze1x1' ReLU: in place
+        fire7_relu_squeeze1x1 = torch.relu_(fire7_squeeze1x1)
         # 'fire7/expand1x1' Convolution -> (10, 192, 27, 27)
         fire7_expand1x1 = self.fire7_expand1x1(fire7_relu_squeeze1x1)
-        # 'fire7/relu_expand1x1' ReLU
-        fire7_relu_expand1x1 = torch.relu(fire7_expand1x1)
+        # 'fire7/relu_expand1x1' ReLU: in place
+        fire7_relu_expand1x1 = torch.relu_(fire7_expand1x1)
         # 'fire7/expand3x3' Convolution -> (10, 192, 27, 27)
         fire7_expand3x3 = self.fire7_expand3x3(fire7_relu_squeeze1x1)
-        # 'fire7/relu_expand3x3' ReLU
-        fire7_relu_expand3x3 = torch.relu(fire7_expand3x3)
+        # 'fire7/relu_expand3x3' ReLU: in place
+        fire7_relu_expand3x3 = torch.relu_(fire7_expand3x3)
         # 'fire7/concat' Concat -> (10, 384, 27, 27): bottoms in prototxt order
         fire7_concat = torch.cat([fire7_relu_expand1x1, fire7_relu_expand3x3], dim=1)
         # 'fire8/squeeze1x1' Convolution -> (10, 64, 27, 27)
         fire8_squeeze1x1 = self.fire8_squeeze1x1(fire7_concat)
-        # 'fire8/relu_squeeze1x1' ReLU
-        fire8_relu_squeeze1x1 = torch.relu(fire8_squeeze1x1)
+        # 'fire8/relu_squeeze1x1' ReLU: in place
+        fire8_relu_squeeze1x1 = torch.relu_(fire8_squeeze1x1)
         # 'fire8/expand1x1' Convolution -> (10, 256, 27, 27)
         fire8_expand1x1 = self.fire8_expand1x1(fire8_relu_squeeze1x1)
-        # 'fire8/relu_expand1x1' ReLU
-        fire8_relu_expand1x1 = torch.relu(fire8_expand1x1)
+        # 'fire8/relu_expand1x1' ReLU: in place
+        fire8_relu_expand1x1 = torch.relu_(fire8_expand1x1)
         # 'fire8/expand3x3' Convolution -> (10, 256, 27, 27)
         fire8_expand3x3 = self.fire8_expand3x3(fire8_relu_squeeze1x1)
-        # 'fire8/relu_expand3x3' ReLU
-        fire8_relu_expand3x3 = torch.relu(fire8_expand3x3)
+        # 'fire8/relu_expand3x3' ReLU: in place
+        fire8_relu_expand3x3 = torch.relu_(fire8_expand3x3)
         # 'fire8/concat' Concat -> (10, 512, 27, 27): bottoms in prototxt order
         fire8_concat = torch.cat([fire8_relu_expand1x1, fire8_relu_expand3x3], dim=1)
         pool8 = self.pool8(fire8_concat)  # 'pool8' Pooling -> (10, 512, 13, 13)
         # 'fire9/squeeze1x1' Convolution -> (10, 64, 13, 13)
         fire9_squeeze1x1 = self.fire9_squeeze1x1(pool8)
-        # 'fire9/relu_squeeze1x1' ReLU
-        fire9_relu_squeeze1x1 = torch.relu(fire9_squeeze1x1)
+        # 'fire9/relu_squeeze1x1' ReLU: in place
+        fire9_relu_squeeze1x1 = torch.relu_(fire9_squeeze1x1)
         # 'fire9/expand1x1' Convolution -> (10, 256, 13, 13)
         fire9_expand1x1 = self.fire9_expand1x1(fire9_relu_squeeze1x1)
-        # 'fire9/relu_expand1x1' ReLU
-        fire9_relu_expand1x1 = torch.relu(fire9_expand1x1)
+        # 'fire9/relu_expand1x1' ReLU: in place
+        fire9_relu_expand1x1 = torch.relu_(fire9_expand1x1)
         # 'fire9/expand3x3' Convolution -> (10, 256, 13, 13)
         fire9_expand3x3 = self.fire9_expand3x3(fire9_relu_squeeze1x1)
-        # 'fire9/relu_expand3x3' ReLU
-        fire9_relu_expand3x3 = torch.relu(fire9_expand3x3)
+        # 'fire9/relu_expand3x3' ReLU: in place
+        fire9_relu_expand3x3 = torch.relu_(fire9_expand3x3)
         # 'fire9/concat' Concat -> (10, 512, 13, 13): bottoms in prototxt order
         fire9_concat = torch.cat([fire9_relu_expand1x1, fire9_relu_expand3x3], dim=1)
         conv10 = self.conv10(fire9_concat)  # 'conv10' Convolution -> (10, 1000, 15, 15)
-        relu_conv10 = torch.relu(conv10)  # 'relu_conv10' ReLU
+        relu_conv10 = torch.relu_(conv10)  # 'relu_conv10' ReLU: in place
         # 'pool10' Pooling -> (10, 1000, 1, 1): global
         pool10 = torch.mean(relu_conv10, dim=(2, 3), keepdim=True)
         prob = torch.softmax(pool10, dim=1)  # 'prob' Softmax

@@ -30,7 +30,7 @@ class TinyNet(nn.Module):
         data = data.contiguous(memory_format=torch.channels_last)
         # 'conv1' Convolution + 'conv1/bn' BatchNorm + 'conv1/scale' Scale -> (1, 16, 32, 32)
         conv1 = self.conv1(data)
-        relu1 = torch.relu(conv1)  # 'relu1' ReLU
+        relu1 = torch.relu_(conv1)  # 'relu1' ReLU: in place
         pool1 = self.pool1(relu1)  # 'pool1' Pooling -> (1, 16, 16, 16): Caffe rounds up
         branch_a = self.branch_a(pool1)  # 'branch_a' Convolution -> (1, 8, 16, 16)
         branch_b = self.branch_b(pool1)  # 'branch_b' Convolution -> (1, 8, 16, 16)

@@ -123,7 +123,7 @@ class TinyNet(nn.Module):
         conv1 = self.conv1(data)  # 'conv1' Convolution -> (1, 16, 32, 32)
         conv1_bn = self.conv1_bn(conv1)  # 'conv1/bn' BatchNorm
         conv1_scale = self.conv1_scale(conv1_bn)  # 'conv1/scale' Scale
-        relu1 = torch.relu(conv1_scale)  # 'relu1' ReLU
+        relu1 = torch.relu_(conv1_scale)  # 'relu1' ReLU: in place
         pool1 = self.pool1(relu1)  # 'pool1' Pooling -> (1, 16, 16, 16): Caffe rounds up
         branch_a = self.branch_a(pool1)  # 'branch_a' Convolution -> (1, 8, 16, 16)
         branch_b = self.branch_b(pool1)  # 'branch_b' Convolution -> (1, 8, 16, 16)

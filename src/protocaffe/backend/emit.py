@@ -386,6 +386,7 @@ def _emit_body(graph: Graph, local: Mapping[Value, str]) -> _Body:
     with its trace comment."""
     attrs_ns = Namespace()
     body = _Body()
+    overwritable = _overwritable(graph)
     for index, node in enumerate(graph.nodes):
         # Keyed by the node itself: two layers may share a name (Caffe allows it).
         attr = attrs_ns.name(("node", index), node.name)
@@ -394,6 +395,7 @@ def _emit_body(graph: Graph, local: Mapping[Value, str]) -> _Body:
             inputs=tuple(local[v] for v in node.inputs),
             in_shapes=tuple(v.shape for v in node.inputs),
             out_shapes=tuple(v.shape for v in node.outputs),
+            overwritable=bool(node.inputs) and node.inputs[0] in overwritable,
         )
         emission = layer_of(node).emit(node.attrs, ctx)
         for helper in emission.helpers:
@@ -415,6 +417,25 @@ def _attribute_path(key: str) -> str:
     """The Python path of a state_dict key under a module: `.transitions[0].weight` for
     `transitions.0.weight` (a key through an nn.ModuleList)."""
     return "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in key.split("."))
+
+
+def _overwritable(graph: Graph) -> set[Value]:
+    """The values a line may overwrite, in eval() and train() alike: read by one line only,
+    no input or output of the module, and made by a layer whose line gives a new tensor
+    that its backward does not read (`Layer.fresh_output`). Computing in place into them
+    (a ReLU after a Convolution, BatchNorm or Scale) saves an allocation and a pass over
+    memory; every earlier version that verify compares is copied when its line runs."""
+    readers: dict[Value, int] = {}
+    for node in graph.nodes:
+        for value in node.inputs:
+            readers[value] = readers.get(value, 0) + 1
+    kept = set(graph.inputs) | set(graph.outputs)
+    found: set[Value] = set()
+    for node in graph.nodes:
+        if not layer_of(node).fresh_output(node.attrs, [v.shape for v in node.inputs]):
+            continue
+        found.update(v for v in node.outputs if readers.get(v, 0) == 1 and v not in kept)
+    return found
 
 
 def _training_lines(node: Node, attr: str, body: _Body) -> None:

@@ -125,6 +125,9 @@ class EmitContext:
     inputs: tuple[str, ...]  # local variable names of the inputs, in order
     in_shapes: tuple[Shape, ...]
     out_shapes: tuple[Shape, ...]
+    # The first input may be overwritten: a fresh tensor (`Layer.fresh_output` of its
+    # producer) that no other line reads and that is no input or output of the module.
+    overwritable: bool = False
 
     @property
     def x(self) -> str:
@@ -314,6 +317,12 @@ class Layer(Generic[A]):
     def records_argmax(self, attrs: A) -> bool:
         """Whether the layer's second top is the argmax mask of windows over its first input
         (MAX Pooling with two tops), which a max-unpooling layer reads."""
+        return False
+
+    def fresh_output(self, attrs: A, in_shapes: Sequence[Shape]) -> bool:
+        """Whether the emitted line returns a new tensor (no view or alias of an input) that
+        the layer's backward does not read (it saves its inputs, not its output): a
+        consumer may then compute in place into it, in train() too."""
         return False
 
     def unpools(self, attrs: A, in_shapes: Sequence[Shape]) -> bool:

@@ -332,6 +332,9 @@ class Convolution(Layer[ConvAttrs]):
         forward = calls[0] if len(calls) == 1 else "(" + ", ".join(calls) + ")"
         return Emission(forward=forward, init=init, note="; ".join(notes), imports=imports)
 
+    def fresh_output(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return True
+
     def absorbs_affine(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> ConvAttrs | None:
         # A Deconvolution's output channel mixes weight column c of every input row: it does
         # not fold this way; nor does a convolution whose channels are not axis 1.

@@ -46,6 +46,14 @@ class ReLU(Layer[ReLUAttrs]):
 
     def emit(self, attrs: ReLUAttrs, ctx: EmitContext) -> Emission:
         slope = attrs.negative_slope
+        if ctx.overwritable:  # nothing else reads the input: no new tensor
+            if slope == 0:
+                return Emission(forward=f"torch.relu_({ctx.x})", note="in place")
+            return Emission(
+                forward=f"F.leaky_relu({ctx.x}, {slope!r}, inplace=True)",
+                note="in place",
+                imports=(FUNCTIONAL,),
+            )
         if slope == 0:
             return Emission(forward=f"torch.relu({ctx.x})")
         return Emission(forward=f"F.leaky_relu({ctx.x}, {slope!r})", imports=(FUNCTIONAL,))

@@ -92,6 +92,9 @@ class InnerProduct(Layer[InnerProductAttrs]):
         note = "weight stored transposed in Caffe" if attrs.transpose else ""
         return Emission(forward=f"self.{ctx.attr}({x})", init=init, note=note)
 
+    def fresh_output(self, attrs: InnerProductAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return True
+
     def absorbs_affine(
         self, attrs: InnerProductAttrs, in_shapes: Sequence[Shape]
     ) -> InnerProductAttrs | None:
@@ -164,6 +167,9 @@ def _broadcast(operand: str, trailing: int) -> str:
 
 class _Broadcast(Layer[BroadcastAttrs]):
     bottoms = (1, 2)
+
+    def fresh_output(self, attrs: BroadcastAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return True
 
     def infer(
         self, attrs: BroadcastAttrs, in_shapes: Sequence[Shape], layer: LayerSource
@@ -341,6 +347,9 @@ class Eltwise(Layer[EltwiseAttrs]):
         for sign, term in terms[1:]:
             expr += f" {sign} {term}"
         return Emission(forward=expr, note=f"coeff {list(coeffs)}" if attrs.coeffs else "")
+
+    def fresh_output(self, attrs: EltwiseAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return True
 
     def sum_coefficients(self, attrs: EltwiseAttrs, inputs: int) -> tuple[float, ...] | None:
         if attrs.operation != SUM:

@@ -206,6 +206,9 @@ class BatchNorm(Layer[BatchNormAttrs]):
             helpers=("CaffeBatchNorm",),
         )
 
+    def fresh_output(self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return True
+
     def channel_affine(self, attrs: BatchNormAttrs, in_shapes: Sequence[Shape]) -> bool:
         # What eval() computes; with use_global_stats false it depends on the batch.
         return attrs.use_global_stats is not False

@@ -94,6 +94,9 @@ class Concat(Layer[AxisAttrs]):
             note="bottoms in prototxt order",
         )
 
+    def fresh_output(self, attrs: AxisAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return len(in_shapes) > 1  # one bottom: the same tensor
+
     def passes_through(
         self, attrs: AxisAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
     ) -> bool:
