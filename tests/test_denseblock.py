@@ -2,7 +2,9 @@
 .dense_block, transcribed from DenseBlock_layer.cpp @ 81642f61: LayerSetUp, Forward_cpu,
 BN_inf_Fwd, convolution_Fwd), blob by blob, with seeded random weights at odd sizes; the blob
 order of LayerSetUp's `this->blobs_`; a case worked out by hand from convolution_Fwd's indices;
-train() against a transcription of BN_train_Fwd; and the fork's refusals."""
+train() against a transcription of BN_train_Fwd; and the fork's refusals. `--dialect
+denseblock-gpu` against the reference's transcription of DenseBlock_layer.cu (Forward_gpu),
+train() against a transcription of its cuDNN calls, and the note that points to it."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from fork_cases import compare_with_reference, layer, net_text
 from forks_support import load_module, relative_error
 
 from protocaffe.api import Conversion, convert
-from protocaffe.errors import ProtocaffeError, Reporter
+from protocaffe.cli import main
+from protocaffe.errors import ProtocaffeError, Reporter, Severity
 from protocaffe.frontend.caffemodel import read_caffemodel
 from protocaffe.frontend.caffemodel_writer import write_caffemodel
 from protocaffe.frontend.prototxt import read_prototxt
@@ -26,6 +29,7 @@ from protocaffe.verify.reference.ops.dense_block import convolution_fwd
 
 RNG = np.random.default_rng(15)
 Blobs = list[np.ndarray]
+GPU = ("denseblock-gpu",)
 
 
 def dense(options: str = "", transitions: int = 3, growth: int = 4) -> str:
@@ -60,8 +64,10 @@ def write_net(
     return prototxt, weights
 
 
-def reference_top(prototxt: Path, weights: Path, x: np.ndarray) -> np.ndarray:
-    net = ReferenceNet(read_prototxt(prototxt, Reporter()), read_caffemodel(weights))
+def reference_top(
+    prototxt: Path, weights: Path, x: np.ndarray, dialects: tuple[str, ...] = ()
+) -> np.ndarray:
+    net = ReferenceNet(read_prototxt(prototxt, Reporter()), read_caffemodel(weights), dialects)
     top: np.ndarray = net.forward({"x": x})["dense"]
     return top
 
@@ -255,3 +261,201 @@ def test_refusals(shape: tuple[int, ...], params: str, message: str, tmp_path: P
     with pytest.raises(ProtocaffeError, match=message) as error:
         convert(prototxt)
     assert "net.prototxt:" in str(error.value) and "DenseBlock" in str(error.value)
+
+
+# ---- --dialect denseblock-gpu: DenseBlock_layer.cu, Forward_gpu ----------------------------------
+
+
+@pytest.mark.parametrize("factor", [0.0, 2.5])
+@pytest.mark.parametrize(
+    "options", ["", "use_BC: true", "use_BC: true use_dropout: true dropout_amount: 0.3"]
+)
+def test_gpu_dialect_equals_reference(factor: float, options: str, tmp_path: Path) -> None:
+    """Under the dialect the stored statistics are used as they are, whatever the factor:
+    the module equals the reference's transcription of Forward_gpu (no dropout in eval), which
+    the factor does not change, and which differs from the CPU path's numbers."""
+    shape = (2, 3, 5, 7)
+    x = RNG.normal(size=shape).astype(np.float32)
+
+    def set_factor(blobs: Blobs) -> None:
+        blobs[-1][...] = factor
+
+    prototxt, weights = write_net(tmp_path, shape, dense(options), set_factor)
+    expected = reference_top(prototxt, weights, x, GPU)
+    conversion = convert(prototxt, weights, dialects=GPU)
+    assert "gpu=True" in conversion.source
+    assert relative_error(run(conversion, x), expected) <= 2e-5
+    (tmp_path / "other").mkdir()
+    other = write_net(tmp_path / "other", shape, dense(options), lambda b: b[-1].fill(7.0))
+    np.testing.assert_array_equal(reference_top(*other, x, GPU), expected)
+    assert relative_error(reference_top(prototxt, weights, x), expected) > 1e-3
+
+
+def test_gpu_dialect_by_hand(tmp_path: Path) -> None:
+    """The hand case of test_flipped_kernel_by_hand with the factor a GPU-trained model has,
+    0: under the dialect the BN (scaler 1, bias 0, mean 0, variance 1 - 1e-5) is the identity;
+    the CPU path takes mean and variance as 0 and divides by sqrt(1e-5)."""
+    shape = (1, 1, 4, 5)
+    x = RNG.uniform(1.0, 2.0, size=shape).astype(np.float32)
+
+    def identity(blobs: Blobs) -> None:
+        filt, scaler, bias, mean, var, factor = blobs
+        filt[...] = 0
+        filt[0, 0, 0, 0] = 1
+        scaler[...], bias[...], mean[...], var[...], factor[...] = 1, 0, 0, 1 - 1e-5, 0
+
+    prototxt, weights = write_net(tmp_path, shape, dense("", 1, 1), identity)
+    expected = np.zeros((1, 2, 4, 5), np.float32)
+    expected[:, 0] = x[:, 0]
+    expected[0, 1, :3, :4] = x[0, 0, 1:, 1:]
+    np.testing.assert_allclose(reference_top(prototxt, weights, x, GPU), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        run(convert(prototxt, weights, dialects=GPU), x), expected, rtol=1e-6
+    )
+    cpu = run(convert(prototxt, weights), x)
+    np.testing.assert_allclose(cpu[:, 1], expected[:, 1] / np.sqrt(1e-5), rtol=1e-5)
+
+
+def _cudnn_bn_train(
+    x: np.ndarray, scaler: np.ndarray, bias: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """cudnnBatchNormalizationForwardTraining (CUDNN_BATCHNORM_SPATIAL, factor 1): y =
+    scaler * (x - mean) / sqrt(biased variance + 1e-5) + bias; the running outputs are the
+    batch's mean and its unbiased variance."""
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = x.astype(np.float64).mean(axis=(0, 2, 3), keepdims=True)
+    biased = ((x - mean) ** 2).mean(axis=(0, 2, 3), keepdims=True)
+    top = scaler * ((x - mean) / np.sqrt(biased + 1e-5)) + bias
+    return top.astype(np.float32), mean, biased * m / (m - 1.0)
+
+
+@pytest.mark.parametrize("bc", [False, True])
+def test_gpu_dialect_train_forward(bc: bool, tmp_path: Path) -> None:
+    """train() under the dialect follows Forward_gpu in TRAIN: cuDNN's training BN into
+    Mean_tmp/Var_tmp, then caffe_gpu_axpby(C, f, tmp, 1 - f, global), i.e. global = f * batch
+    + (1 - f) * global; the factor is never touched."""
+    shape, transitions, g, f = (2, 3, 5, 6), 2, 3, 0.25
+    options = f"moving_average_fraction: {f}" + (" use_BC: true" if bc else "")
+    prototxt, weights = write_net(tmp_path, shape, dense(options, transitions, g))
+    (stored,) = read_caffemodel(weights).layers
+    blobs = [np.array(b, dtype=np.float32) for b in stored.blobs]
+    x = RNG.normal(size=shape).astype(np.float32)
+    merged, new_stats = x, {}
+    for t in range(transitions):
+
+        def blob(group: int, t: int = t) -> np.ndarray:
+            return blobs[group * transitions + t]
+
+        y, mean, var = _cudnn_bn_train(merged, blob(1), blob(2))
+        new_stats[(3, t)], new_stats[(4, t)] = f * mean + (1 - f) * blob(3), f * var + (
+            1 - f
+        ) * blob(4)
+        y = np.maximum(y, 0)
+        if bc:
+            y, mean, var = _cudnn_bn_train(convolution_fwd(y, blob(5)), blob(6), blob(7))
+            new_stats[(8, t)] = f * mean + (1 - f) * blob(8)
+            new_stats[(9, t)] = f * var + (1 - f) * blob(9)
+            y = np.maximum(y, 0)
+        merged = np.concatenate([merged, convolution_fwd(y, blob(0))], axis=1)
+    module = load_module(convert(prototxt, weights, dialects=GPU)).train()
+    with torch.no_grad():
+        ours = module(torch.from_numpy(x)).numpy()
+    assert relative_error(ours, merged) <= 2e-5
+    names = {3: "global_mean", 4: "global_var", 8: "bc_global_mean", 9: "bc_global_var"}
+    for (group, t), value in new_stats.items():
+        buffer = module.get_buffer(f"dense.transitions.{t}.{names[group]}").numpy()
+        assert relative_error(buffer, value) <= 1e-5, (group, t)
+    assert module.get_buffer("dense.factor").tolist() == [float(blobs[-1][0])]
+
+
+def test_gpu_dialect_train_dropout(tmp_path: Path) -> None:
+    """With use_dropout, Forward_gpu in TRAIN runs cudnnDropoutForward on each transition's
+    new channels (kept values scaled by 1 / (1 - dropout_amount)); the input channels pass."""
+    shape = (2, 3, 6, 7)
+    options = "use_dropout: true dropout_amount: 0.5"
+    prototxt, weights = write_net(tmp_path, shape, dense(options, 1, 8))
+    x = RNG.normal(size=shape).astype(np.float32)
+    (stored,) = read_caffemodel(weights).layers
+    filt, scaler, bias = (np.array(b, dtype=np.float32) for b in stored.blobs[:3])
+    y, _, _ = _cudnn_bn_train(x, scaler, bias)
+    new = convolution_fwd(np.maximum(y, 0), filt)
+    torch.manual_seed(0)
+    module = load_module(convert(prototxt, weights, dialects=GPU)).train()
+    with torch.no_grad():
+        ours = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(ours[:, :3], x)
+    dropped = ours[:, 3:] == 0
+    assert 0.2 < dropped.mean() < 0.8
+    np.testing.assert_allclose(ours[:, 3:][~dropped], 2 * new[~dropped], rtol=1e-4, atol=1e-5)
+
+
+def _notes(reporter: Reporter) -> list[str]:
+    return [d.message for d in reporter.diagnostics if d.severity == Severity.NOTE]
+
+
+@pytest.mark.parametrize(
+    ("factor", "zero_statistics", "dialects", "noted"),
+    [
+        (0.0, False, (), True),
+        (2.5, False, (), False),
+        (0.0, True, (), False),
+        (0.0, False, GPU, False),
+    ],
+)
+def test_zero_factor_note(
+    factor: float,
+    zero_statistics: bool,
+    dialects: tuple[str, ...],
+    noted: bool,
+    tmp_path: Path,
+) -> None:
+    """A factor of 0 with statistics that are not all 0 (a GPU-trained model) gets one note at
+    the layer pointing to the dialect; nothing when the factor is set, when the statistics
+    are 0 (both paths agree) or under the dialect."""
+
+    def edit(blobs: Blobs) -> None:
+        blobs[-1][...] = factor
+        if zero_statistics:
+            for blob in blobs[9:15]:  # 3 transitions, use_BC: means 9-11, variances 12-14
+                blob[...] = 0
+            for blob in blobs[24:30]:  # the BC means and variances
+                blob[...] = 0
+
+    prototxt, weights = write_net(tmp_path, (1, 3, 5, 5), dense("use_BC: true"), edit)
+    reporter = Reporter()
+    convert(prototxt, weights, reporter=reporter, dialects=dialects)
+    found = [
+        d for d in reporter.diagnostics if d.severity == Severity.NOTE and "factor" in d.message
+    ]
+    assert len(found) == noted, _notes(reporter)
+    if noted:
+        (note,) = found
+        assert note.layer == "dense" and note.loc.file.endswith("net.prototxt")
+        assert "needs --dialect denseblock-gpu" in note.message
+        assert "zero statistics" in note.message
+
+
+def test_the_dialect_goes_into_the_regenerate_command(tmp_path: Path) -> None:
+    prototxt, weights = write_net(tmp_path, (1, 3, 5, 5), dense())
+    out = tmp_path / "out"
+    args = ["convert", str(prototxt), str(weights), "-o", str(out)]
+    assert main([*args, "--dialect", "denseblock-gpu", "-q"]) == 0
+    source = (out / "model.py").read_text()
+    header = source[: source.index("import")]
+    assert "--dialect denseblock-gpu" in header
+    assert "gpu=True" in source
+
+
+def test_gpu_dialect_scripts(tmp_path: Path) -> None:
+    """The dialect's module compiles with TorchScript and computes the same in eval(); its
+    train() path (dropout, running statistics) runs scripted too."""
+    shape = (2, 3, 5, 6)
+    options = "use_BC: true use_dropout: true dropout_amount: 0.3"
+    prototxt, weights = write_net(tmp_path, shape, dense(options, 2, 3))
+    module = load_module(convert(prototxt, weights, dialects=GPU)).eval()
+    scripted = torch.jit.script(module)
+    x = torch.from_numpy(RNG.normal(size=shape).astype(np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), module(x), rtol=1e-6, atol=1e-6)
+        scripted.train()
+        assert scripted(x).shape == (2, 3 + 2 * 3, 5, 6)

@@ -17,6 +17,13 @@ class CaffeDenseBlock(nn.Module):
     BN_train_Fwd: the batch's mean and its unbiased variance (m / (m - 1) times the biased
     one) normalise, global = f * global + batch, and factor = f * factor + 1 once per call
     (f: moving_average_fraction). The fork's Forward_cpu applies no dropout.
+
+    With `gpu` (--dialect denseblock-gpu) it follows the fork's Forward_gpu (cuDNN) instead:
+    eval() normalises with global_mean and global_var as they are (the factor is never read),
+    eps 1e-5 (CUDNN_BN_MIN_EPSILON); train() normalises with the batch's mean and biased
+    variance, sets global = f * batch + (1 - f) * global (the batch's unbiased variance for
+    global_var) and leaves the factor alone; `dropout` (use_dropout's dropout_amount) drops
+    each transition's new channels in train() only, as cuDNN's dropout does.
     """
 
     def __init__(
@@ -26,9 +33,13 @@ class CaffeDenseBlock(nn.Module):
         transitions: int,
         bottleneck: bool = False,
         moving_average_fraction: float = 0.1,
+        gpu: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.moving_average_fraction = moving_average_fraction
+        self.gpu = gpu
+        self.dropout = dropout
         self.transitions = nn.ModuleList(
             [
                 _DenseTransition(channels + t * growth_rate, growth_rate, bottleneck)
@@ -38,12 +49,17 @@ class CaffeDenseBlock(nn.Module):
         self.register_buffer("factor", torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        zero = torch.zeros_like(self.factor)
-        statistics = torch.where(self.factor == 0, zero, 1.0 / self.factor)
+        if self.gpu:  # Forward_gpu never reads the factor
+            statistics = torch.ones_like(self.factor)
+        else:
+            zero = torch.zeros_like(self.factor)
+            statistics = torch.where(self.factor == 0, zero, 1.0 / self.factor)
         for transition in self.transitions:
-            new = transition(x, statistics, self.moving_average_fraction)
+            new = transition(x, statistics, self.moving_average_fraction, self.gpu)
+            if self.dropout > 0:
+                new = F.dropout(new, self.dropout, self.training)
             x = torch.cat([x, new], dim=1)
-        if self.training:
+        if self.training and not self.gpu:
             with torch.no_grad():
                 self.factor.mul_(self.moving_average_fraction).add_(1.0)
         return x
@@ -75,7 +91,9 @@ class _DenseTransition(nn.Module):
             self.register_buffer("bc_global_mean", None)
             self.register_buffer("bc_global_var", None)
 
-    def forward(self, x: torch.Tensor, statistics: torch.Tensor, fraction: float) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, statistics: torch.Tensor, fraction: float, gpu: bool
+    ) -> torch.Tensor:
         y = _dense_bn(
             x,
             self.scale,
@@ -85,6 +103,7 @@ class _DenseTransition(nn.Module):
             statistics,
             fraction,
             self.training,
+            gpu,
         )
         y = torch.relu(y)
         if (
@@ -104,6 +123,7 @@ class _DenseTransition(nn.Module):
                 statistics,
                 fraction,
                 self.training,
+                gpu,
             )
             y = torch.relu(y)
         return F.conv2d(y, self.weight.flip([2, 3]), padding=1)
@@ -118,8 +138,19 @@ def _dense_bn(
     statistics: torch.Tensor,
     fraction: float,
     training: bool,
+    gpu: bool,
 ) -> torch.Tensor:
-    """The fork's BN_inf_Fwd (eval) or BN_train_Fwd (train), eps 1e-5."""
+    """The fork's BN_inf_Fwd (eval) or BN_train_Fwd (train), eps 1e-5; with `gpu`, its cuDNN
+    calls: cudnnBatchNormalizationForwardInference or ForwardTraining and caffe_gpu_axpby."""
+    if training and gpu:
+        m = x.numel() // x.shape[1]
+        mean = x.mean([0, 2, 3], keepdim=True)
+        centred = x - mean
+        biased = (centred * centred).mean([0, 2, 3], keepdim=True)
+        with torch.no_grad():
+            global_mean.mul_(1.0 - fraction).add_(fraction * mean)
+            global_var.mul_(1.0 - fraction).add_(fraction * biased * m / (m - 1.0))
+        return scale * (centred / torch.sqrt(biased + 1e-5)) + bias
     if training:
         m = x.numel() // x.shape[1]
         mean = x.mean([0, 2, 3], keepdim=True)

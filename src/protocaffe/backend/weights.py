@@ -131,9 +131,12 @@ def state_arrays(
             parts = tuple(
                 _checked(original, attr, by_name, model, used, shared) for original in node.fused
             )
+            for original, part in zip(node.fused, parts, strict=True):
+                _note_weights(original, part, reporter)
             nodes.append(_FusedBlobs(attr, node, parts))
             continue
         blobs = _checked(node, attr, by_name, model, used, shared)
+        _note_weights(node, blobs, reporter)
         if blobs is not None:
             nodes.append(blobs)
     left_out = set(graph.left_out)
@@ -146,6 +149,15 @@ def state_arrays(
                 layer.type,
             )
     return StateArrays(nodes)
+
+
+def _note_weights(node: Node, blobs: _NodeBlobs | None, reporter: Reporter) -> None:
+    """The layer's own notes about its trained values (`Layer.weight_notes`), at the layer."""
+    if blobs is None:
+        return
+    shaped = [blob.reshape(shape) for blob, shape in zip(blobs.blobs, blobs.shapes, strict=True)]
+    for message in blobs.layer.weight_notes(blobs.attrs, blobs.in_shapes, shaped):
+        reporter.note(node.loc, message, node.name, node.op)
 
 
 def _shared_blobs(

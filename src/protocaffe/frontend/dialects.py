@@ -12,6 +12,9 @@ notes each layer that matches a known fork pattern; `--dialect NAME` reads it as
   default it; BVLC-side (the YOLO forks, the oracle build, OpenCV) the default is 1.
 - `depthwise-gpu`: yonghenglh6's DepthwiseConvolution computes what its GPU kernel computes (one
   filter per channel, group and dilation ignored) instead of its CPU path (a Convolution).
+- `denseblock-gpu`: senlinuc/caffe_ocr's DenseBlock computes what its GPU forward (cuDNN)
+  computes: the stored BN statistics as they are, where its CPU path divides them by the
+  moving-average factor blob, which GPU training never updates (0: zero statistics on the CPU).
 
 Coordinate maps (`hed-crop`) are resolved here, on the NetDef: the offsets become explicit
 `crop_param` values, so the layer library sees an ordinary Crop. The other dialects are flags on
@@ -30,11 +33,12 @@ from protocaffe.errors import ProtocaffeError, Reporter
 if TYPE_CHECKING:  # the command line imports DIALECTS at start-up: keep this module light
     from protocaffe.frontend.prototxt import LayerDef, NetDef
 
-HED_CROP, DARKNET_POOL, SEGNET_UPSAMPLE, DEPTHWISE_GPU = (
+HED_CROP, DARKNET_POOL, SEGNET_UPSAMPLE, DEPTHWISE_GPU, DENSEBLOCK_GPU = (
     "hed-crop",
     "darknet-pool",
     "segnet-upsample",
     "depthwise-gpu",
+    "denseblock-gpu",
 )
 
 # Dialect name -> what it changes (for --help and the README).
@@ -45,6 +49,8 @@ DIALECTS: Final[dict[str, str]] = {
     SEGNET_UPSAMPLE: "Upsample without scale: scale 2 (SegNet/ENet) instead of 1",
     DEPTHWISE_GPU: "DepthwiseConvolution: the fork's GPU kernel (one filter per channel) "
     "instead of its CPU path (yonghenglh6/DepthwiseConvolution)",
+    DENSEBLOCK_GPU: "DenseBlock: the fork's GPU forward (stored BN statistics as they are) "
+    "instead of its CPU path (divided by the moving-average factor; senlinuc/caffe_ocr)",
 }
 
 # Layers whose coordinate map is the identity in the HED/RCF forks (coord_map() overrides in

@@ -196,6 +196,14 @@ class Layer(Generic[A]):
         """Caffe blobs (already checked against `blobs()`, float32) to state_dict arrays."""
         return {}
 
+    def weight_notes(
+        self, attrs: A, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> tuple[str, ...]:
+        """Notes about this layer's trained blobs (checked against `blobs()`, as stored: float32
+        or float64): values the conversion follows faithfully but that suggest the model meant
+        something else (a fork dialect), printed at the layer when the weights are converted."""
+        return ()
+
     def learnable(self, attrs: A, in_shapes: Sequence[Shape]) -> tuple[str | None, ...]:
         """For each Caffe blob (in `blobs()` order): the state_dict key (relative to the node's
         attribute) of the nn.Parameter that holds it, or None for a blob the module keeps as a

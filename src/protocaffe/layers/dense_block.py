@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
 _GROUPS = ("weight", "scale", "bias", "global_mean", "global_var")
 _BC_GROUPS = ("bc_weight", "bc_scale", "bc_bias", "bc_global_mean", "bc_global_var")
 _STATISTICS = ("global_mean", "global_var", "bc_global_mean", "bc_global_var")
+DENSEBLOCK_GPU = "denseblock-gpu"  # protocaffe.frontend.dialects.DENSEBLOCK_GPU (a floor above)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class DenseBlockAttrs(Attrs):
     bottleneck: bool  # use_BC: BN-ReLU-Conv1x1 (4 * growth_rate) before each 3x3
     dropout: bool  # use_dropout: the fork's Forward_cpu never applies it
     moving_average_fraction: float
+    # --dialect denseblock-gpu: the fork's Forward_gpu (cuDNN) instead of its Forward_cpu.
+    gpu: bool = False
+    dropout_amount: float = 0.0  # cuDNN dropout of each transition's new channels, TRAIN only
 
 
 @register
@@ -56,8 +60,19 @@ class DenseBlock(Layer[DenseBlockAttrs]):
     parameter; the pad, stride and filter size fields are never read (3x3, pad 1, stride 1).
     Dropout is applied by neither Forward_cpu nor the TEST phase of the GPU forward.
 
+    `--dialect denseblock-gpu` follows Forward_gpu (DenseBlock_layer.cu) instead: in TEST,
+    cudnnBatchNormalizationForwardInference on the stored mean and variance as they are (the
+    factor blob is never read), eps CUDNN_BN_MIN_EPSILON (1e-5 in the cuDNN 6 and 7 headers
+    the fork ships); in TRAIN, cudnnBatchNormalizationForwardTraining (the batch's biased
+    variance normalises) with the running statistics updated as global = f * batch +
+    (1 - f) * global (caffe_gpu_axpby; cuDNN's batch variance there is the unbiased one), the
+    factor left as it is, and, with use_dropout, cuDNN dropout of dropout_amount on each
+    transition's new channels. GPU training never updates the factor, so a model trained
+    there has factor 0, which the CPU path reads as zero statistics: the weights get a note.
+
     Source: senlinuc/caffe_ocr @ 81642f61, src/caffe/layers/DenseBlock_layer.cpp
-    (LayerSetUp, Reshape, Forward_cpu, BN_inf_Fwd, BN_train_Fwd, convolution_Fwd)."""
+    (LayerSetUp, Reshape, Forward_cpu, BN_inf_Fwd, BN_train_Fwd, convolution_Fwd) and
+    DenseBlock_layer.cu (Forward_gpu)."""
 
     types = ("DenseBlock",)
     role = Role.CONVOLUTION
@@ -76,12 +91,15 @@ class DenseBlock(Layer[DenseBlockAttrs]):
                 layer,
                 f"numTransition ({transitions}) and growthRate ({growth}) must be positive",
             )
+        gpu = DENSEBLOCK_GPU in layer.dialects
         return DenseBlockAttrs(
             transitions,
             growth,
             bool(p.use_BC),
             bool(p.use_dropout),
             f32(p.moving_average_fraction),
+            gpu,
+            f32(p.dropout_amount) if gpu and p.use_dropout else 0.0,
         )
 
     def infer(
@@ -144,6 +162,28 @@ class DenseBlock(Layer[DenseBlockAttrs]):
             for name, blob, spec in zip(names, blobs, specs, strict=True)
         }
 
+    def weight_notes(
+        self, attrs: DenseBlockAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> tuple[str, ...]:
+        # BN_inf_Fwd takes the statistics as 0 when the factor is 0; Forward_gpu reads them
+        # as they are and its training never touches the factor (LayerSetUp's 0 stays).
+        if attrs.gpu or blobs[-1].reshape(-1)[0] != 0:
+            return ()
+        names = self.param_names(attrs, in_shapes)
+        statistics = [
+            blob
+            for name, blob in zip(names, blobs, strict=True)
+            if name.rsplit(".", 1)[-1] in _STATISTICS
+        ]
+        if not any(bool(blob.any()) for blob in statistics):
+            return ()
+        return (
+            "the moving-average factor blob is 0 while the BN means or variances are not "
+            "all 0: the fork's CPU path (followed here) then normalises with zero statistics, "
+            "its GPU path with the stored ones; a model trained on the GPU (whose training "
+            f"never updates the factor) needs --dialect {DENSEBLOCK_GPU}",
+        )
+
     def emit(self, attrs: DenseBlockAttrs, ctx: EmitContext) -> Emission:
         init = call(
             "CaffeDenseBlock",
@@ -152,8 +192,15 @@ class DenseBlock(Layer[DenseBlockAttrs]):
             repr(attrs.transitions),
             bottleneck=True if attrs.bottleneck else None,
             moving_average_fraction=attrs.moving_average_fraction,
+            gpu=True if attrs.gpu else None,
+            dropout=attrs.dropout_amount if attrs.dropout_amount else None,
         )
-        note = "use_dropout: the fork's forward applies none" if attrs.dropout else ""
+        if not attrs.dropout:
+            note = ""
+        elif attrs.gpu:
+            note = "use_dropout: the fork's GPU forward drops new channels in TRAIN only"
+        else:
+            note = "use_dropout: the fork's forward applies none"
         return Emission(
             forward=f"self.{ctx.attr}({ctx.x})",
             init=init,

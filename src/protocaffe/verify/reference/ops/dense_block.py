@@ -20,6 +20,14 @@ Source: senlinuc/caffe_ocr @ 81642f61, src/caffe/layers/DenseBlock_layer.cpp:
 - convolution_Fwd: zero-padded, output size = input size; top[n][o][h][w] is the sum over i,
   fx, fy of filter[o][i][fx][fy] * x[n][i][h + k / 2 - fx][w + k / 2 - fy]: a true
   convolution (the kernel flipped against Caffe's ConvolutionLayer).
+
+Under `--dialect denseblock-gpu`, src/caffe/layers/DenseBlock_layer.cu, Forward_gpu (TEST):
+the same chain through cuDNN, each BN a cudnnBatchNormalizationForwardInference on the stored
+global mean and variance blobs as they are (the factor blob is never read in the .cu), with
+epsilon CUDNN_BN_MIN_EPSILON, which is 1e-5 in the cuDNN headers the fork ships
+(3rdparty/include/cudnn-6.0/cudnn.h, 3rdparty/include/cudnn/cudnn.h, 7.0); cuDNN documents
+y = bnScale * (x - estimatedMean) / sqrt(epsilon + estimatedVariance) + bnBias (summed here in
+float64). The convolutions are cuDNN's CUDNN_CONVOLUTION: convolution_Fwd's true convolution.
 """
 
 from __future__ import annotations
@@ -63,6 +71,16 @@ def _bn_inf_fwd(
     return top
 
 
+def _cudnn_bn_inference(x: Array, mean: Array, var: Array, scaler: Array, bias: Array) -> Array:
+    c = x.shape[1]
+
+    def channel(a: Array) -> Array:
+        return a.astype(np.float64).reshape(1, c, 1, 1)
+
+    top = channel(scaler) * (x - channel(mean)) / np.sqrt(1e-5 + channel(var)) + channel(bias)
+    return np.asarray(top, dtype=np.float32)
+
+
 def _relu_fwd(x: Array) -> Array:
     return np.where(x >= 0, x, np.float32(0)).astype(np.float32)
 
@@ -91,17 +109,22 @@ def dense_block(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     shapes.append((1,))
     blobs = layer.weights(*shapes)
     factor = np.float32(blobs[-1][0])
+    gpu = "denseblock-gpu" in layer.dialects
 
     def blob(group: int, t: int) -> Array:
         return blobs[group * transitions + t]
 
+    def bn(x: Array, mean: Array, var: Array, scaler: Array, bias: Array) -> Array:
+        if gpu:
+            return _cudnn_bn_inference(x, mean, var, scaler, bias)
+        return _bn_inf_fwd(x, mean, var, scaler, bias, factor)
+
     merged = x
     for t in range(transitions):
-        y = _relu_fwd(_bn_inf_fwd(merged, blob(3, t), blob(4, t), blob(1, t), blob(2, t), factor))
+        y = _relu_fwd(bn(merged, blob(3, t), blob(4, t), blob(1, t), blob(2, t)))
         if bc:
             y = convolution_fwd(y, blob(5, t))
-            y = _bn_inf_fwd(y, blob(8, t), blob(9, t), blob(6, t), blob(7, t), factor)
-            y = _relu_fwd(y)
+            y = _relu_fwd(bn(y, blob(8, t), blob(9, t), blob(6, t), blob(7, t)))
         new = convolution_fwd(y, blob(0, t))
         merged = np.concatenate([merged, new], axis=1)
     return [merged]
