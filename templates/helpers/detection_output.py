@@ -169,6 +169,9 @@ def detection_output(
     eta: float,
     keep_top_k: int,
     clip: bool = False,
+    arm_conf: torch.Tensor | None = None,
+    arm_loc: torch.Tensor | None = None,
+    objectness_score: float = 0.01,
 ) -> torch.Tensor:
     """SSD's DetectionOutput (CPU): decode, per-class NMS, keep_top_k by score. Returns
     (1, 1, rows, 7) rows [image, label, score, xmin, ymin, xmax, ymax], by image, then label,
@@ -179,17 +182,41 @@ def detection_output(
     data-dependent. Run eagerly, it first leaves out the priors that no class scores above the
     confidence threshold (NMS takes one step per candidate): the same rows, fast when few boxes
     pass.
+
+    RefineDet's form (arm_conf and arm_loc given, share_location): a prior whose objectness
+    (arm_conf's second score) is below objectness_score gets scores [1, 0, ...], and the odm
+    offsets are decoded against the priors as arm_loc refines them, per image.
     """
+    num = loc.shape[0]
+    arm_width = 0
+    if arm_conf is not None:
+        # OSGetConfidenceScores: class 0 certain, the others 0, for easy negatives.
+        count = prior.shape[2] // 4
+        negative = arm_conf.reshape(num, count, 2)[:, :, 1:2] < objectness_score
+        certain = (torch.arange(num_classes, device=conf.device) == 0).to(conf.dtype)
+        conf = torch.where(negative, certain, conf.reshape(num, count, num_classes))
+        conf = conf.reshape(num, -1)
+    if arm_loc is not None:
+        # The ARM offsets travel beside the odm's, prior by prior (share_location: 4 each).
+        count = prior.shape[2] // 4
+        arm_width = 4
+        loc = torch.cat([loc.reshape(num, count, -1), arm_loc.reshape(num, count, 4)], -1)
+        loc = loc.reshape(num, -1)
     if confidence_threshold is not None and not _static_shapes(loc):
         loc, conf, prior = _priors_passing(
             loc, conf, prior, num_classes, background_label, confidence_threshold
         )
-    num = loc.shape[0]
     num_priors = prior.shape[2] // 4
     loc_classes = 1 if share_location else num_classes
-    locs = loc.reshape(num, num_priors, loc_classes, 4)
     priors = prior[0, 0].reshape(num_priors, 1, 4)
     variances = prior[0, 1].reshape(num_priors, 1, 4)
+    if arm_width:
+        # CasRegDecodeBBoxesAll: each image's priors decoded by its ARM offsets first.
+        both = loc.reshape(num, num_priors, -1)
+        refined = both[:, :, -arm_width:].reshape(num, num_priors, 1, 4)
+        priors = _decode_boxes(refined, priors, variances, code_type, variance_encoded_in_target)
+        loc = both[:, :, :-arm_width].reshape(num, -1)
+    locs = loc.reshape(num, num_priors, loc_classes, 4)
     boxes = _decode_boxes(locs, priors, variances, code_type, variance_encoded_in_target)
     if clip:
         boxes = boxes.clamp(0.0, 1.0)

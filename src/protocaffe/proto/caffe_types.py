@@ -699,6 +699,7 @@ class PriorBoxParameter(Message, Protocol):
     step_h: float
     step_w: float
     offset: float
+    denser_prior_boxes: bool
 
 
 class DetectionOutputParameter(Message, Protocol):
@@ -715,6 +716,7 @@ class DetectionOutputParameter(Message, Protocol):
     visualize_threshold: float
     save_file: str
     clip: bool
+    objectness_score: float
 
 
 class NormalizeParameter(Message, Protocol):
