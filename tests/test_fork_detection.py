@@ -313,3 +313,103 @@ def test_fork_prior_box_refusals(tmp_path: Path) -> None:
         )
         with pytest.raises(ProtocaffeError, match=message):
             convert(path, None, dialects=[dialect])
+
+
+# ---- TextBoxes++' DetectionOutput (use_polygon) -------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_textboxes_pp_polygon_detection_output(seed: int, tmp_path: Path) -> None:
+    """Dense priors, 12 offsets a prior, rows of 15; NMS, top_k and keep_top_k on the boxes."""
+    rng = _rng(seed, 5)
+    num = 1 + seed % 2
+    fh, fw = _odd(rng, 3, 8), _odd(rng, 3, 8)
+    image = (num, 3, fh * 8 + 3, fw * 8 + 1)
+    priors = fh * fw * 2 * (1 + 1 + 2)
+    classes = 2 + seed % 2
+    share = "true" if seed < 3 else "false"
+    loc_classes = 1 if seed < 3 else classes
+    shapes = {
+        "feat": (num, 2, fh, fw),
+        "data": image,
+        "loc": (num, priors * loc_classes * 12),
+        "conf": (num, priors * classes),
+    }
+    body = layer(
+        "priors",
+        "PriorBox",
+        "feat",
+        "data",
+        params="prior_box_param { min_size: 12 max_size: 30 aspect_ratio: 3 flip: true "
+        "variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 step: 8 denser_prior_boxes: "
+        "true }",
+    ) + layer(
+        "det",
+        "DetectionOutput",
+        "loc",
+        "conf",
+        "priors",
+        params=f"detection_output_param {{ num_classes: {classes} share_location: {share} "
+        f"nms_param {{ nms_threshold: 0.45 top_k: {[30, 400][seed % 2]} }} code_type: "
+        f"CENTER_SIZE keep_top_k: {[10, -1, 25, 8][seed]} confidence_threshold: 0.3 "
+        "use_polygon: true }",
+    )
+    inputs = {
+        "feat": rng.normal(size=shapes["feat"]).astype(np.float32),
+        "data": rng.normal(size=image).astype(np.float32),
+        "loc": (rng.normal(size=shapes["loc"]) * 0.5).astype(np.float32),
+        "conf": rng.uniform(0.0, 1.0, size=shapes["conf"]).astype(np.float32),
+    }
+    _, reference = compare_with_reference(tmp_path, net_text(shapes, body), inputs, seed=seed)
+    rows = reference["det"].reshape(-1, 15)
+    assert rows.shape[0] > 1 and (rows[:, 1] > 0).all()
+
+
+def test_textboxes_pp_polygon_by_hand(tmp_path: Path) -> None:
+    """One prior (0.2, 0.2)-(0.4, 0.6), variances 0.1 / 0.2: box offsets 0 keep the box; corner
+    offsets (10, 5) move each corner by 0.1 * 10 * 0.2 = 0.2 right and 0.1 * 5 * 0.4 = 0.2 down."""
+    text = net_text(
+        {"loc": (1, 12), "conf": (1, 2), "prior": (1, 2, 4)},
+        layer(
+            "det",
+            "DetectionOutput",
+            "loc",
+            "conf",
+            "prior",
+            params="detection_output_param { num_classes: 2 code_type: CENTER_SIZE "
+            "nms_param { nms_threshold: 0.5 } use_polygon: true }",
+        ),
+    )
+    inputs = {
+        "loc": np.array([[0, 0, 0, 0] + [10, 5] * 4], np.float32),
+        "conf": np.array([[0.25, 0.75]], np.float32),
+        "prior": np.array([[[0.2, 0.2, 0.4, 0.6], [0.1, 0.1, 0.2, 0.2]]], np.float32),
+    }
+    _, reference = compare_with_reference(tmp_path, text, inputs)
+    expected = [0, 1, 0.75, 0.2, 0.2, 0.4, 0.6, 0.4, 0.4, 0.6, 0.4, 0.6, 0.8, 0.4, 0.8]
+    np.testing.assert_allclose(reference["det"].reshape(-1), expected, atol=1e-6)
+
+
+def test_textboxes_pp_refusals(tmp_path: Path) -> None:
+    cases = {
+        "use_polygon: false": "rotated-box",
+        "use_polygon: true code_type: CORNER": "CENTER_SIZE",
+        "use_polygon: true code_type: CENTER_SIZE variance_encoded_in_target: true": "CENTER",
+    }
+    for params, message in cases.items():
+        path = tmp_path / "net.prototxt"
+        path.write_text(
+            net_text(
+                {"loc": (1, 12), "conf": (1, 2), "prior": (1, 2, 4)},
+                layer(
+                    "det",
+                    "DetectionOutput",
+                    "loc",
+                    "conf",
+                    "prior",
+                    params=f"detection_output_param {{ num_classes: 2 {params} }}",
+                ),
+            )
+        )
+        with pytest.raises(ProtocaffeError, match=message):
+            convert(path, None)

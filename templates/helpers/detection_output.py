@@ -26,6 +26,21 @@ def _decode_boxes(
     )
 
 
+def _decode_quadrilaterals(
+    offsets: torch.Tensor, priors: torch.Tensor, variances: torch.Tensor
+) -> torch.Tensor:
+    """TextBoxes++' DecodeBBoxPolygon (CENTER_SIZE): (..., 8) offsets -> the 4 corners, each
+    var * offset * prior size + the prior's matching corner, in float32."""
+    prior_w = priors[..., 2] - priors[..., 0]
+    prior_h = priors[..., 3] - priors[..., 1]
+    corners = [(0, 1), (2, 1), (2, 3), (0, 3)]  # (xmin, ymin), (xmax, ymin), ...
+    values = []
+    for k, (x, y) in enumerate(corners):
+        values.append(variances[..., 0] * offsets[..., 2 * k] * prior_w + priors[..., x])
+        values.append(variances[..., 1] * offsets[..., 2 * k + 1] * prior_h + priors[..., y])
+    return torch.stack(values, -1)
+
+
 def _overlaps(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     """Caffe's JaccardOverlap of (..., 4, R) boxes with (..., 4, K) boxes (coordinates first,
     each a contiguous row): (..., R, K).
@@ -172,6 +187,7 @@ def detection_output(
     arm_conf: torch.Tensor | None = None,
     arm_loc: torch.Tensor | None = None,
     objectness_score: float = 0.01,
+    polygon: bool = False,
 ) -> torch.Tensor:
     """SSD's DetectionOutput (CPU): decode, per-class NMS, keep_top_k by score. Returns
     (1, 1, rows, 7) rows [image, label, score, xmin, ymin, xmax, ymax], by image, then label,
@@ -186,6 +202,10 @@ def detection_output(
     RefineDet's form (arm_conf and arm_loc given, share_location): a prior whose objectness
     (arm_conf's second score) is below objectness_score gets scores [1, 0, ...], and the odm
     offsets are decoded against the priors as arm_loc refines them, per image.
+
+    TextBoxes++' form (polygon, CENTER_SIZE): 12 offsets a prior, the box's 4 and a
+    quadrilateral's 8 (from the prior's corners, scaled by its size and variances 0 and 1);
+    NMS on the boxes; rows of 15, the quadrilateral after the box.
     """
     num = loc.shape[0]
     arm_width = 0
@@ -216,10 +236,13 @@ def detection_output(
         refined = both[:, :, -arm_width:].reshape(num, num_priors, 1, 4)
         priors = _decode_boxes(refined, priors, variances, code_type, variance_encoded_in_target)
         loc = both[:, :, :-arm_width].reshape(num, -1)
-    locs = loc.reshape(num, num_priors, loc_classes, 4)
-    boxes = _decode_boxes(locs, priors, variances, code_type, variance_encoded_in_target)
+    locs = loc.reshape(num, num_priors, loc_classes, 12 if polygon else 4)
+    boxes = _decode_boxes(locs[..., :4], priors, variances, code_type, variance_encoded_in_target)
     if clip:
         boxes = boxes.clamp(0.0, 1.0)
+    if polygon:
+        boxes = torch.cat([boxes, _decode_quadrilaterals(locs[..., 4:], priors, variances)], -1)
+    width = boxes.shape[-1]
     # (N, classes, priors): the background class is no candidate.
     scores = _without(conf.reshape(num, num_priors, num_classes), background_label)
     scores = scores.transpose(1, 2)
@@ -234,13 +257,13 @@ def detection_output(
     order = _sort_descending(scores)[:, :, :count]
     best = torch.gather(scores, 2, order)
     chosen = torch.gather(
-        boxes.expand(-1, classes, -1, -1), 2, order[:, :, :, None].expand(-1, -1, -1, 4)
+        boxes.expand(-1, classes, -1, -1), 2, order[:, :, :, None].expand(-1, -1, -1, width)
     )
     if confidence_threshold is not None:
         valid = best > confidence_threshold
     else:
         valid = torch.ones_like(best, dtype=torch.bool)
-    keep = _nms_keep(chosen, valid, nms_threshold, eta).reshape(num, classes * count)
+    keep = _nms_keep(chosen[..., :4], valid, nms_threshold, eta).reshape(num, classes * count)
     if -1 < keep_top_k < classes * count:
         # The keep_top_k best kept detections of each image (ties in label, then rank, order).
         masked = torch.where(keep, best.reshape(num, -1), float("-inf"))
@@ -255,10 +278,10 @@ def detection_output(
             chosen,
         ],
         -1,
-    ).reshape(num * classes * count, 7)
+    ).reshape(num * classes * count, 3 + width)
     # No detection in any image: one row [image, -1, ..., -1] per image instead.
     empty = torch.cat(
-        [image_ids[:, None], torch.full_like(image_ids[:, None].expand(-1, 6), -1.0)], 1
+        [image_ids[:, None], torch.full_like(image_ids[:, None].expand(-1, 2 + width), -1.0)], 1
     )
     nothing = ~keep.any()
     selected = torch.cat([rows, empty])[torch.cat([keep.reshape(-1), nothing.expand(num)])]

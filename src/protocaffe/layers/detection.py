@@ -378,6 +378,8 @@ class DetectionOutputAttrs(Attrs):
     # RefineDet's two-step form (bottoms odm_loc, odm_conf, priors, arm_conf, arm_loc): the
     # objectness below which an anchor is scored as background; None for SSD's three bottoms.
     objectness_score: float | None = None
+    # TextBoxes++' use_polygon: 12 offsets a prior, a quadrilateral after each row's box.
+    polygon: bool = False
 
 
 @register
@@ -398,6 +400,14 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
     and a prior whose objectness (score 1) is below `objectness_score` gets scores [1, 0, ...]
     (class 0 certain, whatever background_label_id says). Four bottoms mean different things
     in SSD (an image for visualisation) and RefineDet (arm_conf alone): refused.
+
+    With `use_polygon: true` it is TextBoxes++' (MhLiao/TextBoxes_plusplus @ 39d4898d, the same
+    files: Forward_cpu's use_polygon branch, GetLocPredictions, DecodeBBoxPolygon): 12 offsets
+    per prior, the box's 4 as SSD's and 8 for a quadrilateral decoded from the prior's corners
+    (x1 = var[0] * dx1 * prior_width + xmin; corners xmin,ymin / xmax,ymin / xmax,ymax /
+    xmin,ymax); NMS on the boxes as SSD's; rows of 15 (the quadrilateral after the box).
+    The fork decodes quadrilaterals only for CENTER_SIZE without variance_encoded_in_target
+    (elsewhere it leaves them unset or uninitialised): others are refused.
     """
 
     types = ("DetectionOutput",)
@@ -434,6 +444,19 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
                 "arm_loc)",
             )
         refine = len(layer.bottoms) == 5
+        polygon = p.HasField("use_polygon")
+        if polygon and not p.use_polygon:
+            raise fail(
+                layer,
+                "use_polygon: false is TextBoxes++' rotated-box output (9 offsets a prior), "
+                "not supported",
+            )
+        if polygon and (refine or p.code_type != 2 or p.variance_encoded_in_target):
+            raise fail(
+                layer,
+                "TextBoxes++ decodes quadrilaterals only for code_type CENTER_SIZE without "
+                "variance_encoded_in_target, and has no ARM bottoms",
+            )
         if refine and not p.share_location:
             # CasRegDecodeBBoxesAll reads the ARM offsets of label -1 (shared) only.
             raise fail(layer, "RefineDet's DetectionOutput needs share_location (arm_loc)")
@@ -453,6 +476,7 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
             variance_encoded_in_target=bool(p.variance_encoded_in_target),
             clip=bool(p.clip),
             objectness_score=f32(p.objectness_score) if refine else None,
+            polygon=polygon,
         )
 
     def infer(
@@ -463,8 +487,11 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
         loc_classes = 1 if attrs.share_location else attrs.num_classes
         if len(prior) < 3 or prior[1] != 2 or num_priors * 4 != math.prod(prior[2:]):
             raise fail(layer, f"the priors {prior} must be (1, 2, 4 * num_priors)")
-        if math.prod(loc[1:]) != num_priors * loc_classes * 4:
-            raise fail(layer, f"loc {loc} does not hold {num_priors} priors x {loc_classes} x 4")
+        width = 12 if attrs.polygon else 4
+        if math.prod(loc[1:]) != num_priors * loc_classes * width:
+            raise fail(
+                layer, f"loc {loc} does not hold {num_priors} priors x {loc_classes} x {width}"
+            )
         if math.prod(conf[1:]) != num_priors * attrs.num_classes or conf[0] != loc[0]:
             raise fail(
                 layer, f"conf {conf} does not hold {num_priors} priors x {attrs.num_classes}"
@@ -475,7 +502,7 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
                 raise fail(layer, f"arm_conf {arm_conf} does not hold {num_priors} priors x 2")
             if math.prod(arm_loc[1:]) != num_priors * 4 or arm_loc[0] != loc[0]:
                 raise fail(layer, f"arm_loc {arm_loc} does not hold {num_priors} priors x 4")
-        return [(1, 1, 1, 7)]
+        return [(1, 1, 1, 15 if attrs.polygon else 7)]
 
     def emit(self, attrs: DetectionOutputAttrs, ctx: EmitContext) -> Emission:
         loc, conf, prior = ctx.inputs[:3]
@@ -502,6 +529,7 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
             top_k=attrs.top_k,
             eta=attrs.eta,
             keep_top_k=attrs.keep_top_k,
+            polygon=True if attrs.polygon else None,
             **refine,
         )
         return Emission(

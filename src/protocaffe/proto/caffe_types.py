@@ -717,6 +717,7 @@ class DetectionOutputParameter(Message, Protocol):
     save_file: str
     clip: bool
     objectness_score: float
+    use_polygon: bool
 
 
 class NormalizeParameter(Message, Protocol):

@@ -23,6 +23,13 @@ Sources: weiliu89/caffe (ssd branch):
   arm_conf[p * 2 + 1] < objectness_score gets scores 1.0 for class 0 and 0.0 for the others;
   CasRegDecodeBBoxesAll: per image, DecodeBBoxes of the priors by the ARM offsets of label -1,
   then DecodeBBoxes of the odm offsets against those decoded priors, same variances).
+- TextBoxes++' DetectionOutput with use_polygon: MhLiao/TextBoxes_plusplus @
+  39d4898de1504c53a2ed3d67966a57b3595836d0, src/caffe/layers/detection_output_layer.cpp
+  (Forward_cpu, use_polygon branch: 15 values a row) and src/caffe/util/bbox_util.cpp
+  (GetLocPredictions: 12 values a prior, xmin..ymax then x1, y1 .. x4, y4; DecodeBBoxPolygon,
+  CENTER_SIZE: x1 = prior_variance[0] * x1 * prior_width + prior xmin, y1 = prior_variance[1]
+  * y1 * prior_height + prior ymin; x2, y2 from xmax, ymin; x3, y3 from xmax, ymax; x4, y4
+  from xmin, ymax; ApplyNMSFast on the boxes as SSD's).
 - FaceBoxes' PriorBox (`--dialect faceboxes-priorbox`): sfzhang15/FaceBoxes @
   b52cc92f9362d3adc08d54666aeb9ebb62fdb7da, src/caffe/layers/prior_box_layer.cpp (LayerSetUp:
   num_priors_ = 21 for three min_size values; Forward_cpu: `int min_size_ == 32` gives boxes
@@ -555,6 +562,7 @@ def detection_output(
     arm_conf: Array | None = None,
     arm_loc: Array | None = None,
     objectness_score: float = 0.01,
+    polygon: bool = False,
 ) -> Array:
     """DetectionOutputLayer::Forward_cpu: the (1, 1, rows, 7) top (RefineDet's when arm_conf
     and arm_loc are given)."""
@@ -568,7 +576,24 @@ def detection_output(
     priors = prior[0, 0].reshape(-1, 4)
     variances = prior[0, 1].reshape(-1, 4) if prior.shape[1] > 1 else np.ones_like(priors)
     loc_classes = 1 if share_location else num_classes
-    offsets = as_f32(loc).reshape(num, num_priors, loc_classes, 4).transpose(0, 2, 1, 3)
+    values = 12 if polygon else 4
+    all_offsets = as_f32(loc).reshape(num, num_priors, loc_classes, values).transpose(0, 2, 1, 3)
+    offsets = all_offsets[..., :4]
+    corners = np.zeros(offsets.shape[:-1] + (0,), np.float32)
+    if polygon:  # DecodeBBoxPolygon (CENTER_SIZE, variances in the prior)
+        pw = priors[:, 2] - priors[:, 0]
+        ph = priors[:, 3] - priors[:, 1]
+        quad = all_offsets[..., 4:]
+        at = [(0, 1), (2, 1), (2, 3), (0, 3)]
+        corners = np.stack(
+            [
+                variances[:, axis % 2] * quad[..., 2 * k + axis % 2] * (pw, ph)[axis % 2]
+                + priors[:, at[k][axis % 2]]
+                for k in range(4)
+                for axis in (0, 1)
+            ],
+            axis=-1,
+        ).astype(np.float32)
     scores_all = as_f32(conf).reshape(num, num_priors, num_classes).copy()
     if arm_conf is not None:  # OSGetConfidenceScores
         negative = as_f32(arm_conf).reshape(num, num_priors, 2)[:, :, 1] < f32(objectness_score)
@@ -618,12 +643,21 @@ def detection_output(
         for label in sorted(found):
             k = 0 if share_location else label
             for i in found[label]:
-                rows.append([image, label, float(scores[i, label]), *decoded[image, k, i].tolist()])
+                rows.append(
+                    [
+                        image,
+                        label,
+                        float(scores[i, label]),
+                        *decoded[image, k, i].tolist(),
+                        *corners[image, k, i].tolist(),
+                    ]
+                )
+    columns = 15 if polygon else 7
     if not rows:
-        empty = np.full((num, 7), -1.0, np.float32)
+        empty = np.full((num, columns), -1.0, np.float32)
         empty[:, 0] = np.arange(num)
-        return empty.reshape(1, 1, num, 7)
-    return np.array(rows, np.float32).reshape(1, 1, -1, 7)
+        return empty.reshape(1, 1, num, columns)
+    return np.array(rows, np.float32).reshape(1, 1, -1, columns)
 
 
 @register("DetectionOutput", bottoms=(3, 5))
@@ -650,8 +684,13 @@ def detection_output_layer(layer: RefLayer, bottoms: list[Array]) -> list[Array]
     num_classes = int(p.num_classes)
     loc_classes = 1 if p.share_location else num_classes
     num_priors = prior.shape[2] // 4 if prior.ndim >= 3 else 0
+    polygon = bool(p.use_polygon)
     layer.check(
-        num_priors * loc_classes * 4 == legacy_shape(layer, loc.shape)[1],
+        not polygon or (p.code_type == CENTER_SIZE and not p.variance_encoded_in_target),
+        "DecodeBBoxPolygon sets the quadrilateral for CENTER_SIZE, variances in the prior only",
+    )
+    layer.check(
+        num_priors * loc_classes * (12 if polygon else 4) == legacy_shape(layer, loc.shape)[1],
         "Number of priors must match number of location predictions.",
     )
     layer.check(
@@ -679,5 +718,6 @@ def detection_output_layer(layer: RefLayer, bottoms: list[Array]) -> list[Array]
             arm_conf=arm_conf,
             arm_loc=arm_loc,
             objectness_score=float(p.objectness_score),
+            polygon=polygon,
         )
     ]
