@@ -331,6 +331,8 @@ def prior_box(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
             layer.check(top.shape[2] == fh * fw * count * 4, "21 priors for 3 min_size")
     elif "textboxes-priorbox" in layer.dialects:
         layer.check(len(p.min_size) == 1 and len(p.max_size) <= 1, "one min_size, max_size")
+        absent = ("img_size", "img_h", "img_w", "step", "step_h", "step_w", "offset")
+        layer.check(not any(has(name) for name in absent), "a field TextBoxes' proto lacks")
         options.update(step_hw=(0.0, 0.0), offset=0.5, clip=bool(p.clip) if has("clip") else True)
         _, _, ih, iw = legacy_shape(layer, bottoms[1].shape)
         top = textboxes_prior_boxes((fh, fw), (ih, iw), **options)
