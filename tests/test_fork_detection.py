@@ -18,7 +18,7 @@ import pytest
 from fork_cases import compare_with_reference, layer, net_text
 
 from protocaffe.api import convert
-from protocaffe.errors import ProtocaffeError
+from protocaffe.errors import ProtocaffeError, Reporter, Severity
 
 SEEDS = range(4)
 
@@ -231,6 +231,35 @@ def test_faceboxes_prior_box_by_hand(tmp_path: Path) -> None:
     np.testing.assert_allclose(boxes[16], [-15.5, -15.5, 47.5, 47.5], atol=1e-5)
     np.testing.assert_allclose(boxes[19], [0.5, 0.5, 63.5, 63.5], atol=1e-5)
     np.testing.assert_allclose(boxes[20], [-31.5, -31.5, 95.5, 95.5], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "params, dialect",
+    [
+        ("min_size: 32 min_size: 64 min_size: 128 step: 32", "faceboxes-priorbox"),
+        ("min_size: 30 aspect_ratio: 2 aspect_ratio: 5 flip: false", "textboxes-priorbox"),
+    ],
+)
+def test_without_the_dialect_ssd_priors_and_a_note(
+    params: str, dialect: str, tmp_path: Path
+) -> None:
+    """Without --dialect the layer is SSD's (one box per min_size and ratio), and a note names
+    the dialect that would read it as the fork does; with it, the fork's count."""
+    path = tmp_path / "net.prototxt"
+    path.write_text(
+        net_text(
+            {"feat": (1, 1, 3, 3), "data": (1, 3, 96, 96)},
+            layer("p", "PriorBox", "feat", "data", params=f"prior_box_param {{ {params} }}"),
+        )
+    )
+    reporter = Reporter()
+    plain = convert(path, None, reporter=reporter)
+    notes = [d.message for d in reporter.diagnostics if d.severity == Severity.NOTE]
+    assert any(f"--dialect {dialect} follows it" in n for n in notes), notes
+    ssd, fork = (3, 21) if dialect == "faceboxes-priorbox" else (3, 6)
+    assert plain.graph.outputs[0].shape == (1, 2, 9 * ssd * 4)
+    forked = convert(path, None, dialects=[dialect])
+    assert forked.graph.outputs[0].shape == (1, 2, 9 * fork * 4)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
