@@ -348,9 +348,12 @@ def test_fork_prior_box_refusals(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_textboxes_pp_polygon_detection_output(seed: int, tmp_path: Path) -> None:
-    """Dense priors, 12 offsets a prior, rows of 15; NMS, top_k and keep_top_k on the boxes."""
+@pytest.mark.parametrize("polygon", [True, False])
+def test_textboxes_pp_polygon_detection_output(seed: int, polygon: bool, tmp_path: Path) -> None:
+    """Dense priors; 12 offsets a prior and rows of 15 (use_polygon), or 9 and rows of 12
+    (rotated boxes); NMS, top_k and keep_top_k on the boxes."""
     rng = _rng(seed, 5)
+    values, columns = (12, 15) if polygon else (9, 12)
     num = 1 + seed % 2
     fh, fw = _odd(rng, 3, 8), _odd(rng, 3, 8)
     image = (num, 3, fh * 8 + 3, fw * 8 + 1)
@@ -361,7 +364,7 @@ def test_textboxes_pp_polygon_detection_output(seed: int, tmp_path: Path) -> Non
     shapes = {
         "feat": (num, 2, fh, fw),
         "data": image,
-        "loc": (num, priors * loc_classes * 12),
+        "loc": (num, priors * loc_classes * values),
         "conf": (num, priors * classes),
     }
     body = layer(
@@ -381,7 +384,7 @@ def test_textboxes_pp_polygon_detection_output(seed: int, tmp_path: Path) -> Non
         params=f"detection_output_param {{ num_classes: {classes} share_location: {share} "
         f"nms_param {{ nms_threshold: 0.45 top_k: {[30, 400][seed % 2]} }} code_type: "
         f"CENTER_SIZE keep_top_k: {[10, -1, 25, 8][seed]} confidence_threshold: 0.3 "
-        "use_polygon: true }",
+        f"use_polygon: {'true' if polygon else 'false'} }}",
     )
     inputs = {
         "feat": rng.normal(size=shapes["feat"]).astype(np.float32),
@@ -390,7 +393,7 @@ def test_textboxes_pp_polygon_detection_output(seed: int, tmp_path: Path) -> Non
         "conf": rng.uniform(0.0, 1.0, size=shapes["conf"]).astype(np.float32),
     }
     _, reference = compare_with_reference(tmp_path, net_text(shapes, body), inputs, seed=seed)
-    rows = reference["det"].reshape(-1, 15)
+    rows = reference["det"].reshape(-1, columns)
     assert rows.shape[0] > 1 and (rows[:, 1] > 0).all()
 
 
@@ -419,9 +422,35 @@ def test_textboxes_pp_polygon_by_hand(tmp_path: Path) -> None:
     np.testing.assert_allclose(reference["det"].reshape(-1), expected, atol=1e-6)
 
 
+def test_textboxes_pp_rotated_by_hand(tmp_path: Path) -> None:
+    """use_polygon: false. One prior (0.2, 0.2)-(0.4, 0.6), centre (0.3, 0.4), size 0.2 x 0.4,
+    variances 0.1 / 0.2: x offsets 5 and -5 move 0.1 either side of the centre, y offsets 5 and
+    -5 0.2; h = exp(0.2 * 0) * 0.4."""
+    text = net_text(
+        {"loc": (1, 9), "conf": (1, 2), "prior": (1, 2, 4)},
+        layer(
+            "det",
+            "DetectionOutput",
+            "loc",
+            "conf",
+            "prior",
+            params="detection_output_param { num_classes: 2 code_type: CENTER_SIZE "
+            "nms_param { nms_threshold: 0.5 } use_polygon: false }",
+        ),
+    )
+    inputs = {
+        "loc": np.array([[0, 0, 0, 0, -5, -5, 5, 5, 0]], np.float32),
+        "conf": np.array([[0.25, 0.75]], np.float32),
+        "prior": np.array([[[0.2, 0.2, 0.4, 0.6], [0.1, 0.1, 0.2, 0.2]]], np.float32),
+    }
+    _, reference = compare_with_reference(tmp_path, text, inputs)
+    expected = [0, 1, 0.75, 0.2, 0.2, 0.4, 0.6, 0.2, 0.2, 0.4, 0.6, 0.4]
+    np.testing.assert_allclose(reference["det"].reshape(-1), expected, atol=1e-6)
+
+
 def test_textboxes_pp_refusals(tmp_path: Path) -> None:
     cases = {
-        "use_polygon: false": "rotated-box",
+        "use_polygon: false code_type: CORNER_SIZE": "CENTER_SIZE",
         "use_polygon: true code_type: CORNER": "CENTER_SIZE",
         "use_polygon: true code_type: CENTER_SIZE variance_encoded_in_target: true": "CENTER",
     }

@@ -130,6 +130,25 @@ NETS: dict[str, tuple[dict[str, tuple[int, ...]], str]] = {
             "confidence_threshold: 0.1 use_polygon: true }",
         ),
     ),
+    "textboxes-pp-rbox": (
+        {"f": (1, 2, 3, 5), "data": (1, 3, 24, 40), "loc": (1, _P * 18), "conf": (1, _P * 4)},
+        layer(
+            "p",
+            "PriorBox",
+            "f",
+            "data",
+            params=f"prior_box_param {{ min_size: 8 {_PRIORS} denser_prior_boxes: true }}",
+        )
+        + layer(
+            "d",
+            "DetectionOutput",
+            "loc",
+            "conf",
+            "p",
+            params=f"detection_output_param {{ num_classes: 2 {_DETECT} "
+            "confidence_threshold: 0.1 use_polygon: false }",
+        ),
+    ),
 }
 # The nets read in a dialect.
 DIALECTS = {

@@ -41,6 +41,23 @@ def _decode_quadrilaterals(
     return torch.stack(values, -1)
 
 
+def _decode_rotated(
+    offsets: torch.Tensor, priors: torch.Tensor, variances: torch.Tensor
+) -> torch.Tensor:
+    """TextBoxes++' DecodeBBoxRBox (CENTER_SIZE): (..., 5) offsets -> x1, y1, x2, y2 around the
+    prior's centre and the height h, in float32."""
+    prior_w = priors[..., 2] - priors[..., 0]
+    prior_h = priors[..., 3] - priors[..., 1]
+    center_x = (priors[..., 0] + priors[..., 2]) / 2.0
+    center_y = (priors[..., 1] + priors[..., 3]) / 2.0
+    values = []
+    for k in range(2):
+        values.append(variances[..., 0] * offsets[..., 2 * k] * prior_w + center_x)
+        values.append(variances[..., 1] * offsets[..., 2 * k + 1] * prior_h + center_y)
+    values.append(torch.exp(variances[..., 3] * offsets[..., 4]) * prior_h)
+    return torch.stack(values, -1)
+
+
 def _overlaps(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     """Caffe's JaccardOverlap of (..., 4, R) boxes with (..., 4, K) boxes (coordinates first,
     each a contiguous row): (..., R, K).
@@ -187,7 +204,7 @@ def detection_output(
     arm_conf: torch.Tensor | None = None,
     arm_loc: torch.Tensor | None = None,
     objectness_score: float = 0.01,
-    polygon: bool = False,
+    polygon: bool | None = None,
 ) -> torch.Tensor:
     """SSD's DetectionOutput (CPU): decode, per-class NMS, keep_top_k by score. Returns
     (1, 1, rows, 7) rows [image, label, score, xmin, ymin, xmax, ymax], by image, then label,
@@ -203,9 +220,10 @@ def detection_output(
     (arm_conf's second score) is below objectness_score gets scores [1, 0, ...], and the odm
     offsets are decoded against the priors as arm_loc refines them, per image.
 
-    TextBoxes++' form (polygon, CENTER_SIZE): 12 offsets a prior, the box's 4 and a
-    quadrilateral's 8 (from the prior's corners, scaled by its size and variances 0 and 1);
-    NMS on the boxes; rows of 15, the quadrilateral after the box.
+    TextBoxes++' forms (CENTER_SIZE): polygon True, 12 offsets a prior, the box's 4 and a
+    quadrilateral's 8 (from the prior's corners, scaled by its size and variances 0 and 1),
+    rows of 15; polygon False, 9 offsets, the box's and a rotated box's (x1, y1, x2, y2 from
+    the prior's centre, h), rows of 12. NMS on the boxes.
     """
     num = loc.shape[0]
     arm_width = 0
@@ -236,12 +254,19 @@ def detection_output(
         refined = both[:, :, -arm_width:].reshape(num, num_priors, 1, 4)
         priors = _decode_boxes(refined, priors, variances, code_type, variance_encoded_in_target)
         loc = both[:, :, :-arm_width].reshape(num, -1)
-    locs = loc.reshape(num, num_priors, loc_classes, 12 if polygon else 4)
+    values = 4
+    if polygon is not None:
+        values = 12 if polygon else 9
+    locs = loc.reshape(num, num_priors, loc_classes, values)
     boxes = _decode_boxes(locs[..., :4], priors, variances, code_type, variance_encoded_in_target)
     if clip:
         boxes = boxes.clamp(0.0, 1.0)
-    if polygon:
-        boxes = torch.cat([boxes, _decode_quadrilaterals(locs[..., 4:], priors, variances)], -1)
+    if polygon is not None:
+        if polygon:
+            extra = _decode_quadrilaterals(locs[..., 4:], priors, variances)
+        else:
+            extra = _decode_rotated(locs[..., 4:], priors, variances)
+        boxes = torch.cat([boxes, extra], -1)
     width = boxes.shape[-1]
     # (N, classes, priors): the background class is no candidate.
     scores = _without(conf.reshape(num, num_priors, num_classes), background_label)

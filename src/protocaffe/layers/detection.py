@@ -378,8 +378,9 @@ class DetectionOutputAttrs(Attrs):
     # RefineDet's two-step form (bottoms odm_loc, odm_conf, priors, arm_conf, arm_loc): the
     # objectness below which an anchor is scored as background; None for SSD's three bottoms.
     objectness_score: float | None = None
-    # TextBoxes++' use_polygon: 12 offsets a prior, a quadrilateral after each row's box.
-    polygon: bool = False
+    # TextBoxes++' use_polygon: true, 12 offsets a prior and a quadrilateral after each row's
+    # box; false, 9 offsets and a rotated box (x1, y1, x2, y2, h). None: SSD's.
+    polygon: bool | None = None
 
 
 @register
@@ -407,7 +408,10 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
     (x1 = var[0] * dx1 * prior_width + xmin; corners xmin,ymin / xmax,ymin / xmax,ymax /
     xmin,ymax); NMS on the boxes as SSD's; rows of 15 (the quadrilateral after the box).
     The fork decodes quadrilaterals only for CENTER_SIZE without variance_encoded_in_target
-    (elsewhere it leaves them unset or uninitialised): others are refused.
+    (elsewhere it leaves them unset or uninitialised): others are refused. `use_polygon: false`
+    is its rotated-box form (DecodeBBoxRBox): 9 offsets per prior, the box's 4 and (x1, y1, x2,
+    y2, h), x = var[0] * dx * prior_width + prior_center_x, y likewise with var[1], h =
+    exp(var[3] * dh) * prior_height; rows of 12.
     """
 
     types = ("DetectionOutput",)
@@ -444,18 +448,12 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
                 "arm_loc)",
             )
         refine = len(layer.bottoms) == 5
-        polygon = p.HasField("use_polygon")
-        if polygon and not p.use_polygon:
+        polygon = bool(p.use_polygon) if p.HasField("use_polygon") else None
+        if polygon is not None and (refine or p.code_type != 2 or p.variance_encoded_in_target):
             raise fail(
                 layer,
-                "use_polygon: false is TextBoxes++' rotated-box output (9 offsets a prior), "
-                "not supported",
-            )
-        if polygon and (refine or p.code_type != 2 or p.variance_encoded_in_target):
-            raise fail(
-                layer,
-                "TextBoxes++ decodes quadrilaterals only for code_type CENTER_SIZE without "
-                "variance_encoded_in_target, and has no ARM bottoms",
+                "TextBoxes++ decodes quadrilaterals and rotated boxes only for code_type "
+                "CENTER_SIZE without variance_encoded_in_target, and has no ARM bottoms",
             )
         if refine and not p.share_location:
             # CasRegDecodeBBoxesAll reads the ARM offsets of label -1 (shared) only.
@@ -487,7 +485,7 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
         loc_classes = 1 if attrs.share_location else attrs.num_classes
         if len(prior) < 3 or prior[1] != 2 or num_priors * 4 != math.prod(prior[2:]):
             raise fail(layer, f"the priors {prior} must be (1, 2, 4 * num_priors)")
-        width = 12 if attrs.polygon else 4
+        width = {None: 4, True: 12, False: 9}[attrs.polygon]
         if math.prod(loc[1:]) != num_priors * loc_classes * width:
             raise fail(
                 layer, f"loc {loc} does not hold {num_priors} priors x {loc_classes} x {width}"
@@ -502,7 +500,7 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
                 raise fail(layer, f"arm_conf {arm_conf} does not hold {num_priors} priors x 2")
             if math.prod(arm_loc[1:]) != num_priors * 4 or arm_loc[0] != loc[0]:
                 raise fail(layer, f"arm_loc {arm_loc} does not hold {num_priors} priors x 4")
-        return [(1, 1, 1, 15 if attrs.polygon else 7)]
+        return [(1, 1, 1, {None: 7, True: 15, False: 12}[attrs.polygon])]
 
     def emit(self, attrs: DetectionOutputAttrs, ctx: EmitContext) -> Emission:
         loc, conf, prior = ctx.inputs[:3]
@@ -529,7 +527,7 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
             top_k=attrs.top_k,
             eta=attrs.eta,
             keep_top_k=attrs.keep_top_k,
-            polygon=True if attrs.polygon else None,
+            polygon=attrs.polygon,
             **refine,
         )
         return Emission(

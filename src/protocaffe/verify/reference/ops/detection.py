@@ -29,7 +29,10 @@ Sources: weiliu89/caffe (ssd branch):
   (GetLocPredictions: 12 values a prior, xmin..ymax then x1, y1 .. x4, y4; DecodeBBoxPolygon,
   CENTER_SIZE: x1 = prior_variance[0] * x1 * prior_width + prior xmin, y1 = prior_variance[1]
   * y1 * prior_height + prior ymin; x2, y2 from xmax, ymin; x3, y3 from xmax, ymax; x4, y4
-  from xmin, ymax; ApplyNMSFast on the boxes as SSD's).
+  from xmin, ymax; ApplyNMSFast on the boxes as SSD's); use_polygon false: 9 values a prior
+  (xmin..ymax, x1, y1, x2, y2, h), DecodeBBoxRBox (CENTER_SIZE): x1 = prior_variance[0] * x1 *
+  prior_width + prior_center_x, y1 = prior_variance[1] * y1 * prior_height + prior_center_y,
+  x2, y2 likewise, h = exp(prior_variance[3] * h) * prior_height; rows of 12.
 - FaceBoxes' PriorBox (`--dialect faceboxes-priorbox`): sfzhang15/FaceBoxes @
   b52cc92f9362d3adc08d54666aeb9ebb62fdb7da, src/caffe/layers/prior_box_layer.cpp (LayerSetUp:
   num_priors_ = 21 for three min_size values; Forward_cpu: `int min_size_ == 32` gives boxes
@@ -564,7 +567,7 @@ def detection_output(
     arm_conf: Array | None = None,
     arm_loc: Array | None = None,
     objectness_score: float = 0.01,
-    polygon: bool = False,
+    polygon: bool | None = None,
 ) -> Array:
     """DetectionOutputLayer::Forward_cpu: the (1, 1, rows, 7) top (RefineDet's when arm_conf
     and arm_loc are given)."""
@@ -578,11 +581,11 @@ def detection_output(
     priors = prior[0, 0].reshape(-1, 4)
     variances = prior[0, 1].reshape(-1, 4) if prior.shape[1] > 1 else np.ones_like(priors)
     loc_classes = 1 if share_location else num_classes
-    values = 12 if polygon else 4
+    values = {None: 4, True: 12, False: 9}[polygon]
     all_offsets = as_f32(loc).reshape(num, num_priors, loc_classes, values).transpose(0, 2, 1, 3)
     offsets = all_offsets[..., :4]
     corners = np.zeros(offsets.shape[:-1] + (0,), np.float32)
-    if polygon:  # DecodeBBoxPolygon (CENTER_SIZE, variances in the prior)
+    if polygon is True:  # DecodeBBoxPolygon (CENTER_SIZE, variances in the prior)
         pw = priors[:, 2] - priors[:, 0]
         ph = priors[:, 3] - priors[:, 1]
         quad = all_offsets[..., 4:]
@@ -593,6 +596,24 @@ def detection_output(
                 + priors[:, at[k][axis % 2]]
                 for k in range(4)
                 for axis in (0, 1)
+            ],
+            axis=-1,
+        ).astype(np.float32)
+    elif polygon is False:  # DecodeBBoxRBox (CENTER_SIZE, variances in the prior)
+        pw = priors[:, 2] - priors[:, 0]
+        ph = priors[:, 3] - priors[:, 1]
+        pcx = (priors[:, 0] + priors[:, 2]) / f32(2)
+        pcy = (priors[:, 1] + priors[:, 3]) / f32(2)
+        rbox = all_offsets[..., 4:]
+        with np.errstate(over="ignore"):
+            height = np.exp(variances[:, 3] * rbox[..., 4]) * ph
+        corners = np.stack(
+            [
+                variances[:, 0] * rbox[..., 0] * pw + pcx,
+                variances[:, 1] * rbox[..., 1] * ph + pcy,
+                variances[:, 0] * rbox[..., 2] * pw + pcx,
+                variances[:, 1] * rbox[..., 3] * ph + pcy,
+                height,
             ],
             axis=-1,
         ).astype(np.float32)
@@ -654,7 +675,7 @@ def detection_output(
                         *corners[image, k, i].tolist(),
                     ]
                 )
-    columns = 15 if polygon else 7
+    columns = {None: 7, True: 15, False: 12}[polygon]
     if not rows:
         empty = np.full((num, columns), -1.0, np.float32)
         empty[:, 0] = np.arange(num)
@@ -686,13 +707,14 @@ def detection_output_layer(layer: RefLayer, bottoms: list[Array]) -> list[Array]
     num_classes = int(p.num_classes)
     loc_classes = 1 if p.share_location else num_classes
     num_priors = prior.shape[2] // 4 if prior.ndim >= 3 else 0
-    polygon = bool(p.use_polygon)
+    polygon = bool(p.use_polygon) if p.HasField("use_polygon") else None
     layer.check(
-        not polygon or (p.code_type == CENTER_SIZE and not p.variance_encoded_in_target),
+        polygon is None or (p.code_type == CENTER_SIZE and not p.variance_encoded_in_target),
         "DecodeBBoxPolygon sets the quadrilateral for CENTER_SIZE, variances in the prior only",
     )
     layer.check(
-        num_priors * loc_classes * (12 if polygon else 4) == legacy_shape(layer, loc.shape)[1],
+        num_priors * loc_classes * {None: 4, True: 12, False: 9}[polygon]
+        == legacy_shape(layer, loc.shape)[1],
         "Number of priors must match number of location predictions.",
     )
     layer.check(
