@@ -29,6 +29,11 @@ _YOLO = (
     "biases: 37 biases: 58 mask: 0 mask: 1 mask: 2 anchors_scale: 32 }"
 )
 
+_PRIORS = "variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2"
+_DETECT = "nms_param { nms_threshold: 0.45 top_k: 6 } code_type: CENTER_SIZE keep_top_k: 4"
+# RefineDet and TextBoxes++: 15 cells of one prior (two with denser_prior_boxes).
+_P = 15
+
 # label -> (inputs, layers)
 NETS: dict[str, tuple[dict[str, tuple[int, ...]], str]] = {
     "depthwise": (
@@ -214,6 +219,92 @@ NETS: dict[str, tuple[dict[str, tuple[int, ...]], str]] = {
             params="denseblock_param { numTransition: 2 growthRate: 2 use_BC: true }",
         ),
     ),
+    "faceboxes-priorbox": (
+        {"f": (1, 2, 3, 5), "data": (1, 3, 96, 160)},
+        layer(
+            "p",
+            "PriorBox",
+            "f",
+            "data",
+            params="prior_box_param { min_size: 32 min_size: 64 min_size: 128 step: 32 "
+            f"{_PRIORS} }}",
+        ),
+    ),
+    "textboxes-priorbox": (
+        {"f": (1, 2, 3, 5), "data": (1, 3, 30, 50)},
+        layer(
+            "p",
+            "PriorBox",
+            "f",
+            "data",
+            params=f"prior_box_param {{ min_size: 8 aspect_ratio: 5 flip: false {_PRIORS} }}",
+        ),
+    ),
+    "refinedet": (
+        {
+            "f": (1, 2, 3, 5),
+            "data": (1, 3, 24, 40),
+            "loc": (1, _P * 4),
+            "conf": (1, _P * 2),
+            "arm_conf": (1, _P * 2),
+            "arm_loc": (1, _P * 4),
+        },
+        layer("p", "PriorBox", "f", "data", params=f"prior_box_param {{ min_size: 8 {_PRIORS} }}")
+        + layer(
+            "d",
+            "DetectionOutput",
+            "loc",
+            "conf",
+            "p",
+            "arm_conf",
+            "arm_loc",
+            params=f"detection_output_param {{ num_classes: 2 {_DETECT} "
+            "confidence_threshold: 0.1 objectness_score: 0.3 }",
+        ),
+    ),
+    "textboxes-pp": (
+        {"f": (1, 2, 3, 5), "data": (1, 3, 24, 40), "loc": (1, _P * 24), "conf": (1, _P * 4)},
+        layer(
+            "p",
+            "PriorBox",
+            "f",
+            "data",
+            params=f"prior_box_param {{ min_size: 8 {_PRIORS} denser_prior_boxes: true }}",
+        )
+        + layer(
+            "d",
+            "DetectionOutput",
+            "loc",
+            "conf",
+            "p",
+            params=f"detection_output_param {{ num_classes: 2 {_DETECT} "
+            "confidence_threshold: 0.1 use_polygon: true }",
+        ),
+    ),
+    "textboxes-pp-rbox": (
+        {"f": (1, 2, 3, 5), "data": (1, 3, 24, 40), "loc": (1, _P * 18), "conf": (1, _P * 4)},
+        layer(
+            "p",
+            "PriorBox",
+            "f",
+            "data",
+            params=f"prior_box_param {{ min_size: 8 {_PRIORS} denser_prior_boxes: true }}",
+        )
+        + layer(
+            "d",
+            "DetectionOutput",
+            "loc",
+            "conf",
+            "p",
+            params=f"detection_output_param {{ num_classes: 2 {_DETECT} "
+            "confidence_threshold: 0.1 use_polygon: false }",
+        ),
+    ),
+}
+# The nets read in a dialect.
+DIALECTS = {
+    "faceboxes-priorbox": ("faceboxes-priorbox",),
+    "textboxes-priorbox": ("textboxes-priorbox",),
 }
 
 
@@ -257,8 +348,9 @@ def _convert(label: str, folder: Path) -> Conversion:
     prototxt = folder / "net.prototxt"
     prototxt.write_text(net_text(inputs, body))
     weights = folder / "net.caffemodel"
-    random_weights(prototxt, weights, seed=0)
-    return convert(prototxt, weights)
+    dialects = DIALECTS.get(label, ())
+    random_weights(prototxt, weights, seed=0, dialects=dialects)
+    return convert(prototxt, weights, dialects=dialects)
 
 
 @pytest.mark.parametrize("label, check", _cases())

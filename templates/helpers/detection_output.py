@@ -26,6 +26,38 @@ def _decode_boxes(
     )
 
 
+def _decode_quadrilaterals(
+    offsets: torch.Tensor, priors: torch.Tensor, variances: torch.Tensor
+) -> torch.Tensor:
+    """TextBoxes++' DecodeBBoxPolygon (CENTER_SIZE): (..., 8) offsets -> the 4 corners, each
+    var * offset * prior size + the prior's matching corner, in float32."""
+    prior_w = priors[..., 2] - priors[..., 0]
+    prior_h = priors[..., 3] - priors[..., 1]
+    corners = [(0, 1), (2, 1), (2, 3), (0, 3)]  # (xmin, ymin), (xmax, ymin), ...
+    values = []
+    for k, (x, y) in enumerate(corners):
+        values.append(variances[..., 0] * offsets[..., 2 * k] * prior_w + priors[..., x])
+        values.append(variances[..., 1] * offsets[..., 2 * k + 1] * prior_h + priors[..., y])
+    return torch.stack(values, -1)
+
+
+def _decode_rotated(
+    offsets: torch.Tensor, priors: torch.Tensor, variances: torch.Tensor
+) -> torch.Tensor:
+    """TextBoxes++' DecodeBBoxRBox (CENTER_SIZE): (..., 5) offsets -> x1, y1, x2, y2 around the
+    prior's centre and the height h, in float32."""
+    prior_w = priors[..., 2] - priors[..., 0]
+    prior_h = priors[..., 3] - priors[..., 1]
+    center_x = (priors[..., 0] + priors[..., 2]) / 2.0
+    center_y = (priors[..., 1] + priors[..., 3]) / 2.0
+    values = []
+    for k in range(2):
+        values.append(variances[..., 0] * offsets[..., 2 * k] * prior_w + center_x)
+        values.append(variances[..., 1] * offsets[..., 2 * k + 1] * prior_h + center_y)
+    values.append(torch.exp(variances[..., 3] * offsets[..., 4]) * prior_h)
+    return torch.stack(values, -1)
+
+
 def _overlaps(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     """Caffe's JaccardOverlap of (..., 4, R) boxes with (..., 4, K) boxes (coordinates first,
     each a contiguous row): (..., R, K).
@@ -169,6 +201,10 @@ def detection_output(
     eta: float,
     keep_top_k: int,
     clip: bool = False,
+    arm_conf: torch.Tensor | None = None,
+    arm_loc: torch.Tensor | None = None,
+    objectness_score: float = 0.01,
+    polygon: bool | None = None,
 ) -> torch.Tensor:
     """SSD's DetectionOutput (CPU): decode, per-class NMS, keep_top_k by score. Returns
     (1, 1, rows, 7) rows [image, label, score, xmin, ymin, xmax, ymax], by image, then label,
@@ -179,20 +215,59 @@ def detection_output(
     data-dependent. Run eagerly, it first leaves out the priors that no class scores above the
     confidence threshold (NMS takes one step per candidate): the same rows, fast when few boxes
     pass.
+
+    RefineDet's form (arm_conf and arm_loc given, share_location): a prior whose objectness
+    (arm_conf's second score) is below objectness_score gets scores [1, 0, ...], and the odm
+    offsets are decoded against the priors as arm_loc refines them, per image.
+
+    TextBoxes++' forms (CENTER_SIZE): polygon True, 12 offsets a prior, the box's 4 and a
+    quadrilateral's 8 (from the prior's corners, scaled by its size and variances 0 and 1),
+    rows of 15; polygon False, 9 offsets, the box's and a rotated box's (x1, y1, x2, y2 from
+    the prior's centre, h), rows of 12. NMS on the boxes.
     """
+    num = loc.shape[0]
+    arm_width = 0
+    if arm_conf is not None:
+        # OSGetConfidenceScores: class 0 certain, the others 0, for easy negatives.
+        count = prior.shape[2] // 4
+        negative = arm_conf.reshape(num, count, 2)[:, :, 1:2] < objectness_score
+        certain = (torch.arange(num_classes, device=conf.device) == 0).to(conf.dtype)
+        conf = torch.where(negative, certain, conf.reshape(num, count, num_classes))
+        conf = conf.reshape(num, -1)
+    if arm_loc is not None:
+        # The ARM offsets travel beside the odm's, prior by prior (share_location: 4 each).
+        count = prior.shape[2] // 4
+        arm_width = 4
+        loc = torch.cat([loc.reshape(num, count, -1), arm_loc.reshape(num, count, 4)], -1)
+        loc = loc.reshape(num, -1)
     if confidence_threshold is not None and not _static_shapes(loc):
         loc, conf, prior = _priors_passing(
             loc, conf, prior, num_classes, background_label, confidence_threshold
         )
-    num = loc.shape[0]
     num_priors = prior.shape[2] // 4
     loc_classes = 1 if share_location else num_classes
-    locs = loc.reshape(num, num_priors, loc_classes, 4)
     priors = prior[0, 0].reshape(num_priors, 1, 4)
     variances = prior[0, 1].reshape(num_priors, 1, 4)
-    boxes = _decode_boxes(locs, priors, variances, code_type, variance_encoded_in_target)
+    if arm_width:
+        # CasRegDecodeBBoxesAll: each image's priors decoded by its ARM offsets first.
+        both = loc.reshape(num, num_priors, -1)
+        refined = both[:, :, -arm_width:].reshape(num, num_priors, 1, 4)
+        priors = _decode_boxes(refined, priors, variances, code_type, variance_encoded_in_target)
+        loc = both[:, :, :-arm_width].reshape(num, -1)
+    values = 4
+    if polygon is not None:
+        values = 12 if polygon else 9
+    locs = loc.reshape(num, num_priors, loc_classes, values)
+    boxes = _decode_boxes(locs[..., :4], priors, variances, code_type, variance_encoded_in_target)
     if clip:
         boxes = boxes.clamp(0.0, 1.0)
+    if polygon is not None:
+        if polygon:
+            extra = _decode_quadrilaterals(locs[..., 4:], priors, variances)
+        else:
+            extra = _decode_rotated(locs[..., 4:], priors, variances)
+        boxes = torch.cat([boxes, extra], -1)
+    width = boxes.shape[-1]
     # (N, classes, priors): the background class is no candidate.
     scores = _without(conf.reshape(num, num_priors, num_classes), background_label)
     scores = scores.transpose(1, 2)
@@ -207,13 +282,13 @@ def detection_output(
     order = _sort_descending(scores)[:, :, :count]
     best = torch.gather(scores, 2, order)
     chosen = torch.gather(
-        boxes.expand(-1, classes, -1, -1), 2, order[:, :, :, None].expand(-1, -1, -1, 4)
+        boxes.expand(-1, classes, -1, -1), 2, order[:, :, :, None].expand(-1, -1, -1, width)
     )
     if confidence_threshold is not None:
         valid = best > confidence_threshold
     else:
         valid = torch.ones_like(best, dtype=torch.bool)
-    keep = _nms_keep(chosen, valid, nms_threshold, eta).reshape(num, classes * count)
+    keep = _nms_keep(chosen[..., :4], valid, nms_threshold, eta).reshape(num, classes * count)
     if -1 < keep_top_k < classes * count:
         # The keep_top_k best kept detections of each image (ties in label, then rank, order).
         masked = torch.where(keep, best.reshape(num, -1), float("-inf"))
@@ -228,10 +303,10 @@ def detection_output(
             chosen,
         ],
         -1,
-    ).reshape(num * classes * count, 7)
+    ).reshape(num * classes * count, 3 + width)
     # No detection in any image: one row [image, -1, ..., -1] per image instead.
     empty = torch.cat(
-        [image_ids[:, None], torch.full_like(image_ids[:, None].expand(-1, 6), -1.0)], 1
+        [image_ids[:, None], torch.full_like(image_ids[:, None].expand(-1, 2 + width), -1.0)], 1
     )
     nothing = ~keep.any()
     selected = torch.cat([rows, empty])[torch.cat([keep.reshape(-1), nothing.expand(num)])]

@@ -10,12 +10,16 @@ def prior_box(
     clip: bool,
     image_size: tuple[int, int] | None = None,
     step: tuple[float, float] | None = None,
+    centres: list[list[float]] | None = None,
 ) -> torch.Tensor:
     """SSD's PriorBox: (1, 2, H * W * len(boxes) * 4): the corners of each (width, height) box
     centred on each feature-map cell, over the image size; then the variances.
 
     Computed from the run-time sizes with Caffe's precision: centres in float32, corners in
     float64, stored as float32.
+
+    `centres` (the detection forks that move priors): per box [offset_x, offset_y, shift_x,
+    shift_y], its centre at (index + offset) * step + shift instead of (index + offset) * step.
     """
     layer_h, layer_w = feature.shape[2], feature.shape[3]
     img_h, img_w = image_size if image_size is not None else (image.shape[2], image.shape[3])
@@ -25,10 +29,17 @@ def prior_box(
         step_w = torch.tensor(float(img_w), dtype=f32) / layer_w
     else:
         step_h, step_w = torch.tensor(step[0], dtype=f32), torch.tensor(step[1], dtype=f32)
-    rows = (torch.arange(layer_h, dtype=f32) + offset) * step_h
-    cols = (torch.arange(layer_w, dtype=f32) + offset) * step_w
-    center_y = rows[:, None, None].expand(layer_h, layer_w, 1).double()
-    center_x = cols[None, :, None].expand(layer_h, layer_w, 1).double()
+    if centres is None:
+        rows = (torch.arange(layer_h, dtype=f32) + offset) * step_h
+        cols = (torch.arange(layer_w, dtype=f32) + offset) * step_w
+        center_y = rows[:, None, None].expand(layer_h, layer_w, 1).double()
+        center_x = cols[None, :, None].expand(layer_h, layer_w, 1).double()
+    else:
+        where = torch.tensor(centres, dtype=f32)  # (boxes, 4)
+        rows = (torch.arange(layer_h, dtype=f32)[:, None] + where[:, 1]) * step_h + where[:, 3]
+        cols = (torch.arange(layer_w, dtype=f32)[:, None] + where[:, 0]) * step_w + where[:, 2]
+        center_y = rows[:, None, :].expand(layer_h, layer_w, -1).double()
+        center_x = cols[None, :, :].expand(layer_h, layer_w, -1).double()
     sizes = torch.tensor(boxes, dtype=f32).double()
     half_w, half_h = sizes[:, 0] / 2.0, sizes[:, 1] / 2.0
     corners = torch.stack(

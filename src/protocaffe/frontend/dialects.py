@@ -15,6 +15,11 @@ notes each layer that matches a known fork pattern; `--dialect NAME` reads it as
 - `denseblock-gpu`: senlinuc/caffe_ocr's DenseBlock computes what its GPU forward (cuDNN)
   computes: the stored BN statistics as they are, where its CPU path divides them by the
   moving-average factor blob, which GPU training never updates (0: zero statistics on the CPU).
+- `faceboxes-priorbox`: PriorBox as sfzhang15/FaceBoxes computes it: min_size 32 and 64 give
+  4 x 4 and 2 x 2 shifted copies, min_size boxes span min_size - 1, three min_size values mean
+  21 priors.
+- `textboxes-priorbox`: PriorBox as MhLiao/TextBoxes computes it: each prior twice, the second
+  half a step lower; one float min_size; clip defaults to true.
 
 Coordinate maps (`hed-crop`) are resolved here, on the NetDef: the offsets become explicit
 `crop_param` values, so the layer library sees an ordinary Crop. The other dialects are flags on
@@ -40,6 +45,7 @@ HED_CROP, DARKNET_POOL, SEGNET_UPSAMPLE, DEPTHWISE_GPU, DENSEBLOCK_GPU = (
     "depthwise-gpu",
     "denseblock-gpu",
 )
+FACEBOXES_PRIORBOX, TEXTBOXES_PRIORBOX = "faceboxes-priorbox", "textboxes-priorbox"
 
 # Dialect name -> what it changes (for --help and the README).
 DIALECTS: Final[dict[str, str]] = {
@@ -51,6 +57,10 @@ DIALECTS: Final[dict[str, str]] = {
     "instead of its CPU path (yonghenglh6/DepthwiseConvolution)",
     DENSEBLOCK_GPU: "DenseBlock: the fork's GPU forward (stored BN statistics as they are) "
     "instead of its CPU path (divided by the moving-average factor; senlinuc/caffe_ocr)",
+    FACEBOXES_PRIORBOX: "PriorBox: FaceBoxes' dense anchors (min_size 32: 16 shifted copies, "
+    "64: 4) spanning min_size - 1 (sfzhang15/FaceBoxes)",
+    TEXTBOXES_PRIORBOX: "PriorBox: each prior twice, the second half a step lower; clip "
+    "defaults to true (MhLiao/TextBoxes)",
 }
 
 # Layers whose coordinate map is the identity in the HED/RCF forks (coord_map() overrides in
@@ -164,6 +174,23 @@ def _note_other_patterns(layer: LayerDef, chosen: frozenset[str], reporter: Repo
         )
     if layer.type == "Upsample" and len(layer.bottoms) == 1 and not _upsample_scaled(p):
         note(SEGNET_UPSAMPLE, "Upsample without scale: 1 (copy) here, 2 in SegNet's caffe.proto")
+    if layer.type == "PriorBox":
+        prior = p.prior_box_param
+        sizes = [int(v) for v in prior.min_size]
+        if len(sizes) > 1 and (32 in sizes or 64 in sizes):
+            note(
+                FACEBOXES_PRIORBOX,
+                f"PriorBox with min_size {', '.join(map(str, sizes))}: the FaceBoxes fork "
+                "densifies the 32 and 64 anchors (21 priors a cell, not "
+                f"{len(sizes)})",
+            )
+        ratios = list(prior.aspect_ratio)
+        if not prior.flip and ratios and max(ratios) >= 5 and len(sizes) == 1:
+            note(
+                TEXTBOXES_PRIORBOX,
+                "PriorBox with long unflipped aspect ratios (text boxes): the TextBoxes fork "
+                "puts each prior twice, the second half a step lower",
+            )
     if layer.type == "DepthwiseConvolution":
         conv = p.convolution_param
         if conv.group != conv.num_output:

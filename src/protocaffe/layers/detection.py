@@ -32,6 +32,10 @@ class PriorBoxAttrs(Attrs):
     image_size: tuple[int, int] | None  # (h, w); None: the second bottom's size at run time
     step: tuple[float, float] | None  # (h, w); None: image size / feature size
     offset: float
+    # Per box, where its centre lies in the cell, for the forks that move some priors:
+    # (offset_x, offset_y, shift_x, shift_y), the centre being (index + offset) * step + shift
+    # in float32. None: every box at `offset`, unshifted (SSD).
+    centres: tuple[tuple[float, float, float, float], ...] | None = None
 
 
 def single(value: float) -> float:
@@ -75,6 +79,13 @@ class PriorBox(Layer[PriorBoxAttrs]):
     and width 1 where it has no such axis (the legacy accessors).
 
     Source: weiliu89/caffe (branch ssd), src/caffe/layers/prior_box_layer.cpp.
+
+    Two forks give the same fields other meanings (`--dialect`): FaceBoxes' densified anchors
+    (`faceboxes-priorbox`: sfzhang15/FaceBoxes @ b52cc92f, prior_box_layer.cpp Forward_cpu) and
+    TextBoxes' vertically offset pairs (`textboxes-priorbox`: MhLiao/TextBoxes @ fd4d7a96, the
+    same file). TextBoxes++' `denser_prior_boxes` (MhLiao/TextBoxes_plusplus @ 39d4898d) is
+    a field of its own: each box twice, at (w + offset, h + offset) and (w + offset, h + 1)
+    steps.
     """
 
     types = ("PriorBox",)
@@ -122,6 +133,15 @@ class PriorBox(Layer[PriorBoxAttrs]):
             variance = variance * 4
         image_size = _image_size(layer)
         step = _step(layer)
+        if FACEBOXES in layer.dialects:
+            sides, where = _faceboxes_boxes(layer, min_sizes, max_sizes, ratios, float(p.offset))
+            return PriorBoxAttrs(
+                sides, bool(p.clip), _four(variance), image_size, step, f32(p.offset), where
+            )
+        if TEXTBOXES in layer.dialects:
+            sides, where = _textboxes_boxes(layer, min_sizes, max_sizes, ratios)
+            clip = bool(p.clip) if p.HasField("clip") else True  # the fork's default
+            return PriorBoxAttrs(sides, clip, _four(variance), None, None, 0.5, where)
         # Box sides as Forward_cpu computes them: int sizes, float (sqrt of a float is a
         # float; sqrt(int * int) is a double, stored into a float).
         boxes: list[tuple[float, float]] = []
@@ -136,13 +156,23 @@ class PriorBox(Layer[PriorBoxAttrs]):
                     continue
                 root = single(_sqrt(ar))
                 boxes.append((f32(single(mn * root)), f32(single(_divide(mn, root)))))
+        centres: tuple[tuple[float, float, float, float], ...] | None = None
+        if p.denser_prior_boxes:
+            # TextBoxes++' PriorBoxLayer::Forward_cpu: each box at (w + offset, h + offset)
+            # steps, then the same box at (w + offset, h + 1.0) (center_y_offset_1).
+            boxes = [box for box in boxes for _ in range(2)]
+            o = f32(p.offset)
+            centres = tuple(
+                (o, o if index % 2 == 0 else 1.0, 0.0, 0.0) for index in range(len(boxes))
+            )
         return PriorBoxAttrs(
             tuple(boxes),
             bool(p.clip),
-            (variance[0], variance[1], variance[2], variance[3]),
+            _four(variance),
             image_size,
             step,
             f32(p.offset),
+            centres,
         )
 
     def degenerate_boxes(self, attrs: PriorBoxAttrs) -> str | None:
@@ -182,8 +212,99 @@ class PriorBox(Layer[PriorBoxAttrs]):
             clip=attrs.clip,
             image_size=attrs.image_size,
             step=attrs.step,
+            centres=(
+                None
+                if attrs.centres is None
+                else Code("[" + ", ".join(_list(c) for c in attrs.centres) + "]")
+            ),
         )
         return Emission(forward=forward, helpers=("prior_box",))
+
+
+FACEBOXES, TEXTBOXES = "faceboxes-priorbox", "textboxes-priorbox"
+
+
+def _four(variance: list[float]) -> tuple[float, float, float, float]:
+    return (variance[0], variance[1], variance[2], variance[3])
+
+
+def _list(values: Sequence[float]) -> str:
+    return "[" + ", ".join(_literal(v) for v in values) + "]"
+
+
+def _faceboxes_boxes(
+    layer: LayerSource,
+    min_sizes: list[float],
+    max_sizes: list[float],
+    ratios: list[float],
+    offset: float,
+) -> tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float, float, float], ...]]:
+    """sfzhang15/FaceBoxes' PriorBoxLayer::Forward_cpu: a min_size of 32 (as an int) gives 4 x 4
+    boxes shifted by 8 pixels (-16 .. 8), one of 64 gives 2 x 2 shifted by 16 (-16, 0), row
+    (y) first; those and any other min_size box span min_size - 1 ((box_width - 1) / 2 either
+    side); the max_size and aspect-ratio boxes follow as in SSD. LayerSetUp fixes 21 priors
+    (plus one per max_size) for three min_size values, whatever they are."""
+    boxes: list[tuple[float, float]] = []
+    centres: list[tuple[float, float, float, float]] = []
+    o = f32(offset)
+    for index, size in enumerate(min_sizes):
+        mn = int(size)
+        side = float(mn - 1)
+        dense = {32: (range(-2, 2), 8), 64: (range(-1, 1), 16)}.get(mn)
+        if dense is None:
+            boxes.append((side, side))
+            centres.append((o, o, 0.0, 0.0))
+        else:
+            steps, pixels = dense
+            for i in steps:
+                for j in steps:
+                    boxes.append((side, side))
+                    centres.append((o, o, float(j * pixels), float(i * pixels)))
+        if max_sizes:
+            root = f32(single(math.sqrt(mn * int(max_sizes[index]))))
+            boxes.append((root, root))
+            centres.append((o, o, 0.0, 0.0))
+        for ar in ratios:
+            if abs(ar - 1.0) < 1e-6:
+                continue
+            root = single(_sqrt(ar))
+            boxes.append((f32(single(mn * root)), f32(single(_divide(mn, root)))))
+            centres.append((o, o, 0.0, 0.0))
+    if len(min_sizes) == 3 and len(boxes) != 21 + len(max_sizes):
+        raise fail(
+            layer,
+            f"the FaceBoxes fork sets 21 priors (+1 per max_size) for three min_size values, "
+            f"this layer computes {len(boxes)}: its top would be partly unset or overrun",
+        )
+    return tuple(boxes), tuple(centres)
+
+
+def _textboxes_boxes(
+    layer: LayerSource, min_sizes: list[float], max_sizes: list[float], ratios: list[float]
+) -> tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float, float, float], ...]]:
+    """MhLiao/TextBoxes' PriorBoxLayer::Forward_cpu: one float min_size (not truncated), an
+    optional max_size; each box twice, centred at (w + 0.5, h + 0.5) steps and at (w + 0.5,
+    h + 1.0); the image size and step come from the bottoms (the fork has no step, offset or
+    img_size fields)."""
+    p = layer.param.prior_box_param
+    if len(min_sizes) != 1 or len(max_sizes) > 1:
+        raise fail(layer, "TextBoxes' PriorBox has one min_size and at most one max_size")
+    for name in ("img_size", "img_h", "img_w", "step", "step_h", "step_w", "offset"):
+        if p.HasField(name):
+            raise fail(layer, f"TextBoxes' PriorBox has no {name} field (its caffe.proto)")
+    mn = min_sizes[0]
+    sides = [(mn, mn)]
+    if max_sizes:
+        root = single(math.sqrt(single(mn * max_sizes[0])))
+        sides.append((root, root))
+    for ar in ratios:
+        if abs(ar - 1.0) < 1e-6:
+            continue
+        root = single(_sqrt(ar))
+        sides.append((single(mn * root), single(_divide(mn, root))))
+    boxes = tuple(side for side in sides for _ in range(2))
+    centres = tuple((0.5, 0.5 if index % 2 == 0 else 1.0, 0.0, 0.0) for index in range(len(boxes)))
+    return boxes, centres
 
 
 def _image_size(layer: LayerSource) -> tuple[int, int] | None:
@@ -254,6 +375,12 @@ class DetectionOutputAttrs(Attrs):
     code_type: str
     variance_encoded_in_target: bool
     clip: bool  # OpenCV's extension: clip decoded boxes to [0, 1] before NMS
+    # RefineDet's two-step form (bottoms odm_loc, odm_conf, priors, arm_conf, arm_loc): the
+    # objectness below which an anchor is scored as background; None for SSD's three bottoms.
+    objectness_score: float | None = None
+    # TextBoxes++' use_polygon: true, 12 offsets a prior and a quadrilateral after each row's
+    # box; false, 9 offsets and a rotated box (x1, y1, x2, y2, h). None: SSD's.
+    polygon: bool | None = None
 
 
 @register
@@ -266,10 +393,29 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
 
     Source: weiliu89/caffe (branch ssd), src/caffe/layers/detection_output_layer.cpp
     (Forward_cpu) and src/caffe/util/bbox_util.cpp (DecodeBBoxes, ApplyNMSFast).
+
+    With five bottoms it is RefineDet's (sfzhang15/RefineDet @ 52b6fe23, the same files:
+    Forward_cpu, OSGetConfidenceScores, CasRegDecodeBBoxesAll): bottoms 3 and 4 are the anchor
+    refinement module's objectness (2 scores per prior) and offsets; the priors are first
+    decoded by arm_loc (per image), the odm offsets are decoded against those refined priors,
+    and a prior whose objectness (score 1) is below `objectness_score` gets scores [1, 0, ...]
+    (class 0 certain, whatever background_label_id says). Four bottoms mean different things
+    in SSD (an image for visualisation) and RefineDet (arm_conf alone): refused.
+
+    With `use_polygon: true` it is TextBoxes++' (MhLiao/TextBoxes_plusplus @ 39d4898d, the same
+    files: Forward_cpu's use_polygon branch, GetLocPredictions, DecodeBBoxPolygon): 12 offsets
+    per prior, the box's 4 as SSD's and 8 for a quadrilateral decoded from the prior's corners
+    (x1 = var[0] * dx1 * prior_width + xmin; corners xmin,ymin / xmax,ymin / xmax,ymax /
+    xmin,ymax); NMS on the boxes as SSD's; rows of 15 (the quadrilateral after the box).
+    The fork decodes quadrilaterals only for CENTER_SIZE without variance_encoded_in_target
+    (elsewhere it leaves them unset or uninitialised): others are refused. `use_polygon: false`
+    is its rotated-box form (DecodeBBoxRBox): 9 offsets per prior, the box's 4 and (x1, y1, x2,
+    y2, h), x = var[0] * dx * prior_width + prior_center_x, y likewise with var[1], h =
+    exp(var[3] * dh) * prior_height; rows of 12.
     """
 
     types = ("DetectionOutput",)
-    bottoms = (3, 3)
+    bottoms = (3, 5)
 
     def computes_in_place(self, attrs: DetectionOutputAttrs, in_shapes: Sequence[Shape]) -> bool:
         return False
@@ -294,6 +440,24 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
                 "Caffe aborts here: Could not find location predictions for label -1 "
                 "(share_location with background_label_id -1)",
             )
+        if len(layer.bottoms) == 4:
+            raise fail(
+                layer,
+                "4 bottoms: SSD reads the fourth as an image to draw on, RefineDet as arm_conf; "
+                "give SSD's three or RefineDet's five (odm_loc, odm_conf, priors, arm_conf, "
+                "arm_loc)",
+            )
+        refine = len(layer.bottoms) == 5
+        polygon = bool(p.use_polygon) if p.HasField("use_polygon") else None
+        if polygon is not None and (refine or p.code_type != 2 or p.variance_encoded_in_target):
+            raise fail(
+                layer,
+                "TextBoxes++ decodes quadrilaterals and rotated boxes only for code_type "
+                "CENTER_SIZE without variance_encoded_in_target, and has no ARM bottoms",
+            )
+        if refine and not p.share_location:
+            # CasRegDecodeBBoxesAll reads the ARM offsets of label -1 (shared) only.
+            raise fail(layer, "RefineDet's DetectionOutput needs share_location (arm_loc)")
         return DetectionOutputAttrs(
             num_classes=int(p.num_classes),
             share_location=bool(p.share_location),
@@ -309,26 +473,44 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
             code_type=CODE_TYPES[p.code_type],
             variance_encoded_in_target=bool(p.variance_encoded_in_target),
             clip=bool(p.clip),
+            objectness_score=f32(p.objectness_score) if refine else None,
+            polygon=polygon,
         )
 
     def infer(
         self, attrs: DetectionOutputAttrs, in_shapes: Sequence[Shape], layer: LayerSource
     ) -> list[Shape]:
-        loc, conf, prior = in_shapes
+        loc, conf, prior = in_shapes[:3]
         num_priors = math.prod(prior[2:]) // 4 if len(prior) >= 3 else 0
         loc_classes = 1 if attrs.share_location else attrs.num_classes
         if len(prior) < 3 or prior[1] != 2 or num_priors * 4 != math.prod(prior[2:]):
             raise fail(layer, f"the priors {prior} must be (1, 2, 4 * num_priors)")
-        if math.prod(loc[1:]) != num_priors * loc_classes * 4:
-            raise fail(layer, f"loc {loc} does not hold {num_priors} priors x {loc_classes} x 4")
+        width = {None: 4, True: 12, False: 9}[attrs.polygon]
+        if math.prod(loc[1:]) != num_priors * loc_classes * width:
+            raise fail(
+                layer, f"loc {loc} does not hold {num_priors} priors x {loc_classes} x {width}"
+            )
         if math.prod(conf[1:]) != num_priors * attrs.num_classes or conf[0] != loc[0]:
             raise fail(
                 layer, f"conf {conf} does not hold {num_priors} priors x {attrs.num_classes}"
             )
-        return [(1, 1, 1, 7)]
+        if attrs.objectness_score is not None:
+            arm_conf, arm_loc = in_shapes[3:]
+            if math.prod(arm_conf[1:]) != num_priors * 2 or arm_conf[0] != loc[0]:
+                raise fail(layer, f"arm_conf {arm_conf} does not hold {num_priors} priors x 2")
+            if math.prod(arm_loc[1:]) != num_priors * 4 or arm_loc[0] != loc[0]:
+                raise fail(layer, f"arm_loc {arm_loc} does not hold {num_priors} priors x 4")
+        return [(1, 1, 1, {None: 7, True: 15, False: 12}[attrs.polygon])]
 
     def emit(self, attrs: DetectionOutputAttrs, ctx: EmitContext) -> Emission:
-        loc, conf, prior = ctx.inputs
+        loc, conf, prior = ctx.inputs[:3]
+        refine: dict[str, object] = {}
+        if attrs.objectness_score is not None:
+            refine = {
+                "arm_conf": Code(ctx.inputs[3]),
+                "arm_loc": Code(ctx.inputs[4]),
+                "objectness_score": attrs.objectness_score,
+            }
         forward = call(
             "detection_output",
             loc,
@@ -345,6 +527,8 @@ class DetectionOutput(Layer[DetectionOutputAttrs]):
             top_k=attrs.top_k,
             eta=attrs.eta,
             keep_top_k=attrs.keep_top_k,
+            polygon=attrs.polygon,
+            **refine,
         )
         return Emission(
             forward=forward, note="rows vary at run time", helpers=("detection_output",)

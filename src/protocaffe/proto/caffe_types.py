@@ -706,6 +706,7 @@ class PriorBoxParameter(Message, Protocol):
     step_h: float
     step_w: float
     offset: float
+    denser_prior_boxes: bool
 
 
 class DetectionOutputParameter(Message, Protocol):
@@ -722,6 +723,8 @@ class DetectionOutputParameter(Message, Protocol):
     visualize_threshold: float
     save_file: str
     clip: bool
+    objectness_score: float
+    use_polygon: bool
 
 
 class NormalizeParameter(Message, Protocol):

@@ -17,6 +17,35 @@ Sources: weiliu89/caffe (ssd branch):
   bits/stl_algo.h and bits/stl_heap.h: __introsort_loop, __move_median_to_first,
   __unguarded_partition, heap sort past the depth limit, __final_insertion_sort with a
   threshold of 16), which reproduces real Caffe's rows even when scores tie.
+- RefineDet's five-bottom form: sfzhang15/RefineDet @ 52b6fe23dc1a160fe710b7734576dca509bf4fae,
+  src/caffe/layers/detection_output_layer.cpp (Forward_cpu: bottom[3] arm_conf, bottom[4]
+  arm_loc) and src/caffe/util/bbox_util.cpp (OSGetConfidenceScores: a prior whose
+  arm_conf[p * 2 + 1] < objectness_score gets scores 1.0 for class 0 and 0.0 for the others;
+  CasRegDecodeBBoxesAll: per image, DecodeBBoxes of the priors by the ARM offsets of label -1,
+  then DecodeBBoxes of the odm offsets against those decoded priors, same variances).
+- TextBoxes++' DetectionOutput with use_polygon: MhLiao/TextBoxes_plusplus @
+  39d4898de1504c53a2ed3d67966a57b3595836d0, src/caffe/layers/detection_output_layer.cpp
+  (Forward_cpu, use_polygon branch: 15 values a row) and src/caffe/util/bbox_util.cpp
+  (GetLocPredictions: 12 values a prior, xmin..ymax then x1, y1 .. x4, y4; DecodeBBoxPolygon,
+  CENTER_SIZE: x1 = prior_variance[0] * x1 * prior_width + prior xmin, y1 = prior_variance[1]
+  * y1 * prior_height + prior ymin; x2, y2 from xmax, ymin; x3, y3 from xmax, ymax; x4, y4
+  from xmin, ymax; ApplyNMSFast on the boxes as SSD's); use_polygon false: 9 values a prior
+  (xmin..ymax, x1, y1, x2, y2, h), DecodeBBoxRBox (CENTER_SIZE): x1 = prior_variance[0] * x1 *
+  prior_width + prior_center_x, y1 = prior_variance[1] * y1 * prior_height + prior_center_y,
+  x2, y2 likewise, h = exp(prior_variance[3] * h) * prior_height; rows of 12.
+- FaceBoxes' PriorBox (`--dialect faceboxes-priorbox`): sfzhang15/FaceBoxes @
+  b52cc92f9362d3adc08d54666aeb9ebb62fdb7da, src/caffe/layers/prior_box_layer.cpp (LayerSetUp:
+  num_priors_ = 21 for three min_size values; Forward_cpu: `int min_size_ == 32` gives boxes
+  at center + (j * 8, i * 8), i, j in [-2, 2), 64 at center + (j * 16, i * 16), i, j in [-1, 1),
+  other sizes one box; each spans (box_width - 1) / 2. either side).
+- TextBoxes' PriorBox (`--dialect textboxes-priorbox`): MhLiao/TextBoxes @
+  fd4d7a96dce686938a8485ea5c2e895df592610a, src/caffe/layers/prior_box_layer.cpp (one float
+  min_size and max_size; center_x = (w + 0.5) * step_x, center_y = (h + 0.5) * step_y and
+  center_y_offset_1 = (h + 1.0) * step_y, each box written at both; clip defaults to true in
+  its caffe.proto).
+- TextBoxes++' `denser_prior_boxes`: MhLiao/TextBoxes_plusplus @
+  39d4898de1504c53a2ed3d67966a57b3595836d0, src/caffe/layers/prior_box_layer.cpp (each box
+  followed by the same box at center_y_offset_1 = (h + 1.0) * step_h).
 - `clip` (not in weiliu89's caffe.proto; OpenCV's detection_output_layer.cpp DecodeBBox, used
   by its res10 face detector): decoded boxes are clipped to [0, 1] before NMS.
 """
@@ -96,6 +125,161 @@ def prior_boxes(
     return np.stack([flat, var]).reshape(1, 2, -1).astype(np.float32)
 
 
+def _fork_prior_data(
+    layer_hw: tuple[int, int],
+    image_hw: tuple[int, int],
+    step_hw: tuple[float, float],
+    offset: float,
+    boxes_at: Callable[[np.float32, np.float32, int, np.float32], list[tuple[float, ...]]],
+    clip: bool,
+    variances: list[float],
+) -> Array:
+    """The forks' Forward_cpu loop: for each cell, boxes_at(center_x, center_y, h, step_h) gives
+    the (xmin, ymin, xmax, ymax) of its priors in double; stored as float, then clip and the
+    variances as in SSD."""
+    layer_h, layer_w = layer_hw
+    img_h, img_w = image_hw
+    if step_hw[0] == 0 or step_hw[1] == 0:
+        step_w, step_h = f32(f32(img_w) / f32(layer_w)), f32(f32(img_h) / f32(layer_h))
+    else:
+        step_h, step_w = f32(step_hw[0]), f32(step_hw[1])
+    data: list[float] = []
+    for h in range(layer_h):
+        for w in range(layer_w):
+            center_x = f32(f32(f32(w) + f32(offset)) * step_w)
+            center_y = f32(f32(f32(h) + f32(offset)) * step_h)
+            for box in boxes_at(center_x, center_y, h, step_h):
+                data += [box[0] / img_w, box[1] / img_h, box[2] / img_w, box[3] / img_h]
+    flat = np.array(data, np.float32)
+    if clip:
+        flat = np.minimum(np.maximum(flat, f32(0)), f32(1))
+    if len(variances) == 1:
+        var = np.full(flat.shape, f32(variances[0]), np.float32)
+    else:
+        var = np.tile(np.array(variances, np.float32), flat.size // 4)
+    return np.stack([flat, var]).reshape(1, 2, -1).astype(np.float32)
+
+
+def _square(cx: float, cy: float, half: float) -> tuple[float, ...]:
+    return (cx - half, cy - half, cx + half, cy + half)
+
+
+def _ratio_sides(size: float, ratios: list[float]) -> list[tuple[np.float32, np.float32]]:
+    """box_width = min_size_ * sqrt(ar), box_height = min_size_ / sqrt(ar) in float, for each
+    ratio but 1."""
+    sides = []
+    for ar in ratios:
+        if abs(ar - 1.0) < 1e-6:
+            continue
+        root = np.sqrt(f32(ar))
+        sides.append((f32(f32(size) * root), f32(f32(size) / root)))
+    return sides
+
+
+def _ratios(aspect_ratios: list[float], flip: bool) -> list[float]:
+    ratios = [1.0]
+    for ar in aspect_ratios:
+        if any(abs(f32(ar) - f32(r)) < 1e-6 for r in ratios):
+            continue
+        ratios.append(float(f32(ar)))
+        if flip:
+            ratios.append(float(f32(1.0 / f32(ar))))
+    return ratios
+
+
+def faceboxes_prior_boxes(
+    layer_hw: tuple[int, int],
+    image_hw: tuple[int, int],
+    *,
+    min_sizes: list[float],
+    max_sizes: list[float],
+    aspect_ratios: list[float],
+    flip: bool,
+    clip: bool,
+    variances: list[float],
+    step_hw: tuple[float, float] = (0.0, 0.0),
+    offset: float = 0.5,
+) -> Array:
+    """sfzhang15/FaceBoxes PriorBoxLayer::Forward_cpu."""
+    ratios = _ratios(aspect_ratios, flip)
+
+    def boxes_at(
+        cx: np.float32, cy: np.float32, _h: int, _step: np.float32
+    ) -> list[tuple[float, ...]]:
+        out: list[tuple[float, ...]] = []
+        for s, size in enumerate(min_sizes):
+            m = int(f32(size))
+            half = float(f32(f32(m) - f32(1))) / 2.0  # (box_width-1) / 2.
+            if m in (32, 64):
+                span, pixels = (range(-2, 2), 8) if m == 32 else (range(-1, 1), 16)
+                for i in span:
+                    for j in span:
+                        x = float(f32(cx + f32(j * pixels)))
+                        y = float(f32(cy + f32(i * pixels)))
+                        out.append(_square(x, y, half))
+            else:
+                out.append(_square(float(cx), float(cy), half))
+            if max_sizes:
+                side = float(f32(math.sqrt(m * int(f32(max_sizes[s])))))
+                out.append(_square(float(cx), float(cy), side / 2.0))
+            for bw, bh in _ratio_sides(float(m), ratios):
+                x, y, half_w, half_h = float(cx), float(cy), float(bw) / 2.0, float(bh) / 2.0
+                out.append((x - half_w, y - half_h, x + half_w, y + half_h))
+        return out
+
+    return _fork_prior_data(layer_hw, image_hw, step_hw, offset, boxes_at, clip, variances)
+
+
+def textboxes_prior_boxes(
+    layer_hw: tuple[int, int],
+    image_hw: tuple[int, int],
+    *,
+    min_sizes: list[float],
+    max_sizes: list[float],
+    aspect_ratios: list[float],
+    flip: bool,
+    clip: bool,
+    variances: list[float],
+    step_hw: tuple[float, float] = (0.0, 0.0),
+    offset: float = 0.5,
+    truncate: bool = False,
+) -> Array:
+    """MhLiao/TextBoxes PriorBoxLayer::Forward_cpu (float sizes, step from the bottoms,
+    offset 0.5), or with `truncate` TextBoxes++' denser_prior_boxes (int sizes as SSD, its
+    step and offset): each box at center_y, then at center_y_offset_1 = (h + 1.0) * step."""
+    ratios = _ratios(aspect_ratios, flip)
+
+    def boxes_at(
+        cx: np.float32, cy: np.float32, h: int, step_h: np.float32
+    ) -> list[tuple[float, ...]]:
+        lower = float(f32((h + 1.0) * float(step_h)))
+        out: list[tuple[float, ...]] = []
+        for s, size in enumerate(min_sizes):
+            m: float = int(f32(size)) if truncate else float(f32(size))
+            sides = [(f32(m), f32(m))]
+            if max_sizes:
+                mx = int(f32(max_sizes[s])) if truncate else float(f32(max_sizes[s]))
+                if truncate:
+                    side = f32(math.sqrt(m * mx))
+                else:
+                    side = f32(math.sqrt(float(f32(f32(m) * f32(mx)))))
+                sides.append((side, side))
+            sides += _ratio_sides(m, ratios)
+            for bw, bh in sides:
+                for y in (float(cy), lower):
+                    out.append(
+                        (
+                            float(cx) - float(bw) / 2.0,
+                            y - float(bh) / 2.0,
+                            float(cx) + float(bw) / 2.0,
+                            y + float(bh) / 2.0,
+                        )
+                    )
+        return out
+
+    return _fork_prior_data(layer_hw, image_hw, step_hw, offset, boxes_at, clip, variances)
+
+
 @register("PriorBox", bottoms=(2, 2))
 def prior_box(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     p = layer.param.prior_box_param
@@ -133,18 +317,32 @@ def prior_box(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     else:
         step = (0.0, 0.0)
     _, _, fh, fw = legacy_shape(layer, bottoms[0].shape)
-    top = prior_boxes(
-        (fh, fw),
-        image,
-        min_sizes=list(p.min_size),
-        max_sizes=list(p.max_size),
-        aspect_ratios=list(p.aspect_ratio),
-        flip=bool(p.flip),
-        clip=bool(p.clip),
-        variances=list(p.variance) or [0.1],
-        step_hw=step,
-        offset=float(p.offset),
-    )
+    options: dict[str, Any] = {
+        "min_sizes": list(p.min_size),
+        "max_sizes": list(p.max_size),
+        "aspect_ratios": list(p.aspect_ratio),
+        "flip": bool(p.flip),
+        "clip": bool(p.clip),
+        "variances": list(p.variance) or [0.1],
+        "step_hw": step,
+        "offset": float(p.offset),
+    }
+    if "faceboxes-priorbox" in layer.dialects:
+        top = faceboxes_prior_boxes((fh, fw), image, **options)
+        if len(p.min_size) == 3:  # LayerSetUp's num_priors_ = 21 (+ max_size)
+            count = 21 + len(p.max_size)
+            layer.check(top.shape[2] == fh * fw * count * 4, "21 priors for 3 min_size")
+    elif "textboxes-priorbox" in layer.dialects:
+        layer.check(len(p.min_size) == 1 and len(p.max_size) <= 1, "one min_size, max_size")
+        absent = ("img_size", "img_h", "img_w", "step", "step_h", "step_w", "offset")
+        layer.check(not any(has(name) for name in absent), "a field TextBoxes' proto lacks")
+        options.update(step_hw=(0.0, 0.0), offset=0.5, clip=bool(p.clip) if has("clip") else True)
+        _, _, ih, iw = legacy_shape(layer, bottoms[1].shape)
+        top = textboxes_prior_boxes((fh, fw), (ih, iw), **options)
+    elif p.denser_prior_boxes:
+        top = textboxes_prior_boxes((fh, fw), image, truncate=True, **options)
+    else:
+        top = prior_boxes((fh, fw), image, **options)
     layer.check(top.shape[2] > 0, "no priors")
     return [top]
 
@@ -366,8 +564,13 @@ def detection_output(
     eta: float = 1.0,
     keep_top_k: int = -1,
     clip: bool = False,
+    arm_conf: Array | None = None,
+    arm_loc: Array | None = None,
+    objectness_score: float = 0.01,
+    polygon: bool | None = None,
 ) -> Array:
-    """DetectionOutputLayer::Forward_cpu: the (1, 1, rows, 7) top."""
+    """DetectionOutputLayer::Forward_cpu: the (1, 1, rows, 7) top (RefineDet's when arm_conf
+    and arm_loc are given)."""
     if isinstance(code_type, str):
         code_type = {"CORNER": CORNER, "CENTER_SIZE": CENTER_SIZE, "CORNER_SIZE": CORNER_SIZE}[
             code_type
@@ -378,10 +581,60 @@ def detection_output(
     priors = prior[0, 0].reshape(-1, 4)
     variances = prior[0, 1].reshape(-1, 4) if prior.shape[1] > 1 else np.ones_like(priors)
     loc_classes = 1 if share_location else num_classes
-    offsets = as_f32(loc).reshape(num, num_priors, loc_classes, 4).transpose(0, 2, 1, 3)
-    scores_all = as_f32(conf).reshape(num, num_priors, num_classes)
+    values = {None: 4, True: 12, False: 9}[polygon]
+    all_offsets = as_f32(loc).reshape(num, num_priors, loc_classes, values).transpose(0, 2, 1, 3)
+    offsets = all_offsets[..., :4]
+    corners = np.zeros(offsets.shape[:-1] + (0,), np.float32)
+    if polygon is True:  # DecodeBBoxPolygon (CENTER_SIZE, variances in the prior)
+        pw = priors[:, 2] - priors[:, 0]
+        ph = priors[:, 3] - priors[:, 1]
+        quad = all_offsets[..., 4:]
+        at = [(0, 1), (2, 1), (2, 3), (0, 3)]
+        corners = np.stack(
+            [
+                variances[:, axis % 2] * quad[..., 2 * k + axis % 2] * (pw, ph)[axis % 2]
+                + priors[:, at[k][axis % 2]]
+                for k in range(4)
+                for axis in (0, 1)
+            ],
+            axis=-1,
+        ).astype(np.float32)
+    elif polygon is False:  # DecodeBBoxRBox (CENTER_SIZE, variances in the prior)
+        pw = priors[:, 2] - priors[:, 0]
+        ph = priors[:, 3] - priors[:, 1]
+        pcx = (priors[:, 0] + priors[:, 2]) / f32(2)
+        pcy = (priors[:, 1] + priors[:, 3]) / f32(2)
+        rbox = all_offsets[..., 4:]
+        with np.errstate(over="ignore"):
+            height = np.exp(variances[:, 3] * rbox[..., 4]) * ph
+        corners = np.stack(
+            [
+                variances[:, 0] * rbox[..., 0] * pw + pcx,
+                variances[:, 1] * rbox[..., 1] * ph + pcy,
+                variances[:, 0] * rbox[..., 2] * pw + pcx,
+                variances[:, 1] * rbox[..., 3] * ph + pcy,
+                height,
+            ],
+            axis=-1,
+        ).astype(np.float32)
+    scores_all = as_f32(conf).reshape(num, num_priors, num_classes).copy()
+    if arm_conf is not None:  # OSGetConfidenceScores
+        negative = as_f32(arm_conf).reshape(num, num_priors, 2)[:, :, 1] < f32(objectness_score)
+        scores_all[negative] = f32(0.0)
+        scores_all[negative, 0] = f32(1.0)  # label 0, whatever background_label_id says
     threshold = -FLT_MAX if confidence_threshold is None else confidence_threshold
-    decoded = decode_boxes(priors, variances, offsets, code_type, variance_encoded_in_target)
+    if arm_loc is None:
+        decoded = decode_boxes(priors, variances, offsets, code_type, variance_encoded_in_target)
+    else:  # CasRegDecodeBBoxesAll (share_location: the ARM offsets of label -1)
+        arm_offsets = as_f32(arm_loc).reshape(num, num_priors, 4)
+        decoded = np.empty(offsets.shape, np.float32)
+        for i in range(num):
+            refined = decode_boxes(
+                priors, variances, arm_offsets[i], code_type, variance_encoded_in_target
+            ).astype(np.float32)
+            decoded[i] = decode_boxes(
+                refined, variances, offsets[i], code_type, variance_encoded_in_target
+            )
     sizes_all = box_sizes(decoded)
     if clip:
         decoded = np.minimum(np.maximum(decoded, f32(0)), f32(1))
@@ -413,15 +666,24 @@ def detection_output(
         for label in sorted(found):
             k = 0 if share_location else label
             for i in found[label]:
-                rows.append([image, label, float(scores[i, label]), *decoded[image, k, i].tolist()])
+                rows.append(
+                    [
+                        image,
+                        label,
+                        float(scores[i, label]),
+                        *decoded[image, k, i].tolist(),
+                        *corners[image, k, i].tolist(),
+                    ]
+                )
+    columns = {None: 7, True: 15, False: 12}[polygon]
     if not rows:
-        empty = np.full((num, 7), -1.0, np.float32)
+        empty = np.full((num, columns), -1.0, np.float32)
         empty[:, 0] = np.arange(num)
-        return empty.reshape(1, 1, num, 7)
-    return np.array(rows, np.float32).reshape(1, 1, -1, 7)
+        return empty.reshape(1, 1, num, columns)
+    return np.array(rows, np.float32).reshape(1, 1, -1, columns)
 
 
-@register("DetectionOutput", bottoms=(3, 4))
+@register("DetectionOutput", bottoms=(3, 5))
 def detection_output_layer(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     p = layer.param.detection_output_param
     layer.check(p.HasField("num_classes"), "Must specify num_classes")
@@ -435,12 +697,24 @@ def detection_output_layer(layer: RefLayer, bottoms: list[Array]) -> list[Array]
         "Could not find location predictions for label -1",
     )
     loc, conf, prior = bottoms[:3]
+    # Five bottoms: RefineDet's (arm_conf, arm_loc); a fourth alone is SSD's image to draw on.
+    arm_conf, arm_loc = (bottoms[3], bottoms[4]) if len(bottoms) == 5 else (None, None)
+    layer.check(
+        arm_loc is None or bool(p.share_location),
+        "CasRegDecodeBBoxesAll reads the ARM offsets of label -1 only (share_location)",
+    )
     layer.check(loc.shape[0] == conf.shape[0], "loc and conf differ in num")
     num_classes = int(p.num_classes)
     loc_classes = 1 if p.share_location else num_classes
     num_priors = prior.shape[2] // 4 if prior.ndim >= 3 else 0
+    polygon = bool(p.use_polygon) if p.HasField("use_polygon") else None
     layer.check(
-        num_priors * loc_classes * 4 == legacy_shape(layer, loc.shape)[1],
+        polygon is None or (p.code_type == CENTER_SIZE and not p.variance_encoded_in_target),
+        "DecodeBBoxPolygon sets the quadrilateral for CENTER_SIZE, variances in the prior only",
+    )
+    layer.check(
+        num_priors * loc_classes * {None: 4, True: 12, False: 9}[polygon]
+        == legacy_shape(layer, loc.shape)[1],
         "Number of priors must match number of location predictions.",
     )
     layer.check(
@@ -465,5 +739,9 @@ def detection_output_layer(layer: RefLayer, bottoms: list[Array]) -> list[Array]
             eta=float(nms.eta),
             keep_top_k=int(p.keep_top_k),
             clip=bool(p.clip),
+            arm_conf=arm_conf,
+            arm_loc=arm_loc,
+            objectness_score=float(p.objectness_score),
+            polygon=polygon,
         )
     ]
