@@ -48,13 +48,18 @@ def load_module(conversion: Conversion) -> torch.nn.Module:
 def run_capturing(
     conversion: Conversion, model: torch.nn.Module, inputs: Sequence[np.ndarray]
 ) -> dict[Value, np.ndarray]:
-    """Every value of forward() (by the IR value it holds), captured from its locals."""
+    """Every value of forward() (by the IR value it holds), captured from its locals: a copy
+    of each as soon as it is assigned, since a later line may compute in place into it (a
+    ReLU after a Convolution)."""
     captured: dict[str, Any] = {}
 
     def tracer(frame: types.FrameType, event: str, arg: Any) -> Any:
         if frame.f_code.co_name == "forward" and frame.f_locals.get("self") is model:
-            if event == "return":
-                captured.update(frame.f_locals)
+            if event in ("line", "return"):
+                for name, value in frame.f_locals.items():
+                    if name not in captured:
+                        is_tensor = isinstance(value, torch.Tensor)
+                        captured[name] = value.detach().clone() if is_tensor else value
             return tracer
         return None
 
