@@ -236,3 +236,18 @@ def test_refusals(params: str, bottoms: int, tops: int, message: str, tmp_path: 
     prototxt.write_text(text)
     with pytest.raises(ProtocaffeError, match=message):
         convert(prototxt)
+
+
+def test_ignore_x_reads_only_the_hidden_param(tmp_path: Path) -> None:
+    """With ignore_x, FillUnrolledNet never reads the input convolution's lstm_conv_param:
+    one param typed "hidden" is enough (without ignore_x it needs a second)."""
+    shapes = {"x": (3, 2, C_IN, H, W), "cont": (3, 2)}
+    params = (
+        "lstm_debug_param { ignore_x: true } "
+        'lstm_conv_param { type: "hidden" num_output: 4 kernel_size: 3 pad: 1 }'
+    )
+    text = net_text(shapes, layer("lstm", "ConvLSTMReLU", "x", "cont", params=params))
+    rng = np.random.default_rng(7)
+    inputs = {"x": rng.normal(size=shapes["x"]).astype(np.float32)}
+    inputs["cont"] = cont_with_restarts(3, 2)
+    compare_with_reference(tmp_path, text, inputs)

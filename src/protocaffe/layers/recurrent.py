@@ -533,16 +533,19 @@ class ConvLSTM(Layer[ConvLSTMAttrs]):
         channels = int(convs[0].num_output)
         if channels <= 0:
             raise fail(layer, "Caffe aborts here: lstm_conv_param.num_output must be positive")
+        debug = layer.param.lstm_debug_param
+        ignore_x = bool(debug.ignore_x)
+        # FillUnrolledNet reads the input convolution's param only without ignore_x.
         x_index = 1 if convs[0].type == "hidden" else 0
         h_index = 1 if convs[0].type == "input" else 0
-        if max(x_index, h_index) >= len(convs):
+        if max(h_index, 0 if ignore_x else x_index) >= len(convs):
             raise fail(
                 layer,
                 f"Caffe aborts here: lstm_conv_param type '{convs[0].type}' needs a second "
                 "lstm_conv_param for the other convolution",
             )
-        x_conv, h_conv = (self._geometry(layer, convs[i], channels) for i in (x_index, h_index))
-        debug = layer.param.lstm_debug_param
+        h_conv = self._geometry(layer, convs[h_index], channels)
+        x_conv = h_conv if ignore_x else self._geometry(layer, convs[x_index], channels)
         if len(debug.expose):
             raise fail(layer, "lstm_debug_param.expose (tops of internal blobs) is not supported")
         expose = bool(layer.param.recurrent_param.expose_hidden)
@@ -565,7 +568,7 @@ class ConvLSTM(Layer[ConvLSTMAttrs]):
             replace(x_conv, bias=False),
             h_conv,
             expose,
-            bool(debug.ignore_x),
+            ignore_x,
             not debug.disable_hadamard,
             int(debug.axis_hadamard),
             int(debug.num_axes_hadamard),

@@ -137,16 +137,22 @@ def conv_lstm(layer: RefLayer, bottoms: list[Array]) -> list[Array]:
     steps, batch, c_in, height, width = x.shape
     layer.check(cont.shape == (steps, batch), f"cont {cont.shape} must be {(steps, batch)}")
     state_shape = (1, batch, channels, height, width)
-    x_param = convs[1] if convs[0].type == "hidden" else convs[0]
-    h_param = convs[1] if convs[0].type == "input" else convs[0]
     ignore_x, hadamard = bool(debug.ignore_x), not debug.disable_hadamard
+    # lstm_conv_param(1) when param 0 is typed for the other convolution (read only if built).
+    x_index = 1 if convs[0].type == "hidden" else 0
+    h_index = 1 if convs[0].type == "input" else 0
+    layer.check(
+        max(h_index, 0 if ignore_x else x_index) < len(convs),
+        "lstm_conv_param(1) out of range",
+    )
+    h_param = convs[h_index]
     relu = layer.type == "ConvLSTMReLU"
 
     # The unrolled net's owned params, in layer order (Net::AppendParam).
     shapes: list[Shape] = []
     x_conv = None
     if not ignore_x:
-        x_conv = _conv(layer, x_param, c_in, 4 * channels, bias=False)
+        x_conv = _conv(layer, convs[x_index], c_in, 4 * channels, bias=False)
         shapes += x_conv.shapes
     shapes += [(1,), (1,)]  # DummyForward c_t=0, h_t=0
     h_conv = _conv(layer, h_param, channels, 4 * channels, bias=bool(h_param.bias_term))
