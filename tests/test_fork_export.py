@@ -111,6 +111,30 @@ NETS: dict[str, tuple[dict[str, tuple[int, ...]], str]] = {
             "stride_shape { dim: 2 dim: 2 dim: 2 } }",
         ),
     ),
+    "convlstm": (
+        {"x": (3, 2, 3, 5, 7), "cont": (3, 2)},
+        layer(
+            "lstm",
+            "ConvLSTM",
+            "x",
+            "cont",
+            params="lstm_conv_param { num_output: 4 kernel_size: 3 pad: 1 }",
+        ),
+    ),
+    "convlstm-relu-exposed": (
+        {"x": (3, 1, 2, 5, 7), "cont": (3, 1), "h_0": (1, 1, 4, 5, 7), "c_0": (1, 1, 4, 5, 7)},
+        layer(
+            "lstm",
+            "ConvLSTMReLU",
+            "x",
+            "cont",
+            "h_0",
+            "c_0",
+            tops=["lstm", "h_T", "c_T"],
+            params="recurrent_param { expose_hidden: true } lstm_debug_param { ignore_x: true } "
+            "lstm_conv_param { num_output: 4 kernel_size: 3 pad: 1 }",
+        ),
+    ),
     "roi-align": (
         {"f": (3, 3, 9, 11), "rois": (4, 5)},
         layer(
@@ -312,6 +336,11 @@ DIALECTS = {
 EXPORT_LIMITS: dict[tuple[str, str], str] = {
     ("ctc", "export"): "check_export frees axis 0, which is time (T, N, C) here: the decoder's "
     "per-step loop specialises T",
+    **{
+        (label, "export"): "check_export frees axis 0, which is time (T, N, C, H, W) here: the "
+        "ConvLSTM's per-step loop specialises T (the state's axis 0 is always 1)"
+        for label in ("convlstm", "convlstm-relu-exposed")
+    },
     ("yolov3", "export"): "the number of detections is data-dependent (rows kept by the threshold "
     "and NMS); torch.export needs a static or unbacked-size formulation",
     ("yolov3", "onnx"): "the ONNX exporter goes through torch.export (see yolov3-export)",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 from protocaffe.ir.graph import Attrs, NoAttrs, Shape
@@ -37,6 +37,7 @@ from protocaffe.layers.base import (
     fail,
 )
 from protocaffe.layers.registry import register
+from protocaffe.proto.caffe_types import LSTMConvolutionParameter
 
 if TYPE_CHECKING:  # numpy only where weights are converted (see Layer.state)
     import numpy as np
@@ -440,3 +441,296 @@ class ContinuationIndicator(Layer[IndicatorAttrs]):
             return Emission(forward=forward, note="batch from the input", helpers=helpers)
         init = call("ContinuationIndicator", repr(attrs.time_step), repr(attrs.batch_size))
         return Emission(forward=f"self.{ctx.attr}()", init=init, helpers=helpers)
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """One gate convolution of a ConvLSTM: the fields CopyConv copies (conv_lstm_helper.hpp)."""
+
+    kernel: tuple[int, int]
+    pad: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    group: int
+    bias: bool
+
+    def output(self, size: tuple[int, int]) -> tuple[int, int]:
+        """ConvolutionLayer::compute_output_shape for (H, W)."""
+        h, w = (
+            (n + 2 * p - (d * (k - 1) + 1)) // s + 1
+            for n, p, d, k, s in zip(
+                size, self.pad, self.dilation, self.kernel, self.stride, strict=True
+            )
+        )
+        return h, w
+
+
+@dataclass(frozen=True)
+class ConvLSTMAttrs(Attrs):
+    channels: int  # lstm_conv_param.num_output: the hidden and cell channels
+    x_conv: ConvGeometry  # the input convolution (bias_term forced false by the fork)
+    h_conv: ConvGeometry  # the hidden-state convolution
+    expose_hidden: bool
+    ignore_x: bool
+    hadamard: bool  # not lstm_debug_param.disable_hadamard
+    hadamard_axis: int
+    hadamard_axes: int
+    relu: bool  # ConvLSTMReLU
+
+
+def _spatial(layer: LayerSource, values: Sequence[int], name: str, default: int) -> tuple[int, int]:
+    """A repeated conv field for 2 spatial axes: none (the default), one for both, or one each
+    (BaseConvolutionLayer::LayerSetUp)."""
+    if not values:
+        return default, default
+    if len(values) == 1:
+        return int(values[0]), int(values[0])
+    if len(values) == 2:
+        return int(values[0]), int(values[1])
+    raise fail(
+        layer,
+        f"Caffe aborts here: {name} must be specified once, or once per spatial dimension "
+        f"({name}_size specified {len(values)} times; 2 spatial dims)",
+    )
+
+
+@register
+class ConvLSTM(Layer[ConvLSTMAttrs]):
+    """t2mhanh/caffe_convLSTM_WTA's ConvLSTM and ConvLSTMReLU: an LSTM whose gates are
+    convolutions of x_t and of cont_t * h_{t-1} (axis 2 of (T, N, C, H, W) blobs), plus
+    peephole (Hadamard) scales of c_{t-1}, then ConvLSTMUnit (tanh) or ConvLSTMReLUUnit
+    (max(., 0) for g and for c). Bottoms x, cont, then with expose_hidden h_0 and c_0
+    (1, N, C, H, W); tops h (T, N, C, H, W), then with expose_hidden h_T and c_T.
+
+    Blobs in the unrolled net's parameter order: the x convolution (left out with ignore_x),
+    DummyForward's unused (1,) blobs for c_0 and h_0, the hidden convolution's weight and
+    bias, the input, forget and output Hadamard scales (left out with disable_hadamard), and
+    DummyForward's (1,) blobs for h_T and c_T. The (1,) blobs never reach a top.
+
+    The fork never carries state between forwards: without expose_hidden its LayerSetUp stops
+    the unrolled net before the DummyForward layers that write h_T and c_T, so h_0 and c_0
+    stay zero. Not supported (refused): x_static and lstm_debug_param.expose.
+
+    Sources: t2mhanh/caffe_convLSTM_WTA, src/caffe/layers/conv_lstm_layer.cpp and
+    conv_lstm_relu_layer.cpp (LayerSetUp, RecurrentInputShapes, FillUnrolledNet),
+    conv_lstm_unit_layer.cpp and conv_lstm_relu_unit_layer.cpp (Forward_cpu),
+    include/caffe/layers/conv_lstm_helper.hpp (CopyConv, CreateHadamard), recurrent_layer.cpp
+    (LayerSetUp, Reshape, Forward_cpu), dummy_forward.cpp."""
+
+    types = ("ConvLSTM", "ConvLSTMReLU")
+    bottoms = (2, 5)  # x_static (a fifth) is refused in parse with its own message
+    tops = (1, 3)
+    role = Role.CONVOLUTION
+
+    def parse(self, layer: LayerSource) -> ConvLSTMAttrs:
+        convs = list(layer.param.lstm_conv_param)
+        if not 1 <= len(convs) <= 2:
+            raise fail(
+                layer, f"Caffe aborts here: {len(convs)} lstm_conv_param; ConvLSTM takes 1 or 2"
+            )
+        if len(convs) == 2 and convs[0].num_output != convs[1].num_output:
+            raise fail(layer, "Caffe aborts here: the two lstm_conv_param differ in num_output")
+        channels = int(convs[0].num_output)
+        if channels <= 0:
+            raise fail(layer, "Caffe aborts here: lstm_conv_param.num_output must be positive")
+        debug = layer.param.lstm_debug_param
+        ignore_x = bool(debug.ignore_x)
+        # FillUnrolledNet reads the input convolution's param only without ignore_x.
+        x_index = 1 if convs[0].type == "hidden" else 0
+        h_index = 1 if convs[0].type == "input" else 0
+        if max(h_index, 0 if ignore_x else x_index) >= len(convs):
+            raise fail(
+                layer,
+                f"Caffe aborts here: lstm_conv_param type '{convs[0].type}' needs a second "
+                "lstm_conv_param for the other convolution",
+            )
+        h_conv = self._geometry(layer, convs[h_index], channels)
+        x_conv = h_conv if ignore_x else self._geometry(layer, convs[x_index], channels)
+        if len(debug.expose):
+            raise fail(layer, "lstm_debug_param.expose (tops of internal blobs) is not supported")
+        expose = bool(layer.param.recurrent_param.expose_hidden)
+        bottoms, tops = len(layer.bottoms), len(layer.tops)
+        if bottoms != (4 if expose else 2):
+            raise fail(
+                layer,
+                f"{bottoms} bottoms: {layer.type} takes x, cont"
+                + (", h_0 and c_0" if expose else "")
+                + " (x_static is not supported)",
+            )
+        if tops != (3 if expose else 1):
+            raise fail(
+                layer,
+                f"Caffe aborts here: {tops} tops; {layer.type} with expose_hidden "
+                f"{str(expose).lower()} has {3 if expose else 1}",
+            )
+        return ConvLSTMAttrs(
+            channels,
+            replace(x_conv, bias=False),
+            h_conv,
+            expose,
+            ignore_x,
+            not debug.disable_hadamard,
+            int(debug.axis_hadamard),
+            int(debug.num_axes_hadamard),
+            layer.type == "ConvLSTMReLU",
+        )
+
+    @staticmethod
+    def _geometry(layer: LayerSource, p: LSTMConvolutionParameter, channels: int) -> ConvGeometry:
+        kernel = _spatial(layer, p.kernel_size, "kernel_size", 0)
+        if kernel == (0, 0) and not len(p.kernel_size):
+            raise fail(
+                layer,
+                "Caffe aborts here: lstm_conv_param needs kernel_size (the fork's CopyConv "
+                "copies neither kernel_h nor kernel_w)",
+            )
+        geometry = ConvGeometry(
+            kernel,
+            _spatial(layer, p.pad, "pad", 0),
+            _spatial(layer, p.stride, "stride", 1),
+            _spatial(layer, p.dilation, "dilation", 1),
+            int(p.group),
+            bool(p.bias_term),
+        )
+        if min(kernel) <= 0 or min(geometry.stride) <= 0:
+            raise fail(layer, "Caffe aborts here: kernel and stride dimensions must be nonzero")
+        if geometry.group <= 0 or (4 * channels) % geometry.group:
+            raise fail(
+                layer,
+                f"Caffe aborts here: 4 * num_output ({4 * channels}) is not a multiple of "
+                f"group {geometry.group}",
+            )
+        return geometry
+
+    def infer(
+        self, attrs: ConvLSTMAttrs, in_shapes: Sequence[Shape], layer: LayerSource
+    ) -> list[Shape]:
+        x, cont = in_shapes[0], in_shapes[1]
+        if len(x) != 5:
+            raise fail(
+                layer,
+                f"expects x of 5 axes (T, N, C, H, W), got {x}: the fork reads axes 2 to 4",
+            )
+        steps, batch, c_in, height, width = x
+        if cont != (steps, batch):
+            raise fail(layer, f"Caffe aborts here: cont {cont} must be (T, N) = {(steps, batch)}")
+        state: Shape = (1, batch, attrs.channels, height, width)
+        for name, shape in zip(("h_0", "c_0"), in_shapes[2:], strict=False):
+            if shape != state:
+                raise fail(layer, f"Caffe aborts here: {name} {shape} must be {state}")
+        convs = [("hidden", attrs.h_conv, attrs.channels)]
+        if not attrs.ignore_x:
+            convs.insert(0, ("input", attrs.x_conv, c_in))
+        for name, conv, channels in convs:
+            if channels % conv.group:
+                raise fail(
+                    layer,
+                    f"Caffe aborts here: the {name} convolution's {channels} channels are not a "
+                    f"multiple of group {conv.group}",
+                )
+            if conv.output((height, width)) != (height, width):
+                raise fail(
+                    layer,
+                    f"the {name} convolution gives {conv.output((height, width))} from "
+                    f"{(height, width)}: the fork's gates need H x W kept (pad the kernel)",
+                )
+        if attrs.hadamard:
+            end = attrs.hadamard_axis + attrs.hadamard_axes
+            if attrs.hadamard_axis >= 5 or end > 5:
+                raise fail(
+                    layer,
+                    f"Caffe aborts here: axis_hadamard {attrs.hadamard_axis} and "
+                    f"num_axes_hadamard {attrs.hadamard_axes} reach past the 5 axes of c",
+                )
+        output: Shape = (steps, batch, attrs.channels, height, width)
+        return [output] + ([state, state] if attrs.expose_hidden else [])
+
+    def _hadamard_shape(self, attrs: ConvLSTMAttrs, in_shapes: Sequence[Shape]) -> Shape:
+        _, batch, _, height, width = in_shapes[0]
+        state = (1, batch, attrs.channels, height, width)
+        return state[attrs.hadamard_axis : attrs.hadamard_axis + attrs.hadamard_axes]
+
+    def blobs(self, attrs: ConvLSTMAttrs, in_shapes: Sequence[Shape]) -> list[BlobSpec]:
+        c_in, gates = in_shapes[0][2], 4 * attrs.channels
+        specs = []
+        x, h = attrs.x_conv, attrs.h_conv
+        if not attrs.ignore_x:
+            fan_in = c_in // x.group * math.prod(x.kernel)
+            specs.append(BlobSpec((gates, c_in // x.group, *x.kernel), Init.FAN_IN, fan_in))
+        dummy = BlobSpec((1,), Init.SMALL)
+        specs += [dummy, dummy]
+        fan_in = attrs.channels // h.group * math.prod(h.kernel)
+        specs.append(BlobSpec((gates, attrs.channels // h.group, *h.kernel), Init.FAN_IN, fan_in))
+        if h.bias:
+            specs.append(BlobSpec((gates,), Init.SMALL))
+        if attrs.hadamard:
+            specs += [BlobSpec(self._hadamard_shape(attrs, in_shapes), Init.SMALL)] * 3
+        return specs + [dummy, dummy]
+
+    def learnable(self, attrs: ConvLSTMAttrs, in_shapes: Sequence[Shape]) -> tuple[str | None, ...]:
+        names: list[str | None] = [] if attrs.ignore_x else ["weight_x"]
+        names += [None, None, "weight_h"]
+        if attrs.h_conv.bias:
+            names.append("bias_h")
+        if attrs.hadamard:
+            names += ["hadamard_input", "hadamard_forget", "hadamard_output"]
+        return (*names, None, None)
+
+    def param_names(self, attrs: ConvLSTMAttrs, in_shapes: Sequence[Shape]) -> tuple[str, ...]:
+        return tuple(name for name in self.learnable(attrs, in_shapes) if name is not None)
+
+    def state(
+        self, attrs: ConvLSTMAttrs, in_shapes: Sequence[Shape], blobs: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The used blobs by name; DummyForward's (1,) blobs are left out."""
+        names = self.learnable(attrs, in_shapes)
+        return {name: blob for name, blob in zip(names, blobs, strict=True) if name is not None}
+
+    def emit(self, attrs: ConvLSTMAttrs, ctx: EmitContext) -> Emission:
+        x, h = attrs.x_conv, attrs.h_conv
+
+        def differs(field: str) -> object:
+            value = getattr(h, field)
+            return None if value == getattr(x, field) else value
+
+        hadamard = self._hadamard_shape(attrs, ctx.in_shapes) if attrs.hadamard else None
+        init = call(
+            "CaffeConvLSTM",
+            repr(ctx.in_shapes[0][2]),
+            repr(attrs.channels),
+            kernel=x.kernel,
+            pad=x.pad if x.pad != (0, 0) else None,
+            stride=x.stride if x.stride != (1, 1) else None,
+            dilation=x.dilation if x.dilation != (1, 1) else None,
+            group=x.group if x.group != 1 else None,
+            hidden_kernel=differs("kernel"),
+            hidden_pad=differs("pad"),
+            hidden_stride=differs("stride"),
+            hidden_dilation=differs("dilation"),
+            hidden_group=differs("group"),
+            bias=None if h.bias else False,
+            hadamard=hadamard,
+            hadamard_axis=attrs.hadamard_axis if hadamard and attrs.hadamard_axis != 3 else None,
+            relu=attrs.relu or None,
+            ignore_x=attrs.ignore_x or None,
+        )
+        args = list(ctx.inputs[:2])
+        if attrs.expose_hidden:
+            args += [f"h_0={ctx.inputs[2]}", f"c_0={ctx.inputs[3]}"]
+        forward = f"self.{ctx.attr}({', '.join(args)})"
+        helpers = ("caffe_conv_lstm_unit", "CaffeConvLSTM")
+        note = "x gives only the shapes" if attrs.ignore_x else ""
+        if not attrs.expose_hidden:
+            return Emission(forward=f"{forward}[0]", init=init, note=note, helpers=helpers)
+        return Emission(forward=forward, init=init, note=note, helpers=helpers)
+
+    def multiply_adds(
+        self, attrs: ConvLSTMAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
+    ) -> int:
+        steps, batch, c_in, height, width = in_shapes[0]
+        pixels = steps * batch * height * width
+        gates = 4 * attrs.channels
+        per_pixel = gates * attrs.channels // attrs.h_conv.group * math.prod(attrs.h_conv.kernel)
+        if not attrs.ignore_x:
+            per_pixel += gates * c_in // attrs.x_conv.group * math.prod(attrs.x_conv.kernel)
+        return pixels * (per_pixel + 3 * attrs.channels)

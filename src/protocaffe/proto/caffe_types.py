@@ -181,6 +181,8 @@ class LayerParameter(Message, Protocol):
     continuation_indicator_param: ContinuationIndicatorParameter
     pooling_nd_param: PoolingNDParameter
     denseblock_param: DenseBlockParameter
+    lstm_conv_param: Sequence[LSTMConvolutionParameter]
+    lstm_debug_param: LSTMDebugParameter
 
 
 class TransformationParameter(Message, Protocol):
@@ -1026,3 +1028,33 @@ class DenseBlockParameter(Message, Protocol):
     BC_ultra_space_efficient: bool
     workspace_MB: int
     moving_average_fraction: float
+
+
+class LSTMDebugParameter(Message, Protocol):
+    expose: Sequence[str]
+    disable_hadamard: bool
+    axis_hadamard: int
+    num_axes_hadamard: int
+    ignore_x: bool
+
+
+class LSTMConvolutionParameter(Message, Protocol):
+    num_output: int
+    bias_term: bool
+    pad: Sequence[int]
+    kernel_size: Sequence[int]
+    stride: Sequence[int]
+    dilation: Sequence[int]
+    pad_h: int
+    pad_w: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    group: int
+    weight_filler: FillerParameter
+    bias_filler: FillerParameter
+    engine: int
+    axis: int
+    force_nd_im2col: bool
+    type: str

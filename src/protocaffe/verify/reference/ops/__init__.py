@@ -3,6 +3,7 @@ registers every built-in layer type."""
 
 from protocaffe.verify.reference.ops import (
     conv,
+    conv_lstm,
     coordmap,
     ctc,
     dense_block,
@@ -25,6 +26,7 @@ from protocaffe.verify.reference.ops import (
 
 __all__ = [
     "conv",
+    "conv_lstm",
     "coordmap",
     "ctc",
     "dense_block",
