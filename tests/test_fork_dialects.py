@@ -247,3 +247,26 @@ def test_rcf_autocrop_follows_dilated_convolutions(tmp_path: Path) -> None:
     )
     assert _crop_offsets(conversion.graph) == [1]
     assert reference["cropped"].shape == (1, 1, 13, 16)
+
+
+def test_geometric_crop_after_an_in_place_layer_on_the_input_is_refused_not_hung(
+    tmp_path: Path,
+) -> None:
+    """Found by the fuzzer: a ReLU in place on the net input is that blob's first writer, so
+    the forks' walk back from the crop's bottoms (CropLayer::LayerSetUp's down_map) never
+    ends. protocaffe refuses the geometric crop in one located line instead of hanging, and
+    a bare Crop (BVLC's offset 0) gets no note."""
+    body = (
+        layer("r", "ReLU", "data", tops=["data"])
+        + layer("conv", "Convolution", "data", tops=["c"],
+                params="convolution_param { num_output: 2 kernel_size: 1 }")
+    )  # fmt: skip
+    text = net_text({"data": (1, 2, 9, 9)}, body + layer("crop", "AutoCrop", "c", "data"))
+    (tmp_path / "auto.prototxt").write_text(text)
+    with pytest.raises(ProtocaffeError, match="never returns"):
+        convert(tmp_path / "auto.prototxt")
+    bare = net_text({"data": (1, 2, 9, 9)}, body + layer("crop", "Crop", "c", "data"))
+    (tmp_path / "bare.prototxt").write_text(bare)
+    reporter = Reporter()
+    convert(tmp_path / "bare.prototxt", reporter=reporter)
+    assert not any("hed" in str(d) for d in reporter.diagnostics)

@@ -64,8 +64,10 @@ def _lrn_rule(layer: Message, bottom: np.ndarray, ours: np.ndarray, theirs: np.n
 
 def _mvn_rule(layer: Message, bottom: np.ndarray, ours: np.ndarray, theirs: np.ndarray) -> str:
     p = layer.mvn_param  # type: ignore[attr-defined]
-    if ours.shape != bottom.shape or bottom.ndim < 2:
+    if ours.size != bottom.size or theirs.size != bottom.size or bottom.ndim < 2:
         return ""
+    # Caffe's MVN top has the legacy 4 axes of a 3-D bottom ((N, C, L) -> (N, C, L, 1)).
+    ours, theirs = ours.reshape(bottom.shape), theirs.reshape(bottom.shape)
     exact = mvn(bottom, p.across_channels, p.normalize_variance, p.eps)
     if close(ours, exact)[0] and not close(theirs, exact)[0]:
         return "float-only: MVN in float32 (protocaffe equals float64)"

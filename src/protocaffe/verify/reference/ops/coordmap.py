@@ -113,12 +113,18 @@ def geometric_offsets(net: Any, index: int, geometric: set[int] | None = None) -
         if not producer.bottoms:
             break
         blob = producer.bottoms[0]
+        if blob in path:  # an in-place layer on a net input: the C++ loop never ends
+            raise ValueError(f"the walk back from the bottoms never ends (at {blob!r})")
         path.add(blob)
     inter = bottoms[1]
+    seen = {inter}
     while inter not in path:
         if inter not in down_map or not layers[down_map[inter]].bottoms:
             raise ValueError("Cannot align apparently disconnected blobs.")
         inter = layers[down_map[inter]].bottoms[0]
+        if inter in seen:
+            raise ValueError(f"the walk back from the bottoms never ends (at {inter!r})")
+        seen.add(inter)
     maps: list[Map] = []
     for i in range(2):
         m: Map = [(_F(1), _F(0)), (_F(1), _F(0))]
