@@ -486,6 +486,30 @@ def test_finding_d_detection_over_empty_prior(oracle: Oracle, tmp_path: Path) ->
     refused_by_both(oracle, tmp_path, text.replace("flip: false", "flip: false clip: false"))
 
 
+def test_finding_d_detection_over_a_prior_clipped_to_nothing(
+    oracle: Oracle, tmp_path: Path
+) -> None:
+    """Found again by the deep run: offset -1 puts the first column's boxes left of the image,
+    and clip (true) squeezes them to width 0; Caffe's DecodeBBox CHECK aborts. protocaffe
+    computes the priors at the declared shapes and refuses the net the same way."""
+    text = (
+        'name: "clipped"\n'
+        'input: "feature"\ninput_shape { dim: 1 dim: 2 dim: 2 dim: 2 }\n'
+        'input: "image"\ninput_shape { dim: 1 dim: 3 dim: 32 dim: 32 }\n'
+        'input: "loc"\ninput_shape { dim: 1 dim: 16 }\n'
+        'input: "conf"\ninput_shape { dim: 1 dim: 8 }\n'
+        'layer { name: "prior" type: "PriorBox" bottom: "feature" bottom: "image" top: "prior" '
+        "prior_box_param { min_size: 21.28 clip: true variance: 0.5 offset: -1.0 } }\n"
+        'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" '
+        'bottom: "prior" top: "det" detection_output_param { num_classes: 2 '
+        "share_location: true nms_param { nms_threshold: 0.45 } code_type: CENTER_SIZE "
+        "keep_top_k: 5 } }\n"
+    )
+    refused_by_both(oracle, tmp_path, text)
+    # Clipped boxes that keep some width inside the image are fine in both.
+    runs_in_both(oracle, tmp_path / "inside", text.replace("offset: -1.0", "offset: 0.5"))
+
+
 def test_finding_e_normalize_5d(oracle: Oracle, tmp_path: Path) -> None:
     """Caffe: "Cannot use legacy accessors on Blobs with > 4 axes" (normalize_layer.cpp uses
     num()/channels()/height()/width()), as for PReLU in cause 8."""

@@ -443,7 +443,8 @@ class _Lowering:
         outputs: Sequence[Value],
     ) -> None:
         """Caffe's box decoder aborts on a prior of width or height <= 0 (PriorBox with an
-        aspect ratio <= 0): follow such priors through the layers that only move them."""
+        aspect ratio <= 0, or a box outside the image that clipping squeezes to nothing):
+        follow such priors through the layers that only move them."""
         position = kind.decodes_boxes(attrs)
         if (
             position is not None
@@ -457,7 +458,7 @@ class _Lowering:
                 layer.name,
                 layer.type,
             )
-        reason = kind.degenerate_boxes(attrs)
+        reason = kind.degenerate_boxes(attrs, [v.shape for v in bottoms])
         if reason is None:
             moves = (
                 kind.identity

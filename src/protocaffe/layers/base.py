@@ -247,9 +247,10 @@ class Layer(Generic[A]):
         them there. A plugin layer is trusted to be elementwise when its shape does not change."""
         return True
 
-    def degenerate_boxes(self, attrs: A) -> str | None:
+    def degenerate_boxes(self, attrs: A, in_shapes: Sequence[Shape]) -> str | None:
         """For a layer that makes prior boxes (PriorBox): why some box has no positive width or
-        height (an aspect ratio <= 0), which a box decoder downstream aborts on; else None."""
+        height at the declared input shapes (an aspect ratio <= 0, or a box that clipping
+        squeezes to nothing), which a box decoder downstream aborts on; else None."""
         return None
 
     def decodes_boxes(self, attrs: A) -> int | None:

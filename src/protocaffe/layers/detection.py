@@ -175,10 +175,37 @@ class PriorBox(Layer[PriorBoxAttrs]):
             centres,
         )
 
-    def degenerate_boxes(self, attrs: PriorBoxAttrs) -> str | None:
+    def degenerate_boxes(self, attrs: PriorBoxAttrs, in_shapes: Sequence[Shape]) -> str | None:
         for width, height in attrs.boxes:
             if not (width > 0 and height > 0):
                 return f"a prior of width {width} and height {height}"
+        if not attrs.clip or len(in_shapes) < 2:
+            return None
+        # With clip, a box wholly outside the image becomes [0, 0] or [1, 1] on an axis. The
+        # corners as Forward_cpu (and the prior_box helper) compute them: centres in float32,
+        # (centre -+ side / 2) / image size in double, stored as float32, then clipped.
+        feature, image = in_shapes
+        cells = (legacy_dim(feature, 3), legacy_dim(feature, 2))  # (w, h)
+        img = attrs.image_size or (legacy_dim(image, 2), legacy_dim(image, 3))  # (h, w)
+        sizes = (img[1], img[0])
+        if attrs.step is None:
+            steps = (single(float(img[1]) / cells[0]), single(float(img[0]) / cells[1]))
+        else:
+            steps = (attrs.step[1], attrs.step[0])
+        same = (attrs.offset, attrs.offset, 0.0, 0.0)
+        for box, where in zip(attrs.boxes, attrs.centres or [same] * len(attrs.boxes), strict=True):
+            for axis in (0, 1):
+                side, offset, shift = box[axis], where[axis], where[2 + axis]
+                for index in range(cells[axis]):
+                    centre = single(single(single(index + offset) * steps[axis]) + shift)
+                    low = single((centre - side / 2.0) / sizes[axis])
+                    high = single((centre + side / 2.0) / sizes[axis])
+                    if min(max(high, 0.0), 1.0) - min(max(low, 0.0), 1.0) <= 0:
+                        what = ("column", "width") if axis == 0 else ("row", "height")
+                        return (
+                            f"a prior of {what[1]} 0 after clipping, at {what[0]} {index} "
+                            "(a box outside the image)"
+                        )
         return None
 
     def infer(
