@@ -330,7 +330,8 @@ def nets(draw: Any) -> tuple[str, Shape]:
 
 
 def recorded_forward(conversion: Conversion) -> tuple[Any, dict[str, torch.Tensor]]:
-    """The generated module, with forward() rewritten to record every local it assigns."""
+    """The generated module, with forward() rewritten to record a copy of every local it
+    assigns (a later line may compute in place into it: a ReLU after a BatchNorm)."""
     tree = ast.parse(conversion.source)
     record: dict[str, torch.Tensor] = {}
     for cls in tree.body:
@@ -339,17 +340,18 @@ def recorded_forward(conversion: Conversion) -> tuple[Any, dict[str, torch.Tenso
             assert isinstance(forward, ast.FunctionDef)
             body: list[ast.stmt] = []
             for arg in forward.args.args[1:]:
-                body.append(ast.parse(f"RECORD[{arg.arg!r}] = {arg.arg}").body[0])
+                body.append(ast.parse(f"RECORD[{arg.arg!r}] = SNAP({arg.arg})").body[0])
             for stmt in forward.body:
                 body.append(stmt)
                 if isinstance(stmt, ast.Assign):
                     target = stmt.targets[0]
                     for name in target.elts if isinstance(target, ast.Tuple) else [target]:
                         assert isinstance(name, ast.Name)
-                        body.append(ast.parse(f"RECORD[{name.id!r}] = {name.id}").body[0])
+                        body.append(ast.parse(f"RECORD[{name.id!r}] = SNAP({name.id})").body[0])
             forward.body = body
     module = types.ModuleType("fuzzed")
     module.__dict__["RECORD"] = record
+    module.__dict__["SNAP"] = lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v
     exec(compile(ast.fix_missing_locations(tree), "<fuzzed>", "exec"), module.__dict__)
     return getattr(module, conversion.class_name)(), record
 
