@@ -420,6 +420,19 @@ IN_PLACE = {
     "pooling": in_place("Pooling", "pooling_param { kernel_size: 2 stride: 1 }"),
     "inner_product": in_place("InnerProduct", "inner_product_param { num_output: 3 }"),
     "tile": in_place("Tile", "tile_param { axis: -1 tiles: 2 }"),
+    # Eltwise fills its top before reading the bottoms (SUM with 0, MAX with -FLT_MAX): in
+    # place on bottom 0 Caffe computes max(-FLT_MAX, bottom 1) (found by the deep fuzz run).
+    "eltwise_max": net(
+        (1, 2, 3, 3),
+        'layer { name: "t" type: "TanH" bottom: "data" top: "x" }\n'
+        'layer { name: "l" type: "Eltwise" bottom: "x" bottom: "data" top: "x" '
+        "eltwise_param { operation: MAX } }\n",
+    ),
+    "eltwise_sum": net(
+        (1, 2, 3, 3),
+        'layer { name: "t" type: "TanH" bottom: "data" top: "x" }\n'
+        'layer { name: "l" type: "Eltwise" bottom: "x" bottom: "data" top: "x" }\n',
+    ),
 }
 
 

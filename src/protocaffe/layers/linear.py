@@ -311,8 +311,10 @@ class Eltwise(Layer[EltwiseAttrs]):
         return EltwiseAttrs(int(p.operation), coeffs if p.operation == SUM else ())
 
     def computes_in_place(self, attrs: EltwiseAttrs, in_shapes: Sequence[Shape]) -> bool:
-        # SUM zeroes its top before adding the bottoms: in place, bottom 0 is lost.
-        return attrs.operation != SUM
+        # SUM zeroes its top and MAX fills it with -FLT_MAX before reading the bottoms
+        # (eltwise_layer.cpp Forward_cpu): in place, bottom 0 is lost. PROD multiplies
+        # bottom 0 by bottom 1 into the top value by value.
+        return attrs.operation == PROD
 
     def infer(
         self, attrs: EltwiseAttrs, in_shapes: Sequence[Shape], layer: LayerSource
