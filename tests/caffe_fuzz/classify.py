@@ -415,11 +415,8 @@ def _mismatch_cause(case: Path, net: Message, m: Mismatch) -> str:
         p = layer.prior_box_param  # type: ignore[attr-defined]
         if any(v != int(v) for v in [*p.min_size, *p.max_size]):
             return "cause 10: PriorBox sizes that are not integers"
-    if kind == "value" and _in_place(layer) and kind_of not in ELEMENTWISE:
-        return f"finding B: {kind_of} in place computes from a half-written bottom in Caffe"
-    earlier = _earlier_in_place(net, index)
-    if earlier:
-        return f"finding B: {earlier} in place earlier in the net (Caffe computes something else)"
+    # Non-finite inputs and float-only differences first: a NaN input or a constant MVN
+    # group explains a difference whether or not an in-place layer ran before.
     if kind == "value" and _non_finite_only(case, layer, m):
         return "documented: non-finite inputs (NaN, inf) propagate differently in Caffe"
     rule = FLOAT_ONLY.get(kind_of)
@@ -428,6 +425,11 @@ def _mismatch_cause(case: Path, net: Message, m: Mismatch) -> str:
         verdict = rule(layer, bottom, m.ours, m.theirs)
         if verdict:
             return verdict
+    if kind == "value" and _in_place(layer) and kind_of not in ELEMENTWISE:
+        return f"finding B: {kind_of} in place computes from a half-written bottom in Caffe"
+    earlier = _earlier_in_place(net, index)
+    if earlier:
+        return f"finding B: {earlier} in place earlier in the net (Caffe computes something else)"
     return "unexplained"
 
 
