@@ -458,6 +458,9 @@ class ConvolutionDepthwise(Layer[ConvAttrs]):
     def emit(self, attrs: ConvAttrs, ctx: EmitContext) -> Emission:
         return self._conv.emit(_depthwise(attrs, ctx.in_shapes), ctx)
 
+    def fresh_output(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return True  # an nn.Conv2d call
+
     def computes_in_place(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
         return False
 
@@ -564,6 +567,9 @@ class DepthwiseConvolution(Layer[DepthwiseConvolutionAttrs]):
         if attrs.gpu:
             return replace(emission, note="the fork's GPU kernel (--dialect depthwise-gpu)")
         return emission
+
+    def fresh_output(self, attrs: DepthwiseConvolutionAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return True  # an nn.Conv2d call
 
     def absorbs_affine(
         self, attrs: DepthwiseConvolutionAttrs, in_shapes: Sequence[Shape]
@@ -681,6 +687,9 @@ class Convolution3D(Layer[ConvAttrs]):
 
     def computes_in_place(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
         return False
+
+    def fresh_output(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return self._conv.fresh_output(attrs, in_shapes)
 
     def multiply_adds(
         self, attrs: ConvAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
@@ -802,6 +811,9 @@ class NdConvolution(Layer[ConvAttrs]):
 
     def computes_in_place(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
         return False
+
+    def fresh_output(self, attrs: ConvAttrs, in_shapes: Sequence[Shape]) -> bool:
+        return self._conv.fresh_output(attrs, in_shapes)
 
     def multiply_adds(
         self, attrs: ConvAttrs, in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]
