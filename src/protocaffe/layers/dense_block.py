@@ -167,7 +167,14 @@ class DenseBlock(Layer[DenseBlockAttrs]):
     ) -> tuple[str, ...]:
         # BN_inf_Fwd takes the statistics as 0 when the factor is 0; Forward_gpu reads them
         # as they are and its training never touches the factor (LayerSetUp's 0 stays).
-        if attrs.gpu or blobs[-1].reshape(-1)[0] != 0:
+        factor = float(blobs[-1].reshape(-1)[0])
+        if attrs.gpu and factor != 0:
+            return (
+                f"the moving-average factor blob is {factor:g}, which only the fork's CPU "
+                f"training updates: the model was trained on the CPU, whose forward divides the "
+                f"stored statistics by it; --dialect {DENSEBLOCK_GPU} reads them undivided",
+            )
+        if attrs.gpu or factor != 0:
             return ()
         names = self.param_names(attrs, in_shapes)
         statistics = [
