@@ -251,32 +251,30 @@ def _crop_offsets(net: NetDef, index: int, resolved: dict[int, tuple[int, int]])
             at.loc, f"the HED fork's crop aborts here: {message}", at.name, at.type
         )
 
-    def back(blob: str) -> str:
-        """The first bottom of the first layer that writes `blob`. An in-place layer on a net
-        input is that blob's first writer and reads it too: the fork's walk back never ends."""
+    def back(blob: str, visited: set[str]) -> str:
+        """The first bottom of the first layer that writes `blob`, which must not be one the
+        walk has passed: an in-place layer on a net input is that blob's first writer and reads
+        it too, so the fork's walk back never returns (as from a bottom read before it is
+        written, which the lowering refuses anyway)."""
         writer = net.layers[producer[blob]]
-        if writer.bottoms[0] == blob:
+        if writer.bottoms[0] in visited:
             raise abort(
-                f"the walk back from the bottoms loops at {blob!r}, which the in-place "
-                f'layer "{writer.name}" writes before any other layer (the fork never returns)'
+                f"the walk back from the bottoms loops at {writer.bottoms[0]!r} through "
+                f'layer "{writer.name}" (the fork never returns)'
             )
         return writer.bottoms[0]
 
     path = {layer.bottoms[0]}
     blob = layer.bottoms[0]
     while blob in producer and net.layers[producer[blob]].bottoms:
-        blob = back(blob)
-        if blob in path:  # a bottom read before it is written (the lowering refuses it)
-            raise abort(f"the walk back from the bottoms loops at {blob!r}")
+        blob = back(blob, path)
         path.add(blob)
     inter = layer.bottoms[1]
     seen = {inter}
     while inter not in path:
         if inter not in producer or not net.layers[producer[inter]].bottoms:
             raise abort("cannot align apparently disconnected blobs")
-        inter = back(inter)
-        if inter in seen:
-            raise abort(f"the walk back from the bottoms loops at {inter!r}")
+        inter = back(inter, seen)
         seen.add(inter)
     maps: list[CoordMap] = []
     for start in layer.bottoms[:2]:
