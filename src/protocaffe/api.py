@@ -85,6 +85,8 @@ def compile(  # shadows the builtin in this module, which calls it as builtins.c
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     outputs: Sequence[str] | None = None,
     phase: str = "TEST",
+    level: int = 0,
+    stages: Sequence[str] = (),
     passes: Sequence[Pass] = DEFAULT_PIPELINE,
     reporter: Reporter | None = None,
     dump: Callable[[str, Graph], None] | None = None,
@@ -94,13 +96,17 @@ def compile(  # shadows the builtin in this module, which calls it as builtins.c
 
     `input_shapes` overrides declared input shapes; `outputs` names the blobs the module returns
     instead of Caffe's outputs (and leaves out what they do not need: passes/outputs.py);
-    `phase` ("TEST" or "TRAIN") selects the layers by their include/exclude rules when reading
-    a path; `dump(step, graph)` sees the IR after the lowering and after each pass; `dialects`
-    names the fork dialects to read the net in (`protocaffe.frontend.dialects.DIALECTS`).
+    `phase` ("TEST" or "TRAIN"), `level` and `stages` are the net state whose layers a path's
+    include/exclude rules select, as in `caffe.Net(path, phase, level=level, stages=stages)`;
+    `dump(step, graph)` sees the IR after the lowering and after each pass; `dialects` names
+    the fork dialects to read the net in (`protocaffe.frontend.dialects.DIALECTS`).
     Raises `protocaffe.errors.ProtocaffeError` for bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
-    net = prototxt if isinstance(prototxt, NetDef) else read_prototxt(prototxt, reporter, phase)
+    if isinstance(prototxt, NetDef):
+        net = prototxt
+    else:
+        net = read_prototxt(prototxt, reporter, phase, level=level, stages=stages)
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     graph = build_graph(net, reporter, shapes, dialects)
     if dump is not None:
@@ -117,6 +123,8 @@ def convert(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     outputs: Sequence[str] | None = None,
     phase: str = "TEST",
+    level: int = 0,
+    stages: Sequence[str] = (),
     optimize: bool = False,
     class_name: str | None = None,
     preprocess: ImageOptions | None = None,
@@ -131,7 +139,8 @@ def convert(
 
     `input_shapes` overrides declared input shapes ({"data": (1, 3, 224, 224)}); `outputs`
     names the blobs the module returns (["fc8"]: the logits, not `prob`) and leaves out what
-    they do not need; `phase` ("TEST" or "TRAIN") keeps that phase's layers; `optimize`
+    they do not need; `phase` ("TEST" or "TRAIN"), `level` and `stages` the net state whose
+    layers the include/exclude rules keep (as in pycaffe's `caffe.Net`); `optimize`
     folds BatchNorm and Scale into the layer before them and drops pass-through layers (the
     numbers do not change), or `passes` gives the pipeline itself; `class_name` names the
     module's class (default: the net's name made an identifier); `preprocess` adds a
@@ -144,7 +153,9 @@ def convert(
     `protocaffe.errors.ProtocaffeError`, whose lines say file:line and layer, for bad input.
     """
     reporter = reporter if reporter is not None else Reporter()
-    selection = _Selection(input_shapes, outputs, phase, _pipeline(optimize, passes), dialects)
+    selection = _Selection(
+        input_shapes, outputs, phase, _pipeline(optimize, passes), dialects, level, tuple(stages)
+    )
     graph, emitted = _compile(
         prototxt, selection, reporter, command, source_name, class_name, preprocess
     )
@@ -195,6 +206,8 @@ def write_conversion(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     outputs: Sequence[str] | None = None,
     phase: str = "TEST",
+    level: int = 0,
+    stages: Sequence[str] = (),
     optimize: bool = False,
     class_name: str | None = None,
     preprocess: ImageOptions | None = None,
@@ -239,7 +252,9 @@ def write_conversion(
     out = Path(output)
     if not force:
         check_replaceable(out)
-    selection = _Selection(input_shapes, outputs, phase, _pipeline(optimize, passes), dialects)
+    selection = _Selection(
+        input_shapes, outputs, phase, _pipeline(optimize, passes), dialects, level, tuple(stages)
+    )
     options = (command, source_name, class_name, preprocess)
     if caffemodel is None:
         graph, emitted = _compile(prototxt, selection, reporter, *options)
@@ -283,6 +298,8 @@ class _Selection:
     phase: str
     passes: Sequence[Pass]
     dialects: Collection[str] = ()
+    level: int = 0
+    stages: tuple[str, ...] = ()
 
 
 def _compile(
@@ -294,7 +311,9 @@ def _compile(
     class_name: str | None = None,
     preprocess: ImageOptions | None = None,
 ) -> tuple[Graph, Emitted]:
-    net = read_prototxt(prototxt, reporter, selection.phase)
+    net = read_prototxt(
+        prototxt, reporter, selection.phase, level=selection.level, stages=selection.stages
+    )
     graph = compile(
         net,
         input_shapes=selection.input_shapes,
@@ -425,6 +444,8 @@ def load(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     outputs: Sequence[str] | None = None,
     phase: str = "TEST",
+    level: int = 0,
+    stages: Sequence[str] = (),
     optimize: bool = False,
     class_name: str | None = None,
     dialects: Collection[str] = (),
@@ -442,6 +463,8 @@ def load(
         input_shapes=input_shapes,
         outputs=outputs,
         phase=phase,
+        level=level,
+        stages=stages,
         optimize=optimize,
         class_name=class_name,
         dialects=dialects,

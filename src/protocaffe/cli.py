@@ -132,6 +132,20 @@ def _parser() -> argparse.ArgumentParser:
         "(default TEST, as a deploy net runs)",
     )
     convert.add_argument(
+        "--level",
+        type=int,
+        default=0,
+        help="the net state's level for the include/exclude rules (min_level, max_level; "
+        "default 0, as pycaffe's caffe.Net)",
+    )
+    convert.add_argument(
+        "--stage",
+        action="append",
+        metavar="NAME",
+        help="a stage of the net state for the include/exclude rules (stage, not_stage), added "
+        "to those of the file's own state {}; repeatable",
+    )
+    convert.add_argument(
         "--class-name",
         type=_class_name,
         metavar="NAME",
@@ -503,6 +517,8 @@ def _write_output(
         input_shapes=dict(args.input_shape),
         outputs=args.outputs,
         phase=args.phase,
+        level=args.level,
+        stages=args.stage or (),
         passes=OPTIMIZE_PIPELINE if args.optimize else DEFAULT_PIPELINE,
         manifest=not args.no_manifest,
         reporter=reporter,

@@ -1,15 +1,18 @@
 """Read a deploy prototxt (V2, legacy V1 or V0) into a `NetDef`: inputs and layers in V2 form.
 
 What happens here is what Caffe's `ReadNetParamsFromTextFile` + `UpgradeNetAsNeeded` +
-`FilterNet` do: old formats are upgraded to `layer {}` messages, the phase rules select the
-TEST net (a deploy file is run in TEST; `phase="TRAIN"` selects the training net instead), and
-the input declarations (`input` + `input_dim`,
-`input` + `input_shape`, or `Input` layers) become `InputDef`s.
+`FilterNet` do: old formats are upgraded to `layer {}` messages, the include/exclude rules select
+the layers of a net state (a deploy file is run in the TEST phase at level 0 with the stages its
+own `state {}` names, as `caffe.Net(file, caffe.TEST)` runs it; `phase="TRAIN"`, `level` and
+`stages` select another state, as `caffe.Net(file, phase, level, stages)` does), and the input
+declarations (`input` + `input_dim`, `input` + `input_shape`, or `Input` layers) become
+`InputDef`s.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,21 +58,49 @@ class NetDef:
     layers: tuple[LayerDef, ...]
 
 
-def _phase_ok(layer: Any, phase: int) -> bool:
-    """Caffe's StateMeetsRule for a net of `phase` with no level or stages set."""
+@dataclass(frozen=True)
+class NetState:
+    """Caffe's NetState: what a layer's include/exclude rules are checked against. The Net
+    constructor sets the phase and the level it is given (0 by default) and adds the stages it
+    is given to those of the file's own `state {}` (net.cpp, Net::Net)."""
 
-    def meets(rule: Any) -> bool:
-        if rule.HasField("phase") and rule.phase != phase:
-            return False
-        if rule.HasField("min_level") and rule.min_level > 0:
-            return False
-        if rule.HasField("max_level") and rule.max_level < 0:
-            return False
-        return not rule.stage
+    phase: str = "TEST"
+    level: int = 0
+    stages: tuple[str, ...] = ()
 
+    def described(self) -> str:
+        """'the TEST phase', with the level and the stages when they are set."""
+        words = [f"the {self.phase} phase"]
+        if self.level:
+            words.append(f"level {self.level}")
+        if self.stages:
+            words.append("stages " + ", ".join(repr(stage) for stage in self.stages))
+        return ", ".join(words)
+
+
+def _meets(state: NetState, rule: Any) -> bool:
+    """Caffe's StateMeetsRule (net.cpp)."""
+    if rule.HasField("phase") and rule.phase != PHASES[state.phase]:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    if any(stage not in state.stages for stage in rule.stage):
+        return False
+    return not any(stage in state.stages for stage in rule.not_stage)
+
+
+def _in_state(layer: Any, state: NetState, loc: SourceLoc) -> bool:
+    """Whether FilterNet (net.cpp) keeps `layer`: one of its include rules is met, or, without
+    include rules, none of its exclude rules."""
+    if layer.include and layer.exclude:  # Caffe CHECKs this and aborts
+        raise ProtocaffeError.at(
+            loc, "specify either include rules or exclude rules, not both", layer.name, layer.type
+        )
     if layer.include:
-        return any(meets(rule) for rule in layer.include)
-    return not any(meets(rule) for rule in layer.exclude)
+        return any(_meets(state, rule) for rule in layer.include)
+    return not any(_meets(state, rule) for rule in layer.exclude)
 
 
 def _v1_layers(net: Any, locations: Locations, path: str) -> list[tuple[Any, SourceLoc]]:
@@ -146,9 +177,19 @@ def _declared_inputs(net: Any, locations: Locations, path: str) -> list[InputDef
     return [InputDef(n, s, loc) for n, s in zip(names, shapes, strict=True)]
 
 
-def read_prototxt_text(text: str, path: str, reporter: Reporter, phase: str = "TEST") -> NetDef:
-    """Parse prototxt text, keeping the layers of `phase` ("TEST" or "TRAIN"). `path` is only
-    used in diagnostics."""
+def read_prototxt_text(
+    text: str,
+    path: str,
+    reporter: Reporter,
+    phase: str = "TEST",
+    *,
+    level: int = 0,
+    stages: Sequence[str] = (),
+) -> NetDef:
+    """Parse prototxt text, keeping the layers of the net state of `phase` ("TEST" or
+    "TRAIN"), `level` and `stages` (added to the file's own `state { stage }`), as
+    `caffe.Net(path, phase, level=level, stages=stages)` keeps them. `path` is only used in
+    diagnostics."""
     locations = Locations()
     net: Any = message_class("NetParameter")()
     parse_text(text, path, net, reporter, locations)
@@ -161,9 +202,10 @@ def read_prototxt_text(text: str, path: str, reporter: Reporter, phase: str = "T
 
     inputs = _declared_inputs(net, locations, path)
     layers: list[LayerDef] = []
+    state = NetState(phase, level, (*net.state.stage, *stages))
     for msg, loc in raw:
-        if not _phase_ok(msg, PHASES[phase]):
-            reporter.note(loc, f"not in the {phase} phase; left out", msg.name, msg.type)
+        if not _in_state(msg, state, loc):
+            reporter.note(loc, f"not in {state.described()}; left out", msg.name, msg.type)
             continue
         layers.append(
             LayerDef(
@@ -186,9 +228,16 @@ def _check_shape(shape: Shape, loc: SourceLoc, name: str) -> None:
         raise ProtocaffeError.at(loc, f'input "{name}" has a non-positive dimension: {shape}')
 
 
-def read_prototxt(path: str | os.PathLike[str], reporter: Reporter, phase: str = "TEST") -> NetDef:
-    """Read a prototxt file (the layers of `phase`, see `read_prototxt_text`). Diagnostics name
-    the path as given (relative paths stay relative)."""
+def read_prototxt(
+    path: str | os.PathLike[str],
+    reporter: Reporter,
+    phase: str = "TEST",
+    *,
+    level: int = 0,
+    stages: Sequence[str] = (),
+) -> NetDef:
+    """Read a prototxt file (the layers of a net state, see `read_prototxt_text`). Diagnostics
+    name the path as given (relative paths stay relative)."""
     shown = os.fspath(path)
     try:
         with open(path, "rb") as handle:
@@ -206,4 +255,4 @@ def read_prototxt(path: str | os.PathLike[str], reporter: Reporter, phase: str =
         raise ProtocaffeError.at(
             SourceLoc(shown, line), f"not UTF-8 text at byte {exc.start}{hint}"
         ) from None
-    return read_prototxt_text(text, shown, reporter, phase)
+    return read_prototxt_text(text, shown, reporter, phase, level=level, stages=stages)
