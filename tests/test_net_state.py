@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from protocaffe import cli
+from protocaffe.api import convert
 from protocaffe.errors import ProtocaffeError, Reporter
 from protocaffe.frontend.prototxt import read_prototxt
+from protocaffe.verify import Status, VerifyError, verify
+from protocaffe.verify.pycaffe import available
 
 ORACLE = Path(os.environ.get("PROTOCAFFE_CAFFE_ORACLE", "/opt/caffe-oracle"))
 DRIVER = Path(__file__).with_name("net_state_driver.py")
@@ -119,3 +122,59 @@ def test_convert_takes_the_state_and_records_it(tmp_path: Path) -> None:
     assert "--level 2 --stage deploy" in " ".join(source.split())
     assert cli.main([*args[:-4], "--force"]) == 0  # without the state: no layer, only the input
     assert "'kept' Power" not in (out / "model.py").read_text()
+
+
+# Two layers write `out`: Caffe keeps one or the other by the stage.
+ALTERNATIVES = """name: "alternatives"
+input: "data"
+input_shape { dim: 2 dim: 3 }
+layer { name: "with_x" type: "Power" bottom: "data" top: "out"
+  include { stage: "x" } power_param { shift: 1 } }
+layer { name: "without_x" type: "Power" bottom: "data" top: "out"
+  include { not_stage: "x" } power_param { shift: -1 } }
+layer { name: "final" type: "TanH" bottom: "out" top: "final" }
+"""
+
+
+@pytest.mark.skipif(not available(), reason="no pycaffe and no Caffe oracle")
+@pytest.mark.parametrize("stages", [(), ("x",)])
+def test_verify_builds_caffes_net_of_the_stages(tmp_path: Path, stages: tuple[str, ...]) -> None:
+    path = tmp_path / "net.prototxt"
+    path.write_text(ALTERNATIVES)
+    report = verify(path, reference="caffe", stages=stages)
+    assert report.ok, report.table()
+    assert report.provenance["net_state"] == {"phase": "TEST", "level": 0, "stages": list(stages)}
+    kept = "with_x" if stages else "without_x"
+    assert [row.layer for row in report.rows if row.status is Status.MATCH] == [kept, "final"]
+
+
+@pytest.mark.skipif(not available(), reason="no pycaffe and no Caffe oracle")
+def test_a_module_of_other_stages_fails_verify_against_caffe(tmp_path: Path) -> None:
+    path = tmp_path / "net.prototxt"
+    path.write_text(ALTERNATIVES)
+    source = convert(path).source  # built without the stage: `out` is data - 1
+    (tmp_path / "model.py").write_text(source.replace("'without_x'", "'with_x'"))
+    report = verify(path, module=tmp_path / "model.py", reference="caffe", stages=("x",))
+    assert not report.ok
+
+
+def test_opencv_cannot_build_the_net_of_a_stage(tmp_path: Path) -> None:
+    pytest.importorskip("cv2")
+    path = tmp_path / "net.prototxt"
+    path.write_text(ALTERNATIVES)
+    with pytest.raises(VerifyError, match="does not apply include/exclude rules"):
+        verify(path, reference="opencv", stages=("x",))
+
+
+def test_verify_at_a_level(tmp_path: Path) -> None:
+    """pycaffe takes the level; the oracle wrapper cannot (verify says so and, with `auto`,
+    goes on to the next reference)."""
+    path = tmp_path / "net.prototxt"
+    levels = ALTERNATIVES.replace('include { stage: "x" }', "include { min_level: 1 }")
+    path.write_text(levels.replace('include { not_stage: "x" }', "include { max_level: 0 }"))
+    report = verify(path, reference="auto", level=1)
+    assert report.ok, report.table()
+    assert [row.layer for row in report.rows if row.status is Status.MATCH] == ["with_x", "final"]
+    skipped = dict(report.choice.skipped) if report.choice is not None else {}
+    if report.reference != "caffe" and "caffe" in skipped:
+        assert "level 0" in skipped["caffe"]

@@ -131,20 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         help="which layers of a train_val net to keep, by their include/exclude rules "
         "(default TEST, as a deploy net runs)",
     )
-    convert.add_argument(
-        "--level",
-        type=int,
-        default=0,
-        help="the net state's level for the include/exclude rules (min_level, max_level; "
-        "default 0, as pycaffe's caffe.Net)",
-    )
-    convert.add_argument(
-        "--stage",
-        action="append",
-        metavar="NAME",
-        help="a stage of the net state for the include/exclude rules (stage, not_stage), added "
-        "to those of the file's own state {}; repeatable",
-    )
+    _add_net_state(convert)
     convert.add_argument(
         "--class-name",
         type=_class_name,
@@ -301,6 +288,24 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _add_net_state(command: argparse.ArgumentParser) -> None:
+    """--level and --stage: the rest of Caffe's net state (the phase is convert's --phase)."""
+    command.add_argument(
+        "--level",
+        type=int,
+        default=0,
+        help="the net state's level for the include/exclude rules (min_level, max_level; "
+        "default 0, as pycaffe's caffe.Net)",
+    )
+    command.add_argument(
+        "--stage",
+        action="append",
+        metavar="NAME",
+        help="a stage of the net state for the include/exclude rules (stage, not_stage), added "
+        "to those of the file's own state {}; repeatable",
+    )
+
+
 def _add_outputs(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--outputs",
@@ -377,6 +382,7 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="draw the net with each blob coloured by its error (.svg, .png, .pdf or .dot)",
     )
     _add_outputs(check)
+    _add_net_state(check)
 
 
 def _report(reporter: Reporter, quiet: bool) -> None:

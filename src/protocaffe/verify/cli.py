@@ -78,6 +78,8 @@ def options_from_args(args: argparse.Namespace) -> VerifyOptions:
         seed=args.seed,
         outputs=args.outputs,
         dialects=tuple(args.dialect),
+        level=args.level,
+        stages=tuple(args.stage or ()),
         optimize=getattr(args, "optimize", False),
     )
 

@@ -79,6 +79,9 @@ class VerifyOptions:
     seed: int = 0
     outputs: Sequence[str] | None = None  # the module's outputs (convert --outputs)
     dialects: Sequence[str] = ()  # fork dialects to read the net in (convert --dialect)
+    # The net state's level and stages (convert --level/--stage); verify runs the TEST phase.
+    level: int = 0
+    stages: Sequence[str] = ()
     optimize: bool = False  # the module is (or is generated as) the --optimize one
     # Called with (blobs compared, blobs in all) as the comparison goes.
     progress: Callable[[int, int], None] | None = None
@@ -100,7 +103,7 @@ def verify(
     if opts.reference not in REFERENCES:
         raise VerifyError(f"unknown reference {opts.reference!r} (choose from {REFERENCES})")
     reporter = reporter if reporter is not None else Reporter()
-    net = read_prototxt(prototxt, reporter)
+    net = read_prototxt(prototxt, reporter, level=opts.level, stages=opts.stages)
     lowered = api.compile(
         net,
         input_shapes=opts.input_shapes,
@@ -237,22 +240,22 @@ def _make_reference(
     weights: str | os.PathLike[str],
     model: CaffeModel,
     random: bool,
-    dialects: Sequence[str] = (),
+    opts: VerifyOptions,
 ) -> Reference:
     if name == "caffe":
         from protocaffe.verify.pycaffe import CaffeReference
 
-        caffe = CaffeReference(net, prototxt, weights)
+        caffe = CaffeReference(net, prototxt, weights, opts.level, tuple(opts.stages))
         if random:
             caffe.weights_label = "the seeded random weights verify drew"
         return caffe
     if name == "opencv":
         from protocaffe.verify.opencv import OpenCVReference
 
-        return OpenCVReference(net, prototxt, weights)
+        return OpenCVReference(net, prototxt, weights, state_given=bool(opts.level or opts.stages))
     from protocaffe.verify.numpy_backend import NumpyReference
 
-    return NumpyReference(net, model, dialects)
+    return NumpyReference(net, model, opts.dialects)
 
 
 _TITLES = {"caffe": "real Caffe", "opencv": "OpenCV", "numpy": "the numpy reference"}
@@ -338,7 +341,7 @@ class _Session:
                 weights,
                 self.model,
                 self.random_weights,
-                self.opts.dialects,
+                self.opts,
             )
             try:
                 reference.prepare()
@@ -529,6 +532,8 @@ def _provenance(
         "caffemodel_sha256": None if caffemodel is None else sha256_of(caffemodel),
         "random_weights_seed": opts.seed if caffemodel is None else None,
         "optimize": opts.optimize,
+        "dialects": list(opts.dialects),
+        "net_state": {"phase": "TEST", "level": opts.level, "stages": list(opts.stages)},
         "module_path": None if opts.module is None else str(opts.module),
         "module_sha256": None if opts.module is None else sha256_of(opts.module),
         "module_weights": None if opts.weights is None else str(opts.weights),

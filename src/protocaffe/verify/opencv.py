@@ -336,10 +336,13 @@ class OpenCVReference:
         net: NetDef,
         prototxt: str | os.PathLike[str],
         caffemodel: str | os.PathLike[str] | None,
+        state_given: bool = False,
     ) -> None:
         self.net = net
         self.prototxt = str(prototxt)
         self.caffemodel = str(caffemodel) if caffemodel is not None else None
+        # A level or stages were given (verify --level/--stage).
+        self.state_given = state_given
         self._version = "OpenCV"
         self._work: Path | None = None
 
@@ -349,6 +352,12 @@ class OpenCVReference:
     def prepare(self) -> None:
         cv2 = require_cv2()
         self._version = f"OpenCV {cv2.__version__}"
+        if self.state_given:
+            raise ReferenceUnavailable(
+                "OpenCV's importer does not apply include/exclude rules: it cannot build the net "
+                "of a level or stages",
+                reference=self.name,
+            )
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> Iterator[RefStep]:
         import json

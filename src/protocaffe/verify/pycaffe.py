@@ -132,10 +132,16 @@ class CaffeReference:
         net: NetDef,
         prototxt: str | os.PathLike[str],
         caffemodel: str | os.PathLike[str] | None,
+        level: int = 0,
+        stages: tuple[str, ...] = (),
     ) -> None:
         self.net = net
         self.prototxt = str(prototxt)
         self.caffemodel = str(caffemodel) if caffemodel is not None else None
+        # The net state's level (caffe.Net's argument) and the stages Caffe gets in the file's
+        # own state {} (which it adds to its argument's: one way for pycaffe and the oracle).
+        self.level = level
+        self.stages = stages
         # How to name the caffemodel in messages ("the random weights" for verify's own).
         self.weights_label: str | None = None
         self._version = "real Caffe"
@@ -156,6 +162,11 @@ class CaffeReference:
             if caffe is not None
             else f"Caffe (oracle {ORACLE})"
         )
+        if self.level and caffe is None:
+            raise ReferenceUnavailable(
+                "the oracle wrapper builds every net at level 0 (it takes no --level)",
+                reference=self.name,
+            )
         known = known_types()
         for layer in self.net.layers:
             if layer.type not in known:
@@ -181,7 +192,10 @@ class CaffeReference:
         # MemoryData aborts without a Reset and DummyData fills its own tops: Caffe runs the
         # net with those layers made Input layers of the same names and shapes.
         original = self.prototxt
-        rewritten = data_layers_as_inputs(Path(original).read_text(errors="replace"), inputs)
+        text = Path(original).read_text(errors="replace")
+        rewritten = data_layers_as_inputs(text, inputs)
+        if self.stages:
+            rewritten = with_stages(rewritten or text, self.stages)
         work = Path(tempfile.mkdtemp(prefix="protocaffe-net-")) if rewritten else None
         try:
             if work is not None and rewritten is not None:
@@ -200,9 +214,9 @@ class CaffeReference:
     def _in_process(self, caffe: Any, inputs: Mapping[str, np.ndarray]) -> Iterator[RefStep]:
         caffe.set_mode_cpu()
         if self.caffemodel:
-            net = caffe.Net(self.prototxt, caffe.TEST, weights=self.caffemodel)
+            net = caffe.Net(self.prototxt, caffe.TEST, level=self.level, weights=self.caffemodel)
         else:
-            net = caffe.Net(self.prototxt, caffe.TEST)
+            net = caffe.Net(self.prototxt, caffe.TEST, level=self.level)
         for name, array in inputs.items():
             net.blobs[name].reshape(*array.shape)
         net.reshape()
@@ -368,6 +382,25 @@ def _per_layer_files(layers: Sequence[Mapping[str, Any]]) -> list[tuple[int, int
 
 # Data layers whose tops protocaffe makes the module's inputs (see layers/sources.py).
 INPUT_DATA_LAYERS = ("MemoryData", "DummyData")
+
+
+def with_stages(text: str, stages: Sequence[str]) -> str:
+    """The net with `stages` added to its own state {}: Caffe's Net constructor adds the stages
+    it is given to those (net.cpp), so this file, built at the TEST phase, is the net of those
+    stages wherever it is run."""
+    from google.protobuf import text_format
+
+    from protocaffe.proto.schema import message_class
+
+    net: Any = message_class("NetParameter")()
+    try:
+        text_format.Parse(text, net)
+    except text_format.ParseError as exc:
+        raise ReferenceUnavailable(
+            f"cannot add the stages to the net for Caffe: {exc}", reference="caffe"
+        ) from None
+    net.state.stage.extend(stages)
+    return str(text_format.MessageToString(net))
 
 
 def data_layers_as_inputs(text: str, inputs: Mapping[str, np.ndarray]) -> str | None:
