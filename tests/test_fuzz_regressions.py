@@ -696,3 +696,43 @@ def test_limitation_pooling_mask_geometry(oracle: Oracle, tmp_path: Path) -> Non
     text = one("Pooling", "pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 2 }")
     text = text.replace('top: "out"', 'top: "out" top: "mask"')
     runs_in_both(oracle, tmp_path, text, seed=0)
+
+
+# -- finding V: NMS over NaN boxes -----------------------------------------------------------------
+
+NAN_PRIORS = (
+    'name: "nan_priors"\n'
+    'input: "feature"\ninput_shape { dim: 3 dim: 1 dim: 2 dim: 1 }\n'
+    'input: "image"\ninput_shape { dim: 3 dim: 3 dim: 32 dim: 32 }\n'
+    'input: "loc"\ninput_shape { dim: 3 dim: 40 }\n'
+    'input: "scores"\ninput_shape { dim: 3 dim: 30 }\n'
+    'layer { name: "prior" type: "PriorBox" bottom: "feature" bottom: "image" top: "prior" '
+    "prior_box_param { min_size: 10.5 aspect_ratio: -0.5 aspect_ratio: 2.0 clip: false "
+    "variance: 0.5 variance: 0.5 variance: 0.2 variance: 0.2 offset: 0.5 } }\n"
+    'layer { name: "conf" type: "Softmax" bottom: "scores" top: "conf" }\n'
+    'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "prior" '
+    'top: "det" detection_output_param { num_classes: 3 share_location: true '
+    "nms_param { nms_threshold: NMS top_k: 20 } keep_top_k: 200 } }\n"
+)
+
+
+@pytest.mark.parametrize(
+    "aspect, nms, eta",
+    [
+        ("-0.5", "1.0", None),
+        ("-0.5", "0.45", None),
+        ("-0.5", "0.9", "0.6"),
+        ("0", "0.45", None),  # infinitely high priors (min_size / sqrt(0)): 0 * inf overlaps
+        ("0", "0.9", "0.6"),
+    ],
+)
+def test_finding_v_nms_over_nan_boxes(
+    oracle: Oracle, tmp_path: Path, aspect: str, nms: str, eta: str | None
+) -> None:
+    """The deep run (seed 2044): aspect_ratio -0.5 makes NaN priors (sqrt(-0.5)), CORNER codes
+    decode them to NaN boxes without a CHECK, and Caffe's NMS keeps a candidate only where
+    `overlap <= threshold`, an overlap computed with std::max/min, which return a NaN only as
+    their first argument: protocaffe kept NaN-overlapping candidates (60 rows against 43)."""
+    threshold = nms if eta is None else f"{nms} eta: {eta}"  # eta < 1: the adaptive branch
+    text = NAN_PRIORS.replace("NMS", threshold)
+    runs_in_both(oracle, tmp_path, text.replace("aspect_ratio: -0.5", f"aspect_ratio: {aspect}"))

@@ -58,22 +58,50 @@ def _decode_rotated(
     return torch.stack(values, -1)
 
 
-def _overlaps(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """Caffe's JaccardOverlap of (..., 4, R) boxes with (..., 4, K) boxes (coordinates first,
-    each a contiguous row): (..., R, K).
-
-    Boxes that do not intersect get 0 (NaN when both also have no area: 0 / 0), which exceeds
-    no threshold, as Caffe's 0 does not."""
-    r_x0, r_y0, r_x1, r_y1 = [c[..., :, None] for c in rows.unbind(-2)]
-    c_x0, c_y0, c_x1, c_y1 = [c[..., None, :] for c in columns.unbind(-2)]
-    inter_w = (torch.minimum(r_x1, c_x1) - torch.maximum(r_x0, c_x0)).clamp(min=0.0)
-    inter_h = (torch.minimum(r_y1, c_y1) - torch.maximum(r_y0, c_y0)).clamp(min=0.0)
+def _overlaps(
+    candidates: torch.Tensor, kept: torch.Tensor, sizes: torch.Tensor, by_kept: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caffe's JaccardOverlap(candidate, kept box) (bbox_util.cpp) of (..., 4, R) candidates
+    with (..., 4, K) kept boxes (coordinates first, each a contiguous row, as
+    _as_candidates and _as_kept lay them out), and the sum of their BBoxSizes `sizes` (..., R,
+    K): (overlap, the intersection's narrower side), each (..., R, K), or (..., K, R)
+    `by_kept`. Where the boxes do not intersect (Caffe: unless both sides are > 0) the side is
+    0 and the overlap 0 or NaN (0 / 0, 0 * inf, or a NaN size), which _spared reads as Caffe's
+    0."""
+    c_rows, k_rows = (-2, -1) if by_kept else (-1, -2)
+    c_x0, c_y0, c_x1, c_y1 = candidates.unsqueeze(c_rows).unbind(-3)
+    k_x0, k_y0, k_x1, k_y1 = kept.unsqueeze(k_rows).unbind(-3)
+    inter_w = (torch.minimum(c_x1, k_x1) - torch.maximum(c_x0, k_x0)).clamp_(min=0.0)
+    inter_h = (torch.minimum(c_y1, k_y1) - torch.maximum(c_y0, k_y0)).clamp_(min=0.0)
     inter = inter_w * inter_h
-    return inter / (_box_sizes(rows)[..., :, None] + _box_sizes(columns)[..., None, :] - inter)
+    return inter / (sizes - inter), torch.minimum(inter_w, inter_h)
+
+
+def _spared(overlap: torch.Tensor, side: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Caffe's `keep = overlap <= threshold` for one pair: a NaN overlap of boxes that
+    intersect suppresses; boxes that do not intersect overlap 0, which the threshold (Caffe
+    CHECKs nms_threshold >= 0, and eta > 0 only lowers it) spares."""
+    return (overlap <= threshold) | (side == 0)
+
+
+def _as_candidates(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 4, K) boxes as IntersectBBox's first argument: Caffe's std::max(a, b) and
+    std::min(a, b) return a NaN only as `a`, so a candidate with a NaN coordinate intersects
+    nothing; it becomes the empty box [+inf, +inf, -inf, -inf] (its size is kept apart)."""
+    empty = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=boxes.dtype, device=boxes.device)
+    nan = torch.isnan(boxes).any(-2, keepdim=True)
+    return torch.where(nan, empty[:, None] * float("inf"), boxes)
+
+
+def _as_kept(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 4, K) boxes as IntersectBBox's second argument: where a coordinate is NaN, the
+    intersection takes the candidate's (see _as_candidates), as an infinite one would."""
+    open_side = torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=boxes.dtype, device=boxes.device)
+    return torch.where(torch.isnan(boxes), open_side[:, None] * float("inf"), boxes)
 
 
 def _box_sizes(boxes: torch.Tensor) -> torch.Tensor:
-    """Caffe's BBoxSize of (..., 4, K) boxes: 0 for an inverted box."""
+    """Caffe's BBoxSize of (..., 4, K) boxes: 0 for an inverted box (NaN with a NaN side)."""
     width = boxes[..., 2, :] - boxes[..., 0, :]
     height = boxes[..., 3, :] - boxes[..., 1, :]
     return torch.where((width < 0) | (height < 0), torch.zeros_like(width), width * height)
@@ -86,14 +114,17 @@ def _nms_keep(
     best first: (N, C, K, 4) boxes and (N, C, K) valid -> which candidates it keeps.
 
     Candidate i is kept when valid and its overlap with every kept earlier candidate is <= the
-    threshold (which an eta < 1 lowers after each kept box while above 0.5). The loops run over
-    the static range(K), with tensor steps only, so that torch.export and ONNX can follow them
-    (a few nodes a step: they are unrolled there). Overlaps are computed a block of rows at a
-    time, against the candidates on the side that matters only: memory stays O(N * C * K * 64).
+    threshold (which an eta < 1 lowers after each kept box while above 0.5); a NaN overlap is
+    not. The loops run over the static range(K), with tensor steps only, so that torch.export
+    and ONNX can follow them (a few nodes a step: they are unrolled there). Overlaps are
+    computed a block of rows at a time, against the candidates on the side that matters only:
+    memory stays O(N * C * K * 64).
     """
     count = boxes.shape[2]
     block = 64
     coordinates = boxes.transpose(2, 3).contiguous()
+    as_candidates, as_kept = _as_candidates(coordinates), _as_kept(coordinates)
+    sizes = _box_sizes(coordinates)
     keep = valid.clone()
     threshold = torch.full_like(boxes[:, :, :1, 0], nms_threshold)
     indices = torch.arange(count, device=boxes.device)
@@ -102,10 +133,14 @@ def _nms_keep(
         rows = indices[start:stop, None]
         if eta >= 1.0:
             # A fixed threshold: once i is decided, it settles every later candidate it
-            # overlaps too much (keep is final for i and all before it).
-            overlaps = _overlaps(coordinates[..., start:stop], coordinates[..., start:])
+            # overlaps too much (keep is final for i and all before it). Row i, column j: later
+            # candidate j against kept box i.
+            both = sizes[:, :, start:stop, None] + sizes[:, :, None, start:]
+            overlap, side = _overlaps(
+                as_candidates[..., start:], as_kept[..., start:stop], both, by_kept=True
+            )
             later = indices[None, start:] > rows
-            spares = ~(overlaps > nms_threshold) | ~later  # NaN spares too
+            spares = _spared(overlap, side, threshold[..., None]) | ~later
             tail = keep[:, :, start:]
             for i in range(stop - start):
                 # (Not torch.where: ONNX Runtime has no Where for booleans.)
@@ -114,10 +149,12 @@ def _nms_keep(
         else:
             # The threshold a candidate meets depends on how many were kept before it: decide
             # i from the kept earlier ones, then lower the threshold.
-            overlaps = _overlaps(coordinates[..., start:stop], coordinates[..., :stop])
-            overlaps = torch.where(indices[None, :stop] < rows, overlaps, -1.0)
+            both = sizes[:, :, start:stop, None] + sizes[:, :, None, :stop]
+            overlap, side = _overlaps(as_candidates[..., start:stop], as_kept[..., :stop], both)
+            earlier = indices[None, :stop] < rows
             for i in range(start, stop):
-                close = overlaps[:, :, i - start] > threshold
+                spared = _spared(overlap[:, :, i - start], side[:, :, i - start], threshold)
+                close = ~spared & earlier[i - start]
                 kept = keep[:, :, i] & ~(close & keep[:, :, :stop]).any(-1)
                 keep[:, :, i] = kept
                 lower = kept[:, :, None] & (threshold > 0.5)

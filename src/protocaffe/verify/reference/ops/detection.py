@@ -504,20 +504,34 @@ def box_sizes(boxes: Array) -> Array:
     return np.asarray(np.where(invalid, f32(0), w * h).astype(np.float32), dtype=np.float32)
 
 
+def _caffe_max(a: Array, b: Array) -> Array:
+    """std::max(a, b): `a < b ? b : a` (a NaN comes out only as `a`)."""
+    return np.where(a < b, b, a)
+
+
+def _caffe_min(a: Array, b: Array) -> Array:
+    """std::min(a, b): `b < a ? b : a`."""
+    return np.where(b < a, b, a)
+
+
 def _overlaps(box: Array, size: np.float32, kept: Array, kept_sizes: Array) -> Array:
-    """JaccardOverlap of one box with each kept box (IntersectBBox + the stored sizes)."""
+    """JaccardOverlap(box, each kept box) (bbox_util.cpp): IntersectBBox with std::max/min in
+    Caffe's argument order, then the stored sizes; 0 unless the intersection's width and height
+    are > 0 (so NaN coordinates come out as in Caffe)."""
     apart = (
         (kept[:, 0] > box[2])
         | (kept[:, 2] < box[0])
         | (kept[:, 1] > box[3])
         | (kept[:, 3] < box[1])
     )
-    w = np.minimum(box[2], kept[:, 2]) - np.maximum(box[0], kept[:, 0])
-    h = np.minimum(box[3], kept[:, 3]) - np.maximum(box[1], kept[:, 1])
+    w = _caffe_min(box[2], kept[:, 2]) - _caffe_max(box[0], kept[:, 0])
+    h = _caffe_min(box[3], kept[:, 3]) - _caffe_max(box[1], kept[:, 1])
+    w = np.where(apart, f32(0), w)
+    h = np.where(apart, f32(0), h)
     inter = w * h
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = inter / (size + kept_sizes - inter)
-    return np.asarray(np.where(apart | (w <= 0) | (h <= 0), f32(0), iou), dtype=np.float32)
+    return np.asarray(np.where((w > 0) & (h > 0), iou, f32(0)), dtype=np.float32)
 
 
 def nms_fast(
@@ -540,7 +554,8 @@ def nms_fast(
     for i in order:
         if kept:
             k = np.asarray(kept)
-            if np.any(_overlaps(boxes[i], sizes[i], boxes[k], sizes[k]) > adaptive):
+            # keep = overlap <= threshold: a NaN overlap suppresses.
+            if not np.all(_overlaps(boxes[i], sizes[i], boxes[k], sizes[k]) <= adaptive):
                 continue
         kept.append(int(i))
         if eta < 1 and adaptive > 0.5:
