@@ -387,9 +387,13 @@ def _mismatch_cause(case: Path, net: Message, m: Mismatch) -> str:
     stale = [
         read for read in stale_reads(prefix, caffe_outputs(net, index)) if read.reader >= index
     ]
+    kind_of = str(layer.type)  # type: ignore[attr-defined]
+    # First: a PriorBox that differs with clip unset differs by it (it reads only its bottoms'
+    # shapes, so a stale read of them explains nothing).
+    if kind_of == "PriorBox" and not layer.prior_box_param.HasField("clip"):  # type: ignore
+        return "oracle: PriorBox clip defaults to true in this build (SSD fork: false)"
     if kind == "value" and stale:
         return "cause 5: in-place write through a blob that shares memory"
-    kind_of = str(layer.type)  # type: ignore[attr-defined]
     if kind in ("shape", "value") and _half_pair(layer):
         return CAUSE_2
     if kind == "value" and _shares_parameters(net, layer):
@@ -408,9 +412,6 @@ def _mismatch_cause(case: Path, net: Message, m: Mismatch) -> str:
         p = layer.batch_norm_param  # type: ignore[attr-defined]
         if p.HasField("use_global_stats") and not p.use_global_stats:
             return "cause 6: BatchNorm with batch statistics"
-    # Before cause 10 and finding B: a PriorBox that differs with clip unset differs by it.
-    if kind_of == "PriorBox" and not layer.prior_box_param.HasField("clip"):  # type: ignore
-        return "oracle: PriorBox clip defaults to true in this build (SSD fork: false)"
     if kind_of == "PriorBox" and kind == "value":
         p = layer.prior_box_param  # type: ignore[attr-defined]
         if any(v != int(v) for v in [*p.min_size, *p.max_size]):
