@@ -134,6 +134,7 @@ layer { name: "without_x" type: "Power" bottom: "data" top: "out"
   include { not_stage: "x" } power_param { shift: -1 } }
 layer { name: "final" type: "TanH" bottom: "out" top: "final" }
 """
+FINAL = 'layer { name: "final" type: "TanH" bottom: "data" top: "final" }\n'
 
 
 @pytest.mark.skipif(not available(), reason="no pycaffe and no Caffe oracle")
@@ -158,12 +159,20 @@ def test_a_module_of_other_stages_fails_verify_against_caffe(tmp_path: Path) -> 
     assert not report.ok
 
 
-def test_opencv_cannot_build_the_net_of_a_stage(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stages", [(), ("x",)])
+def test_opencv_cannot_build_a_net_whose_state_leaves_layers_out(
+    tmp_path: Path, stages: tuple[str, ...]
+) -> None:
+    """OpenCV imports every layer of the file, whatever its rules say."""
     pytest.importorskip("cv2")
     path = tmp_path / "net.prototxt"
     path.write_text(ALTERNATIVES)
-    with pytest.raises(VerifyError, match="does not apply include/exclude rules"):
-        verify(path, reference="opencv", stages=("x",))
+    left_out = "with_x" if not stages else "without_x"
+    with pytest.raises(VerifyError, match=f"would also build layer '{left_out}'"):
+        verify(path, reference="opencv", stages=stages)
+    # Without rules that leave a layer out, a stage changes nothing for OpenCV.
+    path.write_text(ALTERNATIVES.split('layer { name: "with_x"')[0] + FINAL)
+    assert verify(path, reference="opencv", stages=stages).ok
 
 
 def test_verify_at_a_level(tmp_path: Path) -> None:

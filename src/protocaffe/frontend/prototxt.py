@@ -56,6 +56,8 @@ class NetDef:
     path: str
     inputs: tuple[InputDef, ...]
     layers: tuple[LayerDef, ...]
+    # The layers of the file that the net state's include/exclude rules leave out, by name.
+    left_out: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -203,9 +205,11 @@ def read_prototxt_text(
     inputs = _declared_inputs(net, locations, path)
     layers: list[LayerDef] = []
     state = NetState(phase, level, (*net.state.stage, *stages))
+    left_out: list[str] = []
     for msg, loc in raw:
         if not _in_state(msg, state, loc):
             reporter.note(loc, f"not in {state.described()}; left out", msg.name, msg.type)
+            left_out.append(msg.name)
             continue
         layers.append(
             LayerDef(
@@ -220,7 +224,7 @@ def read_prototxt_text(
         )
     for shape_def in inputs:
         _check_shape(shape_def.shape, shape_def.loc, shape_def.name)
-    return NetDef(name=net.name, path=path, inputs=tuple(inputs), layers=tuple(layers))
+    return NetDef(net.name, path, tuple(inputs), tuple(layers), tuple(left_out))
 
 
 def _check_shape(shape: Shape, loc: SourceLoc, name: str) -> None:

@@ -252,7 +252,7 @@ def _make_reference(
     if name == "opencv":
         from protocaffe.verify.opencv import OpenCVReference
 
-        return OpenCVReference(net, prototxt, weights, state_given=bool(opts.level or opts.stages))
+        return OpenCVReference(net, prototxt, weights)
     from protocaffe.verify.numpy_backend import NumpyReference
 
     return NumpyReference(net, model, opts.dialects)

@@ -336,13 +336,10 @@ class OpenCVReference:
         net: NetDef,
         prototxt: str | os.PathLike[str],
         caffemodel: str | os.PathLike[str] | None,
-        state_given: bool = False,
     ) -> None:
         self.net = net
         self.prototxt = str(prototxt)
         self.caffemodel = str(caffemodel) if caffemodel is not None else None
-        # A level or stages were given (verify --level/--stage).
-        self.state_given = state_given
         self._version = "OpenCV"
         self._work: Path | None = None
 
@@ -352,10 +349,10 @@ class OpenCVReference:
     def prepare(self) -> None:
         cv2 = require_cv2()
         self._version = f"OpenCV {cv2.__version__}"
-        if self.state_given:
+        if self.net.left_out:
             raise ReferenceUnavailable(
-                "OpenCV's importer does not apply include/exclude rules: it cannot build the net "
-                "of a level or stages",
+                "OpenCV's importer does not apply include/exclude rules: it would also build "
+                f"layer {self.net.left_out[0]!r}, which the net state leaves out",
                 reference=self.name,
             )
 
