@@ -192,10 +192,7 @@ class CaffeReference:
         # MemoryData aborts without a Reset and DummyData fills its own tops: Caffe runs the
         # net with those layers made Input layers of the same names and shapes.
         original = self.prototxt
-        text = Path(original).read_text(errors="replace")
-        rewritten = data_layers_as_inputs(text, inputs)
-        if self.stages:
-            rewritten = with_stages(rewritten or text, self.stages)
+        rewritten = net_for_caffe(Path(original).read_text(errors="replace"), inputs, self.stages)
         work = Path(tempfile.mkdtemp(prefix="protocaffe-net-")) if rewritten else None
         try:
             if work is not None and rewritten is not None:
@@ -384,10 +381,18 @@ def _per_layer_files(layers: Sequence[Mapping[str, Any]]) -> list[tuple[int, int
 INPUT_DATA_LAYERS = ("MemoryData", "DummyData")
 
 
-def with_stages(text: str, stages: Sequence[str]) -> str:
-    """The net with `stages` added to its own state {}: Caffe's Net constructor adds the stages
-    it is given to those (net.cpp), so this file, built at the TEST phase, is the net of those
-    stages wherever it is run."""
+def net_for_caffe(
+    text: str, inputs: Mapping[str, np.ndarray], stages: Sequence[str] = ()
+) -> str | None:
+    """The net for Caffe, from one parse of the file's text, or None when the file serves as
+    it is (or is not a net this schema parses, and has no stages to add).
+
+    MemoryData aborts without a Reset (set_input_arrays) and DummyData fills its tops itself:
+    each such layer that provides an input becomes an Input layer of the same name with the
+    tops the module takes as inputs (so per-layer results line up). `stages` go into the
+    file's own state {}: Caffe's Net constructor adds the stages it is given to those
+    (net.cpp), so the file, built at the TEST phase, is the net of those stages wherever it
+    runs (pycaffe or the oracle wrapper)."""
     from google.protobuf import text_format
 
     from protocaffe.proto.schema import message_class
@@ -396,28 +401,12 @@ def with_stages(text: str, stages: Sequence[str]) -> str:
     try:
         text_format.Parse(text, net)
     except text_format.ParseError as exc:
-        raise ReferenceUnavailable(
-            f"cannot add the stages to the net for Caffe: {exc}", reference="caffe"
-        ) from None
-    net.state.stage.extend(stages)
-    return str(text_format.MessageToString(net))
-
-
-def data_layers_as_inputs(text: str, inputs: Mapping[str, np.ndarray]) -> str | None:
-    """The net for Caffe when MemoryData or DummyData layers provide its inputs: Caffe cannot
-    forward a MemoryData layer before a Reset (set_input_arrays), and DummyData fills its tops
-    itself. Each such layer becomes an Input layer of the same name with the tops the module
-    takes as inputs (so per-layer results line up). None when there is nothing to replace or
-    the text is not a V2 net this schema parses (Caffe then gets the file as it is)."""
-    from google.protobuf import text_format
-
-    from protocaffe.proto.schema import message_class
-
-    net: Any = message_class("NetParameter")()
-    try:
-        text_format.Parse(text, net)
-    except text_format.ParseError:
+        if stages:
+            raise ReferenceUnavailable(
+                f"cannot add the stages to the net for Caffe: {exc}", reference="caffe"
+            ) from None
         return None
+    net.state.stage.extend(stages)
     replaced = False
     for layer in net.layer:
         tops = [top for top in layer.top if top in inputs]
@@ -431,7 +420,7 @@ def data_layers_as_inputs(text: str, inputs: Mapping[str, np.ndarray]) -> str | 
             layer.top.append(top)
             layer.input_param.shape.add().dim.extend(inputs[top].shape)
         replaced = True
-    return str(text_format.MessageToString(net)) if replaced else None
+    return str(text_format.MessageToString(net)) if replaced or stages else None
 
 
 def run_caffe(
